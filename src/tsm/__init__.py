@@ -1,0 +1,1 @@
+"""TSM: temporal shift for efficient video recognition, on timm backbones."""

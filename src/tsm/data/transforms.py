@@ -1,0 +1,82 @@
+"""Clip transforms: one crop and flip decision for all frames of a clip, then normalisation.
+
+Frames come in as uint8 ``(T, H, W, C)`` and leave as float ``(T, C, crop, crop)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def crop_offsets(width: int, height: int, crop_w: int, crop_h: int) -> list[tuple[int, int]]:
+    """The 13 fixed crop positions of TSM's multi-scale crop: centre, corners, edge
+    centres and the four quarter points, as (left, top)."""
+    sx, sy = (width - crop_w) / 4, (height - crop_h) / 4
+    grid = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3)]
+    return [(int(gx * sx), int(gy * sy)) for gx, gy in grid]
+
+
+def multiscale_crop_box(
+    width: int, height: int, crop_size: int, scales: Sequence[float], max_distort: int, rng: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """A random (left, top, w, h) crop: side lengths from ``scales`` of the short side, the
+    two sides at most ``max_distort`` scale steps apart, at one of the 13 fixed positions."""
+    base = min(width, height)
+    sizes = [int(base * s) for s in scales]
+    sizes = [crop_size if abs(s - crop_size) < 3 else s for s in sizes]
+    pairs = [(w, h) for i, h in enumerate(sizes) for j, w in enumerate(sizes) if abs(i - j) <= max_distort]
+    crop_w, crop_h = pairs[rng.integers(len(pairs))]
+    crop_w, crop_h = min(crop_w, width), min(crop_h, height)
+    offsets = crop_offsets(width, height, crop_w, crop_h)
+    left, top = offsets[rng.integers(len(offsets))]
+    return left, top, crop_w, crop_h
+
+
+class ClipTransform:
+    """Training: multi-scale crop, resize to ``crop_size``, horizontal flip with a label map.
+    Evaluation: resize the short side to ``scale_size``, centre crop ``crop_size``."""
+
+    def __init__(
+        self,
+        train: bool,
+        crop_size: int,
+        scale_size: int,
+        scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
+        max_distort: int = 1,
+        flip: bool = True,
+        flip_label_map: Mapping[int, int] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        self.train = train
+        self.crop_size = crop_size
+        self.scale_size = scale_size
+        self.scales = tuple(scales)
+        self.max_distort = max_distort
+        self.flip = flip
+        self.flip_label_map = dict(flip_label_map or {})
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+
+    def __call__(self, frames: torch.Tensor, label: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        clip = frames.permute(0, 3, 1, 2)  # (T, C, H, W) uint8
+        height, width = clip.shape[-2:]
+        size = [self.crop_size, self.crop_size]
+        if self.train:
+            left, top, w, h = multiscale_crop_box(width, height, self.crop_size, self.scales, self.max_distort, rng)
+            clip = TF.resized_crop(clip, top, left, h, w, size, antialias=True)
+            if self.flip and rng.random() < 0.5:
+                clip = TF.horizontal_flip(clip)
+                label = self.flip_label_map.get(label, label)
+        else:
+            clip = TF.resize(clip, [self.scale_size], antialias=True)
+            clip = TF.center_crop(clip, size)
+        clip = clip.float().div_(255)
+        return (clip - self.mean) / self.std, label

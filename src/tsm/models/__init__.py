@@ -1,0 +1,79 @@
+"""Model zoo: ``build_recognizer`` turns a timm backbone name into a TSM/TSN recognizer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+
+from tsm.models.patch import add_temporal_pool, patch_shift
+from tsm.models.recognizer import Recognizer
+
+SHIFT_DEFAULTS = {"enabled": True, "fold_div": 8, "direction": "bidirectional", "place": "residual", "blocks": "all"}
+
+
+def build_recognizer(
+    backbone: str,
+    num_classes: int,
+    num_segments: int,
+    shift: Mapping[str, Any] | None = None,
+    pretrained: bool = False,
+    dropout: float = 0.5,
+    pretrained_file: str | None = None,
+    temporal_pool: bool = False,
+    partial_bn: bool = False,
+) -> Recognizer:
+    """A recognizer over timm ``backbone``; ``shift=None`` or ``enabled=False`` gives TSN.
+
+    ``pretrained`` uses timm's weights (cache or hub); ``pretrained_file`` loads a local
+    ImageNet state dict for the backbone instead, with no network.
+    """
+    net = timm.create_model(backbone, pretrained=pretrained and pretrained_file is None, num_classes=0)
+    if pretrained_file is not None:
+        load_backbone_file(net, pretrained_file)
+    options = _shift_options(shift)
+    if options["enabled"]:
+        patch_shift(
+            net,
+            num_segments,
+            fold_div=options["fold_div"],
+            direction=options["direction"],
+            place=options["place"],
+            blocks=options["blocks"],
+            temporal_pool=temporal_pool,
+        )
+    elif temporal_pool:
+        add_temporal_pool(net, num_segments)
+    frames_out = num_segments // 2 if temporal_pool else num_segments
+    return Recognizer(net, net.num_features, num_classes, num_segments, frames_out, dropout, partial_bn)
+
+
+def _shift_options(shift: Mapping[str, Any] | None) -> dict[str, Any]:
+    if shift is None:
+        return {**SHIFT_DEFAULTS, "enabled": False}
+    unknown = set(shift) - set(SHIFT_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown model.shift keys {sorted(unknown)}; known: {sorted(SHIFT_DEFAULTS)}")
+    options = {**SHIFT_DEFAULTS, **shift}
+    if not isinstance(options["blocks"], str):
+        options["blocks"] = [int(i) for i in options["blocks"]]
+    return options
+
+
+def load_backbone_file(net: torch.nn.Module, path: str) -> None:
+    """Load ImageNet weights for a timm backbone from a local file; its classifier is dropped."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"model.pretrained_file: no such file {file}")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    head = {k for k in state if k.split(".")[0] in ("fc", "classifier", "head")}
+    missing, unexpected = net.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"model.pretrained_file {file} does not match the backbone: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+        )

@@ -1,0 +1,140 @@
+"""The LightningModule: a recognizer, its loss, metrics, optimizer groups and schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from tsm.models import build_recognizer
+from tsm.optim import param_groups, scaled_lr, warmup_schedule
+
+SPLITS = ("train", "val", "test")
+# The TSM paper's recipe; conf/model/*.yaml restates it, these serve Python users.
+DEFAULT_OPTIMIZER = {
+    "base_lr": 0.01,
+    "base_batch_size": 64,
+    "batch_size": 8,
+    "momentum": 0.9,
+    "nesterov": False,
+    "weight_decay": 5e-4,
+    "bias_lr_mult": 2.0,
+    "head_lr_mult_pretrained": {"weight": 5.0, "bias": 10.0},
+    "head_lr_mult_scratch": {"weight": 1.0, "bias": 2.0},
+}
+DEFAULT_SCHEDULER = {"name": "cosine", "warmup_epochs": 0, "milestones": [], "gamma": 0.1, "min_lr_ratio": 0.0}
+
+
+def _metrics(num_classes: int) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+            "mean_class_acc": MulticlassAccuracy(num_classes, average="macro"),
+        }
+    )
+
+
+class TSMLitModule(pl.LightningModule):
+    """Trains a recognizer built by :func:`tsm.models.build_recognizer` from the ``model.*`` config."""
+
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        num_segments: int,
+        shift: Mapping[str, Any] | None = None,
+        pretrained: bool = False,
+        pretrained_file: str | None = None,
+        dropout: float = 0.5,
+        temporal_pool: bool = False,
+        partial_bn: bool = False,
+        label_smoothing: float = 0.0,
+        channels_last: bool = False,
+        optimizer: Mapping[str, Any] = DEFAULT_OPTIMIZER,
+        scheduler: Mapping[str, Any] = DEFAULT_SCHEDULER,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_recognizer(
+            backbone,
+            num_classes,
+            num_segments,
+            shift=shift,
+            pretrained=pretrained,
+            dropout=dropout,
+            pretrained_file=pretrained_file,
+            temporal_pool=temporal_pool,
+            partial_bn=partial_bn,
+        )
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.metrics = nn.ModuleDict({split: _metrics(num_classes) for split in SPLITS})
+        self.losses = nn.ModuleDict({split: MeanMetric() for split in SPLITS})
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.net(clips)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
+        clips, labels, _ = batch
+        logits = self(clips)
+        loss = self.criterion(logits, labels)
+        self.losses[split](loss.detach())
+        self.metrics[split].update(logits.detach(), labels)
+        self.log(f"{split}/loss", self.losses[split], on_step=split == "train", on_epoch=True, prog_bar=True)
+        return loss
+
+    def _log_epoch_metrics(self, split: str) -> dict[str, torch.Tensor]:
+        values = self.metrics[split].compute()
+        self.metrics[split].reset()
+        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, prog_bar=split != "test")
+        return values
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_epoch_metrics("val")
+        if not self.trainer.sanity_checking:
+            self.val_acc_best(values["acc"])
+            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt, sched = self.hparams.optimizer, self.hparams.scheduler
+        global_batch = opt["batch_size"] * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        lr = scaled_lr(opt["base_lr"], global_batch, opt["base_batch_size"])
+        pretrained = self.hparams.pretrained or self.hparams.pretrained_file is not None
+        head_mult = opt["head_lr_mult_pretrained" if pretrained else "head_lr_mult_scratch"]
+        groups = param_groups(self.net, lr, opt["weight_decay"], head_mult, opt["bias_lr_mult"])
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt["momentum"], nesterov=opt["nesterov"])
+        total_steps = self.trainer.estimated_stepping_batches
+        steps_per_epoch = max(int(total_steps // max(self.trainer.max_epochs, 1)), 1)
+        schedule = warmup_schedule(
+            optimizer,
+            total_steps=int(total_steps),
+            warmup_steps=int(sched["warmup_epochs"] * steps_per_epoch),
+            name=sched["name"],
+            milestones=tuple(int(e * steps_per_epoch) for e in sched["milestones"]),
+            gamma=sched["gamma"],
+            min_lr_ratio=sched["min_lr_ratio"],
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,73 @@
+"""TSM's optimizer recipe: parameter groups, linear lr scaling and a warm-up schedule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from tsm.models.recognizer import Recognizer
+
+
+def scaled_lr(base_lr: float, global_batch: int, base_batch: int) -> float:
+    """The linear scaling rule: ``base_lr`` was tuned for ``base_batch`` clips per step."""
+    return base_lr * global_batch / base_batch
+
+
+def param_groups(
+    model: Recognizer,
+    lr: float,
+    weight_decay: float,
+    head_lr_mult: Mapping[str, float],
+    bias_lr_mult: float,
+) -> list[dict]:
+    """SGD groups: backbone weights (lr, decay); backbone biases (``bias_lr_mult`` x lr, no
+    decay); norms (lr, no decay); classifier weight and bias at ``head_lr_mult['weight']``
+    and ``['bias']`` x lr (no decay on the bias). Frozen parameters are left out."""
+    norm_types = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+    weights, biases, norms = [], [], []
+    for module in model.backbone.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            if isinstance(module, norm_types):
+                norms.append(param)
+            elif name == "bias":
+                biases.append(param)
+            else:
+                weights.append(param)
+    groups = [
+        {"name": "weights", "params": weights, "lr": lr, "weight_decay": weight_decay},
+        {"name": "biases", "params": biases, "lr": lr * bias_lr_mult, "weight_decay": 0.0},
+        {"name": "norms", "params": norms, "lr": lr, "weight_decay": 0.0},
+        {"name": "head_weight", "params": [model.fc.weight], "lr": lr * head_lr_mult["weight"], "weight_decay": weight_decay},
+        {"name": "head_bias", "params": [model.fc.bias], "lr": lr * head_lr_mult["bias"], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def warmup_schedule(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_steps: int,
+    name: str = "cosine",
+    milestones: tuple[int, ...] = (),
+    gamma: float = 0.1,
+    min_lr_ratio: float = 0.0,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step multiplier: linear warm-up from 1/warmup_steps to 1, then cosine decay to
+    ``min_lr_ratio`` or step decay by ``gamma`` at each milestone step."""
+    if name not in ("cosine", "step"):
+        raise ValueError(f"model.scheduler.name must be 'cosine' or 'step', got {name!r}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if name == "step":
+            return gamma ** sum(step >= m for m in milestones)
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,86 @@
+"""The temporal shift: move a fraction of the channels one frame along time.
+
+Frames of one clip are stacked in the batch dimension as ``(N*T, C, H, W)``;
+the shift views them as ``(N, T, C, H, W)`` and writes every output element
+exactly once (one pass over memory, no ``zeros_like`` followed by copies).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+DIRECTIONS = ("bidirectional", "causal")
+
+
+def shift_fold(channels: int, fold_div: int, direction: str) -> int:
+    """Number of channels moved per direction; validates ``fold_div`` and ``direction``."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"shift direction must be one of {DIRECTIONS}, got {direction!r}")
+    if not isinstance(fold_div, int) or fold_div < 1:
+        raise ValueError(f"fold_div must be a positive integer, got {fold_div!r}")
+    fold = channels // fold_div
+    moved = 2 * fold if direction == "bidirectional" else fold
+    if fold == 0 or moved > channels:
+        raise ValueError(
+            f"fold_div={fold_div} does not fit {channels} channels with direction={direction!r}: "
+            f"need 1 <= C // fold_div and {'2 * ' if direction == 'bidirectional' else ''}"
+            f"(C // fold_div) <= C"
+        )
+    return fold
+
+
+def temporal_shift(
+    x: torch.Tensor, num_segments: int, fold_div: int = 8, direction: str = "bidirectional"
+) -> torch.Tensor:
+    """Shift channels of ``x`` (``(N*T, C, H, W)``) along time, same shape out.
+
+    bidirectional: channels ``[0, fold)`` take frame t+1, ``[fold, 2*fold)`` take
+    frame t-1 (zeros past the clip's ends). causal: channels ``[0, fold)`` take
+    frame t-1 (zeros at t=0). The remaining channels are copied unchanged.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"temporal_shift expects (N*T, C, H, W), got shape {tuple(x.shape)}")
+    if num_segments < 1 or x.shape[0] % num_segments != 0:
+        raise ValueError(
+            f"batch dimension {x.shape[0]} is not a multiple of num_segments={num_segments}"
+        )
+    fold = shift_fold(x.shape[1], fold_div, direction)
+    clips = x.view(x.shape[0] // num_segments, num_segments, *x.shape[1:])
+    out = torch.empty_like(clips)
+    if direction == "bidirectional":
+        out[:, :-1, :fold] = clips[:, 1:, :fold]
+        out[:, -1:, :fold] = 0
+        out[:, 1:, fold : 2 * fold] = clips[:, :-1, fold : 2 * fold]
+        out[:, :1, fold : 2 * fold] = 0
+        out[:, :, 2 * fold :] = clips[:, :, 2 * fold :]
+    else:
+        out[:, 1:, :fold] = clips[:, :-1, :fold]
+        out[:, :1, :fold] = 0
+        out[:, :, fold:] = clips[:, :, fold:]
+    return out.view_as(x)
+
+
+class TemporalShift(nn.Module):
+    """Wraps a module (usually a conv) and shifts its input along time first.
+
+    The wrapped module is stored as ``net`` so that state-dict keys read
+    ``<name>.net.weight``, the naming of the checkpoints released with TSM.
+    """
+
+    def __init__(
+        self, net: nn.Module, num_segments: int, fold_div: int = 8, direction: str = "bidirectional"
+    ) -> None:
+        super().__init__()
+        if direction not in DIRECTIONS:
+            raise ValueError(f"shift direction must be one of {DIRECTIONS}, got {direction!r}")
+        self.net = net
+        self.num_segments = num_segments
+        self.fold_div = fold_div
+        self.direction = direction
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(temporal_shift(x, self.num_segments, self.fold_div, self.direction))
+
+    def extra_repr(self) -> str:
+        return f"num_segments={self.num_segments}, fold_div={self.fold_div}, direction={self.direction}"
