@@ -75,8 +75,9 @@ class TSMLitModule(pl.LightningModule):
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.metrics = nn.ModuleDict({split: _metrics(num_classes) for split in SPLITS})
-        self.losses = nn.ModuleDict({split: MeanMetric() for split in SPLITS})
+        # ModuleDict keys may not shadow Module attributes such as ``train``: suffix them.
+        self.metrics = nn.ModuleDict({f"{split}_metrics": _metrics(num_classes) for split in SPLITS})
+        self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
         self.val_acc_best = MaxMetric()
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
@@ -86,14 +87,14 @@ class TSMLitModule(pl.LightningModule):
         clips, labels, _ = batch
         logits = self(clips)
         loss = self.criterion(logits, labels)
-        self.losses[split](loss.detach())
-        self.metrics[split].update(logits.detach(), labels)
-        self.log(f"{split}/loss", self.losses[split], on_step=split == "train", on_epoch=True, prog_bar=True)
+        self.losses[f"{split}_loss"](loss.detach())
+        self.metrics[f"{split}_metrics"].update(logits.detach(), labels)
+        self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=split == "train", on_epoch=True, prog_bar=True)
         return loss
 
     def _log_epoch_metrics(self, split: str) -> dict[str, torch.Tensor]:
-        values = self.metrics[split].compute()
-        self.metrics[split].reset()
+        values = self.metrics[f"{split}_metrics"].compute()
+        self.metrics[f"{split}_metrics"].reset()
         self.log_dict({f"{split}/{k}": v for k, v in values.items()}, prog_bar=split != "test")
         return values
 

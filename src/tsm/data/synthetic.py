@@ -115,7 +115,7 @@ class _Scene:
         self.travel = speed * rng.uniform(0.8, 1.2)
         self.zoom = 1 + speed * rng.uniform(0.7, 1.0)
         self.turn = speed * rng.uniform(0.5, 0.8) * math.pi
-        self.center = rng.uniform(-0.5, 0.5, size=2)
+        self.center = rng.uniform(-0.35, 0.35, size=2)
 
     def render(self, forward_label: int, times: torch.Tensor) -> torch.Tensor:
         """Frames ``(len(times), 3, H, W)`` in [0, 1] at clip times in [0, 1]."""

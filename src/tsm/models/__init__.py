@@ -48,7 +48,7 @@ def build_recognizer(
     elif temporal_pool:
         add_temporal_pool(net, num_segments)
     frames_out = num_segments // 2 if temporal_pool else num_segments
-    return Recognizer(net, net.num_features, num_classes, num_segments, frames_out, dropout, partial_bn)
+    return Recognizer(net, net.head_hidden_size, num_classes, num_segments, frames_out, dropout, partial_bn)
 
 
 def _shift_options(shift: Mapping[str, Any] | None) -> dict[str, Any]:

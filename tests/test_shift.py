@@ -1,0 +1,101 @@
+"""The temporal shift against a float64 reference written from its definition."""
+
+import pytest
+import torch
+from torch import nn
+
+from tsm.shift import TemporalShift, temporal_shift
+
+
+def reference_shift(x: torch.Tensor, t: int, fold_div: int, direction: str) -> torch.Tensor:
+    """Element by element from the definition, in float64."""
+    nt, c, h, w = x.shape
+    fold = c // fold_div
+    clips = x.double().reshape(nt // t, t, c, h, w)
+    out = torch.zeros_like(clips)
+    for frame in range(t):
+        for ch in range(c):
+            if direction == "bidirectional" and ch < fold:
+                source = frame + 1  # from the future
+            elif direction == "bidirectional" and ch < 2 * fold:
+                source = frame - 1  # from the past
+            elif direction == "causal" and ch < fold:
+                source = frame - 1
+            else:
+                source = frame
+            if 0 <= source < t:
+                out[:, frame, ch] = clips[:, source, ch]
+    return out.reshape(nt, c, h, w)
+
+
+SHAPES = [(2, 8, 16, 4, 4), (3, 5, 17, 3, 7), (1, 1, 8, 1, 1), (2, 3, 9, 5, 2)]
+
+
+@pytest.mark.parametrize("direction", ["bidirectional", "causal"])
+@pytest.mark.parametrize("n,t,c,h,w", SHAPES)
+@pytest.mark.parametrize("fold_div", [2, 4, 8])
+def test_matches_reference(direction, n, t, c, h, w, fold_div):
+    if c // fold_div == 0 or (direction == "bidirectional" and 2 * (c // fold_div) > c):
+        pytest.skip("fold does not fit these channels")
+    x = torch.randn(n * t, c, h, w)
+    out = temporal_shift(x, t, fold_div, direction)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    torch.testing.assert_close(out.double(), reference_shift(x, t, fold_div, direction), rtol=0, atol=0)
+
+
+def test_channels_last_input_gives_same_values():
+    x = torch.randn(2 * 4, 16, 5, 3)
+    out = temporal_shift(x.contiguous(memory_format=torch.channels_last), 4)
+    torch.testing.assert_close(out, temporal_shift(x, 4), rtol=0, atol=0)
+
+
+def test_input_is_not_modified():
+    x = torch.randn(6, 8, 2, 2)
+    before = x.clone()
+    temporal_shift(x, 3)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("direction", ["bidirectional", "causal"])
+def test_gradcheck(direction):
+    x = torch.randn(2 * 3, 9, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: temporal_shift(v, 3, 4, direction), (x,))
+
+
+def test_segments_that_do_not_divide_batch_raise():
+    with pytest.raises(ValueError, match="not a multiple of num_segments=4"):
+        temporal_shift(torch.randn(6, 8, 2, 2), 4)
+
+
+@pytest.mark.parametrize("fold_div,channels", [(1, 8), (16, 8), (0, 8)])
+def test_fold_div_that_does_not_fit_raises(fold_div, channels):
+    with pytest.raises(ValueError, match="fold_div"):
+        temporal_shift(torch.randn(4, channels, 2, 2), 2, fold_div)
+
+
+def test_unknown_direction_raises():
+    with pytest.raises(ValueError, match="direction"):
+        temporal_shift(torch.randn(4, 8, 2, 2), 2, 4, "backward")
+
+
+def test_wrapper_shifts_then_calls_net_and_names_it_net():
+    conv = nn.Conv2d(8, 4, 1, bias=False)
+    wrapped = TemporalShift(conv, num_segments=2, fold_div=4)
+    x = torch.randn(4, 8, 3, 3)
+    torch.testing.assert_close(wrapped(x), conv(temporal_shift(x, 2, 4)))
+    assert list(wrapped.state_dict()) == ["net.weight"]
+
+
+def test_exports_to_onnx_with_right_values(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+
+    class Shift(nn.Module):
+        def forward(self, x):
+            return temporal_shift(x, 4, 8)
+
+    x = torch.randn(8, 16, 3, 3)
+    path = tmp_path / "shift.onnx"
+    torch.onnx.export(Shift(), (x,), str(path), input_names=["x"], output_names=["y"], dynamo=False)
+    other = torch.randn(8, 16, 3, 3)  # values differ from the traced example: nothing frozen in
+    (y,) = ort.InferenceSession(str(path)).run(None, {"x": other.numpy()})
+    torch.testing.assert_close(torch.from_numpy(y), temporal_shift(other, 4, 8))
