@@ -88,8 +88,12 @@ class SyntheticGestures:
 
     def read(self, index: int, indices: list[int]) -> torch.Tensor:
         """Frames ``indices`` of clip ``index`` as uint8 ``(len(indices), H, W, 3)``."""
+        return self.render(index, indices, self.label(index))
+
+    def render(self, index: int, indices: list[int], label: int) -> torch.Tensor:
+        """Frames of clip ``index``'s scene moving as class ``label`` (its own label in :meth:`read`)."""
         rng = self._rng(index)
-        label = int(rng.integers(len(CLASSES)))
+        rng.integers(len(CLASSES))  # the label draw; the scene comes after it
         scene = _Scene(rng, self.frame_size, self.speed)
         # A reversed-pair class is its partner's trajectory played backwards.
         forward_label = min(label, REVERSED[label])
@@ -107,10 +111,10 @@ class _Scene:
 
     def __init__(self, rng: np.random.Generator, frame_size: int, speed: float) -> None:
         self.size = frame_size
-        self.background = _smooth_texture(rng, frame_size, cells=4, contrast=0.35)
-        texture = _smooth_texture(rng, 32, cells=3, contrast=1.0)
+        self.background = _texture(rng, frame_size, cells=4, contrast=0.3, mode="bicubic")
+        texture = _texture(rng, 32, cells=4, contrast=1.0, mode="nearest")
         self.object = torch.cat([texture, _shape_mask(rng, 32)])  # RGB + alpha
-        self.scale = rng.uniform(0.22, 0.34)
+        self.scale = rng.uniform(0.28, 0.4)
         self.angle = rng.uniform(0, 2 * math.pi)
         self.travel = speed * rng.uniform(0.8, 1.2)
         self.zoom = 1 + speed * rng.uniform(0.7, 1.0)
@@ -147,10 +151,11 @@ class _Scene:
         return self.background * (1 - alpha) + obj[:, :3] * alpha
 
 
-def _smooth_texture(rng: np.random.Generator, size: int, cells: int, contrast: float) -> torch.Tensor:
-    """A random colour field ``(3, size, size)`` in [0, 1]: a ``cells``x``cells`` grid, bicubic upsampled."""
+def _texture(rng: np.random.Generator, size: int, cells: int, contrast: float, mode: str) -> torch.Tensor:
+    """A random colour field ``(3, size, size)`` in [0, 1]: a ``cells``x``cells`` grid, upsampled
+    smoothly (``bicubic``) or as a checkerboard of sharp cells (``nearest``)."""
     base = rng.uniform(0.5 - contrast / 2, 0.5 + contrast / 2, size=(1, 3, cells, cells))
-    field = F.interpolate(torch.tensor(base, dtype=torch.float32), size=(size, size), mode="bicubic")
+    field = F.interpolate(torch.tensor(base, dtype=torch.float32), size=(size, size), mode=mode)
     return field[0].clamp(0, 1)
 
 

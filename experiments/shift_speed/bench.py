@@ -1,0 +1,94 @@
+"""Temporal shift cost relative to a plain clone() of the same tensor, forward and backward.
+
+    python experiments/shift_speed/bench.py [--repeats 30] [--out experiments/shift_speed/results.md]
+
+Three ways of shifting are timed in one run, interleaved, median of repeats:
+  clone   - x.clone(): one read and one write of the tensor, the floor for any shift that
+            returns a new tensor;
+  naive   - zeros_like + three slice copies (the obvious version, two passes over memory);
+  tsm     - tsm.shift.temporal_shift (empty_like, each output element written once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from tsm.shift import temporal_shift
+
+# (name, N*T, C, H, W): TSM block inputs of 2 clips x 8 frames.
+SHAPES = [
+    ("resnet50 layer1 (56x56x256)", 16, 256, 56, 56),
+    ("resnet50 layer3 (14x14x1024)", 16, 1024, 14, 14),
+    ("mobilenetv2 block (28x28x32)", 16, 32, 28, 28),
+]
+
+
+def naive_shift(x: torch.Tensor, t: int, fold_div: int = 8) -> torch.Tensor:
+    clips = x.view(x.shape[0] // t, t, *x.shape[1:])
+    fold = x.shape[1] // fold_div
+    out = torch.zeros_like(clips)
+    out[:, :-1, :fold] = clips[:, 1:, :fold]
+    out[:, 1:, fold : 2 * fold] = clips[:, :-1, fold : 2 * fold]
+    out[:, :, 2 * fold :] = clips[:, :, 2 * fold :]
+    return out.view_as(x)
+
+
+def timed(fn, repeats: int) -> list[float]:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_shape(nt: int, c: int, h: int, w: int, repeats: int) -> dict[str, float]:
+    x = torch.randn(nt, c, h, w)
+    grad = torch.randn_like(x)
+    xg = x.clone().requires_grad_(True)
+    fns = {
+        "clone": lambda: x.clone(),
+        "naive": lambda: naive_shift(x, 8),
+        "tsm": lambda: temporal_shift(x, 8),
+        "clone_fwd_bwd": lambda: torch.autograd.grad(xg.clone(), xg, grad),
+        "tsm_fwd_bwd": lambda: torch.autograd.grad(temporal_shift(xg, 8), xg, grad),
+    }
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):  # interleave so that drifts of the machine hit every variant alike
+        for name, fn in fns.items():
+            samples[name] += timed(fn, 1)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.md"))
+    args = parser.parse_args()
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}; median of {args.repeats} interleaved repeats.",
+        "",
+        "| tensor | clone ms | naive / clone | tsm / clone | tsm fwd+bwd / clone fwd+bwd |",
+        "|---|---|---|---|---|",
+    ]
+    for name, *shape in SHAPES:
+        m = bench_shape(*shape, repeats=args.repeats)
+        lines.append(
+            f"| {name} | {m['clone'] * 1e3:.2f} | {m['naive'] / m['clone']:.2f} | {m['tsm'] / m['clone']:.2f} | "
+            f"{m['tsm_fwd_bwd'] / m['clone_fwd_bwd']:.2f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

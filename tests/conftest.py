@@ -1,0 +1,42 @@
+"""Shared fixtures: composing the Hydra config the way src/train.py does."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# Small enough for a CPU test, large enough for every stage of the pipeline.
+TINY = [
+    "data.source.sizes.train=8",
+    "data.source.sizes.val=4",
+    "data.source.sizes.test=4",
+    "data.batch_size=2",
+    "data.num_segments=4",
+    "data.source.num_frames=6",
+    "data.source.frame_size=36",
+    "data.crop_size=32",
+    "data.scale_size=32",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "callbacks.progress_bar=null",
+    "callbacks.model_summary=null",
+]
+
+
+def compose_train(overrides: list[str], run_dir: Path, config_name: str = "train") -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with overrides and set the run directory (as Hydra's runtime would)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    return cfg
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY)

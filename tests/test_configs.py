@@ -1,0 +1,45 @@
+"""Every experiment config composes, and its data and model instantiate."""
+
+from pathlib import Path
+
+import hydra
+import pytest
+from conftest import CONF_DIR, compose_train
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def test_there_are_experiments():
+    assert {"synthetic_tsm", "synthetic_tsn"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_instantiates(name, tmp_path, tiny_overrides):
+    cfg = compose_train([f"+experiment={name}", *tiny_overrides], tmp_path)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model)
+    assert model.net.num_classes == datamodule.num_classes == cfg.data.num_classes
+    assert model.net.num_segments == cfg.data.num_segments
+    hydra.utils.instantiate(cfg.trainer)
+
+
+def test_public_keys_exist(tmp_path):
+    cfg = compose_train([], tmp_path)
+    for key in [
+        "data.root", "data.num_segments", "data.crop_size", "data.batch_size", "data.num_workers",
+        "model.backbone", "model.pretrained", "model.shift.enabled", "model.shift.fold_div",
+        "model.shift.direction", "model.shift.place", "model.shift.blocks", "trainer.max_epochs",
+        "seed", "ckpt_path",
+    ]:
+        node = cfg
+        for part in key.split("."):
+            assert part in node, f"missing config key {key}"
+            node = node[part]
+
+
+def test_shift_group_options(tmp_path):
+    tsn = compose_train(["model/shift=none"], tmp_path)
+    causal = compose_train(["model/shift=causal"], tmp_path)
+    assert tsn.model.shift.enabled is False
+    assert causal.model.shift.direction == "causal"
+    assert Path(CONF_DIR / "model" / "shift" / "inplace.yaml").is_file()

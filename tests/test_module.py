@@ -1,0 +1,67 @@
+"""The optimizer recipe: parameter groups, linear lr scaling, warm-up schedules."""
+
+import math
+
+import pytest
+import torch
+
+from tsm.models import build_recognizer
+from tsm.optim import param_groups, scaled_lr, warmup_schedule
+
+HEAD_PRETRAINED = {"weight": 5.0, "bias": 10.0}
+
+
+def test_linear_scaling_rule():
+    assert scaled_lr(0.01, 12288, 64) == pytest.approx(1.92)
+    assert scaled_lr(0.02, 64, 128) == pytest.approx(0.01)
+
+
+def test_param_groups_follow_tsm_policy():
+    model = build_recognizer("resnet18", 7, 4, shift={"fold_div": 8})
+    groups = {g["name"]: g for g in param_groups(model, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)}
+    assert groups["head_weight"]["lr"] == pytest.approx(0.5) and groups["head_weight"]["weight_decay"] == 1e-4
+    assert groups["head_bias"]["lr"] == pytest.approx(1.0) and groups["head_bias"]["weight_decay"] == 0
+    assert groups["norms"]["weight_decay"] == 0 and groups["norms"]["lr"] == pytest.approx(0.1)
+    assert groups["weights"]["weight_decay"] == 1e-4
+    grouped = [id(p) for g in groups.values() for p in g["params"]]
+    assert len(grouped) == len(set(grouped)) == len(list(model.parameters()))
+    conv_weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert {id(p) for p in conv_weights} <= {id(p) for p in groups["weights"]["params"]}
+
+
+def test_biases_get_their_multiplier_and_no_decay():
+    model = build_recognizer("mobilenetv3_small_100", 3, 2, shift={"fold_div": 8})  # has conv biases (SE)
+    groups = {g["name"]: g for g in param_groups(model, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)}
+    assert groups["biases"]["params"] and groups["biases"]["lr"] == pytest.approx(0.2)
+    assert groups["biases"]["weight_decay"] == 0
+
+
+def test_partial_bn_params_are_left_out():
+    model = build_recognizer("resnet18", 3, 2, partial_bn=True)
+    groups = {g["name"]: g for g in param_groups(model, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)}
+    assert len(groups["norms"]["params"]) == 2  # weight and bias of the first BatchNorm
+
+
+def lrs(schedule, optimizer, steps):
+    out = []
+    for _ in range(steps):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return out
+
+
+def test_cosine_with_warmup():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    seen = lrs(warmup_schedule(opt, total_steps=14, warmup_steps=4), opt, 14)
+    assert seen[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    expected = [0.5 * (1 + math.cos(math.pi * (s - 4) / 10)) for s in range(4, 14)]
+    assert seen[4:] == pytest.approx(expected)
+
+
+def test_step_schedule():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    seen = lrs(warmup_schedule(opt, 10, 0, name="step", milestones=(3, 6), gamma=0.1), opt, 8)
+    assert seen == pytest.approx([1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01])
+    with pytest.raises(ValueError, match="scheduler.name"):
+        warmup_schedule(opt, 10, 0, name="poly")
