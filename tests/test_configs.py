@@ -26,10 +26,21 @@ def test_experiment_composes_and_instantiates(name, tmp_path, tiny_overrides):
 def test_public_keys_exist(tmp_path):
     cfg = compose_train([], tmp_path)
     for key in [
-        "data.root", "data.num_segments", "data.crop_size", "data.batch_size", "data.num_workers",
-        "model.backbone", "model.pretrained", "model.shift.enabled", "model.shift.fold_div",
-        "model.shift.direction", "model.shift.place", "model.shift.blocks", "trainer.max_epochs",
-        "seed", "ckpt_path",
+        "data.root",
+        "data.num_segments",
+        "data.crop_size",
+        "data.batch_size",
+        "data.num_workers",
+        "model.backbone",
+        "model.pretrained",
+        "model.shift.enabled",
+        "model.shift.fold_div",
+        "model.shift.direction",
+        "model.shift.place",
+        "model.shift.blocks",
+        "trainer.max_epochs",
+        "seed",
+        "ckpt_path",
     ]:
         node = cfg
         for part in key.split("."):

@@ -28,7 +28,9 @@ def test_two_epochs_checkpoint_resume_and_wandb_offline(tmp_path, tiny_overrides
     assert list((tmp_path / "a" / "wandb").glob("offline-run-*")), "W&B offline run missing"
     assert "teacher" not in "".join(torch.load(last, weights_only=False)["state_dict"])
 
-    resumed = compose_train([*tiny_overrides, "trainer.max_epochs=2", f"ckpt_path={last}", "test=false"], tmp_path / "b")
+    resumed = compose_train(
+        [*tiny_overrides, "trainer.max_epochs=2", f"ckpt_path={last}", "test=false"], tmp_path / "b"
+    )
     train(resumed)
     state = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["epoch"] == 2  # continued from epoch 1, did not restart

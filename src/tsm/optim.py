@@ -42,7 +42,12 @@ def param_groups(
         {"name": "weights", "params": weights, "lr": lr, "weight_decay": weight_decay},
         {"name": "biases", "params": biases, "lr": lr * bias_lr_mult, "weight_decay": 0.0},
         {"name": "norms", "params": norms, "lr": lr, "weight_decay": 0.0},
-        {"name": "head_weight", "params": [model.fc.weight], "lr": lr * head_lr_mult["weight"], "weight_decay": weight_decay},
+        {
+            "name": "head_weight",
+            "params": [model.fc.weight],
+            "lr": lr * head_lr_mult["weight"],
+            "weight_decay": weight_decay,
+        },
         {"name": "head_bias", "params": [model.fc.bias], "lr": lr * head_lr_mult["bias"], "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]

@@ -42,9 +42,7 @@ def temporal_shift(
     if x.dim() != 4:
         raise ValueError(f"temporal_shift expects (N*T, C, H, W), got shape {tuple(x.shape)}")
     if num_segments < 1 or x.shape[0] % num_segments != 0:
-        raise ValueError(
-            f"batch dimension {x.shape[0]} is not a multiple of num_segments={num_segments}"
-        )
+        raise ValueError(f"batch dimension {x.shape[0]} is not a multiple of num_segments={num_segments}")
     fold = shift_fold(x.shape[1], fold_div, direction)
     clips = x.view(x.shape[0] // num_segments, num_segments, *x.shape[1:])
     out = torch.empty_like(clips)
@@ -68,9 +66,7 @@ class TemporalShift(nn.Module):
     ``<name>.net.weight``, the naming of the checkpoints released with TSM.
     """
 
-    def __init__(
-        self, net: nn.Module, num_segments: int, fold_div: int = 8, direction: str = "bidirectional"
-    ) -> None:
+    def __init__(self, net: nn.Module, num_segments: int, fold_div: int = 8, direction: str = "bidirectional") -> None:
         super().__init__()
         if direction not in DIRECTIONS:
             raise ValueError(f"shift direction must be one of {DIRECTIONS}, got {direction!r}")

@@ -22,9 +22,7 @@ def segment_indices(num_frames: int, num_segments: int, train: bool, rng: np.ran
     return np.minimum(np.floor(picks).astype(int), num_frames - 1).tolist()
 
 
-def dense_indices(
-    num_frames: int, num_segments: int, stride: int, train: bool, rng: np.random.Generator
-) -> list[int]:
+def dense_indices(num_frames: int, num_segments: int, stride: int, train: bool, rng: np.random.Generator) -> list[int]:
     """Dense sampling: ``num_segments`` frames ``stride`` apart inside one window, placed at
     random in training and centred otherwise; indices past the end wrap around."""
     if num_frames < 1:

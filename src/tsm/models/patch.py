@@ -84,9 +84,7 @@ def _selected_stages(blocks: str | Sequence[int], num_stages: int) -> set[int]:
     if blocks in ("all", "every_other"):
         return set(range(num_stages))
     if isinstance(blocks, str) or not all(isinstance(i, int) for i in blocks):
-        raise ValueError(
-            f"model.shift.blocks must be 'all', 'every_other' or a list of stage indices, got {blocks!r}"
-        )
+        raise ValueError(f"model.shift.blocks must be 'all', 'every_other' or a list of stage indices, got {blocks!r}")
     bad = [i for i in blocks if not 0 <= i < num_stages]
     if bad:
         raise ValueError(f"model.shift.blocks has stage indices {bad} outside 0..{num_stages - 1}")

@@ -46,9 +46,7 @@ class Recognizer(nn.Module):
     def frame_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Per-frame logits ``(B, frames_out, num_classes)``, before the average over frames."""
         if x.dim() != 5 or x.shape[1] != self.num_segments:
-            raise ValueError(
-                f"expected clips (B, T={self.num_segments}, C, H, W), got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected clips (B, T={self.num_segments}, C, H, W), got shape {tuple(x.shape)}")
         b = x.shape[0]
         features = self.backbone(x.flatten(0, 1))
         return self.fc(self.dropout(features)).view(b, self.frames_out, -1)
