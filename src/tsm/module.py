@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from tsm.distill import i3d_input, kd_loss, load_teacher
 from tsm.models import build_recognizer
 from tsm.optim import param_groups, scaled_lr, warmup_schedule
 
@@ -58,6 +59,7 @@ class TSMLitModule(pl.LightningModule):
         channels_last: bool = False,
         optimizer: Mapping[str, Any] = DEFAULT_OPTIMIZER,
         scheduler: Mapping[str, Any] = DEFAULT_SCHEDULER,
+        distill: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -75,6 +77,11 @@ class TSMLitModule(pl.LightningModule):
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.distill = dict(distill or {"kind": "none"})
+        # Kept outside the registered modules: not trained, not in the optimizer, not in checkpoints.
+        self._teacher: list[nn.Module] = []
+        if self.distill["kind"] != "none":
+            self._teacher.append(load_teacher(self.distill["kind"], self.distill["teacher_ckpt"], num_classes))
         # ModuleDict keys may not shadow Module attributes such as ``train``: suffix them.
         self.metrics = nn.ModuleDict({f"{split}_metrics": _metrics(num_classes) for split in SPLITS})
         self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
@@ -83,10 +90,45 @@ class TSMLitModule(pl.LightningModule):
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self.net(clips)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
-        clips, labels, _ = batch
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher[0] if self._teacher else None
+
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:
+            dtype = next(self.net.parameters()).dtype
+            self.teacher.to(device=self.device, dtype=dtype).eval()
+
+    def _teacher_logits(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The frozen teacher's logits for its view of the batch (the student's clips by default)."""
+        clips = batch[3] if len(batch) > 3 else batch[0]
+        if self.distill["teacher_input"] == "i3d":
+            mean = torch.tensor(self.distill["mean"], device=clips.device).view(1, 1, 3, 1, 1)
+            std = torch.tensor(self.distill["std"], device=clips.device).view(1, 1, 3, 1, 1)
+            clips = i3d_input(clips, mean, std)
+        with torch.inference_mode():
+            logits = self.teacher(clips)
+        return logits.clone()  # a normal tensor again, usable as a target under autograd
+
+    def _loss(self, logits: torch.Tensor, batch: Sequence[torch.Tensor], split: str) -> torch.Tensor:
+        labels = batch[1]
+        if self.teacher is None or split != "train":
+            return self.criterion(logits, labels)
+        total, hard, soft = kd_loss(
+            logits,
+            self._teacher_logits(batch),
+            labels,
+            self.distill["alpha"],
+            self.distill["temperature"],
+            self.hparams.label_smoothing,
+        )
+        self.log_dict({"train/loss_ce": hard.detach(), "train/loss_kd": soft.detach()}, on_step=True, on_epoch=True)
+        return total
+
+    def _step(self, batch: Sequence[torch.Tensor], split: str) -> torch.Tensor:
+        clips, labels = batch[0], batch[1]
         logits = self(clips)
-        loss = self.criterion(logits, labels)
+        loss = self._loss(logits, batch, split)
         self.losses[f"{split}_loss"](loss.detach())
         self.metrics[f"{split}_metrics"].update(logits.detach(), labels)
         self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=split == "train", on_epoch=True, prog_bar=True)

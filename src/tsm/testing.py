@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from tsm.data.views import MultiViewDataset
 from tsm.evaluation import report, score_videos
-from tsm.module import TSMLitModule
+from tsm.lightning_checkpoint import is_lightning_checkpoint, recognizer_from_lightning
 
 
 def load_recognizer(path: str | Path) -> nn.Module:
@@ -21,11 +21,9 @@ def load_recognizer(path: str | Path) -> nn.Module:
     if not file.is_file():
         raise FileNotFoundError(f"ckpt_path: no such file {file}")
     state = torch.load(file, map_location="cpu", weights_only=False)
-    if "pytorch-lightning_version" not in state or "hyper_parameters" not in state:
+    if not is_lightning_checkpoint(state):
         raise ValueError(f"ckpt_path {file} is not a Lightning checkpoint written by src/train.py")
-    module = TSMLitModule(**state["hyper_parameters"])
-    module.load_state_dict(state["state_dict"])
-    return module.net
+    return recognizer_from_lightning(state)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,0 +1,115 @@
+"""Distillation: the loss against its definition, and a frozen teacher that is never saved."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from tsm.distill import kd_loss, load_teacher
+from tsm.models.i3d import I3D
+from tsm.module import TSMLitModule
+
+SHIFT = {"fold_div": 4}
+
+
+def reference_kd(student, teacher, labels, alpha, t):
+    """From the definition in float64: CE plus T^2 * KL(p_teacher || p_student), batch mean."""
+    s, te = student.double(), teacher.double()
+    ce = -(s.log_softmax(-1)[torch.arange(len(labels)), labels]).mean()
+    p_t = (te / t).softmax(-1)
+    kl = (p_t * ((te / t).log_softmax(-1) - (s / t).log_softmax(-1))).sum(-1).mean()
+    return (1 - alpha) * ce + alpha * t**2 * kl, ce, t**2 * kl
+
+
+@pytest.mark.parametrize("alpha,t,k", [(0.5, 4.0, 7), (0.9, 1.0, 3), (0.3, 2.5, 27)])
+def test_kd_loss_matches_definition(alpha, t, k):
+    student, teacher, labels = torch.randn(5, k), torch.randn(5, k) * 3, torch.randint(0, k, (5,))
+    got = kd_loss(student, teacher, labels, alpha, t)
+    for value, expected in zip(got, reference_kd(student, teacher, labels, alpha, t), strict=True):
+        torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_alpha_zero_is_cross_entropy():
+    student, teacher, labels = torch.randn(4, 6), torch.randn(4, 6), torch.randint(0, 6, (4,))
+    total, hard, _ = kd_loss(student, teacher, labels, alpha=0.0, temperature=3.0)
+    torch.testing.assert_close(total, F.cross_entropy(student, labels))
+    torch.testing.assert_close(hard, total)
+
+
+def test_high_temperature_tends_to_logit_matching():
+    """T^2 KL -> 1/(2K) ||(z_s - mean z_s) - (z_t - mean z_t)||^2, averaged over the batch."""
+    k = 5
+    student, teacher, labels = torch.randn(3, k).double(), torch.randn(3, k).double(), torch.zeros(3, dtype=torch.long)
+    _, _, soft = kd_loss(student, teacher, labels, alpha=1.0, temperature=1000.0)
+    centred = (student - student.mean(-1, keepdim=True)) - (teacher - teacher.mean(-1, keepdim=True))
+    expected = (centred**2).sum(-1).mean() / (2 * k)
+    torch.testing.assert_close(soft.double(), expected, rtol=1e-3, atol=1e-6)
+
+
+def test_missing_teacher_file_says_what_and_where(tmp_path):
+    with pytest.raises(FileNotFoundError, match="rgb_imagenet.pt"):
+        load_teacher("i3d", tmp_path / "none.pt", 9)
+    with pytest.raises(FileNotFoundError, match="src/train.py"):
+        load_teacher("checkpoint", tmp_path / "none.ckpt", 9)
+
+
+def test_teacher_class_count_must_match(tmp_path):
+    path = tmp_path / "i3d.pt"
+    torch.save(I3D(num_classes=5).state_dict(), path)
+    with pytest.raises(ValueError, match="5 classes but the data has 9"):
+        load_teacher("i3d", path, 9)
+
+
+def tiny_batches(n_batches=2, b=2, t=4, k=3):
+    g = torch.Generator().manual_seed(0)
+    return [
+        (torch.randn(b, t, 3, 32, 32, generator=g), torch.randint(0, k, (b,), generator=g), torch.arange(b))
+        for _ in range(n_batches)
+    ]
+
+
+def fit_student(distill, tmp_path):
+    student = TSMLitModule("mobilenetv2_050", 3, 4, shift=SHIFT, distill=distill)
+    trainer = pl.Trainer(
+        max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    trainer.fit(student, DataLoader(tiny_batches(), batch_size=None), DataLoader(tiny_batches(1), batch_size=None))
+    return student, trainer
+
+
+@pytest.mark.parametrize("kind", ["i3d", "checkpoint"])
+def test_teacher_is_frozen_and_not_saved(kind, tmp_path):
+    if kind == "i3d":
+        teacher_path = tmp_path / "rgb.pt"
+        torch.save(I3D(num_classes=3).state_dict(), teacher_path)
+    else:
+        _, trainer = fit_student(None, tmp_path / "teacher")
+        teacher_path = tmp_path / "teacher.ckpt"
+        trainer.save_checkpoint(teacher_path)
+    distill = {
+        "kind": kind,
+        "teacher_ckpt": str(teacher_path),
+        "alpha": 0.5,
+        "temperature": 4.0,
+        "teacher_input": kind if kind == "i3d" else "same",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
+    student = TSMLitModule("mobilenetv2_050", 3, 4, shift=SHIFT, distill=distill)
+    before = {k: v.clone() for k, v in student.teacher.state_dict().items()}
+    student, trainer = fit_student(distill, tmp_path / "student")
+    teacher = student.teacher
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    path = tmp_path / "student.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=False)["state_dict"]
+    assert all(k.startswith(("net.", "metrics.", "losses.", "val_acc_best")) for k in saved)
+    assert sum(v.numel() for k, v in saved.items() if k.startswith("net.")) == sum(
+        v.numel() for v in student.net.state_dict().values()
+    )
+    assert "train/loss_kd" in trainer.callback_metrics and "train/loss_ce" in trainer.callback_metrics
+    fresh = TSMLitModule("mobilenetv2_050", 3, 4, shift=SHIFT, distill=distill).teacher
+    for key, value in fresh.state_dict().items():
+        torch.testing.assert_close(value, before[key])  # same file, same weights: training left it alone
