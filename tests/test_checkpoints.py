@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from timm.models.resnet import Bottleneck
 from torch import nn
 
-from tsm.checkpoints import load_official_tsm
+from tsm.checkpoints import OFFICIAL_SHIFT, load_official_tsm
 from tsm.shift import TemporalShift
 
-REFERENCE = Path("/work/shared/reference/tsm_official_checkpoint_keys.json")
+# A copy of ../shared/reference/tsm_official_checkpoint_keys.json, kept with the tests.
+REFERENCE = Path(__file__).parent / "data" / "tsm_official_checkpoint_keys.json"
 RESNET_174 = "resnet50_174cls_8seg_shift8_blockres"
 RESNET_400 = "resnet50_400cls_8seg_shift8_blockres"
 MOBILENET_27 = "mobilenetv2_27cls_8seg_shift8_blockres"
@@ -29,8 +30,6 @@ MOBILENET_STRIDE2 = {2, 4, 7, 14}
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, list[tuple[str, tuple[int, ...]]]]:
-    if not REFERENCE.is_file():
-        pytest.skip(f"reference key list not found at {REFERENCE}")
     entries = json.loads(REFERENCE.read_text())
     return {name: [(key, tuple(shape)) for key, shape in pairs] for name, pairs in entries.items()}
 
@@ -302,3 +301,20 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"state_dict": {}, "best_prec1": Fraction(1, 2)}, path)
     with pytest.raises(ValueError, match="weights_only=False"):
         load_official_tsm(path)
+
+
+def test_eval_and_init_from_accept_an_official_file(states, tmp_path):
+    """``load_recognizer`` (behind src/eval.py) reads released files; ``model.init_from`` fine-tunes from one."""
+    from tsm.module import TSMLitModule
+    from tsm.weights import load_recognizer
+
+    path = tmp_path / "TSM_jester_mobilenetv2.pth"
+    torch.save({"epoch": 1, "arch": "mobilenetv2", "state_dict": states[MOBILENET_27], "best_prec1": 0.0}, path)
+    official = load_recognizer(path)
+    assert official.num_classes == 27
+    student = TSMLitModule("mobilenetv2_100", 5, 8, shift=OFFICIAL_SHIFT, init_from=str(path))
+    theirs, ours = official.state_dict(), student.net.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in theirs.items() if not k.startswith("fc."))
+    assert ours["fc.weight"].shape == (5, 1280)
+    with pytest.raises(ValueError, match="init_from"):
+        TSMLitModule("resnet18", 5, 8, shift=OFFICIAL_SHIFT, init_from=str(path))

@@ -12,13 +12,12 @@ import torch.nn.functional as F
 
 from tsm.models.i3d import I3D, MaxPool3dSame, Unit3D, load_i3d
 
-REFERENCE = Path("/work/shared/reference/i3d_inception_v1_checkpoint_keys.json")
+# A copy of ../shared/reference/i3d_inception_v1_checkpoint_keys.json, kept with the tests.
+REFERENCE = Path(__file__).parent / "data" / "i3d_inception_v1_checkpoint_keys.json"
 
 
 @pytest.fixture(scope="module")
 def reference_shapes() -> dict[str, tuple[int, ...]]:
-    if not REFERENCE.is_file():
-        pytest.skip(f"reference key list not found at {REFERENCE}")
     pairs = json.loads(REFERENCE.read_text())["i3d_inception_v1_400cls"]
     return {key: tuple(shape) for key, shape in pairs}
 

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tsm.lightning_checkpoint import is_lightning_checkpoint, recognizer_from_lightning
 from tsm.models.i3d import load_i3d
+from tsm.weights import is_lightning_checkpoint, recognizer_from_lightning
 
 KINDS = ("i3d", "checkpoint")
 

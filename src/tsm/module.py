@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from tsm.distill import i3d_input, kd_loss, load_teacher
 from tsm.models import build_recognizer
 from tsm.optim import param_groups, scaled_lr, warmup_schedule
+from tsm.weights import init_from as load_weights
 
 SPLITS = ("train", "val", "test")
 # The TSM paper's recipe; conf/model/*.yaml restates it, these serve Python users.
@@ -60,6 +61,7 @@ class TSMLitModule(pl.LightningModule):
         optimizer: Mapping[str, Any] = DEFAULT_OPTIMIZER,
         scheduler: Mapping[str, Any] = DEFAULT_SCHEDULER,
         distill: Mapping[str, Any] | None = None,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -74,6 +76,8 @@ class TSMLitModule(pl.LightningModule):
             temporal_pool=temporal_pool,
             partial_bn=partial_bn,
         )
+        if init_from is not None:
+            load_weights(self.net, init_from)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -165,7 +169,8 @@ class TSMLitModule(pl.LightningModule):
         opt, sched = self.hparams.optimizer, self.hparams.scheduler
         global_batch = opt["batch_size"] * self.trainer.world_size * self.trainer.accumulate_grad_batches
         lr = scaled_lr(opt["base_lr"], global_batch, opt["base_batch_size"])
-        pretrained = self.hparams.pretrained or self.hparams.pretrained_file is not None
+        hp = self.hparams
+        pretrained = hp.pretrained or hp.pretrained_file is not None or hp.init_from is not None
         head_mult = opt["head_lr_mult_pretrained" if pretrained else "head_lr_mult_scratch"]
         groups = param_groups(self.net, lr, opt["weight_decay"], head_mult, opt["bias_lr_mult"])
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt["momentum"], nesterov=opt["nesterov"])

@@ -7,23 +7,11 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import DictConfig
-from torch import nn
 from torch.utils.data import DataLoader
 
 from tsm.data.views import MultiViewDataset
 from tsm.evaluation import report, score_videos
-from tsm.lightning_checkpoint import is_lightning_checkpoint, recognizer_from_lightning
-
-
-def load_recognizer(path: str | Path) -> nn.Module:
-    """The recognizer inside a checkpoint written by this project's training."""
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"ckpt_path: no such file {file}")
-    state = torch.load(file, map_location="cpu", weights_only=False)
-    if not is_lightning_checkpoint(state):
-        raise ValueError(f"ckpt_path {file} is not a Lightning checkpoint written by src/train.py")
-    return recognizer_from_lightning(state)
+from tsm.weights import load_recognizer
 
 
 def resolve_device(name: str) -> torch.device:
@@ -34,7 +22,7 @@ def resolve_device(name: str) -> torch.device:
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` on ``cfg.test.split`` of ``cfg.data`` with the configured views."""
-    model = load_recognizer(cfg.ckpt_path)
+    model = load_recognizer(cfg.ckpt_path, num_segments=cfg.data.num_segments)
     if model.num_segments != cfg.data.num_segments:
         raise ValueError(
             f"the checkpoint was trained with {model.num_segments} segments but data.num_segments="
