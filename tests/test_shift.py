@@ -99,3 +99,14 @@ def test_exports_to_onnx_with_right_values(tmp_path):
     other = torch.randn(8, 16, 3, 3)  # values differ from the traced example: nothing frozen in
     (y,) = ort.InferenceSession(str(path)).run(None, {"x": other.numpy()})
     torch.testing.assert_close(torch.from_numpy(y), temporal_shift(other, 4, 8))
+
+
+@pytest.mark.parametrize("direction", ["bidirectional", "causal"])
+def test_backward_is_the_adjoint_of_the_reference(direction):
+    """<shift(x), g> == <x, shift^T(g)>: the gradient equals the reference's autograd gradient."""
+    x = torch.randn(3 * 5, 11, 2, 3, requires_grad=True)
+    g = torch.randn(3 * 5, 11, 2, 3)
+    (grad,) = torch.autograd.grad(temporal_shift(x, 5, 4, direction), x, g)
+    x64 = x.detach().double().requires_grad_(True)
+    (expected,) = torch.autograd.grad(reference_shift(x64, 5, 4, direction), x64, g.double())
+    torch.testing.assert_close(grad.double(), expected, rtol=0, atol=0)

@@ -44,19 +44,41 @@ def temporal_shift(
     if num_segments < 1 or x.shape[0] % num_segments != 0:
         raise ValueError(f"batch dimension {x.shape[0]} is not a multiple of num_segments={num_segments}")
     fold = shift_fold(x.shape[1], fold_div, direction)
+    # (first channel, end channel, +1: take frame t+1 / -1: take frame t-1)
+    moves = ((0, fold, 1), (fold, 2 * fold, -1)) if direction == "bidirectional" else ((0, fold, -1),)
     clips = x.view(x.shape[0] // num_segments, num_segments, *x.shape[1:])
-    out = torch.empty_like(clips)
-    if direction == "bidirectional":
-        out[:, :-1, :fold] = clips[:, 1:, :fold]
-        out[:, -1:, :fold] = 0
-        out[:, 1:, fold : 2 * fold] = clips[:, :-1, fold : 2 * fold]
-        out[:, :1, fold : 2 * fold] = 0
-        out[:, :, 2 * fold :] = clips[:, :, 2 * fold :]
-    else:
-        out[:, 1:, :fold] = clips[:, :-1, :fold]
-        out[:, :1, :fold] = 0
-        out[:, :, fold:] = clips[:, :, fold:]
+    recording = torch.is_grad_enabled() and x.requires_grad and not torch.onnx.is_in_onnx_export()
+    out = _Shift.apply(clips, moves) if recording else _shift_clips(clips, moves)
     return out.view_as(x)
+
+
+def _shift_clips(clips: torch.Tensor, moves: tuple[tuple[int, int, int], ...]) -> torch.Tensor:
+    """Write each element of the output once: moved channel blocks, zeros past the ends, the rest copied."""
+    out = torch.empty_like(clips)
+    for start, stop, step in moves:
+        if step > 0:
+            out[:, :-1, start:stop] = clips[:, 1:, start:stop]
+            out[:, -1:, start:stop] = 0
+        else:
+            out[:, 1:, start:stop] = clips[:, :-1, start:stop]
+            out[:, :1, start:stop] = 0
+    rest = moves[-1][1]
+    out[:, :, rest:] = clips[:, :, rest:]
+    return out
+
+
+class _Shift(torch.autograd.Function):
+    """The shift is linear and its adjoint is the shift the other way: backward is one more pass,
+    instead of the chain of slice-copy gradients autograd would record."""
+
+    @staticmethod
+    def forward(ctx, clips: torch.Tensor, moves: tuple[tuple[int, int, int], ...]) -> torch.Tensor:
+        ctx.moves = moves
+        return _shift_clips(clips, moves)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _shift_clips(grad, tuple((a, b, -step) for a, b, step in ctx.moves)), None
 
 
 class TemporalShift(nn.Module):
