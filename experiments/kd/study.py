@@ -1,0 +1,99 @@
+"""Does distillation help a small TSM-MobileNetV2 student on synthetic gestures?
+
+    python experiments/kd/study.py [--scale small|tiny] [--out experiments/kd]
+
+1. A teacher: TSM-ResNet18 trained on the synthetic task.
+2. The student (TSM-MobileNetV2 x0.5) on a short budget, 3 seeds, with and without
+   distillation from that teacher (``model/distill=checkpoint``), everything else equal.
+Writes ``results.md`` (mean and spread of test top-1) and ``kd.png`` (validation top-1 per epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from study import epoch_curve, machine, run_train  # noqa: E402
+
+SCALES = {
+    # data size, epochs of teacher and student, frame size
+    "small": {"train": 1500, "val": 300, "test": 300, "teacher_epochs": 6, "student_epochs": 3, "frame": 72},
+    "tiny": {"train": 16, "val": 8, "test": 8, "teacher_epochs": 1, "student_epochs": 1, "frame": 36},
+}
+SEEDS = (1, 2, 3)
+
+
+def data_overrides(s: dict) -> list[str]:
+    crop = s["frame"] * 8 // 9
+    return [
+        f"data.source.sizes.train={s['train']}",
+        f"data.source.sizes.val={s['val']}",
+        f"data.source.sizes.test={s['test']}",
+        f"data.source.frame_size={s['frame']}",
+        f"data.crop_size={crop}",
+        f"data.scale_size={crop}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", choices=SCALES, default="small")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args()
+    s = SCALES[args.scale]
+    runs = args.out / "runs" / args.scale
+    data = data_overrides(s)
+    teacher = run_train(
+        [*data, "model.backbone=resnet18", f"trainer.max_epochs={s['teacher_epochs']}"], runs / "teacher"
+    )
+    teacher_ckpt = runs / "teacher" / "checkpoints" / "last.ckpt"
+    results: dict[str, list[dict]] = {"student": [], "student + KD": []}
+    curves: dict[str, list[list[float]]] = {k: [] for k in results}
+    for seed in SEEDS:
+        student = [*data, f"seed={seed}", f"trainer.max_epochs={s['student_epochs']}"]
+        kd = [*student, "model/distill=checkpoint", f"model.distill.teacher_ckpt={teacher_ckpt}"]
+        for name, overrides in (("student", student), ("student + KD", kd)):
+            run_dir = runs / f"{name.replace(' + ', '_')}_seed{seed}"
+            results[name].append(run_train(overrides, run_dir))
+            curves[name].append(epoch_curve(run_dir))
+    write_report(args.out, args.scale, s, teacher, results, curves)
+
+
+def write_report(out: Path, scale: str, s: dict, teacher: dict, results: dict, curves: dict) -> None:
+    lines = [
+        f"Scale `{scale}`: {s['train']} training clips, student {s['student_epochs']} epochs, "
+        f"teacher {s['teacher_epochs']} epochs; seeds {list(SEEDS)}; {machine()}.",
+        "",
+        "| model | test top-1 mean | spread (min-max) | per seed |",
+        "|---|---|---|---|",
+        f"| teacher TSM-ResNet18 | {teacher['test/acc']:.3f} | - | - |",
+    ]
+    for name, runs in results.items():
+        accs = [r["test/acc"] for r in runs]
+        lines.append(
+            f"| {name} (TSM-MobileNetV2 x0.5) | {statistics.mean(accs):.3f} | {min(accs):.3f}-{max(accs):.3f} | "
+            + ", ".join(f"{a:.3f}" for a in accs)
+            + " |"
+        )
+    (out / f"results_{scale}.md").write_text("\n".join(lines) + "\n")
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
+    for (name, runs), color in zip(curves.items(), ("tab:blue", "tab:orange"), strict=True):
+        for i, curve in enumerate(runs):
+            ax.plot(range(1, len(curve) + 1), curve, color=color, alpha=0.8, label=name if i == 0 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1")
+    ax.set_title("TSM-MobileNetV2 student, with and without KD")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / f"kd_{scale}.png", dpi=120)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
