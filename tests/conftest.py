@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
+import hydra
 import pytest
+import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
@@ -40,3 +42,13 @@ def compose_train(overrides: list[str], run_dir: Path, config_name: str = "train
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     return list(TINY)
+
+
+def tiny_checkpoint(run_dir: Path, overrides: list[str]) -> Path:
+    """A Lightning checkpoint of one training step on tiny synthetic data, as src/train.py writes them."""
+    cfg = compose_train([*TINY, *overrides], run_dir)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(hydra.utils.instantiate(cfg.model), datamodule=hydra.utils.instantiate(cfg.data))
+    path = run_dir / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path

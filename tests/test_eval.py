@@ -3,12 +3,10 @@
 import csv
 import json
 
-import hydra
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
-from conftest import compose_train
+from conftest import compose_train, tiny_checkpoint
 
 from tsm.data.sampling import segment_indices
 from tsm.data.views import clip_indices, crop_views
@@ -74,14 +72,7 @@ def test_unlabelled_videos_give_a_submission_file(tmp_path):
 
 @pytest.mark.slow
 def test_eval_task_two_clips_three_crops(tmp_path, tiny_overrides):
-    train_cfg = compose_train(tiny_overrides, tmp_path / "train")
-
-    datamodule = hydra.utils.instantiate(train_cfg.data)
-    model = hydra.utils.instantiate(train_cfg.model)
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.fit(model, datamodule=datamodule)
-    ckpt = tmp_path / "model.ckpt"
-    trainer.save_checkpoint(ckpt)
+    ckpt = tiny_checkpoint(tmp_path, [])
 
     data_overrides = [o for o in tiny_overrides if o.startswith("data.")]
     cfg = compose_train(

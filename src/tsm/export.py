@@ -1,0 +1,220 @@
+"""Export a recognizer to ONNX, whole clips or frame by frame, and check the file in onnxruntime.
+
+clip: input ``clip`` ``(B, T, 3, H, W)``, output ``logits`` ``(B, K)``.
+stream: the ``StreamingTSM`` of a causal model: inputs ``frame`` ``(B, 3, H, W)`` and
+``buffer_00``, ... (one per shift, zeros at the start of a stream), outputs ``logits`` and
+``buffer_00_out``, ...; the metadata key ``tsm_buffers`` lists the buffers' names and shapes.
+
+The TorchScript exporter is used: it keeps the batch dynamic through the shift's reshapes. The
+dynamo exporter also gives a correct graph, but needs an export batch of 2 or more, takes ~15x
+longer and cannot go below opset 18. Shift code that reads the batch size into Python (``len(x)``,
+``int(x.shape[0])``) is traced to constants; the verification runs another batch size and other
+values than the export example's, so such a graph is rejected.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from tsm.models.patch import TemporalPool
+from tsm.models.recognizer import Recognizer
+from tsm.online import StreamingTSM
+from tsm.shift import TemporalShift
+
+MODES = ("clip", "stream")
+BATCH = "batch"
+VERIFY_BATCH = 2  # differs from the export example's batch of 1
+
+
+class ExportVerificationError(RuntimeError):
+    """The ONNX file does not compute what the PyTorch model computes."""
+
+
+def to_onnx(
+    model: Recognizer,
+    path: str | Path,
+    mode: Literal["clip", "stream"] = "clip",
+    input_size: int | tuple[int, int] = 224,
+    num_frames: int | None = None,
+    opset: int = 17,
+    tolerance: float = 1e-4,
+) -> Path:
+    """Export ``model`` to ``path``, verify it in onnxruntime (raises on mismatch) and print size and latency.
+
+    ``num_frames``: frames per clip in clip mode (default: the model's ``num_segments``; another
+    value re-targets the shifts, which the per-frame weights allow); frames streamed by the
+    verification in stream mode (default 8).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    model = copy.deepcopy(model).cpu().eval()
+    generator = torch.Generator().manual_seed(0)
+    if mode == "clip":
+        num_frames = num_frames or model.num_segments
+        reference: Recognizer | StreamingTSM = _with_frames(model, num_frames)
+        _export_clip(reference, path, torch.randn(1, num_frames, 3, height, width, generator=generator), opset)
+    else:
+        reference = StreamingTSM.from_model(model)
+        _export_stream(reference, path, torch.randn(1, 3, height, width, generator=generator), opset)
+    report = verify_onnx(reference, path, num_frames=num_frames or 8, tolerance=tolerance)
+    print(
+        f"{path}: {mode} mode, {report['size_mb']:.2f} MB, onnxruntime {report['ort_ms']:.2f} ms "
+        f"(batch 1, median), max relative error {report['max_rel_error']:.1e}"
+    )
+    return path
+
+
+def _with_frames(model: Recognizer, num_frames: int) -> Recognizer:
+    """``model`` (modified in place) reading clips of ``num_frames`` frames."""
+    if num_frames == model.num_segments:
+        return model
+    if any(isinstance(m, TemporalPool) for m in model.modules()):
+        raise ValueError("a model with temporal pooling exports with its own num_segments only")
+    model.num_segments = model.frames_out = num_frames
+    for module in model.modules():
+        if isinstance(module, TemporalShift):
+            module.num_segments = num_frames
+    return model
+
+
+def _export(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    opset: int,
+    metadata: dict[str, str],
+) -> None:
+    with torch.no_grad():
+        shapes = [tuple(out.shape) for out in _as_tuple(module(*args))]
+    # No grad: autograd-only code paths (custom autograd Functions) stay out of the trace.
+    with torch.no_grad(), warnings.catch_warnings():
+        # Shape checks in the model read sizes into Python; the verification catches any that matter.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes={name: {0: BATCH} for name in inputs + outputs},
+            opset_version=opset,
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    for value, shape in zip(proto.graph.output, shapes, strict=True):
+        # The tracer names sizes it derived from reshapes; all but the batch are fixed by the weights.
+        for dim, size in zip(value.type.tensor_type.shape.dim[1:], shape[1:], strict=True):
+            dim.dim_value = size
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+def _as_tuple(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return outputs if isinstance(outputs, tuple) else (outputs,)
+
+
+def _export_clip(model: Recognizer, path: Path, clip: torch.Tensor, opset: int) -> None:
+    _export(model, (clip,), path, ["clip"], ["logits"], opset, {"tsm_mode": "clip"})
+
+
+def _export_stream(stream: StreamingTSM, path: Path, frame: torch.Tensor, opset: int) -> None:
+    generator = torch.Generator().manual_seed(1)
+    shapes = stream.buffer_shapes(frame.shape)
+    buffers = tuple(torch.randn(shape, generator=generator) for shape in shapes)
+    names = stream.buffer_names
+    spec = [{"name": name, "shape": [BATCH, *shape[1:]]} for name, shape in zip(names, shapes, strict=True)]
+    outputs = ["logits", *(f"{name}_out" for name in names)]
+    metadata = {"tsm_mode": "stream", "tsm_buffers": json.dumps(spec)}
+    _export(stream, (frame, *buffers), path, ["frame", *names], outputs, opset, metadata)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict."""
+    return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def zero_buffers(path: str | Path, batch: int) -> dict[str, np.ndarray]:
+    """Zeroed stream buffers for a batch of ``batch`` streams, from the file's ``tsm_buffers`` metadata."""
+    spec = json.loads(read_metadata(path)["tsm_buffers"])
+    return {b["name"]: np.zeros([batch, *b["shape"][1:]], dtype=np.float32) for b in spec}
+
+
+def verify_onnx(
+    reference: Recognizer | StreamingTSM, path: str | Path, num_frames: int = 8, tolerance: float = 1e-4, runs: int = 10
+) -> dict[str, float]:
+    """Compare the ONNX file with ``reference`` on a fresh random batch of 2; raise beyond ``tolerance``.
+
+    ``reference`` is the exported module: a ``Recognizer`` (clip files) or a ``StreamingTSM``
+    (stream files, fed ``num_frames`` consecutive frames, buffers carried from one to the next).
+    The relative error is max |onnx - torch| / max |torch| per output. Returns it with the file
+    size in MB and the median onnxruntime latency in ms over ``runs`` runs at batch 1.
+    """
+    path = Path(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    mode = read_metadata(path).get("tsm_mode")
+    generator = torch.Generator().manual_seed(2)
+    shape = session.get_inputs()[0].shape[1:]
+    inputs = torch.randn(VERIFY_BATCH, *shape, generator=generator)
+    if mode == "clip":
+        with torch.no_grad():
+            expected = [reference(inputs).numpy()]
+        got = [_run(session, {"clip": inputs.numpy()})[0]]
+        timed = {"clip": inputs[:1].numpy()}
+    elif mode == "stream":
+        frames = torch.randn(num_frames, VERIFY_BATCH, *shape, generator=generator)
+        reference.reset()
+        expected = [reference.step(frame).numpy() for frame in frames]
+        buffers = zero_buffers(path, VERIFY_BATCH)
+        got = []
+        for frame in frames:
+            logits, *new_buffers = _run(session, {"frame": frame.numpy(), **buffers})
+            got.append(logits)
+            buffers = dict(zip(buffers, new_buffers, strict=True))
+        timed = {"frame": frames[0, :1].numpy(), **zero_buffers(path, 1)}
+    else:
+        raise ValueError(f"{path} has no tsm_mode 'clip' or 'stream' in its metadata (found {mode!r})")
+    error = max(float(np.abs(g - e).max() / max(np.abs(e).max(), 1e-12)) for g, e in zip(got, expected, strict=True))
+    if not error <= tolerance:
+        raise ExportVerificationError(
+            f"{path}: onnxruntime differs from PyTorch by a relative error of {error:.2e} > {tolerance:.0e}"
+        )
+    return {"max_rel_error": error, "size_mb": path.stat().st_size / 2**20, "ort_ms": _latency(session, timed, runs)}
+
+
+def _run(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    try:
+        return session.run(None, feed)
+    except Exception as error:  # onnxruntime's errors share no base class but Exception
+        raise ExportVerificationError(
+            f"onnxruntime failed at batch {VERIFY_BATCH} (exported at batch 1): {error}"
+        ) from error
+
+
+def _latency(session: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> float:
+    session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)

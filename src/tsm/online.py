@@ -1,0 +1,120 @@
+"""Online (streaming) TSM: one frame in, that frame's logits out, with a cache per shift.
+
+A causal shift only looks one frame back, so a recognizer trained offline on clips can
+run on a live stream: each shift keeps the first ``fold`` channels of its input from the
+previous frame and hands them to the current one. ``StreamingTSM.forward`` is functional
+(``frame, *buffers -> logits, *new_buffers``) so that it exports to ONNX; ``step`` wraps it
+and keeps the buffers between calls.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from tsm.models.patch import TemporalPool
+from tsm.models.recognizer import Recognizer
+from tsm.shift import TemporalShift, shift_fold
+
+
+class StreamingShift(nn.Module):
+    """Causal shift for one frame: channels ``[0, fold)`` come from the previous frame's input.
+
+    Inside a backbone the module is called with one tensor, so the cache travels through the
+    ``state_in`` / ``state_out`` slots, which ``StreamingTSM.forward`` fills and empties on
+    every call; between calls the module holds no tensors.
+    """
+
+    def __init__(self, net: nn.Module, fold_div: int) -> None:
+        super().__init__()
+        self.net = net
+        self.fold_div = fold_div
+        self.state_in: torch.Tensor | None = None
+        self.state_out: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The channels are fixed by the weights: a Python int keeps the fold static when traced.
+        fold = shift_fold(int(x.shape[1]), self.fold_div, "causal")
+        previous = self.state_in if self.state_in is not None else x.new_zeros(x.shape[0], fold, *x.shape[2:])
+        self.state_out = x[:, :fold].clone()  # a copy: the buffer must not pin the whole activation
+        return self.net(torch.cat([previous, x[:, fold:]], dim=1))
+
+    def extra_repr(self) -> str:
+        return f"fold_div={self.fold_div}"
+
+
+class StreamingTSM(nn.Module):
+    """A causal recognizer run frame by frame, with the weights of the offline model.
+
+    ``forward(frame, *buffers)`` is pure: frames ``(B, C, H, W)`` and one buffer per shift in,
+    per-frame logits ``(B, num_classes)`` and the updated buffers out (no buffers: start of a
+    stream, all zeros). ``step`` keeps the buffers itself; ``reset`` starts a new stream.
+    """
+
+    def __init__(self, backbone: nn.Module, dropout: nn.Module, fc: nn.Linear) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = dropout
+        self.fc = fc
+        self.shifts = [m for m in backbone.modules() if isinstance(m, StreamingShift)]
+        self._state: list[torch.Tensor] | None = None
+
+    @classmethod
+    def from_model(cls, model: Recognizer) -> StreamingTSM:
+        """A streaming copy of ``model`` (deep-copied weights, eval mode); its shifts must be causal."""
+        for name, module in model.named_modules():
+            if isinstance(module, TemporalPool):
+                raise ValueError(f"cannot stream a model with temporal pooling (at {name!r})")
+            if isinstance(module, TemporalShift) and module.direction != "causal":
+                raise ValueError(
+                    f"cannot stream a model with a {module.direction} shift (at {name!r}): "
+                    "a streaming model cannot see future frames; train with direction='causal'"
+                )
+        backbone = copy.deepcopy(model.backbone)
+        for name, module in list(backbone.named_modules()):
+            if isinstance(module, TemporalShift):
+                parent_name, _, child = name.rpartition(".")
+                setattr(backbone.get_submodule(parent_name), child, StreamingShift(module.net, module.fold_div))
+        return cls(backbone, copy.deepcopy(model.dropout), copy.deepcopy(model.fc)).eval()
+
+    @property
+    def num_buffers(self) -> int:
+        return len(self.shifts)
+
+    @property
+    def buffer_names(self) -> list[str]:
+        return [f"buffer_{i:02d}" for i in range(self.num_buffers)]
+
+    @torch.no_grad()
+    def buffer_shapes(self, frame_shape: tuple[int, ...] | torch.Size) -> list[tuple[int, ...]]:
+        """Shapes of the buffers for frames of shape ``(B, C, H, W)``, found by one dry run on zeros."""
+        param = next(self.parameters())
+        frame = torch.zeros(frame_shape, dtype=param.dtype, device=param.device)
+        _, *buffers = self(frame)
+        return [tuple(b.shape) for b in buffers]
+
+    def forward(self, frame: torch.Tensor, *buffers: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(logits, *new_buffers)`` for one frame; pass no buffers at the start of a stream."""
+        if buffers and len(buffers) != self.num_buffers:
+            raise ValueError(f"expected {self.num_buffers} buffers, got {len(buffers)}")
+        for shift, buffer in zip(self.shifts, buffers or [None] * self.num_buffers, strict=True):
+            shift.state_in = buffer
+        try:
+            logits = self.fc(self.dropout(self.backbone(frame)))
+            new_buffers = [shift.state_out for shift in self.shifts]
+        finally:
+            for shift in self.shifts:
+                shift.state_in = shift.state_out = None
+        return (logits, *new_buffers)
+
+    @torch.no_grad()
+    def step(self, frame: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of the next frame ``(B, C, H, W)`` of the stream."""
+        logits, *self._state = self(frame, *(self._state or ()))
+        return logits
+
+    def reset(self) -> None:
+        """Forget the previous frames: the next ``step`` sees zeros, as frame 0 of a clip does."""
+        self._state = None

@@ -1,0 +1,156 @@
+"""ONNX export in both modes, run in onnxruntime at batch sizes and values other than the export example's."""
+
+import copy
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+import tsm.shift
+from tsm.export import ExportVerificationError, read_metadata, to_onnx, verify_onnx, zero_buffers
+from tsm.models import build_recognizer
+from tsm.models.recognizer import Recognizer
+from tsm.online import StreamingTSM
+
+T, SIZE, CLASSES, TOL = 4, 32, 5, 1e-4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """The test machine's cores are shared with training runs: one thread never waits at a parallel barrier."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def randomize_norms(model: nn.Module, seed: int = 0) -> None:
+    """Random BatchNorm affine and running stats: timm zero-inits the last BN of residual branches."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            c = module.num_features
+            module.weight.data = torch.rand(c, generator=generator) + 0.5
+            module.bias.data = 0.2 * torch.randn(c, generator=generator)
+            module.running_mean = 0.2 * torch.randn(c, generator=generator)
+            module.running_var = torch.rand(c, generator=generator) + 0.5
+
+
+def tiny_model(num_segments: int = T) -> Recognizer:
+    torch.manual_seed(0)
+    model = build_recognizer("mobilenetv2_050", CLASSES, num_segments, shift={"direction": "causal"})
+    randomize_norms(model)
+    return model.eval()
+
+
+def session(path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def graph_shapes(values) -> dict[str, list]:
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
+
+
+def rel_error(got: np.ndarray, expected: torch.Tensor) -> float:
+    return float(np.abs(got - expected.numpy()).max() / expected.abs().max())
+
+
+@pytest.fixture(scope="module")
+def model() -> Recognizer:
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def clip_file(model, tmp_path_factory):
+    return to_onnx(model, tmp_path_factory.mktemp("onnx") / "clip.onnx", mode="clip", input_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def stream_file(model, tmp_path_factory):
+    return to_onnx(model, tmp_path_factory.mktemp("onnx") / "stream.onnx", mode="stream", input_size=SIZE)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_clip_round_trip_with_dynamic_batch(model, clip_file, batch):
+    graph = onnx.load(str(clip_file)).graph
+    assert graph_shapes(graph.input) == {"clip": ["batch", T, 3, SIZE, SIZE]}
+    assert graph_shapes(graph.output) == {"logits": ["batch", CLASSES]}
+    clip = torch.randn(batch, T, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(10 + batch))
+    (logits,) = session(clip_file).run(None, {"clip": clip.numpy()})
+    with torch.no_grad():
+        assert rel_error(logits, model(clip)) <= TOL
+
+
+def test_stream_metadata_matches_graph(stream_file):
+    graph = onnx.load(str(stream_file)).graph
+    buffers = json.loads(read_metadata(stream_file)["tsm_buffers"])
+    names = [b["name"] for b in buffers]
+    assert names == [f"buffer_{i:02d}" for i in range(len(buffers))] and len(buffers) > 0
+    inputs, outputs = graph_shapes(graph.input), graph_shapes(graph.output)
+    assert inputs == {"frame": ["batch", 3, SIZE, SIZE], **{b["name"]: b["shape"] for b in buffers}}
+    assert outputs == {"logits": ["batch", CLASSES], **{f"{b['name']}_out": b["shape"] for b in buffers}}
+
+
+def test_stream_round_trip_matches_offline_model(model, stream_file):
+    """Frames of a batch of 3 clips through onnxruntime, buffers carried, against the offline clip model."""
+    clip = torch.randn(3, T, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(20))
+    with torch.no_grad():
+        offline = model.frame_logits(clip)
+    runner = session(stream_file)
+    buffers = zero_buffers(stream_file, batch=3)
+    for t in range(T):
+        logits, *new_buffers = runner.run(None, {"frame": clip[:, t].numpy(), **buffers})
+        assert rel_error(logits, offline[:, t]) <= TOL
+        buffers = dict(zip(buffers, new_buffers, strict=True))
+
+
+def test_verify_reports_sizes_and_latency(model, stream_file):
+    report = verify_onnx(StreamingTSM.from_model(model), stream_file, num_frames=3)
+    assert report["max_rel_error"] <= TOL and report["size_mb"] > 0 and report["ort_ms"] > 0
+
+
+@pytest.mark.parametrize("mode", ["clip", "stream"])
+def test_mismatch_with_pytorch_raises(model, clip_file, stream_file, mode):
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.fc.bias += 1.0
+    reference = other if mode == "clip" else StreamingTSM.from_model(other)
+    with pytest.raises(ExportVerificationError, match="relative error"):
+        verify_onnx(reference, clip_file if mode == "clip" else stream_file)
+
+
+def test_shape_frozen_at_export_is_caught(model, tmp_path, monkeypatch):
+    """A shift that reads the batch into Python traces to a fixed reshape, wrong for other batch sizes."""
+    shift = tsm.shift.temporal_shift
+
+    def frozen_shift(x, num_segments, fold_div=8, direction="bidirectional"):
+        frames = len(x)  # a Python int while tracing: the batch of the export example becomes a constant
+        return shift(x.reshape(frames, *x.shape[1:]), num_segments, fold_div, direction)
+
+    monkeypatch.setattr(tsm.shift, "temporal_shift", frozen_shift)
+    with pytest.raises(ExportVerificationError, match="batch"):
+        to_onnx(model, tmp_path / "frozen.onnx", input_size=SIZE)
+
+
+def test_clip_with_other_num_frames(model, tmp_path):
+    path = to_onnx(model, tmp_path / "clip6.onnx", input_size=SIZE, num_frames=6)
+    assert graph_shapes(onnx.load(str(path)).graph.input)["clip"] == ["batch", 6, 3, SIZE, SIZE]
+    six = tiny_model(num_segments=6)
+    six.load_state_dict(model.state_dict())
+    clip = torch.randn(2, 6, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(30))
+    (logits,) = session(path).run(None, {"clip": clip.numpy()})
+    with torch.no_grad():
+        assert rel_error(logits, six(clip)) <= TOL
+    assert model.num_segments == T  # the caller's model is left as it was
+
+
+def test_bad_mode_and_bidirectional_stream_raise(tmp_path):
+    bidirectional = build_recognizer("mobilenetv2_050", CLASSES, T, shift={"direction": "bidirectional"})
+    with pytest.raises(ValueError, match="mode"):
+        to_onnx(bidirectional, tmp_path / "x.onnx", mode="frames", input_size=SIZE)
+    with pytest.raises(ValueError, match="bidirectional"):
+        to_onnx(bidirectional, tmp_path / "x.onnx", mode="stream", input_size=SIZE)
