@@ -1,0 +1,114 @@
+"""What the streaming shift really costs, and clip throughput of the MobileNetV2 student vs ResNet50.
+
+    python experiments/latency/bench.py [--repeats 20] [--size 224] [--out experiments/latency/results.md]
+
+Per-frame latency at batch 1: streaming TSM-MobileNetV2 (causal shift, 10 cached buffers) vs the plain
+2D MobileNetV2 it is made of (same weights, no shift), in eager PyTorch and in onnxruntime, timed
+interleaved in one run. Clip throughput (8 frames): TSM-MobileNetV2 vs TSM-ResNet50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from tsm.export import to_onnx, zero_buffers
+from tsm.models import build_recognizer
+from tsm.online import StreamingTSM
+from tsm.profile import median_ms
+
+CAUSAL = {"fold_div": 8, "direction": "causal", "place": "residual", "blocks": "all"}
+BIDIRECTIONAL = {**CAUSAL, "direction": "bidirectional"}
+
+
+def session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def per_frame(repeats: int, size: int, workdir: Path) -> dict[str, float]:
+    tsm = build_recognizer("mobilenetv2_100", 27, 8, shift=CAUSAL).eval()
+    plain = build_recognizer("mobilenetv2_100", 27, 1).eval()  # the 2D network: one frame, no shift
+    plain.load_state_dict({k.replace(".net.", "."): v for k, v in tsm.state_dict().items()})
+    stream = StreamingTSM.from_model(tsm)
+    frame = torch.randn(1, 3, size, size)
+    stream_file = to_onnx(tsm, workdir / "stream.onnx", mode="stream", input_size=size)
+    plain_file = to_onnx(plain, workdir / "plain.onnx", mode="clip", input_size=size)
+    stream_session, plain_session = session(stream_file), session(plain_file)
+    feed_stream = {"frame": frame.numpy(), **zero_buffers(stream_file, 1)}
+    feed_plain = {"clip": frame[:, None].numpy()}
+    fns = {
+        "eager_tsm_stream": lambda: stream.step(frame),
+        "eager_plain_2d": lambda: plain(frame[:, None]),
+        "ort_tsm_stream": lambda: stream_session.run(None, feed_stream),
+        "ort_plain_2d": lambda: plain_session.run(None, feed_plain),
+    }
+    return interleaved(fns, repeats)
+
+
+def clip_throughput(repeats: int, size: int, workdir: Path) -> dict[str, float]:
+    clip = torch.randn(1, 8, 3, size, size)
+    fns = {}
+    for name, backbone in (("mobilenetv2", "mobilenetv2_100"), ("resnet50", "resnet50")):
+        model = build_recognizer(backbone, 400, 8, shift=BIDIRECTIONAL).eval()
+        ort_session = session(to_onnx(model, workdir / f"{name}.onnx", mode="clip", input_size=size))
+        fns[f"eager_{name}"] = lambda model=model: model(clip)
+        fns[f"ort_{name}"] = lambda s=ort_session: s.run(None, {"clip": clip.numpy()})
+    return interleaved(fns, repeats)
+
+
+def interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    """Median ms of each function, rounds interleaved so that machine drift hits all alike."""
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    with torch.inference_mode():
+        for fn in fns.values():
+            fn()
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                samples[name].append(median_ms(fn, repeats=1, warmup=0))
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.md"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        frame = per_frame(args.repeats, args.size, Path(tmp))
+        clip = clip_throughput(max(args.repeats // 4, 3), args.size, Path(tmp))
+    lines = [
+        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, onnxruntime {ort.__version__}, "
+        f"torch {torch.__version__}; input {args.size}x{args.size}, batch 1, median of interleaved repeats.",
+        "",
+        "Per frame (streaming TSM-MobileNetV2 vs the plain 2D MobileNetV2 with the same weights):",
+        "",
+        "| runtime | plain 2D ms | streaming TSM ms | TSM / plain |",
+        "|---|---|---|---|",
+    ]
+    for runtime in ("eager", "ort"):
+        plain, tsm = frame[f"{runtime}_plain_2d"], frame[f"{runtime}_tsm_stream"]
+        lines.append(f"| {runtime} | {plain:.2f} | {tsm:.2f} | {tsm / plain:.3f} |")
+    lines += [
+        "",
+        "Clip throughput (8 frames per clip):",
+        "",
+        "| runtime | TSM-MobileNetV2 clips/s | TSM-ResNet50 clips/s | ratio (published: 4.1x) |",
+        "|---|---|---|---|",
+    ]
+    for runtime in ("eager", "ort"):
+        mbv2, r50 = 1e3 / clip[f"{runtime}_mobilenetv2"], 1e3 / clip[f"{runtime}_resnet50"]
+        lines.append(f"| {runtime} | {mbv2:.2f} | {r50:.2f} | {mbv2 / r50:.2f}x |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
