@@ -139,3 +139,21 @@ def test_full_size_clip():
         out = model(torch.rand(1, 16, 3, 224, 224) * 2 - 1)
     assert out.shape == (1, 400)
     assert torch.isfinite(out).all()
+
+
+def test_build_recognizer_i3d_trains_like_any_recognizer(tmp_path):
+    """``model.backbone=i3d``: fine-tuning from a port-format file resets the classifier for the data."""
+    from tsm.models import build_recognizer
+    from tsm.optim import param_groups
+
+    path = tmp_path / "rgb_imagenet.pt"
+    torch.save(I3D().state_dict(), path)
+    model = build_recognizer("i3d", 27, 16, pretrained_file=str(path), dropout=0.3)
+    assert model.num_classes == 27 and model.num_segments == 16 and model.dropout.p == 0.3
+    groups = {g["name"]: g for g in param_groups(model, 0.1, 1e-4, {"weight": 5.0, "bias": 10.0}, 2.0)}
+    assert groups["head_weight"]["params"] == [model.logits.conv3d.weight]
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="model/shift=none"):
+        build_recognizer("i3d", 27, 16, shift={"fold_div": 8})
+    with pytest.raises(FileNotFoundError, match="rgb_imagenet.pt"):
+        build_recognizer("i3d", 27, 16, pretrained_file=str(tmp_path / "missing.pt"))

@@ -8,8 +8,6 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from tsm.models.recognizer import Recognizer
-
 
 def scaled_lr(base_lr: float, global_batch: int, base_batch: int) -> float:
     """The linear scaling rule: ``base_lr`` was tuned for ``base_batch`` clips per step."""
@@ -17,18 +15,21 @@ def scaled_lr(base_lr: float, global_batch: int, base_batch: int) -> float:
 
 
 def param_groups(
-    model: Recognizer,
+    model: nn.Module,
     lr: float,
     weight_decay: float,
     head_lr_mult: Mapping[str, float],
     bias_lr_mult: float,
 ) -> list[dict]:
-    """SGD groups: backbone weights (lr, decay); backbone biases (``bias_lr_mult`` x lr, no
-    decay); norms (lr, no decay); classifier weight and bias at ``head_lr_mult['weight']``
+    """SGD groups: weights (lr, decay); biases (``bias_lr_mult`` x lr, no decay); norms (lr, no
+    decay); the classifier's (``model.classifier``) weight and bias at ``head_lr_mult['weight']``
     and ``['bias']`` x lr (no decay on the bias). Frozen parameters are left out."""
     norm_types = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
     weights, biases, norms = [], [], []
-    for module in model.backbone.modules():
+    head = model.classifier
+    for module in model.modules():
+        if module is head:
+            continue
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
@@ -44,11 +45,11 @@ def param_groups(
         {"name": "norms", "params": norms, "lr": lr, "weight_decay": 0.0},
         {
             "name": "head_weight",
-            "params": [model.fc.weight],
+            "params": [head.weight],
             "lr": lr * head_lr_mult["weight"],
             "weight_decay": weight_decay,
         },
-        {"name": "head_bias", "params": [model.fc.bias], "lr": lr * head_lr_mult["bias"], "weight_decay": 0.0},
+        {"name": "head_bias", "params": [head.bias], "lr": lr * head_lr_mult["bias"], "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]
 

@@ -9,6 +9,7 @@ from typing import Any
 import timm
 import torch
 
+from tsm.models.i3d import I3D, load_i3d
 from tsm.models.patch import add_temporal_pool, patch_shift
 from tsm.models.recognizer import Recognizer
 
@@ -29,12 +30,15 @@ def build_recognizer(
     """A recognizer over timm ``backbone``; ``shift=None`` or ``enabled=False`` gives TSN.
 
     ``pretrained`` uses timm's weights (cache or hub); ``pretrained_file`` loads a local
-    ImageNet state dict for the backbone instead, with no network.
+    ImageNet state dict for the backbone instead, with no network. ``backbone="i3d"`` builds the
+    I3D teacher (no shift; ``pretrained_file``: an ``rgb_imagenet.pt``-format state dict).
     """
+    options = _shift_options(shift)
+    if backbone == "i3d":
+        return _build_i3d(num_classes, num_segments, options, pretrained, dropout, pretrained_file, temporal_pool)
     net = timm.create_model(backbone, pretrained=pretrained and pretrained_file is None, num_classes=0)
     if pretrained_file is not None:
         load_backbone_file(net, pretrained_file)
-    options = _shift_options(shift)
     if options["enabled"]:
         patch_shift(
             net,
@@ -49,6 +53,20 @@ def build_recognizer(
         add_temporal_pool(net, num_segments)
     frames_out = num_segments // 2 if temporal_pool else num_segments
     return Recognizer(net, net.head_hidden_size, num_classes, num_segments, frames_out, dropout, partial_bn)
+
+
+def _build_i3d(num_classes, num_segments, shift_options, pretrained, dropout, pretrained_file, temporal_pool) -> I3D:
+    if shift_options["enabled"] or temporal_pool or pretrained:
+        raise ValueError(
+            "model.backbone=i3d takes no shift (model/shift=none), no temporal_pool, and its weights from "
+            "model.pretrained_file (an rgb_imagenet.pt-format state dict), not model.pretrained"
+        )
+    if pretrained_file is None:
+        return I3D(num_classes, dropout, num_segments=num_segments)
+    model = load_i3d(pretrained_file, num_classes)
+    model.num_segments = num_segments
+    model.dropout.p = dropout
+    return model
 
 
 def _shift_options(shift: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -105,8 +105,11 @@ class I3D(nn.Module):
     adaptively (the original's 7x7 at 224), time steps are kept and their logits averaged.
     """
 
-    def __init__(self, num_classes: int = 400, dropout: float = 0.5, in_channels: int = 3) -> None:
+    def __init__(
+        self, num_classes: int = 400, dropout: float = 0.5, in_channels: int = 3, num_segments: int | None = None
+    ) -> None:
         super().__init__()
+        self.num_segments = num_segments  # the clip length it is trained for; any length runs
         layers: list[tuple[str, nn.Module]] = [
             ("Conv3d_1a_7x7", Unit3D(in_channels, 64, 7, 2)),
             ("MaxPool3d_2a_3x3", MaxPool3dSame((1, 3, 3), (1, 2, 2))),
@@ -127,6 +130,10 @@ class I3D(nn.Module):
         self.feature_names = tuple(name for name, _ in layers)
         self.dropout = nn.Dropout(dropout)
         self.logits = Unit3D(_FEATURES, num_classes, norm=False)
+
+    @property
+    def classifier(self) -> nn.Conv3d:
+        return self.logits.conv3d
 
     @property
     def num_classes(self) -> int:

@@ -40,6 +40,10 @@ class Recognizer(nn.Module):
         return norms[1:]
 
     @property
+    def classifier(self) -> nn.Linear:
+        return self.fc
+
+    @property
     def num_classes(self) -> int:
         return self.fc.out_features
 
