@@ -15,6 +15,6 @@ def test_kd_study_tiny(tmp_path):
         [sys.executable, str(EXPERIMENTS / "kd" / "study.py"), "--scale", "tiny", "--out", str(tmp_path)], check=True
     )
     table = (tmp_path / "results_tiny.md").read_text()
-    assert "| student + KD" in table and "| teacher TSM-ResNet18" in table
+    assert "| student + KD" in table and "| teacher TSM-MobileNetV2 x0.5" in table
     assert (tmp_path / "kd_tiny.png").stat().st_size > 0
     assert len(list((tmp_path / "runs" / "tiny").glob("*/metrics.json"))) == 7

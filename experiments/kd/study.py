@@ -2,9 +2,10 @@
 
     python experiments/kd/study.py [--scale small|tiny] [--out experiments/kd]
 
-1. A teacher: TSM-ResNet18 trained on the synthetic task.
-2. The student (TSM-MobileNetV2 x0.5) on a short budget, 3 seeds, with and without
-   distillation from that teacher (``model/distill=checkpoint``), everything else equal.
+1. A teacher: the default run (TSM-MobileNetV2 x0.5, 3,000 clips, 7 epochs), trained here or
+   reused with ``--teacher-ckpt`` (e.g. the checkpoint of ``python src/train.py``).
+2. A smaller student, TSM-MobileNetV2 x0.35, on a short budget (half the clips, 3 epochs), 3 seeds,
+   with and without distillation from that teacher (``model/distill=checkpoint``), all else equal.
 Writes ``results.md`` (mean and spread of test top-1) and ``kd.png`` (validation top-1 per epoch).
 """
 
@@ -21,19 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import epoch_curve, machine, run_train  # noqa: E402
 
 SCALES = {
-    # data size, epochs of teacher and student, frame size
-    "small": {"train": 1500, "val": 300, "test": 300, "teacher_epochs": 6, "student_epochs": 3, "frame": 72},
-    "tiny": {"train": 16, "val": 8, "test": 8, "teacher_epochs": 1, "student_epochs": 1, "frame": 36},
+    # training clips of teacher and student, evaluation clips, epochs of teacher and student, frame size
+    "small": {"teacher_train": 3000, "train": 1500, "eval": 600, "teacher_epochs": 7, "student_epochs": 3, "frame": 72},
+    "tiny": {"teacher_train": 16, "train": 16, "eval": 8, "teacher_epochs": 1, "student_epochs": 1, "frame": 36},
 }
+TEACHER, STUDENT = "mobilenetv2_050", "mobilenetv2_035"
 SEEDS = (1, 2, 3)
 
 
-def data_overrides(s: dict) -> list[str]:
+def data_overrides(s: dict, train_clips: int) -> list[str]:
     crop = s["frame"] * 8 // 9
     return [
-        f"data.source.sizes.train={s['train']}",
-        f"data.source.sizes.val={s['val']}",
-        f"data.source.sizes.test={s['test']}",
+        f"data.source.sizes.train={train_clips}",
+        f"data.source.sizes.val={s['eval']}",
+        f"data.source.sizes.test={s['eval']}",
         f"data.source.frame_size={s['frame']}",
         f"data.crop_size={crop}",
         f"data.scale_size={crop}",
@@ -44,14 +46,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", choices=SCALES, default="small")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--teacher-run", type=Path, help="a run directory of the default training to reuse")
     args = parser.parse_args()
     s = SCALES[args.scale]
     runs = args.out / "runs" / args.scale
-    data = data_overrides(s)
+    teacher_run = args.teacher_run or runs / "teacher"
+    teacher_data = data_overrides(s, s["teacher_train"])
     teacher = run_train(
-        [*data, "model.backbone=resnet18", f"trainer.max_epochs={s['teacher_epochs']}"], runs / "teacher"
+        [*teacher_data, f"model.backbone={TEACHER}", f"trainer.max_epochs={s['teacher_epochs']}"], teacher_run
     )
-    teacher_ckpt = runs / "teacher" / "checkpoints" / "last.ckpt"
+    teacher_ckpt = teacher_run / "checkpoints" / "last.ckpt"
+    data = [*data_overrides(s, s["train"]), f"model.backbone={STUDENT}"]
     results: dict[str, list[dict]] = {"student": [], "student + KD": []}
     curves: dict[str, list[list[float]]] = {k: [] for k in results}
     for seed in SEEDS:
@@ -66,17 +71,18 @@ def main() -> None:
 
 def write_report(out: Path, scale: str, s: dict, teacher: dict, results: dict, curves: dict) -> None:
     lines = [
-        f"Scale `{scale}`: {s['train']} training clips, student {s['student_epochs']} epochs, "
-        f"teacher {s['teacher_epochs']} epochs; seeds {list(SEEDS)}; {machine()}.",
+        f"Scale `{scale}`: teacher {TEACHER} on {s['teacher_train']} clips for {s['teacher_epochs']} epochs; "
+        f"student {STUDENT} on {s['train']} clips for {s['student_epochs']} epochs; {s['eval']} test clips; "
+        f"seeds {list(SEEDS)}; {machine()}.",
         "",
         "| model | test top-1 mean | spread (min-max) | per seed |",
         "|---|---|---|---|",
-        f"| teacher TSM-ResNet18 | {teacher['test/acc']:.3f} | - | - |",
+        f"| teacher TSM-MobileNetV2 x0.5 | {teacher['test/acc']:.3f} | - | - |",
     ]
     for name, runs in results.items():
         accs = [r["test/acc"] for r in runs]
         lines.append(
-            f"| {name} (TSM-MobileNetV2 x0.5) | {statistics.mean(accs):.3f} | {min(accs):.3f}-{max(accs):.3f} | "
+            f"| {name} (TSM-MobileNetV2 x0.35) | {statistics.mean(accs):.3f} | {min(accs):.3f}-{max(accs):.3f} | "
             + ", ".join(f"{a:.3f}" for a in accs)
             + " |"
         )
