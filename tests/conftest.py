@@ -29,13 +29,13 @@ TINY = [
 
 
 def compose_train(overrides: list[str], run_dir: Path, config_name: str = "train") -> DictConfig:
-    """Compose ``conf/<config_name>.yaml`` with overrides and set the run directory (as Hydra's runtime would)."""
+    """Compose ``conf/<config_name>.yaml`` with overrides and set the run directory, as ``@hydra.main``
+    does (its config has no ``hydra`` node either)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name, overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
-        cfg.hydra.runtime.output_dir = str(run_dir)
     return cfg
 
 

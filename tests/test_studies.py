@@ -18,3 +18,34 @@ def test_kd_study_tiny(tmp_path):
     assert "| student + KD" in table and "| teacher TSM-MobileNetV2 x0.5" in table
     assert (tmp_path / "kd_tiny.png").stat().st_size > 0
     assert len(list((tmp_path / "runs" / "tiny").glob("*/metrics.json"))) == 7
+
+
+@pytest.mark.slow
+def test_efficiency_study_tiny(tmp_path):
+    script = EXPERIMENTS / "efficiency" / "study.py"
+    args = ["--size", "32", "--repeats", "1", "--classes", "5", "--out", str(tmp_path)]
+    subprocess.run([sys.executable, str(script), *args], check=True)
+    table = (tmp_path / "results.md").read_text()
+    assert "| TSM-MobileNetV2 | 2.23 |" in table  # 2.22M backbone + 1280 x 5 + 5 classifier
+    assert "TSM adds no MACs over TSN: True" in table
+    assert (tmp_path / "efficiency.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_latency_bench_tiny(tmp_path):
+    out = tmp_path / "latency.md"
+    subprocess.run(
+        [
+            sys.executable,
+            str(EXPERIMENTS / "latency" / "bench.py"),
+            "--repeats",
+            "2",
+            "--size",
+            "32",
+            "--out",
+            str(out),
+        ],
+        check=True,
+    )
+    text = out.read_text()
+    assert "| eager |" in text and "| ort |" in text and "TSM / plain" in text

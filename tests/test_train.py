@@ -1,5 +1,6 @@
 """The train task end to end on tiny synthetic data: metrics.json, checkpoints, resume, loggers."""
 
+import csv
 import json
 
 import pytest
@@ -33,5 +34,6 @@ def test_two_epochs_checkpoint_resume_and_wandb_offline(tmp_path, tiny_overrides
     )
     train(resumed)
     state = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert state["epoch"] == 2  # continued from epoch 1, did not restart
-    assert state["global_step"] == 2 * (8 // 2)
+    assert state["epoch"] == 1 and state["global_step"] == 2 * (8 // 2)  # two epochs of 4 steps in all
+    rows = list(csv.DictReader(open(next((tmp_path / "b" / "csv").glob("version_*/metrics.csv")))))
+    assert {r["epoch"] for r in rows} - {""} == {"1"}  # the resumed run trained only the second epoch

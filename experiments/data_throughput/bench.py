@@ -7,11 +7,10 @@ per segment, fixed seed) from them in one process, as one loader worker does:
   (a) Jester-like: a folder of 37 JPEG frames, 176x100;
   (b) Kinetics-like: 10 s of 340x256 H.264 mp4 at 30 fps, a keyframe every 60 frames;
   (c) Something-V2-like: 3 s of 427x240 VP9 webm at 12 fps (libvpx-vp9's default keyframe spacing).
-Each video is read three ways: ``sparse`` (tsm.data.decode.read_video: decode from the keyframe
-before each wanted frame, RGB only for kept frames), ``all, RGB kept`` (decode every frame,
-convert the 8 kept ones) and ``all, RGB all`` (decode and convert every frame, then pick 8: what a
-whole-video reader such as torchvision.io.read_video does). ``+ transform`` adds the training
-transform (multi-scale crop to 224, flip, normalise) to the sparse/folder read.
+Each video is read ``sparse`` (tsm.data.decode.read_video: from the keyframe before each wanted
+frame, skipping unwanted non-reference frames, RGB only for kept frames) and three ways that
+decode every frame and pick 8 (see :func:`read_all`). ``+ transform`` adds the training
+transform (multi-scale crop to 224, flip, normalise) to the sparse / folder read.
 """
 
 from __future__ import annotations
@@ -22,23 +21,30 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
 import torchvision
-from torchvision.io import write_jpeg
+from PIL import Image
 
-from tsm.data.decode import DecodeStats, read_frames, read_video, video_num_frames
+from tsm.data.decode import DecodeStats, read_frames, read_video, to_rgb, video_num_frames
 from tsm.data.sampling import segment_indices
 from tsm.data.transforms import ClipTransform
 
 SEGMENTS = 8
+Reader = Callable[[list[int]], torch.Tensor]
+BASELINES = {
+    "kept": "decode all, RGB for the 8 kept",
+    "all": "decode all, RGB all",
+    "plain": "decode all, RGB all with frame.to_ndarray()",
+}
 
 
 def scene(num_frames: int, width: int, height: int, seed: int = 0) -> np.ndarray:
-    """``(T, H, W, 3)`` uint8 frames of a smooth random texture panning behind a moving square, with
+    """``(T, H, W, 3)`` uint8 frames of a blocky random texture panning behind a moving square, with
     mild noise: some texture and motion so the codecs do real work."""
     rng = np.random.default_rng(seed)
     base = rng.uniform(0, 255, (height // 8 + 2, width // 8 + 2, 3))
@@ -67,28 +73,49 @@ def encode(path: Path, frames: np.ndarray, codec: str, fps: int, gop: int | None
     return path
 
 
-def read_all(path: Path, indices: list[int], convert_all: bool) -> torch.Tensor:
-    """Baseline: decode every frame (PyAV threads on), convert all or only the kept ones, pick ``indices``."""
+def read_all(path: Path, indices: list[int], convert: str) -> torch.Tensor:
+    """Baseline: decode every frame (PyAV threads on), pick ``indices``. ``convert``: ``kept`` converts
+    only those to RGB, ``all`` every frame (both with read_video's converter), ``plain`` every frame
+    with ``frame.to_ndarray()``, which sets up a new scaler per frame (what most PyAV readers do)."""
     keep = set(indices)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        frames = {
-            i: frame.to_ndarray(format="rgb24")
-            for i, frame in enumerate(container.decode(stream))
-            if convert_all or i in keep
-        }
+        frames = {}
+        for i, frame in enumerate(container.decode(stream)):
+            if convert == "plain":
+                frames[i] = frame.to_ndarray(format="rgb24")
+            elif convert == "all" or i in keep:
+                frames[i] = to_rgb(frame)
     return torch.from_numpy(np.stack([frames[i] for i in indices]))
 
 
-def clips_per_second(read: Callable[[list[int]], torch.Tensor], num_frames: int, clips: int) -> float:
+def clips_per_second(readers: dict[str, Reader], num_frames: int, clips: int) -> dict[str, float]:
+    """Clips per second of each reader over the same ``clips`` random TSN draws, the readers taking
+    turns clip by clip so that load from other processes hits them alike."""
     rng = np.random.default_rng(0)
     draws = [segment_indices(num_frames, SEGMENTS, True, rng) for _ in range(clips)]
-    read(draws[0])  # warm-up
-    start = time.perf_counter()
+    seconds = dict.fromkeys(readers, 0.0)
+    for read in readers.values():
+        read(draws[0])  # warm-up
     for indices in draws:
-        read(indices)
-    return clips / (time.perf_counter() - start)
+        for name, read in readers.items():
+            start = time.perf_counter()
+            read(indices)
+            seconds[name] += time.perf_counter() - start
+    return {name: clips / total for name, total in seconds.items()}
+
+
+def named_rows(name: str, rates: dict[str, float]) -> list[tuple[str, str, float | None]]:
+    """Table rows of one input: its name on the first row only."""
+    return [(name if k == 0 else "", how, rate) for k, (how, rate) in enumerate(rates.items())]
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else the machine type."""
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.machine()
 
 
 def main() -> None:
@@ -96,6 +123,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=40, help="clips read per measurement")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    load_before = os.getloadavg()[0]
     transform = ClipTransform(True, 224, 256)
     rng = np.random.default_rng(0)
     rows = []
@@ -103,41 +132,42 @@ def main() -> None:
         folder = Path(tmp) / "jester"
         folder.mkdir()
         for i, frame in enumerate(scene(37, 176, 100), 1):
-            write_jpeg(torch.from_numpy(frame).permute(2, 0, 1).contiguous(), str(folder / f"{i:05d}.jpg"))
+            Image.fromarray(frame).save(folder / f"{i:05d}.jpg", quality=90)
         kinetics = encode(Path(tmp) / "kinetics.mp4", scene(300, 340, 256), "libx264", 30, gop=60)
         something = encode(Path(tmp) / "something.webm", scene(36, 427, 240), "libvpx-vp9", 12, gop=None)
 
         def jester(indices: list[int]) -> torch.Tensor:
             return read_frames(folder, indices, "{:05d}.jpg")
 
-        rows.append(("(a) Jester-like, 37 JPEG frames 176x100", "folder", clips_per_second(jester, 37, args.clips)))
-        rows.append(
-            ("", "folder + transform", clips_per_second(lambda i: transform(jester(i), 0, rng), 37, args.clips))
+        rates = clips_per_second(
+            {"folder": jester, "folder + transform": lambda i: transform(jester(i), 0, rng)}, 37, args.clips
         )
+        rows += named_rows("(a) Jester-like, 37 JPEG frames 176x100", rates)
         for name, path in (
             ("(b) Kinetics-like, 10 s H.264 340x256 30 fps, GOP 60", kinetics),
             ("(c) Something-V2-like, 3 s VP9 427x240 12 fps", something),
         ):
             n = video_num_frames(path)
-            sparse = clips_per_second(lambda i, p=path: read_video(p, i), n, args.clips)
-            full = clips_per_second(lambda i, p=path: transform(read_video(p, i), 0, rng), n, args.clips)
-            kept = clips_per_second(lambda i, p=path: read_all(p, i, convert_all=False), n, args.clips)
-            every = clips_per_second(lambda i, p=path: read_all(p, i, convert_all=True), n, args.clips)
+            readers: dict[str, Reader] = {
+                "sparse": lambda i, p=path: read_video(p, i),
+                "sparse + transform": lambda i, p=path: transform(read_video(p, i), 0, rng),
+            }
+            readers.update({label: partial(read_all, path, convert=c) for c, label in BASELINES.items()})
+            rates = clips_per_second(readers, n, args.clips)
+            rows += named_rows(f"{name} ({n} frames)", rates)
+            speedups = " / ".join(f"{rates['sparse'] / rates[label]:.1f}x" for label in BASELINES.values())
+            rows.append(("", f"sparse speed-up over the three decode-all reads: {speedups}", None))
             stats = DecodeStats()
             read_video(path, segment_indices(n, SEGMENTS, False, rng), stats)
-            rows.append((f"{name} ({n} frames)", "sparse", sparse))
-            rows.append(("", "sparse + transform", full))
-            rows.append(("", "all, RGB kept", kept))
-            rows.append(("", "all, RGB all", every))
-            rows.append(("", f"speed-up of sparse: {sparse / kept:.1f}x / {sparse / every:.1f}x", None))
-            rows.append(("", f"centre clip: {stats.packets}/{n} packets decoded, {stats.seeks} seeks", None))
+            rows.append(("", f"centre clip: {stats.packets}/{n} packets to the decoder, {stats.seeks} seeks", None))
 
+    load = f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
     machine = (
-        f"{platform.platform()}, {platform.processor() or platform.machine()}, nproc={os.cpu_count()}, "
+        f"{platform.platform()}, {cpu_model()}, nproc={os.cpu_count()}, {load}, "
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, av {av.__version__}"
     )
     lines = [
-        f"Machine: {machine}. {args.clips} 8-frame TSN training clips per row, one process.",
+        f"Machine: {machine}. {args.clips} 8-frame TSN training clips per reader, one process, one torch thread.",
         "",
         "| input | read | clips/s per worker |",
         "|---|---|---|",

@@ -1,34 +1,80 @@
 """Clip datasets over a video source, and the LightningDataModule that serves them.
 
-A *video source* is anything with ``__len__``, ``video_id(i)``, ``num_frames(i)``,
-``label(i)`` and ``read(i, indices) -> uint8 (T, H, W, C)``: the synthetic generator
-and the readers of the public datasets all present that face.
+A *video source* is anything with ``classes``, ``__len__``, ``video_id(i)``, ``num_frames(i)``,
+``label(i)`` and ``read(i, indices) -> uint8 (T, H, W, C)``, optionally ``flip_label_map``
+and ``flip_allowed``: the synthetic generator and the readers of the public datasets
+(:mod:`tsm.data.datasets`) all present that face.
+
+Bad data (:class:`~tsm.data.decode.DataError`) follows ``on_error``: ``raise`` stops with the
+file and the reason; ``skip`` drops the sample from its batch, never substituting another, logs
+it to ``skipped_samples.txt`` in ``log_dir`` and reports the count at the end of each epoch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from pytorch_lightning.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, default_collate
 
+from tsm.data.decode import DataError
+from tsm.data.distributed import eval_sampler
 from tsm.data.sampling import FrameSampler
 from tsm.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
+
+log = logging.getLogger(__name__)
+ON_ERROR = ("raise", "skip")
+SKIPPED_FILE = "skipped_samples.txt"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A sample that could not be read under ``on_error=skip``: what the collate drops and reports."""
+
+    index: int
+    path: str
+    reason: str
+
+
+def collate_skipping(batch: Sequence[tuple | Skipped], split: str) -> tuple:
+    """Collate the readable samples; the skipped ones ride along as ``(split, path, reason)`` tuples."""
+    kept = [item for item in batch if not isinstance(item, Skipped)]
+    skipped = [(split, item.path, item.reason) for item in batch if isinstance(item, Skipped)]
+    if not kept:
+        raise DataError(skipped[0][1], f"all {len(batch)} samples of a {split} batch failed; first: {skipped[0][2]}")
+    return (*default_collate(kept), skipped)
 
 
 class ClipDataset(Dataset):
     """Item ``i``: ``(clip (T, C, H, W) float, label, i)`` with fresh randomness per draw in
     training and a fixed, seed-determined view otherwise."""
 
-    def __init__(self, source: Any, sampler: FrameSampler, transform: ClipTransform, train: bool, seed: int = 0):
+    def __init__(
+        self,
+        source: Any,
+        sampler: FrameSampler,
+        transform: ClipTransform,
+        train: bool,
+        seed: int = 0,
+        on_error: str = "raise",
+    ) -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.source = source
         self.sampler = sampler
         self.transform = transform
         self.train = train
         self.seed = seed
+        self.on_error = on_error
 
     def __len__(self) -> int:
         return len(self.source)
@@ -38,16 +84,26 @@ class ClipDataset(Dataset):
             return np.random.default_rng(int(torch.randint(2**62, ())))
         return np.random.default_rng([self.seed, index])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | Skipped:
         rng = self._rng(index)
-        indices = self.sampler(self.source.num_frames(index), self.train, rng)
-        frames = self.source.read(index, indices)
+        try:
+            indices = self.sampler(self.source.num_frames(index), self.train, rng)
+            frames = self.source.read(index, indices)
+        except DataError as err:
+            if self.on_error == "raise":
+                raise
+            return Skipped(index, err.path, err.reason)
         clip, label = self.transform(frames, self.source.label(index), rng)
         return clip, label, index
 
 
 class ClipDataModule(pl.LightningDataModule):
-    """Train/val/test clip loaders over ``source(split=...)``, with sampling and transforms from config."""
+    """Train/val/test clip loaders over ``source(split=...)``, with sampling and transforms from config.
+
+    ``root``, ``frames``, ``frame_template`` and ``split`` (the fold of three-split datasets) are
+    the dataset keys users set as ``data.<key>``; the source config interpolates them.
+    ``log_dir`` (the run directory) receives ``skipped_samples.txt`` and ``missing_<split>.txt``.
+    """
 
     def __init__(
         self,
@@ -59,27 +115,40 @@ class ClipDataModule(pl.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         root: str | None = None,
+        frames: bool = False,
+        frame_template: str | None = None,
+        split: int | None = None,
         sampling: Mapping[str, Any] | None = None,
         augment: Mapping[str, Any] | None = None,
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         seed: int = 0,
         pin_memory: bool = False,
+        on_error: str = "raise",
+        log_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if on_error not in ON_ERROR:
+            raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.source = source
         self.num_classes = num_classes
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.root = root
+        self.frames = frames
+        self.frame_template = frame_template
+        self.split = split
         self.seed = seed
         self.pin_memory = pin_memory
+        self.on_error = on_error
+        self.log_dir = Path(log_dir) if log_dir else None
         self.sampler = FrameSampler(num_segments, **dict(sampling or {}))
         self.crop_size = crop_size
         self.scale_size = scale_size
         self.augment = dict(augment or {})
         self.norm = {"mean": tuple(mean), "std": tuple(std)}
         self.datasets: dict[str, ClipDataset] = {}
+        self.skipped: Counter[str] = Counter()  # per split, since its last epoch-end report
 
     def dataset(self, split: str) -> ClipDataset:
         """The clip dataset of ``split`` (train, val or test), built on first use."""
@@ -89,32 +158,73 @@ class ClipDataModule(pl.LightningDataModule):
                 raise ValueError(
                     f"data.num_classes={self.num_classes} but the {split} source has {len(source.classes)} classes"
                 )
+            self._report_source(split, source)
             train = split == "train"
+            augment = dict(self.augment) if train else {}
+            if train and not getattr(source, "flip_allowed", True) and augment.get("flip", True):
+                log.info("horizontal flip off: %s has direction classes and no flip label map", type(source).__name__)
+                augment["flip"] = False
             transform = ClipTransform(
                 train,
                 self.crop_size,
                 self.scale_size,
                 flip_label_map=getattr(source, "flip_label_map", None),
-                **(self.augment if train else {}),
+                **augment,
                 **self.norm,
             )
-            self.datasets[split] = ClipDataset(source, self.sampler, transform, train, self.seed)
+            self.datasets[split] = ClipDataset(source, self.sampler, transform, train, self.seed, self.on_error)
         return self.datasets[split]
+
+    def _report_source(self, split: str, source: Any) -> None:
+        """Log annotation entries the source skipped and list the videos it lacks (Kinetics) in the run directory."""
+        for where, reason in getattr(source, "skipped", ()):
+            self.record_skipped(split, where, reason)
+        if getattr(source, "skipped", ()):
+            rank_zero_warn(f"{split}: {len(source.skipped)} annotation entries skipped (on_error=skip)")
+        missing = getattr(source, "missing", ())
+        if missing and self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            (self.log_dir / f"missing_{split}.txt").write_text("".join(f"{name}\n" for name in missing))
+
+    def record_skipped(self, split: str, path: str, reason: str) -> None:
+        """Log one skipped sample (or annotation entry) and append it to ``skipped_samples.txt``."""
+        log.warning("skipped %s sample %s: %s", split, path, reason)
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.log_dir / SKIPPED_FILE, "a", encoding="utf-8") as file:
+                file.write(f"{split}\t{path}\t{reason}\n")
 
     def setup(self, stage: str | None = None) -> None:
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
         for split in splits:
             self.dataset(split)
+        trainer = self.trainer
+        if self.on_error == "skip" and trainer and not any(isinstance(c, SkippedReport) for c in trainer.callbacks):
+            trainer.callbacks.append(SkippedReport())  # LightningDataModule has no epoch-end hook of its own
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Under ``on_error=skip``: record the samples the collate dropped, pass the batch on without them."""
+        if self.on_error != "skip":
+            return batch
+        *batch, skipped = batch
+        for split, path, reason in skipped:
+            self.skipped[split] += 1
+            self.record_skipped(split, path, reason)
+        return tuple(batch)
 
     def _loader(self, split: str) -> DataLoader:
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size,
             shuffle=split == "train",
+            # under DDP, evaluation sees every video once (Lightning's train sampler pads, harmlessly)
+            sampler=None if split == "train" else eval_sampler(dataset),
             drop_last=split == "train",
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
+            collate_fn=partial(collate_skipping, split=split) if self.on_error == "skip" else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -126,3 +236,23 @@ class ClipDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
+
+class SkippedReport(pl.Callback):
+    """Reports the samples skipped in each train/val/test epoch: a warning and the metric ``<split>/skipped``."""
+
+    def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        data = trainer.datamodule
+        count, data.skipped[split] = data.skipped[split], 0  # batches of a split only come within its epochs
+        if count:
+            where = data.log_dir / SKIPPED_FILE if data.log_dir else "the log"
+            rank_zero_warn(f"{count} {split} samples skipped this epoch (on_error=skip), listed in {where}")
+        pl_module.log(f"{split}/skipped", float(count), reduce_fx="sum", sync_dist=True)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer, pl_module, "train")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer, pl_module, "test")

@@ -1,0 +1,180 @@
+"""What every public-dataset reader shares: split names, sample lookup, frame counting, reading, bad lines.
+
+A reader parses its publisher's annotation files into :class:`Sample` s in ``load`` and leaves the
+rest (videos or frame folders, frame counts, the ``on_error`` policy for annotation lines) to
+:class:`VideoSource`. Its face is the *video source* that :class:`tsm.data.datamodule.ClipDataModule` uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tsm.data.decode import VIDEO_SUFFIXES, DataError, count_frames, read_frames, read_video, video_num_frames
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+ON_ERROR = ("raise", "skip")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One clip: its id, the video file or frame folder it is read from, its label (-1: unlabeled)
+    and, when the annotations state it, its frame count."""
+
+    video_id: str
+    path: Path
+    label: int
+    num_frames: int | None = None
+
+
+class VideoSource:
+    """A public dataset's ``split`` (train, val or test) read from ``root`` in its publisher's layout.
+
+    ``splits`` maps train/val/test to the publisher's split names (subclasses give defaults).
+    ``frames=True`` reads pre-extracted JPEG folders named ``frame_template`` (numbered from
+    ``frame_start``) instead of videos: the folder of ``a/b.mp4`` is ``a/b`` under ``frames_root``
+    (default: ``root``). ``on_error`` decides what an unusable annotation line does: ``raise``
+    (naming the file and line) or ``skip`` (kept in :attr:`skipped` for the run's log).
+    """
+
+    name = "dataset"
+    default_splits: Mapping[str, str] = {"train": "train", "val": "val", "test": "test"}
+    frames_only = False  # the publisher distributes JPEG frames, no videos
+    flip_allowed = True  # False: direction classes without a known flip map, so no horizontal flip
+    flip_label_map: dict[int, int] | None = None
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        splits: Mapping[str, str] | None = None,
+        frames: bool = False,
+        frame_template: str = "{:05d}.jpg",
+        frame_start: int = 1,
+        frames_root: str | os.PathLike | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        splits = dict(splits or self.default_splits)
+        if split not in SPLITS or split not in splits:
+            raise ValueError(f"{self.name}: split {split!r} must be one of {SPLITS} and named in splits={splits}")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if self.frames_only and not frames:
+            raise ValueError(f"{self.name} is distributed as JPEG frames: data.frames must be true")
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.name}: data.root={str(root)!r} is not a directory (see docs/datasets.md)")
+        self.split = split
+        self.splits = splits
+        self.part = splits[split]
+        self.frames = frames
+        self.frame_template = frame_template
+        self.frame_start = frame_start
+        self.frames_root = Path(frames_root).expanduser() if frames_root else self.root
+        self.on_error = on_error
+        self.skipped: list[tuple[str, str]] = []
+        self.classes: tuple[str, ...] = ()
+        self.samples = self.load()
+        if not self.samples:
+            raise ValueError(f"{self.name} {split} ({self.part!r}) under {self.root} has no usable samples")
+        self._frame_counts: dict[int, int] = {}
+
+    def load(self) -> list[Sample]:
+        """Parse the annotations of split :attr:`part`; set :attr:`classes`."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def video_id(self, index: int) -> str:
+        return self.samples[index].video_id
+
+    def label(self, index: int) -> int:
+        return self.samples[index].label
+
+    def path(self, index: int) -> Path:
+        """The video file or frame folder of sample ``index``."""
+        return self.samples[index].path
+
+    def num_frames(self, index: int) -> int:
+        """Frames of sample ``index``: from the annotations, else counted (once per process)."""
+        sample = self.samples[index]
+        if sample.num_frames:
+            return sample.num_frames
+        if index not in self._frame_counts:
+            count = count_frames(sample.path, self.frame_template) if self.frames else video_num_frames(sample.path)
+            self._frame_counts[index] = count
+        return self._frame_counts[index]
+
+    def read(self, index: int, indices: list[int]) -> torch.Tensor:
+        """Frames ``indices`` (0-based) of sample ``index`` as uint8 ``(T, H, W, 3)``."""
+        path = self.samples[index].path
+        if self.frames:
+            return read_frames(path, indices, self.frame_template, self.frame_start)
+        return read_video(path, indices)
+
+    # Helpers for load().
+
+    def media_path(self, video: str | os.PathLike) -> Path:
+        """Where the clip whose video is ``video`` (relative to root) is read from: the video, or
+        its frame folder (the video path without its suffix, under ``frames_root``)."""
+        video = Path(video)
+        if not self.frames:
+            return self.root / video
+        return self.frames_root / (video.with_suffix("") if video.suffix.lower() in VIDEO_SUFFIXES else video)
+
+    def annotation(self, *candidates: str) -> Path:
+        """The first of ``candidates`` (paths under root) that exists; the error lists them all."""
+        for name in candidates:
+            if (self.root / name).is_file():
+                return self.root / name
+        raise FileNotFoundError(f"{self.name} {self.split}: none of {list(candidates)} under {self.root}")
+
+    def lines(self, path: Path) -> Iterator[tuple[str, str]]:
+        """``(where, text)`` of the non-empty lines of an annotation file, ``where`` being ``file:line``."""
+        with open(path, encoding="utf-8") as file:
+            for number, line in enumerate(file, 1):
+                if line.strip():
+                    yield f"{path}:{number}", line.strip()
+
+    def reject(self, where: str, reason: str) -> None:
+        """An unusable annotation entry: raise under ``on_error=raise``, else remember it as skipped."""
+        if self.on_error == "raise":
+            raise DataError(where, reason)
+        self.skipped.append((where, reason))
+
+    def class_index(self, name: str, lookup: Mapping[str, int], where: str, key: str | None = None) -> int | None:
+        """The index of class ``name`` (looked up as ``key``, default ``name``), or None after :meth:`reject`."""
+        index = lookup.get(name if key is None else key)
+        if index is None:
+            self.reject(where, f"label {name!r} is not a class of {self.name}")
+        return index
+
+
+class ThreeFoldSource(VideoSource):
+    """A dataset with three official train/test splits (UCF101, HMDB51): ``fold`` (``data.split``)
+    picks one, and val is the same as test (the fold's test part)."""
+
+    default_splits = {"train": "train", "val": "test", "test": "test"}
+
+    def __init__(self, root: str | os.PathLike, split: str, fold: int = 1, **kwargs: Any) -> None:
+        if fold not in (1, 2, 3):
+            raise ValueError(f"{self.name}: data.split must be 1, 2 or 3, got {fold!r}")
+        self.fold = fold
+        super().__init__(root, split, **kwargs)
+
+
+def flip_map_from_names(classes: Sequence[str], pairs: Sequence[tuple[str, str]]) -> dict[int, int]:
+    """A symmetric label map from pairs of class names that a horizontal flip turns into each other."""
+    index = {name: i for i, name in enumerate(classes)}
+    missing = [name for pair in pairs for name in pair if name not in index]
+    if missing:
+        raise ValueError(f"flip pairs name classes missing from the labels file: {missing}")
+    return {index[a]: index[b] for pair in pairs for a, b in (pair, pair[::-1])}

@@ -1,0 +1,91 @@
+"""Custom data: TSM list files, or a class-per-folder tree of videos.
+
+``format=list``: ``splits`` names list files under root with ``<path> <num_frames> <label>`` lines
+(TSM's format): ``path`` (relative to root, or absolute) is a frame folder, or a video with
+``frames=false``; labels are 0-based integers below ``num_classes``, named by ``class_names``
+(a file under root, one name a line) if given.
+
+``format=tree``: ``splits`` names folders under root holding ``<class>/<video>`` (or
+``<class>/<frame folder>/`` with ``frames=true``); the classes are the sorted folder names of
+the train folder, so every split agrees on them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tsm.data.datasets.base import Sample, VideoSource
+from tsm.data.decode import VIDEO_SUFFIXES
+
+FORMATS = ("list", "tree")
+DEFAULT_SPLITS = {
+    "list": {"train": "train.txt", "val": "val.txt", "test": "val.txt"},
+    "tree": {"train": "train", "val": "val", "test": "val"},
+}
+
+
+class Custom(VideoSource):
+    """User data in one of :data:`FORMATS`; ``flip_allowed`` says whether a horizontal flip keeps labels valid."""
+
+    name = "custom"
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        format: str = "list",
+        num_classes: int | None = None,
+        class_names: str | None = None,
+        flip_allowed: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"custom data: source.format must be one of {FORMATS}, got {format!r}")
+        self.format = format
+        self.num_classes = num_classes
+        self.class_names = class_names
+        self.flip_allowed = flip_allowed
+        self.default_splits = DEFAULT_SPLITS[format]
+        super().__init__(root, split, **kwargs)
+
+    def load(self) -> list[Sample]:
+        return self._load_list() if self.format == "list" else self._load_tree()
+
+    def _load_list(self) -> list[Sample]:
+        if self.class_names:
+            self.classes = tuple(text for _, text in self.lines(self.annotation(self.class_names)))
+        elif self.num_classes:
+            self.classes = tuple(str(i) for i in range(self.num_classes))
+        else:
+            raise ValueError("custom list data needs data.num_classes or source.class_names")
+        samples = []
+        for where, text in self.lines(self.annotation(self.part)):
+            parts = text.rsplit(maxsplit=2)
+            if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) < 1:
+                self.reject(where, "expected '<path> <num_frames> <label>' with num_frames >= 1")
+                continue
+            path, frames, label = parts
+            if not label.isdigit() or int(label) >= len(self.classes):
+                self.reject(where, f"label {label!r} is not in 0..{len(self.classes) - 1}")
+                continue
+            media = Path(path) if Path(path).is_absolute() else self.root / path
+            samples.append(Sample(path, media, int(label), int(frames)))
+        return samples
+
+    def _load_tree(self) -> list[Sample]:
+        folders = {split: self.root / name for split, name in self.splits.items()}
+        if not folders["train"].is_dir() or not folders[self.split].is_dir():
+            raise FileNotFoundError(f"custom tree data: need folders {folders['train']} and {folders[self.split]}")
+        self.classes = tuple(sorted(entry.name for entry in os.scandir(folders["train"]) if entry.is_dir()))
+        lookup = {name: i for i, name in enumerate(self.classes)}
+        samples = []
+        for class_dir in sorted(os.scandir(folders[self.split]), key=lambda entry: entry.name):
+            label = self.class_index(class_dir.name, lookup, class_dir.path) if class_dir.is_dir() else None
+            if label is None:
+                continue
+            for entry in sorted(os.scandir(class_dir.path), key=lambda entry: entry.name):
+                if entry.is_dir() if self.frames else Path(entry.name).suffix.lower() in VIDEO_SUFFIXES:
+                    samples.append(Sample(f"{class_dir.name}/{entry.name}", Path(entry.path), label))
+        return samples

@@ -1,0 +1,91 @@
+"""Kinetics-400 (DeepMind; videos mirrored by the CVDF): 400 classes of 10-second YouTube clips.
+
+Under root: annotation CSVs with the header ``label,youtube_id,time_start,time_end,split``
+(``train.csv``, ``val.csv`` or ``validate.csv``, ``test.csv``, at root or in ``annotations/``)
+and the videos ``<youtube_id>_<time_start:06d>_<time_end:06d>.mp4`` in ``train/``, ``val/``
+(or ``validate/``), ``test/``, flat or in per-class folders. Every copy lacks some videos
+(taken off YouTube): they are counted, logged and listed in :attr:`Kinetics400.missing`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from pathlib import Path
+
+from tsm.data.datasets.base import Sample, VideoSource
+from tsm.data.decode import VIDEO_SUFFIXES
+
+log = logging.getLogger(__name__)
+# Publisher split name -> the names its CSV and video folder go by in the various copies.
+ALIASES = {"val": ("val", "validate"), "validate": ("val", "validate")}
+CLIP_NAME = re.compile(r".+_\d{6}_\d{6}\Z")
+
+
+class Kinetics400(VideoSource):
+    """Kinetics-400; classes are the sorted label names of the train CSV, so all splits agree."""
+
+    name = "kinetics400"
+
+    def load(self) -> list[Sample]:
+        names = ALIASES.get(self.part, (self.part,))
+        rows = self._rows(names)
+        train_rows = rows if self.part == "train" else self._rows(("train",))
+        self.classes = tuple(sorted({row["label"] for _, row in train_rows if row.get("label")}))
+        lookup = {name: i for i, name in enumerate(self.classes)}
+        found = self._scan(names)
+        samples, self.missing = [], []
+        for where, row in rows:
+            try:
+                key = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
+            except (TypeError, ValueError):
+                self.reject(where, f"malformed row {row}")
+                continue
+            label = self.class_index(row["label"], lookup, where) if row.get("label") else -1
+            if label is None:
+                continue
+            if key in found:
+                samples.append(Sample(key, found[key], label))
+            else:
+                self.missing.append(key)
+        total = len(samples) + len(self.missing)
+        report = log.warning if self.missing else log.info
+        report(
+            "%s %s: %d of %d videos found, %d missing", self.name, self.split, len(samples), total, len(self.missing)
+        )
+        return samples
+
+    def _rows(self, names: tuple[str, ...]) -> list[tuple[str, dict[str, str]]]:
+        """``(file:line, row)`` of the first annotation CSV found for one of ``names``."""
+        path = self.annotation(*(f"{folder}{name}.csv" for name in names for folder in ("annotations/", "")))
+        with open(path, encoding="utf-8", newline="") as file:
+            reader = csv.DictReader(file)
+            if not {"youtube_id", "time_start", "time_end"} <= set(reader.fieldnames or ()):
+                raise ValueError(f"{path}: header {reader.fieldnames} lacks youtube_id,time_start,time_end")
+            return [(f"{path}:{reader.line_num}", row) for row in reader]
+
+    def _scan(self, names: tuple[str, ...]) -> dict[str, Path]:
+        """Clip name -> video (or frame folder) in the split's folder, flat or one class folder down."""
+        folders = [self.media_path(name) for name in names if self.media_path(name).is_dir()]
+        if not folders:
+            log.warning("%s %s: no folder %s under %s", self.name, self.split, list(names), self.frames_root)
+        found: dict[str, Path] = {}
+        for folder in folders:
+            for entry in os.scandir(folder):
+                inner = [entry] if self._clip_name(entry) else os.scandir(entry.path) if entry.is_dir() else ()
+                for clip in inner:
+                    name = self._clip_name(clip)
+                    if name:
+                        found[name] = Path(clip.path)
+        return found
+
+    def _clip_name(self, entry: os.DirEntry) -> str | None:
+        """The clip name of a video file (or, with frames, a frame folder) named like a clip, else None."""
+        if self.frames:
+            name, usable = entry.name, entry.is_dir()
+        else:
+            name, suffix = os.path.splitext(entry.name)
+            usable = entry.is_file() and suffix.lower() in VIDEO_SUFFIXES
+        return name if usable and CLIP_NAME.match(name) else None

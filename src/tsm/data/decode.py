@@ -1,0 +1,249 @@
+"""Read the sampled frames of a clip, and only those: from a video file (PyAV) or a JPEG frame folder.
+
+Videos: the packets of the video stream are demuxed once (no decoding), which gives the exact
+frame count, the presentation order of frames (frame ``i`` is the packet with the ``i``-th
+smallest timestamp, so B-frame reordering and variable frame rates need no fps arithmetic) and
+where the keyframes are. Decoding then starts at the keyframe before each wanted frame when that
+keyframe lies past what has been decoded so far (a seek), and continues forward otherwise; it
+stops at the packet of the last wanted frame of a run and drains the decoder, so no frame after
+it is decoded. On the way, frames that no other frame refers to (most B-frames) are skipped by
+the decoder (``skip_frame="NONREF"``) unless they are wanted. Only the frames kept are
+converted to RGB. PyAV's threading is on (``thread_type="AUTO"``).
+
+Frame folders: only the sampled JPEG files are opened and decoded (Pillow).
+
+Every failure to read a sample raises :class:`DataError`, naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import threading
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from av.video.reformatter import VideoReformatter
+from PIL import Image
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
+# A file may hold this many fewer packets than its header promises (rounding of durations)
+# before it counts as truncated: 1 frame plus 1%.
+TRUNCATION_SLACK = (1, 0.01)
+# One RGB converter per thread: a frame's own to_ndarray() sets up a new scaler each time (~3 ms).
+# It runs single-threaded: a scaler's thread pool would not survive a fork into a loader worker.
+_local = threading.local()
+
+
+class DataError(RuntimeError):
+    """A sample that cannot be read (or an annotation line that cannot be used): where and why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass
+class DecodeStats:
+    """What :func:`read_video` did: packets sent to the decoder (including the non-reference ones it
+    skips) and keyframe jumps (seeks)."""
+
+    packets: int = 0
+    seeks: int = 0
+
+
+class _PacketIndex:
+    """The demuxed packets of a video stream in decode order, with presentation order and keyframes."""
+
+    def __init__(self, packets: list[av.Packet], path: Path) -> None:
+        self.packets = packets
+        stamps = [p.pts if p.pts is not None else p.dts for p in packets]
+        if any(s is None for s in stamps):
+            raise DataError(path, "video packets carry no timestamps")
+        self.order = sorted(range(len(packets)), key=stamps.__getitem__)  # frame i -> packet position
+        self.stamps = [stamps[k] for k in self.order]  # frame i -> timestamp
+        self.frame_of = {stamp: i for i, stamp in enumerate(self.stamps)}
+        self.keyframes = [k for k, p in enumerate(packets) if p.is_keyframe]
+        self.keystamps = [stamps[k] for k in self.keyframes]
+
+    def __len__(self) -> int:
+        return len(self.packets)
+
+    def start(self, frame: int) -> int:
+        """Packet position to start decoding at for ``frame``: the last keyframe before its packet
+        (in decode order) that is not shown after it; 0 when there is none."""
+        position, stamp = self.order[frame], self.stamps[frame]
+        for j in range(bisect_right(self.keyframes, position) - 1, -1, -1):
+            if self.keystamps[j] <= stamp:
+                return self.keyframes[j]
+        return 0
+
+
+def _why(err: Exception) -> str:
+    """An FFmpeg/OS error's reason without the file name it repeats."""
+    return getattr(err, "strerror", None) or str(err)
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise DataError(path, "video file not found")
+    try:
+        return av.open(str(path))
+    except (av.FFmpegError, OSError) as err:
+        raise DataError(path, f"cannot open video: {_why(err)}") from err
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+    if not container.streams.video:
+        raise DataError(path, "no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return stream
+
+
+def _header_frames(container: av.container.InputContainer, stream: av.VideoStream) -> float:
+    """Frame count the header states, or its duration times the frame rate; 0 if it says neither."""
+    if stream.frames > 0:
+        return float(stream.frames)
+    if container.duration and stream.average_rate:
+        return container.duration / av.time_base * float(stream.average_rate)
+    return 0.0
+
+
+def _index(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> _PacketIndex:
+    """Demux every packet of ``stream``; a file holding clearly fewer than its header promises is truncated."""
+    try:  # all but the empty packet that ends demuxing; empty ones with a timestamp are dropped frames (AVI)
+        demuxed = [p for p in container.demux(stream) if p.size or p.dts is not None]
+    except (av.FFmpegError, OSError) as err:
+        raise DataError(path, f"cannot demux video: {_why(err)}") from err
+    expected = _header_frames(container, stream)
+    absolute, relative = TRUNCATION_SLACK
+    packets = [p for p in demuxed if p.size]
+    if not packets or len(demuxed) < expected * (1 - relative) - absolute:
+        raise DataError(path, f"truncated video: {len(demuxed)} frames in the file, ~{expected:.0f} in its header")
+    return _PacketIndex(packets, path)
+
+
+def video_num_frames(path: str | os.PathLike) -> int:
+    """Frames in a video: the stream's frame count from the header, else the packets counted by demuxing."""
+    path = Path(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        if stream.frames > 0:
+            return stream.frames
+        return len(_index(container, stream, path))
+
+
+def read_video(path: str | os.PathLike, indices: Sequence[int], stats: DecodeStats | None = None) -> torch.Tensor:
+    """Frames ``indices`` (0-based, any order, repeats allowed) of a video as uint8 ``(T, H, W, 3)``.
+
+    Indices past the last frame (a header count slightly above the true one) read the last frame.
+    """
+    path = Path(path)
+    stats = stats if stats is not None else DecodeStats()
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        index = _index(container, stream, path)
+        clamped = [min(max(int(i), 0), len(index) - 1) for i in indices]
+        try:
+            frames = _decode(stream.codec_context, index, sorted(set(clamped)), stats)
+        except (av.FFmpegError, OSError) as err:
+            raise DataError(path, f"cannot decode video: {_why(err)}") from err
+    missing = sorted(set(clamped) - frames.keys())
+    if missing:
+        raise DataError(path, f"frames {missing} could not be decoded")
+    return torch.from_numpy(np.stack([frames[i] for i in clamped]))
+
+
+def _decode(
+    codec: av.CodecContext, index: _PacketIndex, wanted: list[int], stats: DecodeStats
+) -> dict[int, np.ndarray]:
+    """Decode runs of packets that cover ``wanted`` (ascending frame numbers); RGB arrays of those frames."""
+    keep = set(wanted)
+    wanted_packets = {index.order[frame] for frame in wanted}
+    out: dict[int, np.ndarray] = {}
+
+    def collect(frames: Iterable[av.VideoFrame]) -> None:
+        for frame in frames:
+            i = index.frame_of.get(frame.pts if frame.pts is not None else frame.dts)
+            if i in keep and i not in out:
+                out[i] = to_rgb(frame)
+
+    def drain() -> None:
+        collect(codec.decode(None))
+        codec.flush_buffers()
+
+    position = 0  # next packet to send
+    for frame in wanted:
+        start = index.start(frame)
+        if start > position:  # a keyframe lies ahead: jump to it instead of decoding the gap
+            if position:
+                drain()
+            position = start
+            stats.seeks += 1
+        while position <= index.order[frame]:
+            # Frames no other frame refers to are skipped by the decoder unless they are wanted.
+            codec.skip_frame = "DEFAULT" if position in wanted_packets else "NONREF"
+            collect(codec.decode(index.packets[position]))
+            position += 1
+            stats.packets += 1
+    drain()
+    return out
+
+
+def to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as an ``(H, W, 3)`` uint8 RGB array, reusing this thread's converter."""
+    if not hasattr(_local, "reformatter"):
+        _local.reformatter = VideoReformatter()
+    return _local.reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+
+
+def _frame_name_pattern(template: str) -> re.Pattern[str]:
+    """``img_{:05d}.jpg`` -> a regex matching ``img_00001.jpg``: the template's one field as digits."""
+    parts = list(string.Formatter().parse(template))
+    fields = [p for p in parts if p[1] is not None]
+    if len(fields) != 1:
+        raise ValueError(f"frame template {template!r} needs exactly one {{}} field for the frame number")
+    regex = "".join(re.escape(literal) + (r"\d+" if field is not None else "") for literal, field, _, _ in parts)
+    return re.compile(regex + r"\Z")
+
+
+def count_frames(folder: str | os.PathLike, template: str) -> int:
+    """Files in a frame folder whose names fit ``template``; an empty or absent folder is an error."""
+    folder = Path(folder)
+    try:
+        names = os.listdir(folder)
+    except OSError as err:
+        raise DataError(folder, f"cannot list frame folder: {_why(err)}") from err
+    pattern = _frame_name_pattern(template)
+    count = sum(1 for name in names if pattern.match(name))
+    if count == 0:
+        raise DataError(folder, f"empty frame folder: no files named like {template!r}")
+    return count
+
+
+def read_frames(folder: str | os.PathLike, indices: Sequence[int], template: str, start: int = 1) -> torch.Tensor:
+    """JPEG frames ``indices`` (0-based; file number = index + ``start``) of a frame folder as uint8
+    ``(T, H, W, 3)``; each distinct file is read and decoded once."""
+    folder = Path(folder)
+    decoded = {}
+    for i in sorted({int(i) for i in indices}):
+        path = folder / template.format(i + start)
+        try:
+            with Image.open(path) as image:
+                decoded[i] = np.asarray(image.convert("RGB"))
+        except FileNotFoundError as err:
+            raise DataError(path, "frame file not found") from err
+        except OSError as err:  # PIL's unreadable or truncated image errors are OSErrors
+            raise DataError(path, f"cannot decode image: {_why(err)}") from err
+    shapes = {frame.shape for frame in decoded.values()}
+    if len(shapes) > 1:
+        raise DataError(folder, f"frames differ in size: {sorted(shapes)}")
+    return torch.from_numpy(np.stack([decoded[int(i)] for i in indices]))
