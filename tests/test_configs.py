@@ -4,7 +4,11 @@ from pathlib import Path
 
 import hydra
 import pytest
+import torch
 from conftest import CONF_DIR, compose_train
+from omegaconf import OmegaConf
+
+from tsm.models.i3d import I3D
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
@@ -15,12 +19,29 @@ def test_there_are_experiments():
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_and_instantiates(name, tmp_path, tiny_overrides):
-    cfg = compose_train([f"+experiment={name}", *tiny_overrides], tmp_path)
+    """Each experiment builds its data, model (teachers and weight files stood in by random ones,
+    no network) and trainer."""
+    cfg = compose_train([f"+experiment={name}"], tmp_path)
+    if not cfg.data.source._target_.endswith("SyntheticGestures"):  # sizes are the synthetic source's keys
+        tiny_overrides = [o for o in tiny_overrides if not o.startswith("data.source.")]
+    overrides = [f"+experiment={name}", *tiny_overrides, "model.pretrained=false"]
+    if OmegaConf.is_missing(cfg.data, "root"):
+        overrides.append(f"data.root={tmp_path}")
+    if cfg.model.distill.kind != "none":
+        overrides.append(f"model.distill.teacher_ckpt={random_i3d(tmp_path / 'teacher.pt', cfg.data.num_classes)}")
+    if cfg.model.backbone == "i3d":
+        overrides.append(f"model.pretrained_file={random_i3d(tmp_path / 'rgb_imagenet.pt', 400)}")
+    cfg = compose_train(overrides, tmp_path)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
     assert model.net.num_classes == datamodule.num_classes == cfg.data.num_classes
     assert model.net.num_segments == cfg.data.num_segments
     hydra.utils.instantiate(cfg.trainer)
+
+
+def random_i3d(path: Path, num_classes: int) -> Path:
+    torch.save(I3D(num_classes).state_dict(), path)
+    return path
 
 
 def test_public_keys_exist(tmp_path):

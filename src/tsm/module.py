@@ -103,9 +103,8 @@ class TSMLitModule(pl.LightningModule):
             dtype = next(self.net.parameters()).dtype
             self.teacher.to(device=self.device, dtype=dtype).eval()
 
-    def _teacher_logits(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The frozen teacher's logits for its view of the batch (the student's clips by default)."""
-        clips = batch[3] if len(batch) > 3 else batch[0]
+    def _teacher_logits(self, clips: torch.Tensor) -> torch.Tensor:
+        """The frozen teacher's logits for its view of the batch."""
         if self.distill["teacher_input"] == "i3d":
             mean = torch.tensor(self.distill["mean"], device=clips.device).view(1, 1, 3, 1, 1)
             std = torch.tensor(self.distill["std"], device=clips.device).view(1, 1, 3, 1, 1)
@@ -114,13 +113,14 @@ class TSMLitModule(pl.LightningModule):
             logits = self.teacher(clips)
         return logits.clone()  # a normal tensor again, usable as a target under autograd
 
-    def _loss(self, logits: torch.Tensor, batch: Sequence[torch.Tensor], split: str) -> torch.Tensor:
-        labels = batch[1]
+    def _loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, teacher_clips: torch.Tensor, split: str
+    ) -> torch.Tensor:
         if self.teacher is None or split != "train":
             return self.criterion(logits, labels)
         total, hard, soft = kd_loss(
             logits,
-            self._teacher_logits(batch),
+            self._teacher_logits(teacher_clips),
             labels,
             self.distill["alpha"],
             self.distill["temperature"],
@@ -129,10 +129,12 @@ class TSMLitModule(pl.LightningModule):
         self.log_dict({"train/loss_ce": hard.detach(), "train/loss_kd": soft.detach()}, on_step=True, on_epoch=True)
         return total
 
-    def _step(self, batch: Sequence[torch.Tensor], split: str) -> torch.Tensor:
+    def _step(self, batch: Sequence[Any], split: str) -> torch.Tensor:
+        """``batch``: (clips, labels, indices); clips may be a (student, teacher) pair of views."""
         clips, labels = batch[0], batch[1]
-        logits = self(clips)
-        loss = self._loss(logits, batch, split)
+        student_clips, teacher_clips = clips if isinstance(clips, (tuple, list)) else (clips, clips)
+        logits = self(student_clips)
+        loss = self._loss(logits, labels, teacher_clips, split)
         self.losses[f"{split}_loss"](loss.detach())
         self.metrics[f"{split}_metrics"].update(logits.detach(), labels)
         self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=split == "train", on_epoch=True, prog_bar=True)

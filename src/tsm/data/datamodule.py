@@ -56,7 +56,9 @@ def collate_skipping(batch: Sequence[tuple | Skipped], split: str) -> tuple:
 
 class ClipDataset(Dataset):
     """Item ``i``: ``(clip (T, C, H, W) float, label, i)`` with fresh randomness per draw in
-    training and a fixed, seed-determined view otherwise."""
+    training and a fixed, seed-determined view otherwise. With a ``teacher_sampler`` (distillation)
+    the clip is a pair ``(student clip, teacher clip)``: frames decoded once for both, one crop and
+    flip for both."""
 
     def __init__(
         self,
@@ -66,11 +68,13 @@ class ClipDataset(Dataset):
         train: bool,
         seed: int = 0,
         on_error: str = "raise",
+        teacher_sampler: FrameSampler | None = None,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.source = source
         self.sampler = sampler
+        self.teacher_sampler = teacher_sampler
         self.transform = transform
         self.train = train
         self.seed = seed
@@ -84,16 +88,23 @@ class ClipDataset(Dataset):
             return np.random.default_rng(int(torch.randint(2**62, ())))
         return np.random.default_rng([self.seed, index])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | Skipped:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor], int, int] | Skipped:
         rng = self._rng(index)
         try:
-            indices = self.sampler(self.source.num_frames(index), self.train, rng)
-            frames = self.source.read(index, indices)
+            num_frames = self.source.num_frames(index)
+            indices = self.sampler(num_frames, self.train, rng)
+            teacher = self.teacher_sampler(num_frames, self.train, rng) if self.teacher_sampler else []
+            wanted = sorted(set(indices) | set(teacher))  # each frame decoded once for both views
+            decoded = self.source.read(index, wanted)
         except DataError as err:
             if self.on_error == "raise":
                 raise
             return Skipped(index, err.path, err.reason)
-        clip, label = self.transform(frames, self.source.label(index), rng)
+        row = {frame: i for i, frame in enumerate(wanted)}
+        frames = decoded[[row[i] for i in indices + teacher]]
+        clip, label = self.transform(frames, self.source.label(index), rng)  # one crop and flip for all
+        if teacher:
+            clip = (clip[: len(indices)], clip[len(indices) :])
         return clip, label, index
 
 
@@ -126,6 +137,7 @@ class ClipDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         on_error: str = "raise",
         log_dir: str | None = None,
+        teacher_view: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if on_error not in ON_ERROR:
@@ -143,6 +155,9 @@ class ClipDataModule(pl.LightningDataModule):
         self.on_error = on_error
         self.log_dir = Path(log_dir) if log_dir else None
         self.sampler = FrameSampler(num_segments, **dict(sampling or {}))
+        # distillation: the teacher's own frames of each training video, e.g. 32 consecutive ones for I3D
+        view = dict(teacher_view or {})
+        self.teacher_sampler = FrameSampler(view.pop("num_frames"), **view) if view else None
         self.crop_size = crop_size
         self.scale_size = scale_size
         self.augment = dict(augment or {})
@@ -172,7 +187,10 @@ class ClipDataModule(pl.LightningDataModule):
                 **augment,
                 **self.norm,
             )
-            self.datasets[split] = ClipDataset(source, self.sampler, transform, train, self.seed, self.on_error)
+            teacher = self.teacher_sampler if train else None  # the teacher only takes part in the training loss
+            self.datasets[split] = ClipDataset(
+                source, self.sampler, transform, train, self.seed, self.on_error, teacher
+            )
         return self.datasets[split]
 
     def _report_source(self, split: str, source: Any) -> None:
