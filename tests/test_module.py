@@ -65,3 +65,20 @@ def test_step_schedule():
     assert seen == pytest.approx([1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01])
     with pytest.raises(ValueError, match="scheduler.name"):
         warmup_schedule(opt, 10, 0, name="poly")
+
+
+def test_val_loss_is_the_mean_over_clips_not_batches():
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from tsm.module import TSMLitModule
+
+    torch.manual_seed(0)
+    module = TSMLitModule("mobilenetv2_050", 3, 2, shift={"fold_div": 8}).eval()
+    clips, labels = torch.randn(4, 2, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    batches = [(clips[:3], labels[:3], torch.arange(3)), (clips[3:], labels[3:], torch.tensor([3]))]
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (result,) = trainer.validate(module, DataLoader(batches, batch_size=None))
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(module(clips), labels)
+    assert result["val/loss"] == pytest.approx(expected.item(), rel=1e-5)

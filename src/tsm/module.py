@@ -135,9 +135,13 @@ class TSMLitModule(pl.LightningModule):
         student_clips, teacher_clips = clips if isinstance(clips, (tuple, list)) else (clips, clips)
         logits = self(student_clips)
         loss = self._loss(logits, labels, teacher_clips, split)
-        self.losses[f"{split}_loss"](loss.detach())
+        self.losses[f"{split}_loss"].update(loss.detach(), weight=len(labels))  # a mean over clips, not batches
         self.metrics[f"{split}_metrics"].update(logits.detach(), labels)
-        self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=split == "train", on_epoch=True, prog_bar=True)
+        # The epoch mean syncs across processes when computed: keep it off the progress bar, whose hooks
+        # run on rank 0 alone (a collective there puts DDP out of step); the bar shows the step loss.
+        self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=False, on_epoch=True)
+        if split == "train":
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def _log_epoch_metrics(self, split: str) -> dict[str, torch.Tensor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytorch_lightning as pl
 import rich
 import rich.syntax
 from omegaconf import DictConfig, OmegaConf
+
+from tsm.cluster import group_sweep_runs, last_checkpoint
 
 
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -38,30 +41,44 @@ def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def finish_wandb(failed: bool) -> None:
+    """Close this process's W&B run, if one was started, marked failed or not (sweeps run many jobs per process)."""
+    wandb = sys.modules.get("wandb")  # not imported: no run to close
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (and test) as configured; writes ``metrics.json`` in the run directory and returns the metrics."""
+    """Fit (and test) as configured; writes ``metrics.json`` in the run directory and returns the metrics.
+
+    A run whose directory already holds ``checkpoints/last.ckpt`` (a requeued SLURM job) resumes
+    from it when ``auto_resume`` is set and no ``ckpt_path`` is given.
+    """
     output_dir = Path(cfg.paths.output_dir)
+    group_sweep_runs(cfg)
     print_config(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    model = hydra.utils.instantiate(cfg.model)
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
-    )
     metrics: dict[str, Any] = {}
     try:
+        datamodule = hydra.utils.instantiate(cfg.data)
+        model = hydra.utils.instantiate(cfg.model)
+        loggers = instantiate_group(cfg.get("logger"))
+        trainer = hydra.utils.instantiate(
+            cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
+        )
         if cfg.train:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            ckpt_path = cfg.get("ckpt_path") or (last_checkpoint(trainer) if cfg.get("auto_resume") else None)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
             metrics.update(trainer.callback_metrics)
         if cfg.test:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
             metrics.update(trainer.callback_metrics)
-    finally:
-        for logger in loggers:
-            if hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
-                logger.experiment.finish()
+    except BaseException:
+        finish_wandb(failed=True)
+        raise
+    finish_wandb(failed=False)
     result = plain_metrics(metrics)
-    (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    if trainer.is_global_zero:
+        (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
