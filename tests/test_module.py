@@ -82,3 +82,24 @@ def test_val_loss_is_the_mean_over_clips_not_batches():
     with torch.no_grad():
         expected = torch.nn.functional.cross_entropy(module(clips), labels)
     assert result["val/loss"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_epoch_metrics_stay_separate_after_a_perfect_first_batch():
+    """A first batch with every clip right must not tie top-5 and mean class accuracy together
+    (torchmetrics' compute groups merge metrics whose states match after the first update)."""
+    from tsm.module import _metrics
+
+    torch.manual_seed(0)
+    metrics = _metrics(9)
+    labels = torch.arange(9)
+    first = torch.randn(9, 9) + 10 * torch.nn.functional.one_hot(labels, 9)  # all right
+    second = torch.randn(9, 9)
+    second_labels = (second.argmax(1) + 1) % 9  # all wrong at top-1
+    metrics.update(first, labels)
+    metrics.update(second, second_labels)
+    values = metrics.compute()
+    in_top5 = (second.topk(5, dim=1).indices == second_labels[:, None]).any(1).sum().item()
+    assert values["acc"].item() == pytest.approx(9 / 18)
+    assert values["acc_top5"].item() == pytest.approx((9 + in_top5) / 18)
+    per_class = [(1 + 0) / (1 + (second_labels == c).sum().item()) for c in range(9)]
+    assert values["mean_class_acc"].item() == pytest.approx(sum(per_class) / 9)

@@ -38,7 +38,10 @@ def _metrics(num_classes: int) -> MetricCollection:
             "acc": MulticlassAccuracy(num_classes, average="micro"),
             "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
             "mean_class_acc": MulticlassAccuracy(num_classes, average="macro"),
-        }
+        },
+        # Compute groups merge metrics whose states match after the first batch: top-1 and top-5 do
+        # when that batch is all correct, and would then share one state for the whole epoch.
+        compute_groups=False,
     )
 
 
