@@ -5,9 +5,11 @@ from pathlib import Path
 import hydra
 import pytest
 import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
+from torch import nn
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Small enough for a CPU test, large enough for every stage of the pipeline.
@@ -52,3 +54,26 @@ def tiny_checkpoint(run_dir: Path, overrides: list[str]) -> Path:
     path = run_dir / "model.ckpt"
     trainer.save_checkpoint(path)
     return path
+
+
+def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BatchNorm affine and running stats: timm zero-inits the last BN of residual branches,
+    which would make every residual branch (and so every shift in it) contribute nothing."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            c = module.num_features
+            module.weight.data = torch.rand(c, generator=generator) + 0.5
+            module.bias.data = 0.2 * torch.randn(c, generator=generator)
+            module.running_mean = 0.2 * torch.randn(c, generator=generator)
+            module.running_var = torch.rand(c, generator=generator) + 0.5
+    return model
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for the module's tests: on shared cores a thread never waits at a parallel barrier."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -3,6 +3,7 @@
 import pytest
 import timm
 import torch
+from conftest import randomize_norms
 from torch import nn
 
 from tsm.models import build_recognizer
@@ -94,14 +95,6 @@ def test_unknown_block_raises_naming_it_and_where():
     net.layer2.append(nn.Identity())
     with pytest.raises(TypeError, match="Identity at stage 1 block 2"):
         patch_shift(net, 4)
-
-
-def randomize_norms(model: nn.Module) -> nn.Module:
-    """timm zero-initialises the last norm of residual branches; make every branch count."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight)
-    return model
 
 
 def reversal_gap(model: nn.Module, clip: torch.Tensor) -> float:

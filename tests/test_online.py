@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from torch import nn
+from conftest import randomize_norms
 
 from tsm.models import build_recognizer
 from tsm.models.recognizer import Recognizer
@@ -12,25 +12,7 @@ from tsm.shift import TemporalShift
 T, B, SIZE, CLASSES = 6, 2, 32, 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """The test machine's cores are shared with training runs: one thread never waits at a parallel barrier."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def randomize_norms(model: nn.Module, seed: int = 0) -> None:
-    """Random BatchNorm affine and running stats: timm zero-inits the last BN of residual branches."""
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            c = module.num_features
-            module.weight.data = torch.rand(c, generator=generator) + 0.5
-            module.bias.data = 0.2 * torch.randn(c, generator=generator)
-            module.running_mean = 0.2 * torch.randn(c, generator=generator)
-            module.running_var = torch.rand(c, generator=generator) + 0.5
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def causal_model(backbone: str, place: str = "residual", **kwargs) -> Recognizer:

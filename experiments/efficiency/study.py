@@ -18,7 +18,7 @@ import onnxruntime as ort
 import torch
 from matplotlib.figure import Figure
 
-from tsm.export import to_onnx
+from tsm.export import ort_session, to_onnx
 from tsm.models import build_recognizer
 from tsm.models.i3d import I3D
 from tsm.profile import count
@@ -59,7 +59,7 @@ def main() -> None:
                 torch.onnx.export(model, (clip,), str(path), input_names=["clip"], dynamo=False)
             else:
                 to_onnx(model, path, mode="clip", input_size=args.size)
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            session = ort_session(path)
             fns[f"eager {name}"] = lambda model=model, clip=clip: model(clip)
             fns[f"ort {name}"] = lambda s=session, clip=clip: s.run(None, {"clip": clip.numpy()})
         times = interleaved(fns, args.repeats)

@@ -18,17 +18,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from tsm.export import to_onnx, zero_buffers
+from tsm.export import ort_session, to_onnx, zero_buffers
 from tsm.models import build_recognizer
 from tsm.online import StreamingTSM
 from tsm.profile import median_ms
 
 CAUSAL = {"fold_div": 8, "direction": "causal", "place": "residual", "blocks": "all"}
 BIDIRECTIONAL = {**CAUSAL, "direction": "bidirectional"}
-
-
-def session(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def per_frame(repeats: int, size: int, workdir: Path) -> dict[str, float]:
@@ -39,7 +35,7 @@ def per_frame(repeats: int, size: int, workdir: Path) -> dict[str, float]:
     frame = torch.randn(1, 3, size, size)
     stream_file = to_onnx(tsm, workdir / "stream.onnx", mode="stream", input_size=size)
     plain_file = to_onnx(plain, workdir / "plain.onnx", mode="clip", input_size=size)
-    stream_session, plain_session = session(stream_file), session(plain_file)
+    stream_session, plain_session = ort_session(stream_file), ort_session(plain_file)
     feed_stream = {"frame": frame.numpy(), **zero_buffers(stream_file, 1)}
     feed_plain = {"clip": frame[:, None].numpy()}
     fns = {
@@ -56,9 +52,9 @@ def clip_throughput(repeats: int, size: int, workdir: Path) -> dict[str, float]:
     fns = {}
     for name, backbone in (("mobilenetv2", "mobilenetv2_100"), ("resnet50", "resnet50")):
         model = build_recognizer(backbone, 400, 8, shift=BIDIRECTIONAL).eval()
-        ort_session = session(to_onnx(model, workdir / f"{name}.onnx", mode="clip", input_size=size))
+        session = ort_session(to_onnx(model, workdir / f"{name}.onnx", mode="clip", input_size=size))
         fns[f"eager_{name}"] = lambda model=model: model(clip)
-        fns[f"ort_{name}"] = lambda s=ort_session: s.run(None, {"clip": clip.numpy()})
+        fns[f"ort_{name}"] = lambda s=session: s.run(None, {"clip": clip.numpy()})
     return interleaved(fns, repeats)
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import statistics
-import time
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -31,6 +29,7 @@ from torch import nn
 from tsm.models.patch import TemporalPool
 from tsm.models.recognizer import Recognizer
 from tsm.online import StreamingTSM
+from tsm.profile import median_ms
 from tsm.shift import TemporalShift
 
 MODES = ("clip", "stream")
@@ -170,7 +169,7 @@ def verify_onnx(
     size in MB and the median onnxruntime latency in ms over ``runs`` runs at batch 1.
     """
     path = Path(path)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort_session(path)
     mode = read_metadata(path).get("tsm_mode")
     generator = torch.Generator().manual_seed(2)
     shape = session.get_inputs()[0].shape[1:]
@@ -201,6 +200,14 @@ def verify_onnx(
     return {"max_rel_error": error, "size_mb": path.stat().st_size / 2**20, "ort_ms": _latency(session, timed, runs)}
 
 
+def ort_session(path: str | Path) -> ort.InferenceSession:
+    """A CPU onnxruntime session whose threads sleep between runs: spinning ones would steal the cores
+    from whatever runs next (PyTorch, in a benchmark that alternates the two)."""
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def _run(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     try:
         return session.run(None, feed)
@@ -211,10 +218,4 @@ def _run(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> list[np.
 
 
 def _latency(session: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> float:
-    session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return median_ms(lambda: session.run(None, feed), repeats=runs, warmup=1)
