@@ -35,7 +35,12 @@ def build_recognizer(
     """
     options = _shift_options(shift)
     if backbone == "i3d":
-        return _build_i3d(num_classes, num_segments, options, pretrained, dropout, pretrained_file, temporal_pool)
+        if options["enabled"] or temporal_pool or partial_bn or pretrained:
+            raise ValueError(
+                "model.backbone=i3d takes no shift (model/shift=none), temporal_pool or partial_bn, and its weights "
+                "from model.pretrained_file (an rgb_imagenet.pt-format state dict), not model.pretrained"
+            )
+        return _build_i3d(num_classes, num_segments, dropout, pretrained_file)
     net = timm.create_model(backbone, pretrained=pretrained and pretrained_file is None, num_classes=0)
     if pretrained_file is not None:
         load_backbone_file(net, pretrained_file)
@@ -55,12 +60,7 @@ def build_recognizer(
     return Recognizer(net, net.head_hidden_size, num_classes, num_segments, frames_out, dropout, partial_bn)
 
 
-def _build_i3d(num_classes, num_segments, shift_options, pretrained, dropout, pretrained_file, temporal_pool) -> I3D:
-    if shift_options["enabled"] or temporal_pool or pretrained:
-        raise ValueError(
-            "model.backbone=i3d takes no shift (model/shift=none), no temporal_pool, and its weights from "
-            "model.pretrained_file (an rgb_imagenet.pt-format state dict), not model.pretrained"
-        )
+def _build_i3d(num_classes: int, num_segments: int, dropout: float, pretrained_file: str | None) -> I3D:
     if pretrained_file is None:
         return I3D(num_classes, dropout, num_segments=num_segments)
     model = load_i3d(pretrained_file, num_classes)
