@@ -31,8 +31,8 @@ def run_train(overrides: list[str], run_dir: Path) -> dict[str, float]:
 
 def epoch_curve(run_dir: Path, key: str = "val/acc") -> list[float]:
     """``key`` per epoch from the run's CSV log."""
-    rows = csv.DictReader(open(next((run_dir / "csv").glob("version_*/metrics.csv"))))
-    return [float(r[key]) for r in rows if r.get(key)]
+    with open(next((run_dir / "csv").glob("version_*/metrics.csv"))) as file:
+        return [float(r[key]) for r in csv.DictReader(file) if r.get(key)]
 
 
 def machine() -> str:

@@ -89,6 +89,11 @@ class TSMLitModule(pl.LightningModule):
         self._teacher: list[nn.Module] = []
         if self.distill["kind"] != "none":
             self._teacher.append(load_teacher(self.distill["kind"], self.distill["teacher_ckpt"], num_classes))
+        if self.distill.get("teacher_input") == "i3d":
+            # the data's normalisation, undone for I3D teachers; buffers follow the module's device, unsaved
+            for name in ("mean", "std"):
+                value = torch.tensor(self.distill[name], dtype=torch.float32).view(1, 1, 3, 1, 1)
+                self.register_buffer(f"teacher_{name}", value, persistent=False)
         # ModuleDict keys may not shadow Module attributes such as ``train``: suffix them.
         self.metrics = nn.ModuleDict({f"{split}_metrics": _metrics(num_classes) for split in SPLITS})
         self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
@@ -109,9 +114,7 @@ class TSMLitModule(pl.LightningModule):
     def _teacher_logits(self, clips: torch.Tensor) -> torch.Tensor:
         """The frozen teacher's logits for its view of the batch."""
         if self.distill["teacher_input"] == "i3d":
-            mean = torch.tensor(self.distill["mean"], device=clips.device).view(1, 1, 3, 1, 1)
-            std = torch.tensor(self.distill["std"], device=clips.device).view(1, 1, 3, 1, 1)
-            clips = i3d_input(clips, mean, std)
+            clips = i3d_input(clips, self.teacher_mean, self.teacher_std)
         with torch.inference_mode():
             logits = self.teacher(clips)
         return logits.clone()  # a normal tensor again, usable as a target under autograd
