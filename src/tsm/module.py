@@ -12,6 +12,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from tsm.distill import i3d_input, kd_loss, load_teacher
+from tsm.distill_cache import compute_logits, file_digest, load_or_build
 from tsm.models import build_recognizer
 from tsm.optim import param_groups, scaled_lr, warmup_schedule
 from tsm.weights import init_from as load_weights
@@ -89,6 +90,7 @@ class TSMLitModule(pl.LightningModule):
         self._teacher: list[nn.Module] = []
         if self.distill["kind"] != "none":
             self._teacher.append(load_teacher(self.distill["kind"], self.distill["teacher_ckpt"], num_classes))
+        self._cached_logits: torch.Tensor | None = None  # (training videos, classes) under distill.cache
         if self.distill.get("teacher_input") == "i3d":
             # the data's normalisation, undone for I3D teachers; buffers follow the module's device, unsaved
             for name in ("mean", "std"):
@@ -106,10 +108,36 @@ class TSMLitModule(pl.LightningModule):
     def teacher(self) -> nn.Module | None:
         return self._teacher[0] if self._teacher else None
 
+    @property
+    def distilling(self) -> bool:
+        return self.teacher is not None or self._cached_logits is not None
+
     def on_fit_start(self) -> None:
         if self.teacher is not None:
             dtype = next(self.net.parameters()).dtype
             self.teacher.to(device=self.device, dtype=dtype).eval()
+            if self.distill.get("cache"):
+                self._cache_teacher_logits()
+
+    def _cache_teacher_logits(self) -> None:
+        """Teacher logits of every training video in its fixed view, from ``distill.cache_file`` or
+        computed now (on rank 0, the others wait and read the file); training then skips the teacher."""
+        data = self.trainer.datamodule
+        if not hasattr(data, "teacher_view_loader"):
+            raise TypeError("model.distill.cache=true needs a ClipDataModule (the teacher's fixed view comes from it)")
+        key = {"teacher_sha256": file_digest(self.distill["teacher_ckpt"]), "view": data.teacher_view_key()}
+        ids = data.video_ids("train")
+
+        def build() -> torch.Tensor:
+            batches = (data.on_before_batch_transfer(batch, 0) for batch in data.teacher_view_loader())
+            return compute_logits(self._teacher_logits, batches, len(ids), self.hparams.num_classes, self.device)
+
+        if self.trainer.is_global_zero:
+            load_or_build(self.distill["cache_file"], key, ids, build)
+        self.trainer.strategy.barrier("teacher logit cache")
+        self._cached_logits = load_or_build(self.distill["cache_file"], key, ids, build)
+        data.drop_teacher_view()
+        self._teacher.clear()  # its work is done: free the memory
 
     def _teacher_logits(self, clips: torch.Tensor) -> torch.Tensor:
         """The frozen teacher's logits for its view of the batch."""
@@ -119,14 +147,25 @@ class TSMLitModule(pl.LightningModule):
             logits = self.teacher(clips)
         return logits.clone()  # a normal tensor again, usable as a target under autograd
 
-    def _loss(
-        self, logits: torch.Tensor, labels: torch.Tensor, teacher_clips: torch.Tensor, split: str
-    ) -> torch.Tensor:
-        if self.teacher is None or split != "train":
+    def _teacher_targets(self, teacher_clips: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits for a training batch: looked up in the cache, or computed."""
+        if self._cached_logits is None:
+            return self._teacher_logits(teacher_clips)
+        logits = self._cached_logits[indices.cpu()]
+        if logits.isnan().any():
+            raise RuntimeError(
+                f"no cached teacher logits for training videos {indices[logits.isnan().any(1)].tolist()}: "
+                "their teacher view could not be read (see skipped_samples.txt)"
+            )
+        return logits.to(self.device)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, batch: Sequence[Any], split: str) -> torch.Tensor:
+        if not self.distilling or split != "train":
             return self.criterion(logits, labels)
+        clips = batch[0]
         total, hard, soft = kd_loss(
             logits,
-            self._teacher_logits(teacher_clips),
+            self._teacher_targets(clips[1] if isinstance(clips, (tuple, list)) else clips, batch[2]),
             labels,
             self.distill["alpha"],
             self.distill["temperature"],
@@ -138,9 +177,8 @@ class TSMLitModule(pl.LightningModule):
     def _step(self, batch: Sequence[Any], split: str) -> torch.Tensor:
         """``batch``: (clips, labels, indices); clips may be a (student, teacher) pair of views."""
         clips, labels = batch[0], batch[1]
-        student_clips, teacher_clips = clips if isinstance(clips, (tuple, list)) else (clips, clips)
-        logits = self(student_clips)
-        loss = self._loss(logits, labels, teacher_clips, split)
+        logits = self(clips[0] if isinstance(clips, (tuple, list)) else clips)
+        loss = self._loss(logits, labels, batch, split)
         self.losses[f"{split}_loss"].update(loss.detach(), weight=len(labels))  # a mean over clips, not batches
         self.metrics[f"{split}_metrics"].update(logits.detach(), labels)
         # The epoch mean syncs across processes when computed: keep it off the progress bar, whose hooks

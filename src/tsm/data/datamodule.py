@@ -193,6 +193,37 @@ class ClipDataModule(pl.LightningDataModule):
             )
         return self.datasets[split]
 
+    def teacher_view_loader(self) -> DataLoader:
+        """The training videos in the teacher's fixed view (its frames sampled as for evaluation, centre
+        crop, no flip), for caching the teacher's logits; batches are ``(clips, labels, indices)``."""
+        train = self.dataset("train")
+        transform = ClipTransform(False, self.crop_size, self.scale_size, **self.norm)
+        sampler = self.teacher_sampler or self.sampler
+        dataset = ClipDataset(train.source, sampler, transform, False, self.seed, self.on_error)
+        collate = partial(collate_skipping, split="teacher view") if self.on_error == "skip" else None
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate)
+
+    def teacher_view_key(self) -> dict[str, Any]:
+        """What defines the teacher's fixed view: a cache of its logits is valid only for the same view."""
+        sampler = self.teacher_sampler or self.sampler
+        return {
+            "frames": (sampler.num_segments, sampler.mode, sampler.stride),
+            "crop_size": self.crop_size,
+            "scale_size": self.scale_size,
+            **{k: list(v) for k, v in self.norm.items()},
+        }
+
+    def drop_teacher_view(self) -> None:
+        """Training items carry the student's clip only (the teacher's logits come from a cache)."""
+        self.teacher_sampler = None
+        if "train" in self.datasets:
+            self.datasets["train"].teacher_sampler = None
+
+    def video_ids(self, split: str) -> list[str]:
+        """The video ids of ``split``, in dataset index order."""
+        source = self.dataset(split).source
+        return [source.video_id(i) for i in range(len(source))]
+
     def _report_source(self, split: str, source: Any) -> None:
         """Log annotation entries the source skipped and list the videos it lacks (Kinetics) in the run directory."""
         for where, reason in getattr(source, "skipped", ()):
