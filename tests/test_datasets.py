@@ -1,11 +1,19 @@
-"""Each publisher's layout: parsing, label mapping, frame folders, flips, and a fast_dev_run train per dataset."""
+"""Each publisher's layout: parsing, label mapping, frame folders, flips, and per dataset a
+fast_dev_run train and an evaluation with 2 clips x 3 crops."""
 
+import csv
+import json
 import logging
 from functools import partial
 
+import hydra
 import numpy as np
 import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import compose_train
 from fixtures_video import (
+    FDR,
     JESTER_CLASSES,
     KINETICS_CLASSES,
     STEP,
@@ -28,6 +36,7 @@ from PIL import Image
 from tsm.data.datamodule import ClipDataModule
 from tsm.data.datasets import HMDB51, UCF101, Custom, Jester, Kinetics400, SomethingV1, SomethingV2
 from tsm.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tsm.testing import evaluate
 
 SPLITS = ("train", "val", "test")
 
@@ -195,6 +204,36 @@ def test_fast_dev_run_trains_on_each_dataset(name, tmp_path):
     build, overrides = DATASETS[name]
     metrics = run_fast_dev(name, build(tmp_path / name), tmp_path / "run", *overrides)
     assert np.isfinite(metrics["train/loss"]) and 0 <= metrics["test/acc"] <= 1
+
+
+def random_checkpoint(name: str, root, path, overrides: list[str]):
+    """A checkpoint file as src/train.py writes them, of the model the dataset's config builds (random weights)."""
+    cfg = compose_train([f"data={name}", f"data.root={root}", *FDR, *overrides], path.parent)
+    model = hydra.utils.instantiate(cfg.model)
+    state = {"pytorch-lightning_version": pl.__version__, "hyper_parameters": dict(model.hparams)}
+    torch.save({**state, "state_dict": model.state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_eval_two_clips_three_crops_on_each_dataset(name, tmp_path):
+    build, overrides = DATASETS[name]
+    root = build(tmp_path / name)
+    ckpt = random_checkpoint(name, root, tmp_path / "model.ckpt", overrides)
+    data = [f"data={name}", f"data.root={root}", "data.crop_size=32", "data.scale_size=40", "data.num_segments=4", "data.num_workers=0"]
+    run = tmp_path / "eval"
+    views = ["test.num_clips=2", "test.num_crops=3", "device=cpu"]
+    metrics = evaluate(compose_train([f"ckpt_path={ckpt}", *data, *overrides, *views], run, config_name="eval"))
+    source = hydra.utils.instantiate(compose_train([*data, *overrides], run).data).source(split="test")
+    assert metrics["test/videos"] == len(source) > 0
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    if metrics["test/labelled_videos"]:
+        rows = list(csv.reader(open(run / "predictions.csv")))
+        assert [r[0] for r in rows[1:]] == [source.video_id(i) for i in range(len(source))]
+        assert 0 <= metrics["test/acc"] <= 1
+    else:  # Jester and Something-Something publish their test splits without labels
+        lines = (run / "submission.csv").read_text().splitlines()
+        assert [line.split(";")[0] for line in lines] == [source.video_id(i) for i in range(len(source))]
 
 
 def test_fast_dev_run_on_a_folder_tree_and_kinetics_missing_list(tmp_path):
