@@ -47,7 +47,9 @@ def temporal_shift(
     # (first channel, end channel, +1: take frame t+1 / -1: take frame t-1)
     moves = ((0, fold, 1), (fold, 2 * fold, -1)) if direction == "bidirectional" else ((0, fold, -1),)
     clips = x.view(x.shape[0] // num_segments, num_segments, *x.shape[1:])
-    recording = torch.is_grad_enabled() and x.requires_grad and not torch.onnx.is_in_onnx_export()
+    if torch.onnx.is_in_onnx_export():
+        return _shift_by_concat(clips, moves).view_as(x)
+    recording = torch.is_grad_enabled() and x.requires_grad
     out = _Shift.apply(clips, moves) if recording else _shift_clips(clips, moves)
     return out.view_as(x)
 
@@ -65,6 +67,18 @@ def _shift_clips(clips: torch.Tensor, moves: tuple[tuple[int, int, int], ...]) -
     rest = moves[-1][1]
     out[:, :, rest:] = clips[:, :, rest:]
     return out
+
+
+def _shift_by_concat(clips: torch.Tensor, moves: tuple[tuple[int, int, int], ...]) -> torch.Tensor:
+    """The same shift as slices and concatenations, the form ONNX runtimes run fast: slice
+    assignments export as ScatterND, which onnxruntime executes as a slow element-wise copy."""
+    parts = []
+    for start, stop, step in moves:
+        block = clips[:, :, start:stop]
+        edge = torch.zeros_like(block[:, :1])
+        parts.append(torch.cat([block[:, 1:], edge], 1) if step > 0 else torch.cat([edge, block[:, :-1]], 1))
+    parts.append(clips[:, :, moves[-1][1] :])
+    return torch.cat(parts, 2)
 
 
 class _Shift(torch.autograd.Function):
