@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
+import statistics
 import subprocess
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from matplotlib.ticker import MaxNLocator
+
+from tsm.profile import median_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 # Quiet, file-only logging for study runs; the W&B dashboard is for interactive work.
@@ -37,3 +44,40 @@ def epoch_curve(run_dir: Path, key: str = "val/acc") -> list[float]:
 
 def machine() -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def run_many(jobs: list[tuple[list[str], Path]], parallel: int = 1) -> list[dict[str, float]]:
+    """``run_train`` over (overrides, run_dir) jobs, ``parallel`` at a time with one torch thread each
+    (on few cores, two single-thread runs beat two two-thread runs taking turns)."""
+    if parallel == 1:
+        return [run_train(overrides, run_dir) for overrides, run_dir in jobs]
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the training processes
+    with ThreadPoolExecutor(parallel) as pool:
+        return list(pool.map(lambda job: run_train(*job), jobs))
+
+
+def plot_band(ax, curves: list[list[float]], label: str, color: str) -> None:
+    """Mean of per-seed curves (epochs 1..n) as a line, their min-max as a shaded band."""
+    epochs = range(1, min(len(c) for c in curves) + 1)
+    stacked = [[c[e - 1] for c in curves] for e in epochs]
+    ax.plot(epochs, [statistics.mean(v) for v in stacked], color=color, label=label)
+    ax.fill_between(epochs, [min(v) for v in stacked], [max(v) for v in stacked], color=color, alpha=0.2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def summary(values: list[float]) -> str:
+    """``mean (min-max)`` with three decimals."""
+    return f"{statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, inference: bool = True) -> dict[str, float]:
+    """Median ms of each function, rounds interleaved so that machine drift hits all alike
+    (under ``torch.inference_mode`` unless ``inference`` is False, e.g. for training steps)."""
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    with torch.inference_mode(inference):
+        for fn in fns.values():
+            fn()
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                samples[name].append(median_ms(fn, repeats=1, warmup=0))
+    return {k: statistics.median(v) for k, v in samples.items()}

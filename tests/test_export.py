@@ -14,6 +14,7 @@ import tsm.shift
 from tsm.export import ExportVerificationError, read_metadata, to_onnx, verify_onnx, zero_buffers
 from tsm.models import build_recognizer
 from tsm.models.recognizer import Recognizer
+from tsm.onnx_stream import OnnxStreamSession
 from tsm.online import StreamingTSM
 
 T, SIZE, CLASSES, TOL = 4, 32, 5, 1e-4
@@ -88,6 +89,22 @@ def test_stream_round_trip_matches_offline_model(model, stream_file):
         logits, *new_buffers = runner.run(None, {"frame": clip[:, t].numpy(), **buffers})
         assert rel_error(logits, offline[:, t]) <= TOL
         buffers = dict(zip(buffers, new_buffers, strict=True))
+
+
+def test_bound_stream_session_matches_offline_model_and_resets(model, stream_file):
+    """The IO-bound runner (buffers swapped inside onnxruntime) over two streams with a reset between."""
+    clip = torch.randn(2, T, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(21))
+    with torch.no_grad():
+        offline = model.frame_logits(clip)
+    runner = OnnxStreamSession(stream_file, batch=2)
+    for _ in range(2):
+        for t in range(T):
+            assert rel_error(runner.step(clip[:, t].numpy()), offline[:, t]) <= TOL
+        runner.reset()
+    with pytest.raises(ValueError, match=r"frame of shape \(1, 3, 32, 32\), expected \(2, 3, 32, 32\)"):
+        runner.step(clip[:1, 0].numpy())
+    with pytest.raises(ValueError, match="not a stream-mode export"):
+        OnnxStreamSession(to_onnx(model, stream_file.parent / "clip2.onnx", mode="clip", input_size=SIZE))
 
 
 def test_verify_reports_sizes_and_latency(model, stream_file):

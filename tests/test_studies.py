@@ -48,4 +48,6 @@ def test_latency_bench_tiny(tmp_path):
         check=True,
     )
     text = out.read_text()
-    assert "| eager |" in text and "| ort |" in text and "TSM / plain" in text
+    assert "| eager |" in text and "| ort |" in text and "TSM / plain" in text  # clip throughput and per frame
+    for runtime in ("eager PyTorch", "onnxruntime, buffers bound", "onnxruntime, buffers as NumPy feeds"):
+        assert f"| {runtime}" in text

@@ -24,8 +24,7 @@ from tsm.models.i3d import I3D
 from tsm.profile import count
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from latency.bench import interleaved  # noqa: E402
-from study import machine  # noqa: E402
+from study import interleaved, machine  # noqa: E402
 
 TSM = {"fold_div": 8, "direction": "bidirectional", "place": "residual", "blocks": "all"}
 

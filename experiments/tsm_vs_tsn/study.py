@@ -1,0 +1,94 @@
+"""TSN vs TSM (residual, in-place, causal) on synthetic gestures, at two resolutions, 3 seeds.
+
+    python experiments/tsm_vs_tsn/study.py [--scale small|tiny] [--parallel 2] [--out experiments/tsm_vs_tsn]
+
+Same budget for every variant: TSM-MobileNetV2 x0.5 from scratch, 8 segments; only
+``model/shift`` differs. Runs land in ``<out>/runs/<scale>/`` and are reused when present,
+so the table and the plot can be regenerated without training again.
+Writes ``results_<scale>.md`` (test top-1, mean and min-max over seeds) and ``tsm_vs_tsn_<scale>.png``
+(validation top-1 per epoch, mean and min-max band).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from study import epoch_curve, machine, plot_band, run_many, summary  # noqa: E402
+
+SCALES = {
+    # frame sizes (the crop is 8/9 of it), training and evaluation clips, epochs, batch size
+    "small": {"frames": (54, 72), "train": 1500, "eval": 300, "epochs": 4, "batch": 8},
+    "tiny": {"frames": (18, 27), "train": 8, "eval": 4, "epochs": 2, "batch": 4},
+}
+VARIANTS = {"TSN": "none", "TSM residual": "residual", "TSM in-place": "inplace", "TSM causal": "causal"}
+COLORS = ("tab:gray", "tab:blue", "tab:green", "tab:orange")
+SEEDS = (1, 2, 3)
+
+
+def overrides(s: dict, frame: int, shift: str, seed: int) -> list[str]:
+    crop = frame * 8 // 9
+    return [
+        f"data.source.sizes.train={s['train']}",
+        f"data.source.sizes.val={s['eval']}",
+        f"data.source.sizes.test={s['eval']}",
+        f"data.source.frame_size={frame}",
+        f"data.crop_size={crop}",
+        f"data.scale_size={crop}",
+        f"data.batch_size={s['batch']}",
+        f"trainer.max_epochs={s['epochs']}",
+        f"model/shift={shift}",
+        f"seed={seed}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", choices=SCALES, default="small")
+    parser.add_argument("--parallel", type=int, default=2, help="training runs at a time, one thread each")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args()
+    s = SCALES[args.scale]
+    runs = args.out / "runs" / args.scale
+    grid = [(frame, name, seed) for seed in SEEDS for frame in s["frames"] for name in VARIANTS]
+    dirs = {key: runs / f"crop{key[0] * 8 // 9}_{VARIANTS[key[1]]}_seed{key[2]}" for key in grid}
+    jobs = [(overrides(s, frame, VARIANTS[name], seed), dirs[(frame, name, seed)]) for frame, name, seed in grid]
+    metrics = dict(zip(grid, run_many(jobs, args.parallel), strict=True))
+    write_report(args.out, args.scale, s, metrics, {k: epoch_curve(d) for k, d in dirs.items()})
+
+
+def write_report(out: Path, scale: str, s: dict, metrics: dict, curves: dict) -> None:
+    crops = [f * 8 // 9 for f in s["frames"]]
+    lines = [
+        f"Scale `{scale}`: TSM-MobileNetV2 x0.5 from scratch, 8 segments, {s['train']} training clips, "
+        f"{s['epochs']} epochs, batch {s['batch']}, {s['eval']} validation and test clips, seeds {list(SEEDS)}; "
+        f"{machine()}.",
+        "",
+        "Test top-1, mean (min-max) over seeds:",
+        "",
+        "| variant | " + " | ".join(f"{c}x{c}" for c in crops) + " |",
+        "|---|" + "---|" * len(crops),
+    ]
+    for name in VARIANTS:
+        cells = [summary([metrics[(f, name, seed)]["test/acc"] for seed in SEEDS]) for f in s["frames"]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    (out / f"results_{scale}.md").write_text("\n".join(lines) + "\n")
+    fig = Figure(figsize=(9, 3.5))
+    for ax, frame, crop in zip(fig.subplots(1, len(crops), sharey=True), s["frames"], crops, strict=True):
+        for name, color in zip(VARIANTS, COLORS, strict=True):
+            plot_band(ax, [curves[(frame, name, seed)] for seed in SEEDS], name, color)
+        ax.set_title(f"{crop}x{crop} crops")
+        ax.set_xlabel("epoch")
+    fig.axes[0].set_ylabel("validation top-1")
+    fig.axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out / f"tsm_vs_tsn_{scale}.png", dpi=120)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
