@@ -51,3 +51,26 @@ def test_latency_bench_tiny(tmp_path):
     assert "| eager |" in text and "| ort |" in text and "TSM / plain" in text  # clip throughput and per frame
     for runtime in ("eager PyTorch", "onnxruntime, buffers bound", "onnxruntime, buffers as NumPy feeds"):
         assert f"| {runtime}" in text
+
+
+@pytest.mark.slow
+def test_tsm_vs_tsn_study_tiny(tmp_path):
+    script = EXPERIMENTS / "tsm_vs_tsn" / "study.py"
+    subprocess.run([sys.executable, str(script), "--scale", "tiny", "--out", str(tmp_path)], check=True)
+    table = (tmp_path / "results_tiny.md").read_text()
+    assert "| variant | 16x16 | 24x24 |" in table
+    for variant in ("TSN", "TSM residual", "TSM in-place", "TSM causal"):
+        assert f"| {variant} | " in table
+    assert (tmp_path / "tsm_vs_tsn_tiny.png").stat().st_size > 0
+    assert len(list((tmp_path / "runs" / "tiny").glob("*/metrics.json"))) == 8
+
+
+@pytest.mark.slow
+def test_shift_ablation_study_tiny(tmp_path):
+    script = EXPERIMENTS / "shift_ablation" / "study.py"
+    subprocess.run([sys.executable, str(script), "--scale", "tiny", "--repeats", "2", "--out", str(tmp_path)], check=True)
+    table = (tmp_path / "results_tiny.md").read_text()
+    assert "| TSN (no shift) | " in table and "| 1.000 |" in table  # TSN's step time against itself
+    assert "| fold_div 8, last stages only | " in table
+    assert (tmp_path / "shift_ablation_tiny.png").stat().st_size > 0
+    assert len(list((tmp_path / "runs" / "tiny").glob("*/metrics.json"))) == 8

@@ -1,0 +1,129 @@
+"""How much to shift, and where: fold_div and placement on synthetic gestures, accuracy and step time.
+
+    python experiments/shift_ablation/study.py [--scale small|tiny] [--parallel 2] [--out experiments/shift_ablation]
+
+Variants of TSM-MobileNetV2 x0.5 from scratch (8 segments, bidirectional shift): fold_div 2, 4, 8,
+16 (shifting 1, 1/2, 1/4, 1/8 of the channels) in every residual branch; fold_div 8 in every other
+block, in the last stages only, and in-place; TSN (no shift) for reference. Each is trained with
+the same budget and seeds (runs reused from ``<out>/runs/<scale>/``), and its training step
+(forward, backward, SGD update) is timed in this process, interleaved, at the study's batch.
+Writes ``results_<scale>.md`` and ``shift_ablation_<scale>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from tsm.models import build_recognizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from study import interleaved, machine, run_many, summary  # noqa: E402
+from tsm_vs_tsn.study import SCALES as TSM_VS_TSN_SCALES  # noqa: E402
+
+BACKBONE = "mobilenetv2_050"
+# the fold_div 8, residual, all-blocks shift of the paper
+PAPER = {"enabled": True, "fold_div": 8, "direction": "bidirectional", "place": "residual", "blocks": "all"}
+LAST_STAGES = [4, 5, 6]  # MobileNetV2's last three stages: 4 of its 10 residual blocks
+VARIANTS = {
+    "TSN (no shift)": {**PAPER, "enabled": False},
+    "1/1 shifted (fold_div 2)": {**PAPER, "fold_div": 2},
+    "1/2 shifted (fold_div 4)": {**PAPER, "fold_div": 4},
+    "1/4 shifted (fold_div 8)": PAPER,
+    "1/8 shifted (fold_div 16)": {**PAPER, "fold_div": 16},
+    "fold_div 8, every other block": {**PAPER, "blocks": "every_other"},
+    "fold_div 8, last stages only": {**PAPER, "blocks": LAST_STAGES},
+    "fold_div 8, in-place": {**PAPER, "place": "inplace"},
+}
+# the budget of the tsm_vs_tsn study at its first resolution, one seed (what a 2-core CPU affords)
+SCALES = {name: {**s, "frame": s["frames"][0], "seeds": s["seeds"][:1]} for name, s in TSM_VS_TSN_SCALES.items()}
+
+
+def overrides(s: dict, shift: dict, seed: int) -> list[str]:
+    crop = s["frame"] * 8 // 9
+    blocks = shift["blocks"] if isinstance(shift["blocks"], str) else "[" + ",".join(map(str, shift["blocks"])) + "]"
+    return [
+        f"data.source.sizes.train={s['train']}",
+        f"data.source.sizes.val={s['eval']}",
+        f"data.source.sizes.test={s['eval']}",
+        f"data.source.frame_size={s['frame']}",
+        f"data.crop_size={crop}",
+        f"data.scale_size={crop}",
+        f"data.batch_size={s['batch']}",
+        f"trainer.max_epochs={s['epochs']}",
+        f"model.backbone={BACKBONE}",
+        *(f"model.shift.{key}={value}" for key, value in shift.items() if key != "blocks"),
+        f"model.shift.blocks={blocks}",
+        f"seed={seed}",
+    ]
+
+
+def step_times(s: dict, repeats: int) -> dict[str, float]:
+    """Median ms of one training step per variant, timed interleaved."""
+    crop = s["frame"] * 8 // 9
+    clips = torch.randn(s["batch"], 8, 3, crop, crop)
+    labels = torch.randint(0, 9, (s["batch"],))
+    fns = {}
+    for name, shift in VARIANTS.items():
+        model = build_recognizer(BACKBONE, 9, 8, shift=shift).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+        def step(model=model, optimizer=optimizer) -> None:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(clips), labels).backward()
+            optimizer.step()
+
+        fns[name] = step
+    return interleaved(fns, repeats, inference=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", choices=SCALES, default="small")
+    parser.add_argument("--parallel", type=int, default=2, help="training runs at a time, one thread each")
+    parser.add_argument("--repeats", type=int, default=20, help="timed training steps per variant")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args()
+    s = SCALES[args.scale]
+    runs = args.out / "runs" / args.scale
+    grid = [(name, seed) for seed in s["seeds"] for name in VARIANTS]
+    jobs = [(overrides(s, VARIANTS[name], seed), runs / f"variant{list(VARIANTS).index(name)}_seed{seed}") for name, seed in grid]
+    metrics = dict(zip(grid, run_many(jobs, args.parallel), strict=True))
+    write_report(args.out, args.scale, s, metrics, step_times(s, args.repeats))
+
+
+def write_report(out: Path, scale: str, s: dict, metrics: dict, times: dict[str, float]) -> None:
+    crop = s["frame"] * 8 // 9
+    baseline = times["TSN (no shift)"]
+    lines = [
+        f"Scale `{scale}`: TSM-MobileNetV2 x0.5 from scratch, 8 segments of {crop}x{crop}, {s['train']} training "
+        f"clips, {s['epochs']} epochs, batch {s['batch']}, {s['eval']} test clips, seeds {list(s['seeds'])}; "
+        f"step time: forward + backward + SGD update at batch {s['batch']}, median of interleaved repeats; {machine()}.",
+        "",
+        "| variant | test top-1, mean (min-max) | step ms | step / TSN |",
+        "|---|---|---|---|",
+    ]
+    accs = {name: [metrics[(name, seed)]["test/acc"] for seed in s["seeds"]] for name in VARIANTS}
+    for name in VARIANTS:
+        lines.append(f"| {name} | {summary(accs[name])} | {times[name]:.1f} | {times[name] / baseline:.3f} |")
+    (out / f"results_{scale}.md").write_text("\n".join(lines) + "\n")
+    fig = Figure(figsize=(7, 3.8))
+    ax = fig.subplots()
+    names = list(VARIANTS)
+    for i, name in enumerate(names):
+        ax.scatter([i] * len(accs[name]), accs[name], color="tab:blue", s=18)
+        ax.hlines(sum(accs[name]) / len(accs[name]), i - 0.3, i + 0.3, color="tab:blue")
+    ax.set_xticks(range(len(names)), [n.replace(", ", ",\n").replace(" (", "\n(") for n in names], fontsize=7)
+    ax.set_ylabel("test top-1 (dots: seeds, bar: mean)")
+    ax.set_title(f"Shift ablation, synthetic gestures {crop}x{crop}")
+    fig.tight_layout()
+    fig.savefig(out / f"shift_ablation_{scale}.png", dpi=120)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
