@@ -8,7 +8,9 @@ keyframe lies past what has been decoded so far (a seek), and continues forward 
 stops at the packet of the last wanted frame of a run and drains the decoder, so no frame after
 it is decoded. On the way, frames that no other frame refers to (most B-frames) are skipped by
 the decoder (``skip_frame="NONREF"``) unless they are wanted. Only the frames kept are
-converted to RGB. PyAV's threading is on (``thread_type="AUTO"``).
+converted to RGB. The decoder runs single-threaded: loader workers already take one core each,
+and FFmpeg's frame threads hold back one frame per thread and must all drain at every seek, which
+made sparse reads about 1.7x slower with them on (experiments/data_throughput).
 
 Frame folders: only the sampled JPEG files are opened and decoded (Pillow).
 
@@ -104,7 +106,7 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.Vide
     if not container.streams.video:
         raise DataError(path, "no video stream")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    stream.thread_type = "NONE"
     return stream
 
 
