@@ -58,7 +58,7 @@ def test_tsm_vs_tsn_study_tiny(tmp_path):
     script = EXPERIMENTS / "tsm_vs_tsn" / "study.py"
     subprocess.run([sys.executable, str(script), "--scale", "tiny", "--out", str(tmp_path)], check=True)
     table = (tmp_path / "results_tiny.md").read_text()
-    assert "| variant | 16x16 | 24x24 |" in table
+    assert "| variant | 16x16, seeds [1] | 24x24, seeds [1] |" in table
     for variant in ("TSN", "TSM residual", "TSM in-place", "TSM causal"):
         assert f"| {variant} | " in table
     assert (tmp_path / "tsm_vs_tsn_tiny.png").stat().st_size > 0
@@ -68,9 +68,11 @@ def test_tsm_vs_tsn_study_tiny(tmp_path):
 @pytest.mark.slow
 def test_shift_ablation_study_tiny(tmp_path):
     script = EXPERIMENTS / "shift_ablation" / "study.py"
-    subprocess.run([sys.executable, str(script), "--scale", "tiny", "--repeats", "2", "--out", str(tmp_path)], check=True)
+    args = ["--scale", "tiny", "--repeats", "2", "--out", str(tmp_path), "--tsm-vs-tsn", str(tmp_path / "shared")]
+    subprocess.run([sys.executable, str(script), *args], check=True)
     table = (tmp_path / "results_tiny.md").read_text()
     assert "| TSN (no shift) | " in table and "| 1.000 |" in table  # TSN's step time against itself
     assert "| fold_div 8, last stages only | " in table
     assert (tmp_path / "shift_ablation_tiny.png").stat().st_size > 0
-    assert len(list((tmp_path / "runs" / "tiny").glob("*/metrics.json"))) == 8
+    assert len(list((tmp_path / "runs" / "tiny").glob("*/metrics.json"))) == 5
+    assert len(list((tmp_path / "shared" / "runs" / "tiny").glob("*/metrics.json"))) == 3  # TSN, residual, in-place

@@ -156,7 +156,9 @@ def main() -> None:
                 "sparse": lambda i, p=path: read_video(p, i),
                 "sparse + transform": lambda i, p=path: transform(read_video(p, i), 0, rng),
             }
-            readers.update({label: partial(read_all, path, convert=c, thread_type=t) for label, (c, t) in BASELINES.items()})
+            readers.update(
+                {label: partial(read_all, path, convert=c, thread_type=t) for label, (c, t) in BASELINES.items()}
+            )
             rates = clips_per_second(readers, n, args.clips)
             rows += named_rows(f"{name} ({n} frames)", rates)
             speedups = " / ".join(f"{rates['sparse'] / rates[label]:.1f}x" for label in BASELINES)

@@ -43,25 +43,30 @@ def per_frame(repeats: int, size: int, workdir: Path) -> dict[str, float]:
     bound_stream = OnnxStreamSession(stream_file)
     feed_stream = {"frame": frame.numpy(), **zero_buffers(stream_file, 1)}
     feed_plain = {"clip": frame[:, None].numpy()}
-    fns = {
-        "eager_tsm_stream": lambda: stream.step(frame),
-        "eager_plain_2d": lambda: plain(frame[:, None]),
+    eager = {"eager_tsm_stream": lambda: stream.step(frame), "eager_plain_2d": lambda: plain(frame[:, None])}
+    ort_fns = {
         "ort_tsm_stream": lambda: bound_stream.step(feed_stream["frame"]),
         "ort_numpy_feeds_tsm_stream": lambda: stream_session.run(None, feed_stream),
         "ort_plain_2d": lambda: plain_session.run(None, feed_plain),
     }
-    return interleaved(fns, repeats)
+    return by_runtime(eager, ort_fns, repeats)
 
 
 def clip_throughput(repeats: int, size: int, workdir: Path) -> dict[str, float]:
     clip = torch.randn(1, 8, 3, size, size)
-    fns = {}
+    eager, ort_fns = {}, {}
     for name, backbone in (("mobilenetv2", "mobilenetv2_100"), ("resnet50", "resnet50")):
         model = build_recognizer(backbone, 400, 8, shift=BIDIRECTIONAL).eval()
         session = ort_session(to_onnx(model, workdir / f"{name}.onnx", mode="clip", input_size=size))
-        fns[f"eager_{name}"] = lambda model=model: model(clip)
-        fns[f"ort_{name}"] = lambda s=session: s.run(None, {"clip": clip.numpy()})
-    return interleaved(fns, repeats)
+        eager[f"eager_{name}"] = lambda model=model: model(clip)
+        ort_fns[f"ort_{name}"] = lambda s=session: s.run(None, {"clip": clip.numpy()})
+    return by_runtime(eager, ort_fns, repeats)
+
+
+def by_runtime(eager: dict, ort_fns: dict, repeats: int) -> dict[str, float]:
+    """Interleaved timings within each runtime, one runtime after the other: PyTorch's OpenMP threads
+    spin for a while after each call and would slow an onnxruntime call that follows at once."""
+    return {**interleaved(eager, repeats), **interleaved(ort_fns, repeats)}
 
 
 def main() -> None:

@@ -5,7 +5,8 @@
 Variants of TSM-MobileNetV2 x0.5 from scratch (8 segments, bidirectional shift): fold_div 2, 4, 8,
 16 (shifting 1, 1/2, 1/4, 1/8 of the channels) in every residual branch; fold_div 8 in every other
 block, in the last stages only, and in-place; TSN (no shift) for reference. Each is trained with
-the same budget and seeds (runs reused from ``<out>/runs/<scale>/``), and its training step
+the budget of the tsm_vs_tsn study at its first resolution and seed (runs reused from
+``<out>/runs/<scale>/``; TSN, fold_div 8 and in-place are that study's own runs), and its training step
 (forward, backward, SGD update) is timed in this process, interleaved, at the study's batch.
 Writes ``results_<scale>.md`` and ``shift_ablation_<scale>.png``.
 """
@@ -24,6 +25,7 @@ from tsm.models import build_recognizer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import interleaved, machine, run_many, summary  # noqa: E402
 from tsm_vs_tsn.study import SCALES as TSM_VS_TSN_SCALES  # noqa: E402
+from tsm_vs_tsn.study import run_dir as tsm_vs_tsn_run_dir  # noqa: E402
 
 BACKBONE = "mobilenetv2_050"
 # the fold_div 8, residual, all-blocks shift of the paper
@@ -39,8 +41,13 @@ VARIANTS = {
     "fold_div 8, last stages only": {**PAPER, "blocks": LAST_STAGES},
     "fold_div 8, in-place": {**PAPER, "place": "inplace"},
 }
-# the budget of the tsm_vs_tsn study at its first resolution, one seed (what a 2-core CPU affords)
-SCALES = {name: {**s, "frame": s["frames"][0], "seeds": s["seeds"][:1]} for name, s in TSM_VS_TSN_SCALES.items()}
+# the budget of the tsm_vs_tsn study at its first resolution, its first seed (what a 2-core CPU affords)
+SCALES = {
+    name: {**s, "frame": next(iter(s["frames"])), "seeds": next(iter(s["frames"].values()))[:1]}
+    for name, s in TSM_VS_TSN_SCALES.items()
+}
+# variants that are runs of the tsm_vs_tsn study: shared, not trained twice
+SHARED = {"TSN (no shift)": "TSN", "1/4 shifted (fold_div 8)": "TSM residual", "fold_div 8, in-place": "TSM in-place"}
 
 
 def overrides(s: dict, shift: dict, seed: int) -> list[str]:
@@ -87,11 +94,24 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="training runs at a time, one thread each")
     parser.add_argument("--repeats", type=int, default=20, help="timed training steps per variant")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument(
+        "--tsm-vs-tsn",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "tsm_vs_tsn",
+        help="the tsm_vs_tsn study's folder, whose runs serve the shared variants (trained here if missing)",
+    )
     args = parser.parse_args()
     s = SCALES[args.scale]
     runs = args.out / "runs" / args.scale
+    shared_runs = args.tsm_vs_tsn / "runs" / args.scale
     grid = [(name, seed) for seed in s["seeds"] for name in VARIANTS]
-    jobs = [(overrides(s, VARIANTS[name], seed), runs / f"variant{list(VARIANTS).index(name)}_seed{seed}") for name, seed in grid]
+
+    def run_dir(name: str, seed: int) -> Path:
+        if name in SHARED:
+            return tsm_vs_tsn_run_dir(shared_runs, s["frame"], SHARED[name], seed)
+        return runs / f"variant{list(VARIANTS).index(name)}_seed{seed}"
+
+    jobs = [(overrides(s, VARIANTS[name], seed), run_dir(name, seed)) for name, seed in grid]
     metrics = dict(zip(grid, run_many(jobs, args.parallel), strict=True))
     write_report(args.out, args.scale, s, metrics, step_times(s, args.repeats))
 
@@ -102,7 +122,8 @@ def write_report(out: Path, scale: str, s: dict, metrics: dict, times: dict[str,
     lines = [
         f"Scale `{scale}`: TSM-MobileNetV2 x0.5 from scratch, 8 segments of {crop}x{crop}, {s['train']} training "
         f"clips, {s['epochs']} epochs, batch {s['batch']}, {s['eval']} test clips, seeds {list(s['seeds'])}; "
-        f"step time: forward + backward + SGD update at batch {s['batch']}, median of interleaved repeats; {machine()}.",
+        f"step time: forward + backward + SGD update at batch {s['batch']}, median of interleaved repeats; "
+        f"{machine()}.",
         "",
         "| variant | test top-1, mean (min-max) | step ms | step / TSN |",
         "|---|---|---|---|",

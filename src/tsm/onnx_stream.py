@@ -1,9 +1,8 @@
-"""Run a stream-mode ONNX file frame by frame in onnxruntime, the way a deployment should.
+"""Run a stream-mode ONNX file frame by frame in onnxruntime: the runtime side of ``mode="stream"``.
 
 The shift buffers stay onnxruntime values bound to the session (IO binding): each step writes the
-new buffers into a second set and the two sets swap roles, so no buffer is allocated, copied into
-NumPy or fed back through Python per frame. Plain ``session.run`` with NumPy feeds does all that
-for every buffer and costs more than the shift itself (experiments/latency/).
+new buffers into a second set and the two sets swap roles, so the caller handles frames and logits
+only, and no buffer is allocated or passed through Python per frame.
 """
 
 from __future__ import annotations
