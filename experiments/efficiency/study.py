@@ -24,7 +24,8 @@ from tsm.models.i3d import I3D
 from tsm.profile import count
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import interleaved, machine  # noqa: E402
+from latency.bench import by_runtime  # noqa: E402
+from study import machine  # noqa: E402
 
 TSM = {"fold_div": 8, "direction": "bidirectional", "place": "residual", "blocks": "all"}
 
@@ -47,21 +48,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
-    rows, fns = {}, {}
+    rows, eager, ort_fns = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (model, frames) in models(args.classes).items():
             shape = (1, frames, 3, args.size, args.size)
             rows[name] = count(model, shape)
             clip = torch.randn(*shape)
-            path = Path(tmp) / f"{len(fns)}.onnx"
+            path = Path(tmp) / f"{len(rows)}.onnx"
             if isinstance(model, I3D):
                 torch.onnx.export(model, (clip,), str(path), input_names=["clip"], dynamo=False)
             else:
                 to_onnx(model, path, mode="clip", input_size=args.size)
             session = ort_session(path)
-            fns[f"eager {name}"] = lambda model=model, clip=clip: model(clip)
-            fns[f"ort {name}"] = lambda s=session, clip=clip: s.run(None, {"clip": clip.numpy()})
-        times = interleaved(fns, args.repeats)
+            eager[f"eager {name}"] = lambda model=model, clip=clip: model(clip)
+            ort_fns[f"ort {name}"] = lambda s=session, clip=clip: s.run(None, {"clip": clip.numpy()})
+        times = by_runtime(eager, ort_fns, args.repeats)
     write_report(args, rows, times)
 
 
