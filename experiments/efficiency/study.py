@@ -91,16 +91,20 @@ def write_report(args: argparse.Namespace, rows: dict, times: dict) -> None:
         f"({rows['TSN-ResNet50']['macs'] / 1e9:.2f} vs {rows['TSM-ResNet50']['macs'] / 1e9:.2f} GMACs).",
     ]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    fig = Figure(figsize=(5.5, 3.8))
-    ax = fig.subplots()
-    for name, row in rows.items():
-        ax.scatter(row["macs"] / 1e9, 1e3 / times[f"ort {name}"], s=max(row["params"] / 2e5, 10))
-        ax.annotate(name, (row["macs"] / 1e9, 1e3 / times[f"ort {name}"]), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("GMACs per clip")
-    ax.set_ylabel("onnxruntime clips/s (CPU)")
-    ax.set_title("Cost and CPU throughput per clip (marker area ~ parameters)")
+    fig = Figure(figsize=(8, 3.2))
+    cost, speed = fig.subplots(1, 2, sharey=True)
+    names = list(rows)[::-1]  # first model on top
+    y = range(len(names))
+    cost.barh(y, [rows[n]["macs"] / 1e9 for n in names], color="tab:gray")
+    cost.set_yticks(y, names)
+    cost.set_xlabel("GMACs per clip")
+    for runtime, offset, color in (("eager", -0.2, "tab:blue"), ("ort", 0.2, "tab:orange")):
+        rates = [1e3 / times[f"{runtime} {n}"] for n in names]
+        label = "eager PyTorch" if runtime == "eager" else "onnxruntime"
+        speed.barh([i + offset for i in y], rates, height=0.4, color=color, label=label)
+    speed.set_xlabel("clips/s on this CPU (batch 1)")
+    speed.legend(loc="upper right")
+    fig.suptitle(f"Cost and CPU throughput per clip, {args.size}x{args.size}")
     fig.tight_layout()
     fig.savefig(args.out / "efficiency.png", dpi=120)
     print("\n".join(lines))
