@@ -19,7 +19,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import epoch_curve, machine, run_train  # noqa: E402
+from study import epoch_curve, machine, plot_band, run_train  # noqa: E402
 
 SCALES = {
     # training clips of teacher and student, evaluation clips, epochs of teacher and student, frame size
@@ -90,8 +90,7 @@ def write_report(out: Path, scale: str, s: dict, teacher: dict, results: dict, c
     fig = Figure(figsize=(5, 3.5))
     ax = fig.subplots()
     for (name, runs), color in zip(curves.items(), ("tab:blue", "tab:orange"), strict=True):
-        for i, curve in enumerate(runs):
-            ax.plot(range(1, len(curve) + 1), curve, color=color, alpha=0.8, label=name if i == 0 else None)
+        plot_band(ax, runs, f"{name} (mean, min-max)", color)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation top-1")
     ax.set_title("TSM-MobileNetV2 student, with and without KD")

@@ -5,7 +5,7 @@
 Variants of TSM-MobileNetV2 x0.5 from scratch (8 segments, bidirectional shift): fold_div 2, 4, 8,
 16 (shifting 1, 1/2, 1/4, 1/8 of the channels) in every residual branch; fold_div 8 in every other
 block, in the last stages only, and in-place; TSN (no shift) for reference. Each is trained with
-the budget of the tsm_vs_tsn study at its first resolution and seed (runs reused from
+the budget of the tsm_vs_tsn study at its last resolution and seeds (runs reused from
 ``<out>/runs/<scale>/``; TSN, fold_div 8 and in-place are that study's own runs), and its training step
 (forward, backward, SGD update) is timed in this process, interleaved, at the study's batch.
 Writes ``results_<scale>.md`` and ``shift_ablation_<scale>.png``.
@@ -41,9 +41,9 @@ VARIANTS = {
     "fold_div 8, last stages only": {**PAPER, "blocks": LAST_STAGES},
     "fold_div 8, in-place": {**PAPER, "place": "inplace"},
 }
-# the budget of the tsm_vs_tsn study at its first resolution, its first seed (what a 2-core CPU affords)
+# the budget, last resolution and seeds of the tsm_vs_tsn study (what a 2-core CPU affords)
 SCALES = {
-    name: {**s, "frame": next(iter(s["frames"])), "seeds": next(iter(s["frames"].values()))[:1]}
+    name: {**s, "frame": list(s["frames"])[-1], "seeds": list(s["frames"].values())[-1]}
     for name, s in TSM_VS_TSN_SCALES.items()
 }
 # variants that are runs of the tsm_vs_tsn study: shared, not trained twice
