@@ -220,7 +220,14 @@ def test_eval_two_clips_three_crops_on_each_dataset(name, tmp_path):
     build, overrides = DATASETS[name]
     root = build(tmp_path / name)
     ckpt = random_checkpoint(name, root, tmp_path / "model.ckpt", overrides)
-    data = [f"data={name}", f"data.root={root}", "data.crop_size=32", "data.scale_size=40", "data.num_segments=4", "data.num_workers=0"]
+    data = [
+        f"data={name}",
+        f"data.root={root}",
+        "data.crop_size=32",
+        "data.scale_size=40",
+        "data.num_segments=4",
+        "data.num_workers=0",
+    ]
     run = tmp_path / "eval"
     views = ["test.num_clips=2", "test.num_crops=3", "device=cpu"]
     metrics = evaluate(compose_train([f"ckpt_path={ckpt}", *data, *overrides, *views], run, config_name="eval"))

@@ -102,6 +102,14 @@ def test_exports_to_onnx_with_right_values(tmp_path):
 
 
 @pytest.mark.parametrize("direction", ["bidirectional", "causal"])
+def test_export_form_equals_the_reference(direction, monkeypatch):
+    """Under ONNX export the shift is built from slices and concatenations: same values, odd shapes."""
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    x = torch.randn(2 * 3, 13, 5, 7, dtype=torch.float64)
+    torch.testing.assert_close(temporal_shift(x, 3, 4, direction), reference_shift(x, 3, 4, direction), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("direction", ["bidirectional", "causal"])
 def test_backward_is_the_adjoint_of_the_reference(direction):
     """<shift(x), g> == <x, shift^T(g)>: the gradient equals the reference's autograd gradient."""
     x = torch.randn(3 * 5, 11, 2, 3, requires_grad=True)

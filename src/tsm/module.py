@@ -133,9 +133,10 @@ class TSMLitModule(pl.LightningModule):
             return compute_logits(self._teacher_logits, batches, len(ids), self.hparams.num_classes, self.device)
 
         if self.trainer.is_global_zero:
-            load_or_build(self.distill["cache_file"], key, ids, build)
+            self._cached_logits = load_or_build(self.distill["cache_file"], key, ids, build)
         self.trainer.strategy.barrier("teacher logit cache")
-        self._cached_logits = load_or_build(self.distill["cache_file"], key, ids, build)
+        if not self.trainer.is_global_zero:  # rank 0 has written the file
+            self._cached_logits = load_or_build(self.distill["cache_file"], key, ids, build)
         data.drop_teacher_view()
         self._teacher.clear()  # its work is done: free the memory
 

@@ -9,8 +9,8 @@ stops at the packet of the last wanted frame of a run and drains the decoder, so
 it is decoded. On the way, frames that no other frame refers to (most B-frames) are skipped by
 the decoder (``skip_frame="NONREF"``) unless they are wanted. Only the frames kept are
 converted to RGB. The decoder runs single-threaded: loader workers already take one core each,
-and FFmpeg's frame threads hold back one frame per thread and must all drain at every seek, which
-made sparse reads about 1.7x slower with them on (experiments/data_throughput).
+and FFmpeg's frame threads hold back one frame per thread and must all drain at every seek; with
+the cores busy, as in training, they made sparse reads 1.8x slower (experiments/data_throughput).
 
 Frame folders: only the sampled JPEG files are opened and decoded (Pillow).
 
