@@ -76,3 +76,29 @@ def test_shift_ablation_study_tiny(tmp_path):
     assert (tmp_path / "shift_ablation_tiny.png").stat().st_size > 0
     assert len(list((tmp_path / "runs" / "tiny").glob("*/metrics.json"))) == 5
     assert len(list((tmp_path / "shared" / "runs" / "tiny").glob("*/metrics.json"))) == 3  # TSN, residual, in-place
+
+
+@pytest.mark.slow
+def test_data_throughput_bench_tiny(tmp_path):
+    out = tmp_path / "data.md"
+    subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "data_throughput" / "bench.py"), "--clips", "1", "--out", str(out)],
+        check=True,
+    )
+    table = out.read_text()
+    assert "| (a) Jester-like" in table and "| (c) Something-V2-like" in table
+    assert "sparse speed-up over the 5 decode-all reads" in table and "packets to the decoder" in table
+
+
+@pytest.mark.slow
+def test_scaling_and_shift_speed_benches_tiny(tmp_path):
+    args = ["--steps", "1", "--clips", "1", "--size", "32"]
+    run = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "scaling" / "ddp_cpu.py"), *args], check=True, capture_output=True, text=True
+    )
+    assert "speed-up" in run.stdout and "all-reduce of 92 MiB" in run.stdout
+    out = tmp_path / "shift.md"
+    subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "shift_speed" / "bench.py"), "--repeats", "1", "--out", str(out)], check=True
+    )
+    assert "| tsm / clone |" in out.read_text()
