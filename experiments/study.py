@@ -66,8 +66,17 @@ def plot_band(ax, curves: list[list[float]], label: str, color: str) -> None:
 
 
 def summary(values: list[float]) -> str:
-    """``mean (min-max)`` with three decimals."""
+    """``mean (min-max)`` with three decimals; the value alone for one seed."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
     return f"{statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def runs_note(parallel: int) -> str:
+    """How the training runs shared the machine, for a study's report."""
+    if parallel == 1:
+        return f"training runs one at a time, {torch.get_num_threads()} torch threads"
+    return f"training runs {parallel} at a time, one torch thread each"
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, inference: bool = True) -> dict[str, float]:

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from tsm.models import build_recognizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import interleaved, machine, run_many, summary  # noqa: E402
+from study import interleaved, machine, run_many, runs_note, summary  # noqa: E402
 from tsm_vs_tsn.study import SCALES as TSM_VS_TSN_SCALES  # noqa: E402
 from tsm_vs_tsn.study import run_dir as tsm_vs_tsn_run_dir  # noqa: E402
 
@@ -113,19 +113,19 @@ def main() -> None:
 
     jobs = [(overrides(s, VARIANTS[name], seed), run_dir(name, seed)) for name, seed in grid]
     metrics = dict(zip(grid, run_many(jobs, args.parallel), strict=True))
-    write_report(args.out, args.scale, s, metrics, step_times(s, args.repeats))
+    write_report(args.out, args.scale, s, metrics, step_times(s, args.repeats), runs_note(args.parallel))
 
 
-def write_report(out: Path, scale: str, s: dict, metrics: dict, times: dict[str, float]) -> None:
+def write_report(out: Path, scale: str, s: dict, metrics: dict, times: dict[str, float], note: str) -> None:
     crop = s["frame"] * 8 // 9
     baseline = times["TSN (no shift)"]
     lines = [
         f"Scale `{scale}`: TSM-MobileNetV2 x0.5 from scratch, 8 segments of {crop}x{crop}, {s['train']} training "
         f"clips, {s['epochs']} epochs, batch {s['batch']}, {s['eval']} test clips, seeds {list(s['seeds'])}; "
-        f"step time: forward + backward + SGD update at batch {s['batch']}, median of interleaved repeats; "
-        f"{machine()}.",
+        f"{note}; step time: forward + backward + SGD update at batch {s['batch']}, median of interleaved "
+        f"repeats; {machine()}.",
         "",
-        "| variant | test top-1, mean (min-max) | step ms | step / TSN |",
+        "| variant | test top-1 (mean, min-max over seeds) | step ms | step / TSN |",
         "|---|---|---|---|",
     ]
     accs = {name: [metrics[(name, seed)]["test/acc"] for seed in s["seeds"]] for name in VARIANTS}

@@ -18,7 +18,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import epoch_curve, machine, plot_band, run_many, summary  # noqa: E402
+from study import epoch_curve, machine, plot_band, run_many, runs_note, summary  # noqa: E402
 
 SCALES = {
     # frame size (the crop is 8/9 of it) -> seeds; training and evaluation clips, epochs, batch size.
@@ -63,16 +63,17 @@ def main() -> None:
     dirs = {key: run_dir(runs, *key) for key in grid}
     jobs = [(overrides(s, frame, VARIANTS[name], seed), dirs[(frame, name, seed)]) for frame, name, seed in grid]
     metrics = dict(zip(grid, run_many(jobs, args.parallel), strict=True))
-    write_report(args.out, args.scale, s, metrics, {k: epoch_curve(d) for k, d in dirs.items()})
+    curves = {k: epoch_curve(d) for k, d in dirs.items()}
+    write_report(args.out, args.scale, s, metrics, curves, runs_note(args.parallel))
 
 
-def write_report(out: Path, scale: str, s: dict, metrics: dict, curves: dict) -> None:
+def write_report(out: Path, scale: str, s: dict, metrics: dict, curves: dict, note: str) -> None:
     crops = [f * 8 // 9 for f in s["frames"]]
     lines = [
         f"Scale `{scale}`: TSM-MobileNetV2 x0.5 from scratch, 8 segments, {s['train']} training clips, "
-        f"{s['epochs']} epochs, batch {s['batch']}, {s['eval']} validation and test clips; {machine()}.",
+        f"{s['epochs']} epochs, batch {s['batch']}, {s['eval']} validation and test clips; {machine()}; {note}.",
         "",
-        "Test top-1, mean (min-max) over seeds:",
+        "Test top-1 (mean and min-max where there are several seeds):",
         "",
         "| variant | "
         + " | ".join(f"{c}x{c}, seeds {list(seeds)}" for c, seeds in zip(crops, s["frames"].values(), strict=True))
