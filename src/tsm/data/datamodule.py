@@ -26,13 +26,12 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from tsm.data.decode import DataError
+from tsm.data.decode import DataError, check_on_error
 from tsm.data.distributed import eval_sampler
 from tsm.data.sampling import FrameSampler
 from tsm.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
 
 log = logging.getLogger(__name__)
-ON_ERROR = ("raise", "skip")
 SKIPPED_FILE = "skipped_samples.txt"
 
 
@@ -70,15 +69,13 @@ class ClipDataset(Dataset):
         on_error: str = "raise",
         teacher_sampler: FrameSampler | None = None,
     ) -> None:
-        if on_error not in ON_ERROR:
-            raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.source = source
         self.sampler = sampler
         self.teacher_sampler = teacher_sampler
         self.transform = transform
         self.train = train
         self.seed = seed
-        self.on_error = on_error
+        self.on_error = check_on_error(on_error)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -140,8 +137,6 @@ class ClipDataModule(pl.LightningDataModule):
         teacher_view: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if on_error not in ON_ERROR:
-            raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.source = source
         self.num_classes = num_classes
         self.batch_size = batch_size
@@ -152,7 +147,7 @@ class ClipDataModule(pl.LightningDataModule):
         self.split = split
         self.seed = seed
         self.pin_memory = pin_memory
-        self.on_error = on_error
+        self.on_error = check_on_error(on_error)
         self.log_dir = Path(log_dir) if log_dir else None
         self.sampler = FrameSampler(num_segments, **dict(sampling or {}))
         # distillation: the teacher's own frames of each training video, e.g. 32 consecutive ones for I3D
@@ -200,8 +195,12 @@ class ClipDataModule(pl.LightningDataModule):
         transform = ClipTransform(False, self.crop_size, self.scale_size, **self.norm)
         sampler = self.teacher_sampler or self.sampler
         dataset = ClipDataset(train.source, sampler, transform, False, self.seed, self.on_error)
-        collate = partial(collate_skipping, split="teacher view") if self.on_error == "skip" else None
+        collate = self._collate("teacher view")
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate)
+
+    def _collate(self, split: str) -> Callable[[Sequence[Any]], tuple] | None:
+        """Under ``on_error=skip`` the collate that drops unreadable samples; else PyTorch's default."""
+        return partial(collate_skipping, split=split) if self.on_error == "skip" else None
 
     def teacher_view_key(self) -> dict[str, Any]:
         """What defines the teacher's fixed view: a cache of its logits is valid only for the same view."""
@@ -273,7 +272,7 @@ class ClipDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
-            collate_fn=partial(collate_skipping, split=split) if self.on_error == "skip" else None,
+            collate_fn=self._collate(split),
         )
 
     def train_dataloader(self) -> DataLoader:

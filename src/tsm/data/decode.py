@@ -43,6 +43,16 @@ TRUNCATION_SLACK = (1, 0.01)
 _local = threading.local()
 
 
+ON_ERROR = ("raise", "skip")  # what data.on_error may say about a sample or annotation line that cannot be used
+
+
+def check_on_error(on_error: str) -> str:
+    """``on_error`` itself, after checking it is one of :data:`ON_ERROR`."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
+    return on_error
+
+
 class DataError(RuntimeError):
     """A sample that cannot be read (or an annotation line that cannot be used): where and why."""
 

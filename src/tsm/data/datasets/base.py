@@ -16,11 +16,18 @@ from typing import Any
 
 import torch
 
-from tsm.data.decode import VIDEO_SUFFIXES, DataError, count_frames, read_frames, read_video, video_num_frames
+from tsm.data.decode import (
+    VIDEO_SUFFIXES,
+    DataError,
+    check_on_error,
+    count_frames,
+    read_frames,
+    read_video,
+    video_num_frames,
+)
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
-ON_ERROR = ("raise", "skip")
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,7 @@ class VideoSource:
         splits = dict(splits or self.default_splits)
         if split not in SPLITS or split not in splits:
             raise ValueError(f"{self.name}: split {split!r} must be one of {SPLITS} and named in splits={splits}")
-        if on_error not in ON_ERROR:
-            raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
+        check_on_error(on_error)
         if self.frames_only and not frames:
             raise ValueError(f"{self.name} is distributed as JPEG frames: data.frames must be true")
         self.root = Path(root).expanduser()
@@ -177,4 +183,9 @@ def flip_map_from_names(classes: Sequence[str], pairs: Sequence[tuple[str, str]]
     missing = [name for pair in pairs for name in pair if name not in index]
     if missing:
         raise ValueError(f"flip pairs name classes missing from the labels file: {missing}")
-    return {index[a]: index[b] for pair in pairs for a, b in (pair, pair[::-1])}
+    return symmetric_map([(index[a], index[b]) for a, b in pairs])
+
+
+def symmetric_map(pairs: Sequence[tuple[int, int]]) -> dict[int, int]:
+    """Each label of each pair mapped to the other: a flip label map from its pairs."""
+    return {a: b for pair in pairs for a, b in (pair, pair[::-1])}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from tsm.data.datasets.base import Sample, VideoSource
+from tsm.data.datasets.base import Sample, VideoSource, symmetric_map
 
 PREFIX = "something-something-v2"
 VIDEOS_DIR = "20bn-something-something-v2"
@@ -40,7 +40,7 @@ class SomethingV2(VideoSource):
             raise ValueError(f"{PREFIX}-labels.json: indices are not 0..{len(indices) - 1}")
         if len(self.classes) <= max(max(pair) for pair in FLIP_PAIRS):
             raise ValueError(f"{PREFIX}-labels.json has {len(self.classes)} classes, Something-Something V2 has 174")
-        self.flip_label_map = {a: b for pair in FLIP_PAIRS for a, b in (pair, pair[::-1])}
+        self.flip_label_map = symmetric_map(FLIP_PAIRS)
         lookup = {class_key(name): index for name, index in indices.items()}
         path = self.annotation(f"{PREFIX}-{self.part}.json")
         with open(path, encoding="utf-8") as file:
