@@ -160,13 +160,14 @@ class TSMLitModule(pl.LightningModule):
             )
         return logits.to(self.device)
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, batch: Sequence[Any], split: str) -> torch.Tensor:
+    def _loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, teacher_clips: torch.Tensor, indices: torch.Tensor, split: str
+    ) -> torch.Tensor:
         if not self.distilling or split != "train":
             return self.criterion(logits, labels)
-        clips = batch[0]
         total, hard, soft = kd_loss(
             logits,
-            self._teacher_targets(clips[1] if isinstance(clips, (tuple, list)) else clips, batch[2]),
+            self._teacher_targets(teacher_clips, indices),
             labels,
             self.distill["alpha"],
             self.distill["temperature"],
@@ -177,9 +178,10 @@ class TSMLitModule(pl.LightningModule):
 
     def _step(self, batch: Sequence[Any], split: str) -> torch.Tensor:
         """``batch``: (clips, labels, indices); clips may be a (student, teacher) pair of views."""
-        clips, labels = batch[0], batch[1]
-        logits = self(clips[0] if isinstance(clips, (tuple, list)) else clips)
-        loss = self._loss(logits, labels, batch, split)
+        clips, labels, indices = batch[0], batch[1], batch[2]
+        student_clips, teacher_clips = clips if isinstance(clips, (tuple, list)) else (clips, clips)
+        logits = self(student_clips)
+        loss = self._loss(logits, labels, teacher_clips, indices, split)
         self.losses[f"{split}_loss"].update(loss.detach(), weight=len(labels))  # a mean over clips, not batches
         self.metrics[f"{split}_metrics"].update(logits.detach(), labels)
         # The epoch mean syncs across processes when computed: keep it off the progress bar, whose hooks
