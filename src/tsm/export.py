@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -154,7 +155,12 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 def zero_buffers(path: str | Path, batch: int) -> dict[str, np.ndarray]:
     """Zeroed stream buffers for a batch of ``batch`` streams, from the file's ``tsm_buffers`` metadata."""
-    spec = json.loads(read_metadata(path)["tsm_buffers"])
+    return buffer_zeros(read_metadata(path), batch)
+
+
+def buffer_zeros(metadata: Mapping[str, str], batch: int) -> dict[str, np.ndarray]:
+    """Zeroed stream buffers for ``batch`` streams from a stream file's metadata (its ``tsm_buffers``)."""
+    spec = json.loads(metadata["tsm_buffers"])
     return {b["name"]: np.zeros([batch, *b["shape"][1:]], dtype=np.float32) for b in spec}
 
 
@@ -170,7 +176,8 @@ def verify_onnx(
     """
     path = Path(path)
     session = ort_session(path)
-    mode = read_metadata(path).get("tsm_mode")
+    metadata = session.get_modelmeta().custom_metadata_map
+    mode = metadata.get("tsm_mode")
     generator = torch.Generator().manual_seed(2)
     shape = session.get_inputs()[0].shape[1:]
     inputs = torch.randn(VERIFY_BATCH, *shape, generator=generator)
@@ -183,13 +190,13 @@ def verify_onnx(
         frames = torch.randn(num_frames, VERIFY_BATCH, *shape, generator=generator)
         reference.reset()
         expected = [reference.step(frame).numpy() for frame in frames]
-        buffers = zero_buffers(path, VERIFY_BATCH)
+        buffers = buffer_zeros(metadata, VERIFY_BATCH)
         got = []
         for frame in frames:
             logits, *new_buffers = _run(session, {"frame": frame.numpy(), **buffers})
             got.append(logits)
             buffers = dict(zip(buffers, new_buffers, strict=True))
-        timed = {"frame": frames[0, :1].numpy(), **zero_buffers(path, 1)}
+        timed = {"frame": frames[0, :1].numpy(), **buffer_zeros(metadata, 1)}
     else:
         raise ValueError(f"{path} has no tsm_mode 'clip' or 'stream' in its metadata (found {mode!r})")
     error = max(float(np.abs(g - e).max() / max(np.abs(e).max(), 1e-12)) for g, e in zip(got, expected, strict=True))

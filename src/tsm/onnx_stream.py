@@ -7,13 +7,12 @@ only, and no buffer is allocated or passed through Python per frame.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from tsm.export import ort_session, read_metadata
+from tsm.export import buffer_zeros, ort_session
 
 
 class OnnxStreamSession:
@@ -21,15 +20,15 @@ class OnnxStreamSession:
     ``(batch, num_classes)``; ``reset()`` starts a new stream (all buffers zero)."""
 
     def __init__(self, path: str | Path, batch: int = 1) -> None:
-        metadata = read_metadata(path)
+        self.session = ort_session(path)
+        metadata = self.session.get_modelmeta().custom_metadata_map
         if metadata.get("tsm_mode") != "stream":
             raise ValueError(f"{path} is not a stream-mode export (tsm_mode={metadata.get('tsm_mode')!r})")
-        self.session = ort_session(path)
         self.batch = batch
         frame_input, *buffer_inputs = self.session.get_inputs()
         logits_output, *buffer_outputs = self.session.get_outputs()
-        spec = {b["name"]: b["shape"][1:] for b in json.loads(metadata["tsm_buffers"])}
-        self._shapes = [[batch, *spec[b.name]] for b in buffer_inputs]
+        zeros = buffer_zeros(metadata, batch)
+        self._shapes = [zeros[b.name].shape for b in buffer_inputs]
         self._frame = ort.OrtValue.ortvalue_from_numpy(np.zeros([batch, *frame_input.shape[1:]], np.float32))
         self._logits = ort.OrtValue.ortvalue_from_numpy(np.zeros([batch, logits_output.shape[1]], np.float32))
         self._sets = [self._zeros(), self._zeros()]  # buffers read by the next step, and written by it
