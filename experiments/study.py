@@ -27,13 +27,34 @@ ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["logger=csv", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
 
 
-def run_train(overrides: list[str], run_dir: Path) -> dict[str, float]:
-    """Train with ``overrides`` into ``run_dir`` (skipped when it already has metrics.json)."""
+def run_train(overrides: list[str], run_dir: Path, threads: int | None = None) -> dict[str, float]:
+    """Train with ``overrides`` into ``run_dir`` (skipped when it already has metrics.json), on
+    ``threads`` torch threads (default: torch's own choice)."""
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
         command = [sys.executable, str(ROOT / "src" / "train.py"), *QUIET, *overrides, f"hydra.run.dir={run_dir}"]
-        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
     return json.loads(metrics_file.read_text())
+
+
+def crop_of(frame: int) -> int:
+    """The studies crop (and scale) synthetic frames to 8/9 of their side."""
+    return frame * 8 // 9
+
+
+def synthetic_overrides(train: int, eval_clips: int, frame: int) -> list[str]:
+    """Synthetic gestures with ``train`` training and ``eval_clips`` validation and test clips of
+    ``frame``-pixel frames, cropped to :func:`crop_of` them."""
+    crop = crop_of(frame)
+    return [
+        f"data.source.sizes.train={train}",
+        f"data.source.sizes.val={eval_clips}",
+        f"data.source.sizes.test={eval_clips}",
+        f"data.source.frame_size={frame}",
+        f"data.crop_size={crop}",
+        f"data.scale_size={crop}",
+    ]
 
 
 def epoch_curve(run_dir: Path, key: str = "val/acc") -> list[float]:
@@ -51,9 +72,8 @@ def run_many(jobs: list[tuple[list[str], Path]], parallel: int = 1) -> list[dict
     (on few cores, two single-thread runs beat two two-thread runs taking turns)."""
     if parallel == 1:
         return [run_train(overrides, run_dir) for overrides, run_dir in jobs]
-    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the training processes
     with ThreadPoolExecutor(parallel) as pool:
-        return list(pool.map(lambda job: run_train(*job), jobs))
+        return list(pool.map(lambda job: run_train(*job, threads=1), jobs))
 
 
 def plot_band(ax, curves: list[list[float]], label: str, color: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import epoch_curve, machine, plot_band, run_train  # noqa: E402
+from study import epoch_curve, machine, plot_band, run_train, synthetic_overrides  # noqa: E402
 
 SCALES = {
     # training clips of teacher and student, evaluation clips, epochs of teacher and student, frame size
@@ -31,15 +31,7 @@ SEEDS = (1, 2, 3)
 
 
 def data_overrides(s: dict, train_clips: int) -> list[str]:
-    crop = s["frame"] * 8 // 9
-    return [
-        f"data.source.sizes.train={train_clips}",
-        f"data.source.sizes.val={s['eval']}",
-        f"data.source.sizes.test={s['eval']}",
-        f"data.source.frame_size={s['frame']}",
-        f"data.crop_size={crop}",
-        f"data.scale_size={crop}",
-    ]
+    return synthetic_overrides(train_clips, s["eval"], s["frame"])
 
 
 def main() -> None:

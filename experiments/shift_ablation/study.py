@@ -23,8 +23,9 @@ from matplotlib.figure import Figure
 from tsm.models import build_recognizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import interleaved, machine, run_many, runs_note, summary  # noqa: E402
+from study import crop_of, interleaved, machine, run_many, runs_note, summary  # noqa: E402
 from tsm_vs_tsn.study import SCALES as TSM_VS_TSN_SCALES  # noqa: E402
+from tsm_vs_tsn.study import budget_overrides  # noqa: E402
 from tsm_vs_tsn.study import run_dir as tsm_vs_tsn_run_dir  # noqa: E402
 
 BACKBONE = "mobilenetv2_050"
@@ -51,27 +52,18 @@ SHARED = {"TSN (no shift)": "TSN", "1/4 shifted (fold_div 8)": "TSM residual", "
 
 
 def overrides(s: dict, shift: dict, seed: int) -> list[str]:
-    crop = s["frame"] * 8 // 9
     blocks = shift["blocks"] if isinstance(shift["blocks"], str) else "[" + ",".join(map(str, shift["blocks"])) + "]"
     return [
-        f"data.source.sizes.train={s['train']}",
-        f"data.source.sizes.val={s['eval']}",
-        f"data.source.sizes.test={s['eval']}",
-        f"data.source.frame_size={s['frame']}",
-        f"data.crop_size={crop}",
-        f"data.scale_size={crop}",
-        f"data.batch_size={s['batch']}",
-        f"trainer.max_epochs={s['epochs']}",
+        *budget_overrides(s, s["frame"], seed),
         f"model.backbone={BACKBONE}",
         *(f"model.shift.{key}={value}" for key, value in shift.items() if key != "blocks"),
         f"model.shift.blocks={blocks}",
-        f"seed={seed}",
     ]
 
 
 def step_times(s: dict, repeats: int) -> dict[str, float]:
     """Median ms of one training step per variant, timed interleaved."""
-    crop = s["frame"] * 8 // 9
+    crop = crop_of(s["frame"])
     clips = torch.randn(s["batch"], 8, 3, crop, crop)
     labels = torch.randint(0, 9, (s["batch"],))
     fns = {}
@@ -117,7 +109,7 @@ def main() -> None:
 
 
 def write_report(out: Path, scale: str, s: dict, metrics: dict, times: dict[str, float], note: str) -> None:
-    crop = s["frame"] * 8 // 9
+    crop = crop_of(s["frame"])
     baseline = times["TSN (no shift)"]
     lines = [
         f"Scale `{scale}`: TSM-MobileNetV2 x0.5 from scratch, 8 segments of {crop}x{crop}, {s['train']} training "

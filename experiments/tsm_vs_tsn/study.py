@@ -18,7 +18,16 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import epoch_curve, machine, plot_band, run_many, runs_note, summary  # noqa: E402
+from study import (  # noqa: E402
+    crop_of,
+    epoch_curve,
+    machine,
+    plot_band,
+    run_many,
+    runs_note,
+    summary,
+    synthetic_overrides,
+)
 
 SCALES = {
     # frame size (the crop is 8/9 of it) -> seeds; training and evaluation clips, epochs, batch size.
@@ -31,24 +40,18 @@ VARIANTS = {"TSN": "none", "TSM residual": "residual", "TSM in-place": "inplace"
 COLORS = ("tab:gray", "tab:blue", "tab:green", "tab:orange")
 
 
+def budget_overrides(s: dict, frame: int, seed: int) -> list[str]:
+    """The data, schedule and seed of one run of scale ``s`` at ``frame``-pixel frames."""
+    extra = [f"data.batch_size={s['batch']}", f"trainer.max_epochs={s['epochs']}", f"seed={seed}"]
+    return [*synthetic_overrides(s["train"], s["eval"], frame), *extra]
+
+
 def overrides(s: dict, frame: int, shift: str, seed: int) -> list[str]:
-    crop = frame * 8 // 9
-    return [
-        f"data.source.sizes.train={s['train']}",
-        f"data.source.sizes.val={s['eval']}",
-        f"data.source.sizes.test={s['eval']}",
-        f"data.source.frame_size={frame}",
-        f"data.crop_size={crop}",
-        f"data.scale_size={crop}",
-        f"data.batch_size={s['batch']}",
-        f"trainer.max_epochs={s['epochs']}",
-        f"model/shift={shift}",
-        f"seed={seed}",
-    ]
+    return [*budget_overrides(s, frame, seed), f"model/shift={shift}"]
 
 
 def run_dir(runs: Path, frame: int, variant: str, seed: int) -> Path:
-    return runs / f"crop{frame * 8 // 9}_{VARIANTS[variant]}_seed{seed}"
+    return runs / f"crop{crop_of(frame)}_{VARIANTS[variant]}_seed{seed}"
 
 
 def main() -> None:
@@ -68,7 +71,7 @@ def main() -> None:
 
 
 def write_report(out: Path, scale: str, s: dict, metrics: dict, curves: dict, note: str) -> None:
-    crops = [f * 8 // 9 for f in s["frames"]]
+    crops = [crop_of(f) for f in s["frames"]]
     lines = [
         f"Scale `{scale}`: TSM-MobileNetV2 x0.5 from scratch, 8 segments, {s['train']} training clips, "
         f"{s['epochs']} epochs, batch {s['batch']}, {s['eval']} validation and test clips; {machine()}; {note}.",
