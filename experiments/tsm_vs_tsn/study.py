@@ -32,7 +32,7 @@ from study import (  # noqa: E402
 SCALES = {
     # frame size (the crop is 8/9 of it) -> seeds; training and evaluation clips, epochs, batch size.
     # small: the default run's budget (python src/train.py) at its resolution and a lower one, three
-    # seeds: about 3 hours on 2 CPU cores (a shorter budget leaves every variant near chance, see README.md)
+    # seeds: about 2.5 hours on 2 CPU cores (a shorter budget leaves every variant near chance, see README.md)
     "small": {"frames": {72: (1, 2, 3), 54: (1, 2, 3)}, "train": 3000, "eval": 200, "epochs": 7, "batch": 16},
     "tiny": {"frames": {18: (1,), 27: (1,)}, "train": 8, "eval": 4, "epochs": 2, "batch": 4},
 }
