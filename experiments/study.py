@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from tsm.profile import median_ms
+from tsm.benchmark import median_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 # Quiet, file-only logging for study runs; the W&B dashboard is for interactive work.

@@ -4,7 +4,7 @@ import hydra
 import rich
 from omegaconf import DictConfig
 
-from tsm.testing import evaluate
+from tsm.evaluate import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from tsm.export import to_onnx
-from tsm.weights import load_recognizer
+from tsm.models.checkpoints import load_recognizer
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")

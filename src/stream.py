@@ -1,27 +1,42 @@
-"""Stream a video or camera through a causal TSM frame by frame: ``python src/stream.py ckpt_path=... source=...``."""
+"""Stream a video or camera through a causal TSM frame by frame: ``python src/stream.py ckpt_path=... source=...``.
+
+``ckpt_path`` is a checkpoint of this project (or a released TSM ``.pth``), or a stream-mode ONNX file
+(run in onnxruntime); class names, input size and normalisation come from the file itself.
+"""
 
 import hydra
 import rich
 from omegaconf import DictConfig
 
-from tsm.live import PredictionSmoother, open_frames, run_stream
-from tsm.online import StreamingTSM
-from tsm.weights import load_recognizer
+from tsm.streaming.app import PredictionSmoother, open_frames, run_stream
+
+
+def load_stream(path: str, num_segments: int):
+    """``(step, info)``: a numpy ``step`` function over frames and the model's info, from a checkpoint or ONNX file."""
+    if path.endswith(".onnx"):
+        from tsm.streaming.runtime import OnnxStreamSession
+
+        session = OnnxStreamSession(path)
+        return session.step, session.info
+    from tsm.models.checkpoints import load_recognizer
+    from tsm.streaming.model import StreamingTSM, numpy_step
+
+    model = load_recognizer(path, num_segments=num_segments)
+    return numpy_step(StreamingTSM.from_model(model)), model.info
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="stream")
 def main(cfg: DictConfig) -> None:
-    model = StreamingTSM.from_model(load_recognizer(cfg.ckpt_path, num_segments=cfg.data.num_segments))
-    classes = hydra.utils.instantiate(cfg.data).source(split="val").classes
+    step, info = load_stream(str(cfg.ckpt_path), cfg.num_segments)
     result = run_stream(
-        model,
+        step,
         open_frames(str(cfg.source)),
-        classes,
+        info["class_names"],
         PredictionSmoother(cfg.smoothing.window, cfg.smoothing.agree),
-        cfg.data.scale_size,
-        cfg.data.crop_size,
-        cfg.data.mean,
-        cfg.data.std,
+        info["scale_size"],
+        info["input_size"],
+        info["mean"],
+        info["std"],
         top_k=cfg.top_k,
         out_video=cfg.out_video,
         fps=cfg.out_fps,

@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from tsm.training import train
+from tsm.training.task import train
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

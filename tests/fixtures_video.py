@@ -17,7 +17,7 @@ import torch
 from conftest import compose_train
 from PIL import Image
 
-from tsm.training import train
+from tsm.training.task import train
 
 STEP = 8  # gray level per frame number: up to 32 frames
 SIZE = (32, 24)  # width, height

@@ -6,7 +6,8 @@ import re
 import pytest
 from fixtures_video import frame_numbers, make_jester, make_sthv2, run_fast_dev
 
-from tsm.data.datamodule import SKIPPED_FILE, ClipDataModule, collate_skipping
+from tsm.data.datamodule import SKIPPED_FILE, ClipDataModule
+from tsm.data.dataset import collate_skipping
 from tsm.data.datasets import Jester, SomethingV2
 from tsm.data.decode import DataError
 

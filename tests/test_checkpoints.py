@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from timm.models.resnet import Bottleneck
 from torch import nn
 
-from tsm.checkpoints import OFFICIAL_SHIFT, load_official_tsm
+from tsm.models.official import OFFICIAL_SHIFT, load_official_tsm
 from tsm.shift import TemporalShift
 
 # A copy of ../shared/reference/tsm_official_checkpoint_keys.json, kept with the tests.
@@ -305,8 +305,8 @@ def test_pickled_objects_are_refused(tmp_path):
 
 def test_eval_and_init_from_accept_an_official_file(states, tmp_path):
     """``load_recognizer`` (behind src/eval.py) reads released files; ``model.init_from`` fine-tunes from one."""
-    from tsm.module import TSMLitModule
-    from tsm.weights import load_recognizer
+    from tsm.models.checkpoints import load_recognizer
+    from tsm.training.module import TSMLitModule
 
     path = tmp_path / "TSM_jester_mobilenetv2.pth"
     torch.save({"epoch": 1, "arch": "mobilenetv2", "state_dict": states[MOBILENET_27], "best_prec1": 0.0}, path)

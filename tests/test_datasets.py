@@ -36,7 +36,7 @@ from PIL import Image
 from tsm.data.datamodule import ClipDataModule
 from tsm.data.datasets import HMDB51, UCF101, Custom, Jester, Kinetics400, SomethingV1, SomethingV2
 from tsm.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from tsm.testing import evaluate
+from tsm.evaluate import evaluate
 
 SPLITS = ("train", "val", "test")
 

@@ -7,9 +7,10 @@ from hydra.errors import InstantiationException
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from tsm.distill import kd_loss, load_teacher
+from tsm.distill.loss import kd_loss
+from tsm.distill.teacher import load_teacher
 from tsm.models.i3d import I3D
-from tsm.module import TSMLitModule
+from tsm.training.module import TSMLitModule
 
 SHIFT = {"fold_div": 4}
 

@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 import torch
 from conftest import TINY, compose_train, tiny_checkpoint
 
-from tsm.distill_cache import load_or_build
+from tsm.distill.cache import load_or_build
 
 
 def test_load_or_build_reuses_and_invalidates(tmp_path):
@@ -61,7 +61,7 @@ def test_cached_teacher_runs_once_and_follows_the_checkpoint(tmp_path):
     assert data.dataset("train")[0][0].ndim == 4  # training items no longer carry a teacher clip
 
     # the cached rows are the teacher's logits on the fixed (evaluation-style) view of each video
-    from tsm.weights import load_recognizer
+    from tsm.models.checkpoints import load_recognizer
 
     teacher = load_recognizer(teacher_a).eval()
     clips, _, indices = next(iter(data.teacher_view_loader()))

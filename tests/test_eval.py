@@ -8,25 +8,24 @@ import pytest
 import torch
 from conftest import compose_train, tiny_checkpoint
 
-from tsm.data.sampling import segment_indices
-from tsm.data.views import clip_indices, crop_views
-from tsm.evaluation import report, score_videos
-from tsm.testing import evaluate
+from tsm.data.sampling import FrameSampler, segment_indices
+from tsm.data.transforms import crop_views
+from tsm.evaluate import evaluate, report, score_videos
 
 
 def test_one_segment_clip_is_the_centre_sampling():
     rng = np.random.default_rng(0)
     for frames in (5, 8, 37, 300):
-        assert clip_indices(frames, 8, 1, "segment", 8) == [segment_indices(frames, 8, False, rng)]
+        assert FrameSampler(8, "segment", 8).clips(frames, 1) == [segment_indices(frames, 8, False, rng)]
 
 
 @pytest.mark.parametrize("mode", ["segment", "dense"])
 def test_clips_spread_over_the_video_and_stay_in_bounds(mode):
-    clips = clip_indices(100, 8, 3, mode, 4)
+    clips = FrameSampler(8, mode, 4).clips(100, 3)
     assert len(clips) == 3 and all(len(c) == 8 for c in clips)
     assert all(0 <= i < 100 for c in clips for i in c)
     assert clips[0] != clips[1] != clips[2]
-    assert clip_indices(3, 8, 2, mode, 4)[0][-1] < 3  # short videos repeat frames
+    assert FrameSampler(8, mode, 4).clips(3, 2)[0][-1] < 3  # short videos repeat frames
 
 
 def test_three_crops_cover_the_long_side_at_full_resolution():

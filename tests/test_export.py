@@ -14,8 +14,8 @@ import tsm.shift
 from tsm.export import ExportVerificationError, read_metadata, to_onnx, verify_onnx, zero_buffers
 from tsm.models import build_recognizer
 from tsm.models.recognizer import Recognizer
-from tsm.online import StreamingTSM
-from tsm.onnx_stream import OnnxStreamSession
+from tsm.streaming.model import StreamingTSM
+from tsm.streaming.runtime import OnnxStreamSession
 
 T, SIZE, CLASSES, TOL = 4, 32, 5, 1e-4
 

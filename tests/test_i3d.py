@@ -144,7 +144,7 @@ def test_full_size_clip():
 def test_build_recognizer_i3d_trains_like_any_recognizer(tmp_path):
     """``model.backbone=i3d``: fine-tuning from a port-format file resets the classifier for the data."""
     from tsm.models import build_recognizer
-    from tsm.optim import param_groups
+    from tsm.training.optim import param_groups
 
     path = tmp_path / "rgb_imagenet.pt"
     torch.save(I3D().state_dict(), path)

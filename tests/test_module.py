@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tsm.models import build_recognizer
-from tsm.optim import param_groups, scaled_lr, warmup_schedule
+from tsm.training.optim import param_groups, scaled_lr, warmup_schedule
 
 HEAD_PRETRAINED = {"weight": 5.0, "bias": 10.0}
 
@@ -71,7 +71,7 @@ def test_val_loss_is_the_mean_over_clips_not_batches():
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
-    from tsm.module import TSMLitModule
+    from tsm.training.module import TSMLitModule
 
     torch.manual_seed(0)
     module = TSMLitModule("mobilenetv2_050", 3, 2, shift={"fold_div": 8}).eval()
@@ -87,7 +87,7 @@ def test_val_loss_is_the_mean_over_clips_not_batches():
 def test_epoch_metrics_stay_separate_after_a_perfect_first_batch():
     """A first batch with every clip right must not tie top-5 and mean class accuracy together
     (torchmetrics' compute groups merge metrics whose states match after the first update)."""
-    from tsm.module import _metrics
+    from tsm.metrics import classification_metrics as _metrics
 
     torch.manual_seed(0)
     metrics = _metrics(9)

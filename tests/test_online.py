@@ -6,8 +6,8 @@ from conftest import randomize_norms
 
 from tsm.models import build_recognizer
 from tsm.models.recognizer import Recognizer
-from tsm.online import StreamingShift, StreamingTSM
 from tsm.shift import TemporalShift
+from tsm.streaming.model import StreamingShift, StreamingTSM
 
 T, B, SIZE, CLASSES = 6, 2, 32, 5
 
@@ -78,15 +78,17 @@ def test_forward_is_functional(clip):
         stream(frame, *buffers[:-1])
 
 
-def test_original_model_is_untouched():
+def test_original_model_is_untouched_and_its_weights_shared():
+    """The stream copies the module tree (its shifts differ), not the weights: no second copy of the network."""
     model = causal_model("mobilenetv2_050")
     shifts = sum(isinstance(m, TemporalShift) for m in model.modules())
     stream = StreamingTSM.from_model(model)
     assert sum(isinstance(m, TemporalShift) for m in model.modules()) == shifts
     assert not any(isinstance(m, TemporalShift) for m in stream.modules())
     assert sum(isinstance(m, StreamingShift) for m in stream.modules()) == shifts
-    assert not stream.training and model.fc.weight is not stream.fc.weight
-    torch.testing.assert_close(model.fc.weight, stream.fc.weight, rtol=0, atol=0)
+    assert not stream.training and model.fc.weight is stream.fc.weight
+    assert {id(p) for p in stream.parameters()} == {id(p) for p in model.parameters()}
+    assert {id(b) for b in stream.buffers()} == {id(b) for b in model.buffers()}
 
 
 def test_bidirectional_model_raises():

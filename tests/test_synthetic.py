@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tsm.data.datamodule import ClipDataModule
-from tsm.data.synthetic import CLASSES, FLIP_LABEL_MAP, REVERSED, SyntheticGestures
+from tsm.data.datasets.synthetic import CLASSES, FLIP_LABEL_MAP, REVERSED, SyntheticGestures
 
 SIZES = {"train": 40, "val": 20, "test": 20}
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import compose_train
 
-from tsm.training import train
+from tsm.training.task import train
 
 
 def test_fast_dev_run_writes_metrics(tmp_path, tiny_overrides):

@@ -3,7 +3,7 @@
     python experiments/efficiency/study.py [--size 224] [--repeats 5] [--out experiments/efficiency]
 
 Clips of 8 frames (I3D also at its usual 16), batch 1; MACs of convolutions and linear layers
-(tsm.profile.count); eager PyTorch and onnxruntime clips per second, timed interleaved in one run.
+(tsm.benchmark.count); eager PyTorch and onnxruntime clips per second, timed interleaved in one run.
 Writes results.md and efficiency.png (MACs vs onnxruntime throughput).
 """
 
@@ -18,10 +18,10 @@ import onnxruntime as ort
 import torch
 from matplotlib.figure import Figure
 
+from tsm.benchmark import count
 from tsm.export import ort_session, to_onnx
 from tsm.models import build_recognizer
 from tsm.models.i3d import I3D
-from tsm.profile import count
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from latency.bench import by_runtime  # noqa: E402

@@ -4,7 +4,7 @@
 
 Per-frame latency at batch 1: streaming TSM-MobileNetV2 (causal shift, 10 cached buffers) vs the plain
 2D MobileNetV2 it is made of (same weights, no shift), in eager PyTorch and in onnxruntime (buffers
-kept bound inside onnxruntime by tsm.onnx_stream, and, for comparison, fed as NumPy arrays through
+kept bound inside onnxruntime by tsm.streaming.runtime, and, for comparison, fed as NumPy arrays through
 ``session.run``), timed interleaved in one run. Clip throughput (8 frames): TSM-MobileNetV2 vs TSM-ResNet50.
 """
 
@@ -21,8 +21,8 @@ import torch
 
 from tsm.export import ort_session, to_onnx, zero_buffers
 from tsm.models import build_recognizer
-from tsm.online import StreamingTSM
-from tsm.onnx_stream import OnnxStreamSession
+from tsm.streaming.model import StreamingTSM
+from tsm.streaming.runtime import OnnxStreamSession
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import interleaved  # noqa: E402
@@ -89,7 +89,7 @@ def main() -> None:
     ]
     runtimes = {
         "eager PyTorch": ("eager_plain_2d", "eager_tsm_stream"),
-        "onnxruntime, buffers bound (tsm.onnx_stream)": ("ort_plain_2d", "ort_tsm_stream"),
+        "onnxruntime, buffers bound (tsm.streaming.runtime)": ("ort_plain_2d", "ort_tsm_stream"),
         "onnxruntime, buffers as NumPy feeds": ("ort_plain_2d", "ort_numpy_feeds_tsm_stream"),
     }
     for runtime, (plain_key, tsm_key) in runtimes.items():

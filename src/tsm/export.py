@@ -4,6 +4,8 @@ clip: input ``clip`` ``(B, T, 3, H, W)``, output ``logits`` ``(B, K)``.
 stream: the ``StreamingTSM`` of a causal model: inputs ``frame`` ``(B, 3, H, W)`` and
 ``buffer_00``, ... (one per shift, zeros at the start of a stream), outputs ``logits`` and
 ``buffer_00_out``, ...; the metadata key ``tsm_buffers`` lists the buffers' names and shapes.
+Both: the metadata key ``tsm_info`` (JSON) describes how to feed the file: ``class_names``,
+``num_segments``, ``input_size``, ``scale_size``, ``mean``, ``std``, ``backbone``, ``shift``.
 
 The TorchScript exporter is used: it keeps the batch dynamic through the shift's reshapes. The
 dynamo exporter also gives a correct graph, but needs an export batch of 2 or more, takes ~15x
@@ -17,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -27,11 +28,12 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from tsm.benchmark import median_ms
 from tsm.models.patch import TemporalPool
-from tsm.models.recognizer import Recognizer
-from tsm.online import StreamingTSM
-from tsm.profile import median_ms
+from tsm.models.recognizer import INFO_DEFAULTS, Recognizer
 from tsm.shift import TemporalShift
+from tsm.streaming.model import StreamingTSM
+from tsm.streaming.runtime import INFO_KEY, buffer_zeros, ort_session
 
 MODES = ("clip", "stream")
 BATCH = "batch"
@@ -46,13 +48,14 @@ def to_onnx(
     model: Recognizer,
     path: str | Path,
     mode: Literal["clip", "stream"] = "clip",
-    input_size: int | tuple[int, int] = 224,
+    input_size: int | tuple[int, int] | None = None,
     num_frames: int | None = None,
     opset: int = 17,
     tolerance: float = 1e-4,
 ) -> Path:
     """Export ``model`` to ``path``, verify it in onnxruntime (raises on mismatch) and print size and latency.
 
+    ``input_size``: the frame side (or ``(height, width)``); default the model's ``info["input_size"]``.
     ``num_frames``: frames per clip in clip mode (default: the model's ``num_segments``; another
     value re-targets the shifts, which the per-frame weights allow); frames streamed by the
     verification in stream mode (default 8).
@@ -61,22 +64,38 @@ def to_onnx(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    input_size = input_size or getattr(model, "info", {}).get("input_size", INFO_DEFAULTS["input_size"])
     height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    info = json.dumps(file_info(model, height, width))
     model = copy.deepcopy(model).cpu().eval()
     generator = torch.Generator().manual_seed(0)
     if mode == "clip":
         num_frames = num_frames or model.num_segments
         reference: Recognizer | StreamingTSM = _with_frames(model, num_frames)
-        _export_clip(reference, path, torch.randn(1, num_frames, 3, height, width, generator=generator), opset)
+        clip = torch.randn(1, num_frames, 3, height, width, generator=generator)
+        _export(reference, (clip,), path, ["clip"], ["logits"], opset, {"tsm_mode": "clip", INFO_KEY: info})
     else:
         reference = StreamingTSM.from_model(model)
-        _export_stream(reference, path, torch.randn(1, 3, height, width, generator=generator), opset)
+        _export_stream(reference, path, torch.randn(1, 3, height, width, generator=generator), opset, info)
     report = verify_onnx(reference, path, num_frames=num_frames or 8, tolerance=tolerance)
     print(
         f"{path}: {mode} mode, {report['size_mb']:.2f} MB, onnxruntime {report['ort_ms']:.2f} ms "
         f"(batch 1, median), max relative error {report['max_rel_error']:.1e}"
     )
     return path
+
+
+def file_info(model: nn.Module, height: int, width: int) -> dict:
+    """The ``tsm_info`` of an export of ``model`` at ``height`` x ``width``: the model's ``info`` (defaults
+    where it has none: ImageNet normalisation, class indices as names), with the input size exported and
+    the scale size kept in proportion to it."""
+    info = {**INFO_DEFAULTS, **getattr(model, "info", {})}
+    info.setdefault("class_names", [str(i) for i in range(model.num_classes)])
+    info.setdefault("num_segments", model.num_segments)
+    side = min(height, width)
+    info["scale_size"] = round(info["scale_size"] * side / info["input_size"])
+    info["input_size"] = side if height == width else [height, width]
+    return info
 
 
 def _with_frames(model: Recognizer, num_frames: int) -> Recognizer:
@@ -133,18 +152,14 @@ def _as_tuple(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.T
     return outputs if isinstance(outputs, tuple) else (outputs,)
 
 
-def _export_clip(model: Recognizer, path: Path, clip: torch.Tensor, opset: int) -> None:
-    _export(model, (clip,), path, ["clip"], ["logits"], opset, {"tsm_mode": "clip"})
-
-
-def _export_stream(stream: StreamingTSM, path: Path, frame: torch.Tensor, opset: int) -> None:
+def _export_stream(stream: StreamingTSM, path: Path, frame: torch.Tensor, opset: int, info: str) -> None:
     generator = torch.Generator().manual_seed(1)
     shapes = stream.buffer_shapes(frame.shape)
     buffers = tuple(torch.randn(shape, generator=generator) for shape in shapes)
     names = stream.buffer_names
     spec = [{"name": name, "shape": [BATCH, *shape[1:]]} for name, shape in zip(names, shapes, strict=True)]
     outputs = ["logits", *(f"{name}_out" for name in names)]
-    metadata = {"tsm_mode": "stream", "tsm_buffers": json.dumps(spec)}
+    metadata = {"tsm_mode": "stream", "tsm_buffers": json.dumps(spec), INFO_KEY: info}
     _export(stream, (frame, *buffers), path, ["frame", *names], outputs, opset, metadata)
 
 
@@ -156,12 +171,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 def zero_buffers(path: str | Path, batch: int) -> dict[str, np.ndarray]:
     """Zeroed stream buffers for a batch of ``batch`` streams, from the file's ``tsm_buffers`` metadata."""
     return buffer_zeros(read_metadata(path), batch)
-
-
-def buffer_zeros(metadata: Mapping[str, str], batch: int) -> dict[str, np.ndarray]:
-    """Zeroed stream buffers for ``batch`` streams from a stream file's metadata (its ``tsm_buffers``)."""
-    spec = json.loads(metadata["tsm_buffers"])
-    return {b["name"]: np.zeros([batch, *b["shape"][1:]], dtype=np.float32) for b in spec}
 
 
 def verify_onnx(
@@ -205,14 +214,6 @@ def verify_onnx(
             f"{path}: onnxruntime differs from PyTorch by a relative error of {error:.2e} > {tolerance:.0e}"
         )
     return {"max_rel_error": error, "size_mb": path.stat().st_size / 2**20, "ort_ms": _latency(session, timed, runs)}
-
-
-def ort_session(path: str | Path) -> ort.InferenceSession:
-    """A CPU onnxruntime session whose threads sleep between runs: spinning ones would steal the cores
-    from whatever runs next (PyTorch, in a benchmark that alternates the two)."""
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _run(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -1,13 +1,8 @@
-"""Clip datasets over a video source, and the LightningDataModule that serves them.
+"""The LightningDataModule: train/val/test clip loaders over a video source (:mod:`tsm.data.dataset`).
 
-A *video source* is anything with ``classes``, ``__len__``, ``video_id(i)``, ``num_frames(i)``,
-``label(i)`` and ``read(i, indices) -> uint8 (T, H, W, C)``, optionally ``flip_label_map``
-and ``flip_allowed``: the synthetic generator and the readers of the public datasets
-(:mod:`tsm.data.datasets`) all present that face.
-
-Bad data (:class:`~tsm.data.decode.DataError`) follows ``on_error``: ``raise`` stops with the
-file and the reason; ``skip`` drops the sample from its batch, never substituting another, logs
-it to ``skipped_samples.txt`` in ``log_dir`` and reports the count at the end of each epoch.
+Bad data under ``on_error=skip``: the sample is dropped from its batch, logged to
+``skipped_samples.txt`` in ``log_dir``, and counted per split for the ``SkippedReport`` callback
+(:mod:`tsm.training.callbacks`), which reports the count at the end of each epoch.
 """
 
 from __future__ import annotations
@@ -15,94 +10,22 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader
 
-from tsm.data.decode import DataError, check_on_error
+from tsm.data.dataset import ClipDataset, collate_skipping
+from tsm.data.decode import check_on_error
 from tsm.data.distributed import eval_sampler
 from tsm.data.sampling import FrameSampler
 from tsm.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
 
 log = logging.getLogger(__name__)
 SKIPPED_FILE = "skipped_samples.txt"
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A sample that could not be read under ``on_error=skip``: what the collate drops and reports."""
-
-    index: int
-    path: str
-    reason: str
-
-
-def collate_skipping(batch: Sequence[tuple | Skipped], split: str) -> tuple:
-    """Collate the readable samples; the skipped ones ride along as ``(split, path, reason)`` tuples."""
-    kept = [item for item in batch if not isinstance(item, Skipped)]
-    skipped = [(split, item.path, item.reason) for item in batch if isinstance(item, Skipped)]
-    if not kept:
-        raise DataError(skipped[0][1], f"all {len(batch)} samples of a {split} batch failed; first: {skipped[0][2]}")
-    return (*default_collate(kept), skipped)
-
-
-class ClipDataset(Dataset):
-    """Item ``i``: ``(clip (T, C, H, W) float, label, i)`` with fresh randomness per draw in
-    training and a fixed, seed-determined view otherwise. With a ``teacher_sampler`` (distillation)
-    the clip is a pair ``(student clip, teacher clip)``: frames decoded once for both, one crop and
-    flip for both."""
-
-    def __init__(
-        self,
-        source: Any,
-        sampler: FrameSampler,
-        transform: ClipTransform,
-        train: bool,
-        seed: int = 0,
-        on_error: str = "raise",
-        teacher_sampler: FrameSampler | None = None,
-    ) -> None:
-        self.source = source
-        self.sampler = sampler
-        self.teacher_sampler = teacher_sampler
-        self.transform = transform
-        self.train = train
-        self.seed = seed
-        self.on_error = check_on_error(on_error)
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def _rng(self, index: int) -> np.random.Generator:
-        if self.train:  # torch's generator is seeded by seed_everything and per DataLoader worker
-            return np.random.default_rng(int(torch.randint(2**62, ())))
-        return np.random.default_rng([self.seed, index])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor], int, int] | Skipped:
-        rng = self._rng(index)
-        try:
-            num_frames = self.source.num_frames(index)
-            indices = self.sampler(num_frames, self.train, rng)
-            teacher = self.teacher_sampler(num_frames, self.train, rng) if self.teacher_sampler else []
-            wanted = sorted(set(indices) | set(teacher))  # each frame decoded once for both views
-            decoded = self.source.read(index, wanted)
-        except DataError as err:
-            if self.on_error == "raise":
-                raise
-            return Skipped(index, err.path, err.reason)
-        row = {frame: i for i, frame in enumerate(wanted)}
-        frames = decoded[[row[i] for i in indices + teacher]]
-        clip, label = self.transform(frames, self.source.label(index), rng)  # one crop and flip for all
-        if teacher:
-            clip = (clip[: len(indices)], clip[len(indices) :])
-        return clip, label, index
 
 
 class ClipDataModule(pl.LightningDataModule):
@@ -218,6 +141,18 @@ class ClipDataModule(pl.LightningDataModule):
         if "train" in self.datasets:
             self.datasets["train"].teacher_sampler = None
 
+    def describe(self) -> dict[str, Any]:
+        """What a model trained on this data needs to be used without it: class names, frames per clip,
+        input size and normalisation (recorded in checkpoints, see :mod:`tsm.models.checkpoints`)."""
+        return {
+            "class_names": list(self.dataset("train").source.classes),
+            "num_segments": self.sampler.num_segments,
+            "sampling": {"mode": self.sampler.mode, "stride": self.sampler.stride},
+            "input_size": self.crop_size,
+            "scale_size": self.scale_size,
+            **{k: list(v) for k, v in self.norm.items()},
+        }
+
     def video_ids(self, split: str) -> list[str]:
         """The video ids of ``split``, in dataset index order."""
         source = self.dataset(split).source
@@ -246,9 +181,6 @@ class ClipDataModule(pl.LightningDataModule):
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
         for split in splits:
             self.dataset(split)
-        trainer = self.trainer
-        if self.on_error == "skip" and trainer and not any(isinstance(c, SkippedReport) for c in trainer.callbacks):
-            trainer.callbacks.append(SkippedReport())  # LightningDataModule has no epoch-end hook of its own
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Under ``on_error=skip``: record the samples the collate dropped, pass the batch on without them."""
@@ -283,24 +215,3 @@ class ClipDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
-
-
-class SkippedReport(pl.Callback):
-    """Reports the samples skipped in each train/val/test epoch: a warning and the metric ``<split>/skipped``."""
-
-    def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
-        data = trainer.datamodule
-        count, data.skipped[split] = data.skipped[split], 0  # batches of a split only come within its epochs
-        if count:
-            where = data.log_dir / SKIPPED_FILE if data.log_dir else "the log"
-            rank_zero_warn(f"{count} {split} samples skipped this epoch (on_error=skip), listed in {where}")
-        pl_module.log(f"{split}/skipped", float(count), reduce_fx="sum", sync_dist=True)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._report(trainer, pl_module, "train")
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._report(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._report(trainer, pl_module, "test")

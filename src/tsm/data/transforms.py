@@ -1,4 +1,6 @@
-"""Clip transforms: one crop and flip decision for all frames of a clip, then normalisation.
+"""Clip transforms: training augmentation (one crop and flip decision for all frames of a clip),
+the one evaluation preprocessing (short side to ``scale_size``, centre crop), the multi-view test's
+crops, and normalisation.
 
 Frames come in as uint8 ``(T, H, W, C)`` and leave as float ``(T, C, crop, crop)``.
 """
@@ -13,6 +15,42 @@ from torchvision.transforms.v2 import functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_COUNTS = (1, 3, 10)
+
+
+def normalize(clip: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(..., C, H, W)`` to float in [0, 1], then ``(x - mean) / std`` per channel."""
+    return (clip.float().div_(255) - mean) / std
+
+
+def channel_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as ``(3, 1, 1)`` tensors that broadcast over ``(..., C, H, W)`` clips."""
+    return torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+
+
+def eval_resize(clip: torch.Tensor, scale_size: int) -> torch.Tensor:
+    """The evaluation resize: the short side of uint8 ``(..., C, H, W)`` frames to ``scale_size``."""
+    return TF.resize(clip, [scale_size], antialias=True)
+
+
+def crop_views(clip: torch.Tensor, num_crops: int, crop_size: int, scale_size: int) -> list[torch.Tensor]:
+    """Spatial views of a uint8 clip ``(T, C, H, W)`` after :func:`eval_resize`: 1 (centre ``crop_size``),
+    3 (left/centre/right along the long side, ``scale_size`` squares: the full-resolution protocol)
+    or 10 (four corners and centre, each also flipped)."""
+    if num_crops not in CROP_COUNTS:
+        raise ValueError(f"test.num_crops must be one of {CROP_COUNTS}, got {num_crops}")
+    clip = eval_resize(clip, scale_size)
+    height, width = clip.shape[-2:]
+    if num_crops == 1:
+        return [TF.center_crop(clip, [crop_size, crop_size])]
+    if num_crops == 3:
+        side = min(height, width)
+        starts = np.linspace(0, max(height, width) - side, 3).astype(int)
+        if width >= height:
+            return [clip[..., :, s : s + side] for s in starts]
+        return [clip[..., s : s + side, :] for s in starts]
+    five = TF.five_crop(clip, [crop_size, crop_size])
+    return [*five, *(TF.horizontal_flip(c) for c in five)]
 
 
 def crop_offsets(width: int, height: int, crop_w: int, crop_h: int) -> list[tuple[int, int]]:
@@ -62,21 +100,17 @@ class ClipTransform:
         self.max_distort = max_distort
         self.flip = flip
         self.flip_label_map = dict(flip_label_map or {})
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.mean, self.std = channel_stats(mean, std)
 
     def __call__(self, frames: torch.Tensor, label: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         clip = frames.permute(0, 3, 1, 2)  # (T, C, H, W) uint8
         height, width = clip.shape[-2:]
-        size = [self.crop_size, self.crop_size]
         if self.train:
             left, top, w, h = multiscale_crop_box(width, height, self.crop_size, self.scales, self.max_distort, rng)
-            clip = TF.resized_crop(clip, top, left, h, w, size, antialias=True)
+            clip = TF.resized_crop(clip, top, left, h, w, [self.crop_size, self.crop_size], antialias=True)
             if self.flip and rng.random() < 0.5:
                 clip = TF.horizontal_flip(clip)
                 label = self.flip_label_map.get(label, label)
         else:
-            clip = TF.resize(clip, [self.scale_size], antialias=True)
-            clip = TF.center_crop(clip, size)
-        clip = clip.float().div_(255)
-        return (clip - self.mean) / self.std, label
+            (clip,) = crop_views(clip, 1, self.crop_size, self.scale_size)
+        return normalize(clip, self.mean, self.std), label

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tsm.models.loading import safe_load
+
 Triple = tuple[int, int, int]
 
 # Inception modules: name -> (in, b0, b1a, b1b, b2a, b2b, b3b), as in Inception-v1 / I3D.
@@ -172,7 +174,7 @@ def load_i3d(path_or_state_dict: str | Path | Mapping[str, torch.Tensor], num_cl
         file = Path(state)
         if not file.is_file():
             raise FileNotFoundError(f"no I3D checkpoint at {file}; {_PORT_HINT}")
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = safe_load(file, "I3D checkpoint")
     if isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     head = state.get("logits.conv3d.weight")

@@ -5,9 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# What using a network needs besides its weights (its ``info``), as the TSM release and timm's
+# ImageNet models have it: 224 crops of frames whose short side is 256, ImageNet mean and std.
+INFO_DEFAULTS = {"input_size": 224, "scale_size": 256, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
 
 class Recognizer(nn.Module):
     """Clips ``(B, T, C, H, W)`` in, logits ``(B, num_classes)`` out.
+
+    ``info`` (a dict, set by whoever loads weights into it) says how to feed it: ``class_names``,
+    ``num_segments``, ``input_size``, ``scale_size``, ``mean``, ``std``, ``backbone``, ``shift``.
 
     The backbone maps a batch of frames ``(B*T, C, H, W)`` to features ``(B*T, F)``;
     ``frames_out`` is how many frames per clip leave it (T, or T/2 with temporal pooling).
@@ -30,6 +37,7 @@ class Recognizer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(num_features, num_classes)
         self.partial_bn = partial_bn
+        self.info: dict = {}
         for norm in self._frozen_norms():
             norm.requires_grad_(False)
 

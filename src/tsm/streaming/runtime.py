@@ -1,5 +1,9 @@
 """Run a stream-mode ONNX file frame by frame in onnxruntime: the runtime side of ``mode="stream"``.
 
+Needs numpy and onnxruntime only (no PyTorch, no timm), so a device without PyTorch can run it. The
+file describes itself: its metadata has the buffers (``tsm_buffers``) and what feeding it needs
+(``tsm_info``: class names, input size, scale size, mean, std), read into :attr:`OnnxStreamSession.info`.
+
 The shift buffers stay onnxruntime values bound to the session (IO binding): each step writes the
 new buffers into a second set and the two sets swap roles, so the caller handles frames and logits
 only, and no buffer is allocated or passed through Python per frame.
@@ -7,23 +11,52 @@ only, and no buffer is allocated or passed through Python per frame.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from tsm.export import buffer_zeros, ort_session
+INFO_KEY = "tsm_info"
+
+
+def ort_session(path: str | Path) -> ort.InferenceSession:
+    """A CPU onnxruntime session whose threads sleep between runs: spinning ones would steal the cores
+    from whatever runs next (PyTorch, in a benchmark that alternates the two)."""
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def buffer_zeros(metadata: Mapping[str, str], batch: int) -> dict[str, np.ndarray]:
+    """Zeroed stream buffers for ``batch`` streams from a stream file's metadata (its ``tsm_buffers``)."""
+    spec = json.loads(metadata["tsm_buffers"])
+    return {b["name"]: np.zeros([batch, *b["shape"][1:]], dtype=np.float32) for b in spec}
+
+
+def model_info(metadata: Mapping[str, str], path: str | Path) -> dict[str, Any]:
+    """The ``tsm_info`` an export recorded; raises for files exported before it existed."""
+    if INFO_KEY not in metadata:
+        raise ValueError(
+            f"{path} has no {INFO_KEY} metadata (class names, input size, normalisation): export it again "
+            "with src/export.py from its checkpoint"
+        )
+    return json.loads(metadata[INFO_KEY])
 
 
 class OnnxStreamSession:
     """``step(frame)`` with ``frame`` ``(batch, 3, H, W)`` float32 returns that frame's logits
-    ``(batch, num_classes)``; ``reset()`` starts a new stream (all buffers zero)."""
+    ``(batch, num_classes)``; ``reset()`` starts a new stream (all buffers zero); ``info`` says how to
+    feed it (``class_names``, ``input_size``, ``scale_size``, ``mean``, ``std``)."""
 
     def __init__(self, path: str | Path, batch: int = 1) -> None:
         self.session = ort_session(path)
         metadata = self.session.get_modelmeta().custom_metadata_map
         if metadata.get("tsm_mode") != "stream":
             raise ValueError(f"{path} is not a stream-mode export (tsm_mode={metadata.get('tsm_mode')!r})")
+        self.info = model_info(metadata, path)
         self.batch = batch
         frame_input, *buffer_inputs = self.session.get_inputs()
         logits_output, *buffer_outputs = self.session.get_outputs()

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from tsm.models.loading import safe_load
+
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +54,7 @@ def load_or_build(
     else ``build()``'s, saved there. Rows follow ``video_ids``."""
     path = Path(path)
     if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = safe_load(path, "model.distill.cache_file")
         if saved.get("key") == key and saved.get("video_ids") == list(video_ids):
             log.info("teacher logits of %d videos read from %s", len(video_ids), path)
             return saved["logits"]

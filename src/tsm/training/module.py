@@ -8,14 +8,15 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MaxMetric, MeanMetric
 
-from tsm.distill import i3d_input, kd_loss, load_teacher
-from tsm.distill_cache import compute_logits, file_digest, load_or_build
-from tsm.models import build_recognizer
-from tsm.optim import param_groups, scaled_lr, warmup_schedule
-from tsm.weights import init_from as load_weights
+from tsm.distill.loss import kd_loss
+from tsm.distill.teacher import Distiller
+from tsm.metrics import classification_metrics
+from tsm.models.checkpoints import INFO_KEY, architecture
+from tsm.models.checkpoints import init_from as load_weights
+from tsm.models.factory import build_recognizer
+from tsm.training.optim import param_groups, scaled_lr, warmup_schedule
 
 SPLITS = ("train", "val", "test")
 # The TSM paper's recipe; conf/model/*.yaml restates it, these serve Python users.
@@ -31,19 +32,6 @@ DEFAULT_OPTIMIZER = {
     "head_lr_mult_scratch": {"weight": 1.0, "bias": 2.0},
 }
 DEFAULT_SCHEDULER = {"name": "cosine", "warmup_epochs": 0, "milestones": [], "gamma": 0.1, "min_lr_ratio": 0.0}
-
-
-def _metrics(num_classes: int) -> MetricCollection:
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
-            "mean_class_acc": MulticlassAccuracy(num_classes, average="macro"),
-        },
-        # Compute groups merge metrics whose states match after the first batch: top-1 and top-5 do
-        # when that batch is all correct, and would then share one state for the whole epoch.
-        compute_groups=False,
-    )
 
 
 class TSMLitModule(pl.LightningModule):
@@ -86,18 +74,10 @@ class TSMLitModule(pl.LightningModule):
             self.net.to(memory_format=torch.channels_last)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.distill = dict(distill or {"kind": "none"})
-        # Kept outside the registered modules: not trained, not in the optimizer, not in checkpoints.
-        self._teacher: list[nn.Module] = []
-        if self.distill["kind"] != "none":
-            self._teacher.append(load_teacher(self.distill["kind"], self.distill["teacher_ckpt"], num_classes))
-        self._cached_logits: torch.Tensor | None = None  # (training videos, classes) under distill.cache
-        if self.distill.get("teacher_input") == "i3d":
-            # the data's normalisation, undone for I3D teachers; buffers follow the module's device, unsaved
-            for name in ("mean", "std"):
-                value = torch.tensor(self.distill[name], dtype=torch.float32).view(1, 1, 3, 1, 1)
-                self.register_buffer(f"teacher_{name}", value, persistent=False)
+        # A plain object, not a submodule: the teacher is not trained, not optimised, not saved.
+        self.distiller = Distiller(self.distill, num_classes) if self.distill["kind"] != "none" else None
         # ModuleDict keys may not shadow Module attributes such as ``train``: suffix them.
-        self.metrics = nn.ModuleDict({f"{split}_metrics": _metrics(num_classes) for split in SPLITS})
+        self.metrics = nn.ModuleDict({f"{split}_metrics": classification_metrics(num_classes) for split in SPLITS})
         self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
         self.val_acc_best = MaxMetric()
 
@@ -106,68 +86,29 @@ class TSMLitModule(pl.LightningModule):
 
     @property
     def teacher(self) -> nn.Module | None:
-        return self._teacher[0] if self._teacher else None
-
-    @property
-    def distilling(self) -> bool:
-        return self.teacher is not None or self._cached_logits is not None
+        """The frozen teacher while it is needed (None without distillation, or once its logits are cached)."""
+        return self.distiller.teacher if self.distiller else None
 
     def on_fit_start(self) -> None:
-        if self.teacher is not None:
-            dtype = next(self.net.parameters()).dtype
-            self.teacher.to(device=self.device, dtype=dtype).eval()
-            if self.distill.get("cache"):
-                self._cache_teacher_logits()
+        if self.distiller is not None:
+            self.distiller.prepare(self.trainer, self.device, next(self.net.parameters()).dtype)
 
-    def _cache_teacher_logits(self) -> None:
-        """Teacher logits of every training video in its fixed view, from ``distill.cache_file`` or
-        computed now (on rank 0, the others wait and read the file); training then skips the teacher."""
-        data = self.trainer.datamodule
-        if not hasattr(data, "teacher_view_loader"):
-            raise TypeError("model.distill.cache=true needs a ClipDataModule (the teacher's fixed view comes from it)")
-        key = {"teacher_sha256": file_digest(self.distill["teacher_ckpt"]), "view": data.teacher_view_key()}
-        ids = data.video_ids("train")
-
-        def build() -> torch.Tensor:
-            batches = (data.on_before_batch_transfer(batch, 0) for batch in data.teacher_view_loader())
-            return compute_logits(self._teacher_logits, batches, len(ids), self.hparams.num_classes, self.device)
-
-        if self.trainer.is_global_zero:
-            self._cached_logits = load_or_build(self.distill["cache_file"], key, ids, build)
-        self.trainer.strategy.barrier("teacher logit cache")
-        if not self.trainer.is_global_zero:  # rank 0 has written the file
-            self._cached_logits = load_or_build(self.distill["cache_file"], key, ids, build)
-        data.drop_teacher_view()
-        self._teacher.clear()  # its work is done: free the memory
-
-    def _teacher_logits(self, clips: torch.Tensor) -> torch.Tensor:
-        """The frozen teacher's logits for its view of the batch."""
-        if self.distill["teacher_input"] == "i3d":
-            clips = i3d_input(clips, self.teacher_mean, self.teacher_std)
-        with torch.inference_mode():
-            logits = self.teacher(clips)
-        return logits.clone()  # a normal tensor again, usable as a target under autograd
-
-    def _teacher_targets(self, teacher_clips: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """The teacher's logits for a training batch: looked up in the cache, or computed."""
-        if self._cached_logits is None:
-            return self._teacher_logits(teacher_clips)
-        logits = self._cached_logits[indices.cpu()]
-        if logits.isnan().any():
-            raise RuntimeError(
-                f"no cached teacher logits for training videos {indices[logits.isnan().any(1)].tolist()}: "
-                "their teacher view could not be read (see skipped_samples.txt)"
-            )
-        return logits.to(self.device)
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Make the checkpoint self-describing (:mod:`tsm.models.checkpoints`): the network's info and
+        the data's class names, frames, input size and normalisation."""
+        data = getattr(self.trainer, "datamodule", None)
+        described = data.describe() if hasattr(data, "describe") else {}
+        arch = architecture(self.hparams)
+        checkpoint[INFO_KEY] = {"backbone": arch["backbone"], "shift": arch.get("shift"), **described}
 
     def _loss(
         self, logits: torch.Tensor, labels: torch.Tensor, teacher_clips: torch.Tensor, indices: torch.Tensor, split: str
     ) -> torch.Tensor:
-        if not self.distilling or split != "train":
+        if self.distiller is None or split != "train":
             return self.criterion(logits, labels)
         total, hard, soft = kd_loss(
             logits,
-            self._teacher_targets(teacher_clips, indices),
+            self.distiller.targets(teacher_clips, indices),
             labels,
             self.distill["alpha"],
             self.distill["temperature"],

@@ -14,7 +14,7 @@ import rich
 import rich.syntax
 from omegaconf import DictConfig, OmegaConf
 
-from tsm.cluster import group_sweep_runs, last_checkpoint
+from tsm.training.cluster import group_sweep_runs, last_checkpoint
 
 
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -68,11 +68,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
         if cfg.train:
             ckpt_path = cfg.get("ckpt_path") or (last_checkpoint(trainer) if cfg.get("auto_resume") else None)
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            # weights_only: a resumed checkpoint is read like every other weights file (tsm.models.loading)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics.update(trainer.callback_metrics)
         if cfg.test:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update(trainer.callback_metrics)
     except BaseException:
         finish_wandb(failed=True)

@@ -1,4 +1,5 @@
-"""Multi-view testing: score every view, average per video, write metrics and predictions."""
+"""The eval task: load a checkpoint, run the multi-view test protocol on a split, write the report
+(``metrics.json``, ``predictions.csv``, ``confusion.csv``/``.png``, ``submission.csv`` for unlabelled sets)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import hydra
 import torch
 from matplotlib.figure import Figure
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from tsm.data.dataset import MultiViewDataset
+from tsm.metrics import classification_metrics
+from tsm.models.checkpoints import load_recognizer
 
 AVERAGES = ("softmax", "logits")
 
@@ -37,12 +44,8 @@ def score_videos(
 
 def accuracy_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Top-1, top-5 and mean class accuracy as plain floats."""
-    k = scores.shape[1]
-    return {
-        "test/acc": MulticlassAccuracy(k, average="micro")(scores, labels).item(),
-        "test/acc_top5": MulticlassAccuracy(k, top_k=min(5, k), average="micro")(scores, labels).item(),
-        "test/mean_class_acc": MulticlassAccuracy(k, average="macro")(scores, labels).item(),
-    }
+    values = classification_metrics(scores.shape[1])(scores, labels)
+    return {f"test/{name}": value.item() for name, value in values.items()}
 
 
 def write_confusion(scores: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], out_dir: Path) -> None:
@@ -100,3 +103,41 @@ def report(
         write_confusion(scores[labelled], labels[labelled], classes, out_dir)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test ``cfg.ckpt_path`` on ``cfg.test.split`` of ``cfg.data`` with the configured views."""
+    model = load_recognizer(cfg.ckpt_path, num_segments=cfg.data.num_segments)
+    if model.num_segments != cfg.data.num_segments:
+        raise ValueError(
+            f"the checkpoint was trained with {model.num_segments} segments but data.num_segments="
+            f"{cfg.data.num_segments}; set data.num_segments={model.num_segments}"
+        )
+    datamodule = hydra.utils.instantiate(cfg.data)
+    source = datamodule.source(split=cfg.test.split)
+    if len(source.classes) != model.num_classes:
+        raise ValueError(
+            f"the checkpoint has {model.num_classes} classes, the {cfg.test.split} data {len(source.classes)}"
+        )
+    views = MultiViewDataset(
+        source,
+        num_segments=cfg.data.num_segments,
+        num_clips=cfg.test.num_clips,
+        num_crops=cfg.test.num_crops,
+        crop_size=cfg.test.crop_size,
+        scale_size=cfg.test.scale_size,
+        mean=cfg.data.mean,
+        std=cfg.data.std,
+        mode=cfg.test.mode,
+        stride=cfg.test.stride,
+    )
+    loader = DataLoader(views, batch_size=cfg.test.batch_size, num_workers=cfg.test.num_workers)
+    scores, labels, indices = score_videos(model, loader, cfg.test.average, resolve_device(cfg.device))
+    video_ids = [source.video_id(i) for i in indices.tolist()]
+    return report(scores, labels, video_ids, source.classes, Path(cfg.paths.output_dir))

@@ -10,7 +10,9 @@ and keeps the buffers between calls.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -63,7 +65,9 @@ class StreamingTSM(nn.Module):
 
     @classmethod
     def from_model(cls, model: Recognizer) -> StreamingTSM:
-        """A streaming copy of ``model`` (deep-copied weights, eval mode); its shifts must be causal."""
+        """A streaming view of ``model`` in eval mode, sharing its weights: the module tree is copied (its
+        shifts become :class:`StreamingShift`), parameters and buffers are not, so training ``model``
+        further changes the stream too. Its shifts must be causal."""
         for name, module in model.named_modules():
             if isinstance(module, TemporalPool):
                 raise ValueError(f"cannot stream a model with temporal pooling (at {name!r})")
@@ -72,12 +76,13 @@ class StreamingTSM(nn.Module):
                     f"cannot stream a model with a {module.direction} shift (at {name!r}): "
                     "a streaming model cannot see future frames; train with direction='causal'"
                 )
-        backbone = copy.deepcopy(model.backbone)
+        shared = {id(t): t for t in (*model.parameters(), *model.buffers())}  # deepcopy reuses these
+        backbone = copy.deepcopy(model.backbone, memo=dict(shared))
         for name, module in list(backbone.named_modules()):
             if isinstance(module, TemporalShift):
                 parent_name, _, child = name.rpartition(".")
                 setattr(backbone.get_submodule(parent_name), child, StreamingShift(module.net, module.fold_div))
-        return cls(backbone, copy.deepcopy(model.dropout), copy.deepcopy(model.fc)).eval()
+        return cls(backbone, copy.deepcopy(model.dropout), copy.deepcopy(model.fc, memo=dict(shared))).eval()
 
     @property
     def num_buffers(self) -> int:
@@ -118,3 +123,14 @@ class StreamingTSM(nn.Module):
     def reset(self) -> None:
         """Forget the previous frames: the next ``step`` sees zeros, as frame 0 of a clip does."""
         self._state = None
+
+
+def numpy_step(stream: StreamingTSM) -> Callable[[np.ndarray], np.ndarray]:
+    """``stream.step`` on numpy frames, for :func:`tsm.streaming.app.run_stream`; starts a new stream."""
+    stream.eval().reset()
+    param = next(stream.parameters())
+
+    def step(frame: np.ndarray) -> np.ndarray:
+        return stream.step(torch.from_numpy(frame).to(param.device, param.dtype)).float().cpu().numpy()
+
+    return step

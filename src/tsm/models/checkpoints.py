@@ -1,0 +1,102 @@
+"""This project's checkpoints: the network they record, and what using it needs.
+
+A checkpoint written by ``src/train.py`` describes itself: its ``hyper_parameters`` rebuild the
+network (no pretrained download, no backbone file: the saved weights replace them anyway) and its
+``tsm_info`` entry records class names, frames per clip, input size, mean and std (see
+:func:`model_info`). Checkpoints written before ``tsm_info`` existed still load; what they lack is
+filled with defaults and named in a warning. Every file is read by :func:`tsm.models.loading.safe_load`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from tsm.models.factory import build_recognizer
+from tsm.models.loading import safe_load
+from tsm.models.official import official_from_state
+from tsm.models.recognizer import INFO_DEFAULTS
+
+log = logging.getLogger(__name__)
+
+# The hyper-parameters that define the network (the rest are training settings).
+ARCHITECTURE_KEYS = ("backbone", "num_classes", "num_segments", "shift", "dropout", "temporal_pool", "partial_bn")
+INFO_KEY = "tsm_info"
+
+
+def is_lightning_checkpoint(state: Any) -> bool:
+    return isinstance(state, Mapping) and "pytorch-lightning_version" in state and "hyper_parameters" in state
+
+
+def architecture(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``build_recognizer`` arguments among a training module's hyper-parameters."""
+    return {key: hparams[key] for key in ARCHITECTURE_KEYS if key in hparams}
+
+
+def model_info(state: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Any]:
+    """What using a checkpoint's network needs: ``class_names``, ``num_segments``, ``input_size``,
+    ``scale_size``, ``mean``, ``std``, ``backbone``, ``shift``; defaults (and a warning naming them)
+    for what an older checkpoint does not record."""
+    hparams = state["hyper_parameters"]
+    saved = dict(state.get(INFO_KEY) or {})
+    info = {**INFO_DEFAULTS, **saved}
+    info.setdefault("num_segments", hparams["num_segments"])
+    info.setdefault("backbone", hparams["backbone"])
+    info.setdefault("shift", hparams.get("shift"))
+    missing = [key for key in ("class_names", *INFO_DEFAULTS) if key not in saved]
+    if "class_names" not in info:
+        info["class_names"] = [str(i) for i in range(hparams["num_classes"])]
+    if missing:
+        log.warning(
+            "%s predates self-describing checkpoints: it does not record %s; using class indices as names, "
+            "input %d, scale %d and ImageNet mean and std where they are missing",
+            source,
+            ", ".join(missing),
+            info["input_size"],
+            info["scale_size"],
+        )
+    return info
+
+
+def recognizer_from_checkpoint(state: Mapping[str, Any], source: str = "checkpoint") -> nn.Module:
+    """The network of a Lightning checkpoint of this project, rebuilt from its saved architecture alone,
+    in eval mode, with ``.info`` (:func:`model_info`) attached."""
+    net = build_recognizer(**architecture(state["hyper_parameters"]))
+    weights = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
+    missing, unexpected = net.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: its weights do not fit the architecture it records: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    net.info = model_info(state, source)
+    return net.eval()
+
+
+def load_recognizer(path: str | Path, num_segments: int = 8) -> nn.Module:
+    """The recognizer (eval mode, ``.info`` attached) in a Lightning checkpoint of this project or in a
+    released TSM ``.pth`` (``num_segments`` applies to the latter, whose keys do not record it)."""
+    state = safe_load(path, "checkpoint")
+    if is_lightning_checkpoint(state):
+        return recognizer_from_checkpoint(state, str(path))
+    return official_from_state(state, str(path), num_segments)
+
+
+def init_from(net: nn.Module, path: str | Path) -> None:
+    """Initialise ``net`` from a checkpoint of the same architecture (``model.init_from``); the
+    classifier is kept fresh when the class counts differ, as when fine-tuning on a new dataset."""
+    source = load_recognizer(path, num_segments=net.num_segments).state_dict()
+    own = net.state_dict()
+    missing = [k for k in own if k not in source and not k.startswith("fc.")]
+    unexpected = [k for k in source if k not in own]
+    wrong_shape = [k for k in own.keys() & source.keys() if own[k].shape != source[k].shape and not k.startswith("fc.")]
+    if missing or unexpected or wrong_shape:
+        raise ValueError(
+            f"model.init_from {path} does not match model.backbone/model.shift: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, wrong shapes {wrong_shape[:5]}"
+        )
+    net.load_state_dict({k: v for k, v in source.items() if own[k].shape == v.shape}, strict=False)

@@ -1,0 +1,52 @@
+"""The one reader of weights files: checkpoints of this project, backbone and I3D state dicts,
+released TSM ``.pth`` files, teacher files and teacher-logit caches all go through :func:`safe_load`.
+
+Files are untrusted input (released weights come from the internet), and unpickling can run any
+code a file carries. So every file is read with ``torch.load(weights_only=True)``: tensors, numbers,
+strings and plain containers only. A file that needs more is refused, naming it, and never unpickled.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class UnsafeFileError(ValueError):
+    """A weights file holds Python objects that only a full (code-running) unpickling could restore."""
+
+
+def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
+    """The content of a ``torch.save`` file, read with ``weights_only=True``; ``what`` names the file's
+    role (a config key) in errors. Raises :class:`UnsafeFileError` rather than unpickle arbitrary objects."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{what}: no such file {file}")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else type(error).__name__)
+        raise UnsafeFileError(
+            f"{what} {file} holds Python objects other than tensors and plain containers ({reason}). "
+            "It is not unpickled here: unpickling can run code the file carries. Weights files of this project, "
+            "timm, the TSM release and the I3D port need no such objects; if you trust this one, load it yourself "
+            "with torch.load(..., weights_only=False) and save its tensors as a plain state dict."
+        ) from error
+
+
+def load_backbone_file(net: nn.Module, path: str | Path) -> None:
+    """Load ImageNet weights for a timm backbone from a local file; its classifier is dropped."""
+    state = safe_load(path, "model.pretrained_file")
+    state = state.get("state_dict", state)
+    head = {k for k in state if k.split(".")[0] in ("fc", "classifier", "head")}
+    missing, unexpected = net.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"model.pretrained_file {path} does not match the backbone: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+        )

@@ -1,0 +1,32 @@
+"""Callbacks the configs register (``conf/callbacks/``)."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
+
+from tsm.data.datamodule import SKIPPED_FILE
+
+
+class SkippedReport(pl.Callback):
+    """Under ``data.on_error=skip``, reports the samples skipped in each train/val/test epoch: a warning
+    and the metric ``<split>/skipped``. Does nothing for data read with ``on_error=raise``."""
+
+    def _report(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        data = trainer.datamodule
+        if getattr(data, "on_error", None) != "skip":
+            return
+        count, data.skipped[split] = data.skipped[split], 0  # batches of a split only come within its epochs
+        if count:
+            where = data.log_dir / SKIPPED_FILE if data.log_dir else "the log"
+            rank_zero_warn(f"{count} {split} samples skipped this epoch (on_error=skip), listed in {where}")
+        pl_module.log(f"{split}/skipped", float(count), reduce_fx="sum", sync_dist=True)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer, pl_module, "train")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer, pl_module, "test")
