@@ -3,13 +3,18 @@
 import json
 import re
 
+import hydra
 import pytest
-from fixtures_video import frame_numbers, make_jester, make_sthv2, run_fast_dev
+import pytorch_lightning as pl
+import torch
+from conftest import compose_train
+from fixtures_video import FDR, frame_numbers, make_jester, make_sthv2, run_fast_dev
 
 from tsm.data.datamodule import SKIPPED_FILE, ClipDataModule
 from tsm.data.dataset import collate_skipping
 from tsm.data.datasets import Jester, SomethingV2
 from tsm.data.decode import DataError
+from tsm.training.task import train
 
 UNREADABLE = "truncated video|cannot open video"  # how much of the header survives decides which
 
@@ -77,11 +82,12 @@ def test_skip_drops_the_sample_and_logs_it(fixture, bad, request, tmp_path):
     assert split == "val" and path.endswith(bad) and reason
 
 
-def test_a_batch_with_no_readable_sample_is_an_error(broken_sthv2, tmp_path):
+def test_a_batch_with_no_readable_sample_becomes_empty_and_is_recorded(broken_sthv2, tmp_path):
     data = datamodule(*source_of(broken_sthv2), tmp_path, "skip")
     item = data.dataset("val")[1]
-    with pytest.raises(DataError, match="all 2 samples of a val batch failed"):
-        collate_skipping([item, item], split="val")
+    batch = collate_skipping([item, item], split="val")
+    assert data.on_before_batch_transfer(batch, 0) == () and data.skipped["val"] == 2
+    assert len((tmp_path / "run" / SKIPPED_FILE).read_text().splitlines()) == 2
 
 
 def test_unknown_label_at_parse_time(tmp_path):
@@ -122,3 +128,22 @@ def test_training_run_skips_counts_and_reports(broken_sthv2, tmp_path):
 def test_training_run_stops_under_raise(broken_sthv2, tmp_path):
     with pytest.raises(DataError, match=rf"21.webm: ({UNREADABLE})"):
         run_fast_dev("sthv2", broken_sthv2, tmp_path / "run")
+
+
+def test_skip_run_with_batch_size_one_survives_unreadable_batches(tmp_path):
+    """Every training clip unreadable, one of two validation/test clips too, one clip per batch: training
+    finishes, every skipped batch is counted, and skipped steps leave the weights exactly as they were."""
+    root = make_jester(tmp_path / "jester")
+    for clip in ("1", "2", "3", "4", "6"):
+        empty(root / "20bn-jester-v1" / clip)
+    fdr_free = [o for o in FDR if o != "debug=fdr"]
+    overrides = ["data=jester", f"data.root={root}", *fdr_free, "data.batch_size=1", "data.num_workers=0"]
+    overrides += ["data.on_error=skip", "trainer.max_epochs=1"]
+    cfg = compose_train(overrides, tmp_path / "run")
+    metrics = train(cfg)
+    assert metrics["train/skipped"] == 4 and metrics["val/skipped"] == 1 and metrics["test/skipped"] == 1
+    assert metrics["test/acc"] in (0.0, 1.0)  # the one readable test clip was scored
+    pl.seed_everything(cfg.seed, workers=True)
+    initial = hydra.utils.instantiate(cfg.model).net.state_dict()
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(saved[f"net.{k}"], v) for k, v in initial.items())

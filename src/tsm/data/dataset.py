@@ -35,12 +35,12 @@ class Skipped:
 
 
 def collate_skipping(batch: Sequence[tuple | Skipped], split: str) -> tuple:
-    """Collate the readable samples; the skipped ones ride along as ``(split, path, reason)`` tuples."""
+    """Collate the readable samples; the skipped ones ride along as ``(split, path, reason)`` tuples.
+    A batch of which no sample could be read is ``(skipped,)``: it reaches the model as an empty batch,
+    which the training module skips (on every DDP rank at once)."""
     kept = [item for item in batch if not isinstance(item, Skipped)]
     skipped = [(split, item.path, item.reason) for item in batch if isinstance(item, Skipped)]
-    if not kept:
-        raise DataError(skipped[0][1], f"all {len(batch)} samples of a {split} batch failed; first: {skipped[0][2]}")
-    return (*default_collate(kept), skipped)
+    return (*default_collate(kept), skipped) if kept else (skipped,)
 
 
 class ClipDataset(Dataset):

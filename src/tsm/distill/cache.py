@@ -42,6 +42,8 @@ def compute_logits(
     rows of videos no batch carried (skipped under ``data.on_error=skip``) stay NaN."""
     logits = torch.full((num_videos, num_classes), float("nan"))
     for batch in batches:
+        if not batch:  # no sample of it could be read
+            continue
         clips, indices = batch[0], batch[2]
         logits[indices.cpu()] = teacher(clips.to(device)).float().cpu()
     return logits

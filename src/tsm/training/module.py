@@ -80,6 +80,7 @@ class TSMLitModule(pl.LightningModule):
         self.metrics = nn.ModuleDict({f"{split}_metrics": classification_metrics(num_classes) for split in SPLITS})
         self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
         self.val_acc_best = MaxMetric()
+        self._skip_step = False  # this training step's batch could not be read on some rank
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self.net(clips)
@@ -138,14 +139,34 @@ class TSMLitModule(pl.LightningModule):
         self.log_dict({f"{split}/{k}": v for k, v in values.items()}, prog_bar=split != "test")
         return values
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Under ``data.on_error=skip`` a batch of which no sample could be read arrives empty; the step is
+        then skipped on every rank, which all decide together here (one small all-reduce per step, only
+        under skip: every rank runs this hook, so the collective is entered by all)."""
+        empty = len(batch) == 0
+        if getattr(self.trainer.datamodule, "on_error", "raise") == "skip":
+            empty = self.trainer.strategy.reduce_boolean_decision(empty, all=False)
+        self._skip_step = empty
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if self._skip_step:
+            # A zero loss that reaches every parameter keeps DDP's gradient all-reduce in step on all
+            # ranks; on_before_optimizer_step then drops the (zero) gradients so the optimizer moves nothing.
+            return sum(p.sum() for p in self.net.parameters() if p.requires_grad) * 0.0
         return self._step(batch, "train")
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # With accumulated gradients the skipped micro-batch added zeros; only a lone one is dropped whole.
+        if self._skip_step and self.trainer.accumulate_grad_batches == 1:
+            optimizer.zero_grad(set_to_none=True)  # optimizers leave parameters without gradients alone
+
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val")
+        if batch:  # empty: no sample of it could be read (data.on_error=skip)
+            self._step(batch, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test")
+        if batch:
+            self._step(batch, "test")
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")

@@ -1,0 +1,108 @@
+"""The house rules: no import circles, small files, a lazy top level, a torch-free ONNX runtime, and
+the timm internals the patcher depends on named and pinned."""
+
+import ast
+import re
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+import tsm
+from tsm.models.patch import FIRST_CONV
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "tsm"
+MAX_LINES = 400
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """tsm module -> the tsm modules it imports, at any depth of its code (function-level imports count)."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tsm"):
+                targets |= {
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                    for a in node.names
+                }
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name.startswith("tsm")}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_import_circles():
+    graph = import_graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                cycle = path[path.index(target) :] + [target]
+                pytest.fail("import circle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target, [*path, target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+
+
+def test_no_file_past_the_limit():
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"files over {MAX_LINES} lines: {long}"
+
+
+def test_the_network_knows_nothing_of_lightning_hydra_or_files():
+    for name in ("shift.py", "models/recognizer.py", "models/patch.py", "models/factory.py", "models/i3d.py"):
+        text = (PACKAGE / name).read_text()
+        assert not re.search(r"^\s*(import|from) (pytorch_lightning|lightning|hydra|omegaconf)", text, re.M), name
+
+
+def test_public_api_is_lazy_and_complete():
+    code = (
+        "import sys, tsm; assert not any(m.split('.')[0] in ('torch', 'timm') for m in sys.modules), 'eager'; "
+        f"names = {tsm.__all__!r}; [getattr(tsm, n) for n in names]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    expected = {"build_recognizer", "load_recognizer", "load_official_tsm", "temporal_shift", "TemporalShift"}
+    assert expected | {"StreamingTSM", "to_onnx", "OnnxStreamSession", "I3D"} <= set(tsm.__all__)
+
+
+def test_onnx_runtime_and_app_import_without_torch_or_timm():
+    code = "import sys; sys.modules.update(torch=None, timm=None); import tsm.streaming.runtime, tsm.streaming.app"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_patcher_knows_these_timm_blocks():
+    """The patcher imports timm's private block classes; a timm release that moves or renames one fails here."""
+    known = {f"{t.__module__}.{t.__qualname__}" for t in FIRST_CONV}
+    assert known == {
+        "timm.models.resnet.BasicBlock",
+        "timm.models.resnet.Bottleneck",
+        "timm.models._efficientnet_blocks.InvertedResidual",
+        "timm.models._efficientnet_blocks.DepthwiseSeparableConv",
+        "timm.models._efficientnet_blocks.EdgeResidual",
+        "timm.models._efficientnet_blocks.ConvBnAct",
+    }
+
+
+def test_timm_is_pinned_to_the_tested_range():
+    project = tomllib.loads((SRC.parent / "pyproject.toml").read_text())["project"]
+    (spec,) = [d for d in project["dependencies"] if d.startswith("timm")]
+    low, high = re.fullmatch(r"timm>=([\d.]+),<([\d.]+)", spec).groups()
+    installed = tuple(int(x) for x in version("timm").split(".")[:3])
+    assert tuple(int(x) for x in low.split(".")) <= installed < tuple(int(x) for x in high.split("."))
