@@ -90,6 +90,7 @@ class Distiller:
             batches = (data.on_before_batch_transfer(batch, 0) for batch in data.teacher_view_loader())
             return compute_logits(self._run_teacher, batches, len(ids), self.num_classes, device)
 
+        # rank 0 alone: build() must be free of collectives (it is: the teacher is not wrapped in DDP)
         if trainer.is_global_zero:
             self.cached = load_or_build(self.config["cache_file"], key, ids, build)
         trainer.strategy.barrier("teacher logit cache")  # every rank enters it, so it is no rank-0-only hook

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from tsm.data.datamodule import SKIPPED_FILE
@@ -17,10 +18,14 @@ class SkippedReport(pl.Callback):
         if getattr(data, "on_error", None) != "skip":
             return
         count, data.skipped[split] = data.skipped[split], 0  # batches of a split only come within its epochs
-        if count:
+        # Summed over the processes here, a callback hook every rank runs, not by sync_dist=True: Lightning
+        # runs that reduction lazily, for the first reader of the logged metrics, which may be a
+        # rank-0-only hook (the progress bar). Anything a rank-0-only hook does must be free of collectives.
+        total = trainer.strategy.reduce(torch.tensor(float(count), device=pl_module.device), reduce_op="sum")
+        if total:
             where = data.log_dir / SKIPPED_FILE if data.log_dir else "the log"
-            rank_zero_warn(f"{count} {split} samples skipped this epoch (on_error=skip), listed in {where}")
-        pl_module.log(f"{split}/skipped", float(count), reduce_fx="sum", sync_dist=True)
+            rank_zero_warn(f"{int(total)} {split} samples skipped this epoch (on_error=skip), listed in {where}")
+        pl_module.log(f"{split}/skipped", total)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._report(trainer, pl_module, "train")

@@ -126,17 +126,32 @@ class TSMLitModule(pl.LightningModule):
         loss = self._loss(logits, labels, teacher_clips, indices, split)
         self.losses[f"{split}_loss"].update(loss.detach(), weight=len(labels))  # a mean over clips, not batches
         self.metrics[f"{split}_metrics"].update(logits.detach(), labels)
-        # The epoch mean syncs across processes when computed: keep it off the progress bar, whose hooks
-        # run on rank 0 alone (a collective there puts DDP out of step); the bar shows the step loss.
-        self.log(f"{split}/loss", self.losses[f"{split}_loss"], on_step=False, on_epoch=True)
+        # No metric object goes to self.log: Lightning would compute it, a sync across processes, for
+        # whoever reads the logged metrics first, such as the progress bar on rank 0 alone (see
+        # _log_epoch_metrics). The epoch loss is computed and logged there with the other metrics.
         if split == "train":
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def _log_epoch_metrics(self, split: str) -> dict[str, torch.Tensor]:
+        """Compute, log and reset the epoch's metrics and mean loss, synced across processes.
+
+        Under DDP, ``compute`` is a collective (torchmetrics gathers every state from every rank), so
+        it belongs here, in a LightningModule epoch-end hook that every rank runs, in the same order.
+        Anything a rank-0-only hook does must be free of collectives: the progress bar's hooks run on
+        rank 0 alone and read every logged value (``trainer.progress_bar_metrics`` computes all of
+        them, on the bar or not), so only plain tensors, already synced here, are logged. A metric
+        object passed to ``self.log`` would instead be computed, and synced, by its first reader: the
+        Rich bar's ``on_train_epoch_end`` on rank 0 while rank 1 was in this hook, which put the gloo
+        collectives out of step. Not ``sync_dist=True`` either: that reduction also runs lazily, at
+        the first read, and the values are global already.
+        """
         values = self.metrics[f"{split}_metrics"].compute()
+        loss = self.losses[f"{split}_loss"].compute()
         self.metrics[f"{split}_metrics"].reset()
+        self.losses[f"{split}_loss"].reset()
         self.log_dict({f"{split}/{k}": v for k, v in values.items()}, prog_bar=split != "test")
+        self.log(f"{split}/loss", loss)
         return values
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

@@ -80,6 +80,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise
     finish_wandb(failed=False)
     result = plain_metrics(metrics)
-    if trainer.is_global_zero:
+    if trainer.is_global_zero:  # rank 0 alone: anything done here must be free of collectives
         (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
