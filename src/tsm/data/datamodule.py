@@ -126,8 +126,8 @@ class ClipDataModule(pl.LightningDataModule):
         flip_map, lone = getattr(source, "flip_label_map", None) or {}, getattr(source, "no_flip_classes", ())
         if augment.get("flip", True):
             pairs = sorted({tuple(sorted(pair)) for pair in flip_map.items()})
-            swaps = "; ".join(f"{source.classes[a]} <-> {source.classes[b]}" for a, b in pairs) or "none"
-            log.info("%s: horizontal flip swaps %s", name, swaps)
+            swaps = "; ".join(f"{source.classes[a]} <-> {source.classes[b]}" for a, b in pairs)
+            log.info("%s: horizontal flip %s", name, f"swaps {swaps}" if swaps else "keeps every label")
             if lone:
                 never = ", ".join(source.classes[i] for i in sorted(lone))
                 log.info("%s: never flipped (their mirror class is not in the labels): %s", name, never)
