@@ -108,13 +108,15 @@ class ClipDataModule(pl.LightningDataModule):
     def _check_classes(self, split: str, source: Any) -> None:
         """The classes of ``split`` must be as many as ``data.num_classes`` (or the train source's)."""
         expected, found = self.num_classes, len(source.classes)
-        if found != expected:
-            where = getattr(source, "classes_from", "") or f"the {split} source"
-            given = f"data.num_classes={expected}" if self._num_classes else f"the train source has {expected} classes"
-            raise ValueError(
-                f"{given} but {where} names {found} classes ({split} split); set data.num_classes={found} "
-                "or leave it out (null) to take the count from the label files"
-            )
+        if found == expected:
+            return
+        where = f"{getattr(source, 'classes_from', '') or f'the {split} source'} names {found} classes ({split} split)"
+        if not self._num_classes:
+            raise ValueError(f"the train source has {expected} classes but {where}")
+        raise ValueError(
+            f"data.num_classes={expected} but {where}; set data.num_classes={found} "
+            "or leave it out (null) to take the count from the label files"
+        )
 
     def _flip_settings(self, source: Any) -> dict[str, Any]:
         """The training augmentation with the source's flip label map and the classes never flipped; logs both."""
