@@ -8,10 +8,13 @@ from omegaconf import DictConfig
 
 from tsm.benchmark import count, eager_latency_ms
 from tsm.export import to_onnx, verify_onnx
+from tsm.training.task import instantiate_data
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> dict:
+    if cfg.data.num_classes is None:  # the class count of data.root's labels
+        instantiate_data(cfg)
     model = hydra.utils.instantiate(cfg.model).net.eval()
     shape = (cfg.batch_size, cfg.data.num_segments, 3, cfg.data.crop_size, cfg.data.crop_size)
     report = {**count(model, shape), "input": list(shape), "eager_ms": eager_latency_ms(model, shape, cfg.repeats)}

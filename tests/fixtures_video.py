@@ -89,22 +89,34 @@ def make_twentybn(
     return root
 
 
-def make_jester(root: Path, labels: tuple[str, ...] = ()) -> Path:
-    return make_twentybn(root, "jester-v1", "20bn-jester-v1", JESTER_CLASSES, labels)
+def make_jester(root: Path, labels: tuple[str, ...] = (), classes: tuple[str, ...] = JESTER_CLASSES) -> Path:
+    return make_twentybn(root, "jester-v1", "20bn-jester-v1", classes, labels)
 
 
-def make_sthv1(root: Path) -> Path:
-    return make_twentybn(root, "something-something-v1", "20bn-something-something-v1", sthv2_classes())
+def make_sthv1(root: Path, classes: tuple[str, ...] = ()) -> Path:
+    return make_twentybn(root, "something-something-v1", "20bn-something-something-v1", classes or sthv2_classes())
+
+
+STHV2_FLIP_CLASSES = {  # the publisher's labels of the classes a horizontal flip swaps
+    86: "Pulling something from left to right",
+    87: "Pulling something from right to left",
+    93: "Pushing something from left to right",
+    94: "Pushing something from right to left",
+    166: "Turning the camera left while filming something",
+    167: "Turning the camera right while filming something",
+}
 
 
 def sthv2_classes() -> tuple[str, ...]:
-    """174 made-up class names, two words differing in case and spacing from their templates."""
-    return tuple(f"Moving something {i} times" for i in range(174))
+    """174 class names: made up (differing in case and spacing from their templates) but for the
+    publisher's flip classes, at their labels."""
+    return tuple(STHV2_FLIP_CLASSES.get(i, f"Moving something {i} times") for i in range(174))
 
 
-def make_sthv2(root: Path) -> Path:
-    """Something V2 layout: labels JSON, split JSONs (templates with brackets), VP9 webm videos."""
-    classes = sthv2_classes()
+def make_sthv2(root: Path, classes: tuple[str, ...] = ()) -> Path:
+    """Something V2 layout: labels JSON (``classes``, default :func:`sthv2_classes`), split JSONs
+    (templates with brackets of classes 0-2), VP9 webm videos."""
+    classes = classes or sthv2_classes()
     root.mkdir(parents=True, exist_ok=True)
     (root / "something-something-v2-labels.json").write_text(json.dumps({c: str(i) for i, c in enumerate(classes)}))
     splits = {"train": ["10", "11", "12", "13"], "validation": ["20", "21"], "test": ["30"]}

@@ -34,12 +34,13 @@ class ClipDataModule(pl.LightningDataModule):
     ``root``, ``frames``, ``frame_template`` and ``split`` (the fold of three-split datasets) are
     the dataset keys users set as ``data.<key>``; the source config interpolates them.
     ``log_dir`` (the run directory) receives ``skipped_samples.txt`` and ``missing_<split>.txt``.
+    ``num_classes`` None (``data.num_classes: null``) takes the count from the train source's labels.
     """
 
     def __init__(
         self,
         source: Callable[..., Any],
-        num_classes: int,
+        num_classes: int | None = None,
         num_segments: int = 8,
         crop_size: int = 224,
         scale_size: int = 256,
@@ -61,7 +62,7 @@ class ClipDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.source = source
-        self.num_classes = num_classes
+        self._num_classes = num_classes  # None: from the train source's label files (:attr:`num_classes`)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.root = root
@@ -83,33 +84,56 @@ class ClipDataModule(pl.LightningDataModule):
         self.datasets: dict[str, ClipDataset] = {}
         self.skipped: Counter[str] = Counter()  # per split, since its last epoch-end report
 
+    @property
+    def num_classes(self) -> int:
+        """``data.num_classes`` if given, else the number of classes in the train source's label files."""
+        return self._num_classes or len(self.dataset("train").source.classes)
+
     def dataset(self, split: str) -> ClipDataset:
         """The clip dataset of ``split`` (train, val or test), built on first use."""
         if split not in self.datasets:
             source = self.source(split=split)
-            if len(source.classes) != self.num_classes:
-                raise ValueError(
-                    f"data.num_classes={self.num_classes} but the {split} source has {len(source.classes)} classes"
-                )
+            if self._num_classes or split != "train":
+                self._check_classes(split, source)
             self._report_source(split, source)
             train = split == "train"
-            augment = dict(self.augment) if train else {}
-            if train and not getattr(source, "flip_allowed", True) and augment.get("flip", True):
-                log.info("horizontal flip off: %s has direction classes and no flip label map", type(source).__name__)
-                augment["flip"] = False
-            transform = ClipTransform(
-                train,
-                self.crop_size,
-                self.scale_size,
-                flip_label_map=getattr(source, "flip_label_map", None),
-                **augment,
-                **self.norm,
-            )
+            augment = self._flip_settings(source) if train else {}
+            transform = ClipTransform(train, self.crop_size, self.scale_size, **augment, **self.norm)
             teacher = self.teacher_sampler if train else None  # the teacher only takes part in the training loss
             self.datasets[split] = ClipDataset(
                 source, self.sampler, transform, train, self.seed, self.on_error, teacher
             )
         return self.datasets[split]
+
+    def _check_classes(self, split: str, source: Any) -> None:
+        """The classes of ``split`` must be as many as ``data.num_classes`` (or the train source's)."""
+        expected, found = self.num_classes, len(source.classes)
+        if found == expected:
+            return
+        where = f"{getattr(source, 'classes_from', '') or f'the {split} source'} names {found} classes ({split} split)"
+        if not self._num_classes:
+            raise ValueError(f"the train source has {expected} classes but {where}")
+        raise ValueError(
+            f"data.num_classes={expected} but {where}; set data.num_classes={found} "
+            "or leave it out (null) to take the count from the label files"
+        )
+
+    def _flip_settings(self, source: Any) -> dict[str, Any]:
+        """The training augmentation with the source's flip label map and the classes never flipped; logs both."""
+        augment = dict(self.augment)
+        name = type(source).__name__
+        if not getattr(source, "flip_allowed", True) and augment.get("flip", True):
+            log.info("horizontal flip off: %s has direction classes and no flip label map", name)
+            augment["flip"] = False
+        flip_map, lone = getattr(source, "flip_label_map", None) or {}, getattr(source, "no_flip_classes", ())
+        if augment.get("flip", True):
+            pairs = sorted({tuple(sorted(pair)) for pair in flip_map.items()})
+            swaps = "; ".join(f"{source.classes[a]} <-> {source.classes[b]}" for a, b in pairs)
+            log.info("%s: horizontal flip %s", name, f"swaps {swaps}" if swaps else "keeps every label")
+            if lone:
+                never = ", ".join(source.classes[i] for i in sorted(lone))
+                log.info("%s: never flipped (their mirror class is not in the labels): %s", name, never)
+        return {**augment, "flip_label_map": flip_map, "no_flip_classes": lone}
 
     def teacher_view_loader(self) -> DataLoader:
         """The training videos in the teacher's fixed view (its frames sampled as for evaluation, centre

@@ -7,7 +7,7 @@ Frames come in as uint8 ``(T, H, W, C)`` and leave as float ``(T, C, crop, crop)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -78,8 +78,9 @@ def multiscale_crop_box(
 
 
 class ClipTransform:
-    """Training: multi-scale crop, resize to ``crop_size``, horizontal flip with a label map.
-    Evaluation: resize the short side to ``scale_size``, centre crop ``crop_size``."""
+    """Training: multi-scale crop, resize to ``crop_size``, horizontal flip with a label map (never
+    for labels in ``no_flip_classes``, whose mirror class is absent). Evaluation: resize the short
+    side to ``scale_size``, centre crop ``crop_size``."""
 
     def __init__(
         self,
@@ -90,6 +91,7 @@ class ClipTransform:
         max_distort: int = 1,
         flip: bool = True,
         flip_label_map: Mapping[int, int] | None = None,
+        no_flip_classes: Collection[int] = (),
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
@@ -100,6 +102,7 @@ class ClipTransform:
         self.max_distort = max_distort
         self.flip = flip
         self.flip_label_map = dict(flip_label_map or {})
+        self.no_flip_classes = frozenset(no_flip_classes)
         self.mean, self.std = channel_stats(mean, std)
 
     def __call__(self, frames: torch.Tensor, label: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
@@ -108,7 +111,7 @@ class ClipTransform:
         if self.train:
             left, top, w, h = multiscale_crop_box(width, height, self.crop_size, self.scales, self.max_distort, rng)
             clip = TF.resized_crop(clip, top, left, h, w, [self.crop_size, self.crop_size], antialias=True)
-            if self.flip and rng.random() < 0.5:
+            if self.flip and rng.random() < 0.5 and label not in self.no_flip_classes:
                 clip = TF.horizontal_flip(clip)
                 label = self.flip_label_map.get(label, label)
         else:

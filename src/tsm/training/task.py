@@ -41,6 +41,15 @@ def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def instantiate_data(cfg: DictConfig) -> Any:
+    """The datamodule of ``cfg.data``; a null ``data.num_classes`` is set to the count of its train
+    labels, so that the model (``model.num_classes: ${data.num_classes}``) receives it."""
+    datamodule = hydra.utils.instantiate(cfg.data)
+    if cfg.data.get("num_classes") is None:
+        cfg.data.num_classes = datamodule.num_classes
+    return datamodule
+
+
 def finish_wandb(failed: bool) -> None:
     """Close this process's W&B run, if one was started, marked failed or not (sweeps run many jobs per process)."""
     wandb = sys.modules.get("wandb")  # not imported: no run to close
@@ -51,16 +60,17 @@ def finish_wandb(failed: bool) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) as configured; writes ``metrics.json`` in the run directory and returns the metrics.
 
-    A run whose directory already holds ``checkpoints/last.ckpt`` (a requeued SLURM job) resumes
+    A null ``data.num_classes`` comes from the train labels (:func:`instantiate_data`). A run whose
+    directory already holds ``checkpoints/last.ckpt`` (a requeued SLURM job) resumes
     from it when ``auto_resume`` is set and no ``ckpt_path`` is given.
     """
     output_dir = Path(cfg.paths.output_dir)
     group_sweep_runs(cfg)
-    print_config(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     metrics: dict[str, Any] = {}
     try:
-        datamodule = hydra.utils.instantiate(cfg.data)
+        datamodule = instantiate_data(cfg)
+        print_config(cfg, output_dir)  # with data.num_classes as read from the labels
         model = hydra.utils.instantiate(cfg.model)
         loggers = instantiate_group(cfg.get("logger"))
         trainer = hydra.utils.instantiate(

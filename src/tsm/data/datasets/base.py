@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,8 @@ class VideoSource:
     default_splits: Mapping[str, str] = {"train": "train", "val": "val", "test": "test"}
     frames_only = False  # the publisher distributes JPEG frames, no videos
     flip_allowed = True  # False: direction classes without a known flip map, so no horizontal flip
-    flip_label_map: dict[int, int] | None = None
+    flip_label_map: dict[int, int] | None = None  # label swaps of the flip pairs whose two classes are present
+    no_flip_classes: frozenset[int] = frozenset()  # classes whose mirror class is absent: never flipped
 
     def __init__(
         self,
@@ -87,6 +88,7 @@ class VideoSource:
         self.on_error = on_error
         self.skipped: list[tuple[str, str]] = []
         self.classes: tuple[str, ...] = ()
+        self.classes_from = ""  # the file (or setting) the classes are read from, for messages
         self.samples = self.load()
         if not self.samples:
             raise ValueError(f"{self.name} {split} ({self.part!r}) under {self.root} has no usable samples")
@@ -136,12 +138,20 @@ class VideoSource:
             return self.root / video
         return self.frames_root / (video.with_suffix("") if video.suffix.lower() in VIDEO_SUFFIXES else video)
 
-    def annotation(self, *candidates: str) -> Path:
-        """The first of ``candidates`` (paths under root) that exists; the error lists them all."""
+    def annotation(self, *candidates: str, split: str | None = None) -> Path:
+        """The first of ``candidates`` (paths under root) that exists; the error lists them all and,
+        for the annotation file of ``split``, says which override selects another split."""
         for name in candidates:
             if (self.root / name).is_file():
                 return self.root / name
-        raise FileNotFoundError(f"{self.name} {self.split}: none of {list(candidates)} under {self.root}")
+        hint = f"; {self.split_hint(split)}" if split else ""
+        raise FileNotFoundError(f"{self.name} {self.split}: none of {list(candidates)} under {self.root}{hint}")
+
+    def split_hint(self, split: str) -> str:
+        """The override that reads ``split`` (train, val or test) from another of the publisher's splits."""
+        now, val = self.splits[split], self.splits.get("val")
+        example = f", e.g. data.source.splits.{split}={val}" if split == "test" and val != now else ""
+        return f"data.source.splits.{split}=<name> reads another split instead of {now!r}{example}"
 
     def lines(self, path: Path) -> Iterator[tuple[str, str]]:
         """``(where, text)`` of the non-empty lines of an annotation file, ``where`` being ``file:line``."""
@@ -176,14 +186,21 @@ class ThreeFoldSource(VideoSource):
         self.fold = fold
         super().__init__(root, split, **kwargs)
 
+    def split_hint(self, split: str) -> str:
+        return f"data.split=1|2|3 selects another official split (now {self.fold})"
 
-def flip_map_from_names(classes: Sequence[str], pairs: Sequence[tuple[str, str]]) -> dict[int, int]:
-    """A symmetric label map from pairs of class names that a horizontal flip turns into each other."""
-    index = {name: i for i, name in enumerate(classes)}
-    missing = [name for pair in pairs for name in pair if name not in index]
-    if missing:
-        raise ValueError(f"flip pairs name classes missing from the labels file: {missing}")
-    return symmetric_map([(index[a], index[b]) for a, b in pairs])
+
+def flip_labels(
+    classes: Sequence[str], pairs: Sequence[tuple[str, str]], key: Callable[[str], str] = str
+) -> tuple[dict[int, int], frozenset[int]]:
+    """From pairs of class names that a horizontal flip turns into each other (compared as ``key``):
+    the label map of the pairs with both classes in ``classes``, and the classes whose mirror is
+    absent (a flipped clip of one would belong to no class: it is never flipped)."""
+    index = {key(name): i for i, name in enumerate(classes)}
+    found = [[index.get(key(name)) for name in pair] for pair in pairs]
+    present = [(a, b) for a, b in found if a is not None and b is not None]
+    lone = frozenset(i for pair in found if None in pair for i in pair if i is not None)
+    return symmetric_map(present), lone
 
 
 def symmetric_map(pairs: Sequence[tuple[int, int]]) -> dict[int, int]:

@@ -2,8 +2,9 @@
 
 ``format=list``: ``splits`` names list files under root with ``<path> <num_frames> <label>`` lines
 (TSM's format): ``path`` (relative to root, or absolute) is a frame folder, or a video with
-``frames=false``; labels are 0-based integers below ``num_classes``, named by ``class_names``
-(a file under root, one name a line) if given.
+``frames=false``; labels are 0-based integers, named by ``class_names`` (a file under root, one
+name a line) if given. The classes are those of ``class_names``, else ``num_classes`` of them, else
+as many as the train list's highest label + 1.
 
 ``format=tree``: ``splits`` names folders under root holding ``<class>/<video>`` (or
 ``<class>/<frame folder>/`` with ``frames=true``); the classes are the sorted folder names of
@@ -53,15 +54,23 @@ class Custom(VideoSource):
     def load(self) -> list[Sample]:
         return self._load_list() if self.format == "list" else self._load_tree()
 
-    def _load_list(self) -> list[Sample]:
+    def _list_classes(self) -> tuple[str, ...]:
+        """The class names of list data, from ``class_names``, ``num_classes`` or the train list's labels."""
         if self.class_names:
-            self.classes = tuple(text for _, text in self.lines(self.annotation(self.class_names)))
-        elif self.num_classes:
-            self.classes = tuple(str(i) for i in range(self.num_classes))
-        else:
-            raise ValueError("custom list data needs data.num_classes or source.class_names")
+            self.classes_from = str(self.annotation(self.class_names))
+            return tuple(text for _, text in self.lines(Path(self.classes_from)))
+        if self.num_classes:
+            self.classes_from = "data.num_classes"
+            return tuple(str(i) for i in range(self.num_classes))
+        train = self.annotation(self.splits["train"], split="train")
+        self.classes_from = f"the labels of {train}"
+        labels = [text.rsplit(maxsplit=1)[-1] for _, text in self.lines(train)]
+        return tuple(str(i) for i in range(max((int(x) + 1 for x in labels if x.isdigit()), default=0)))
+
+    def _load_list(self) -> list[Sample]:
+        self.classes = self._list_classes()
         samples = []
-        for where, text in self.lines(self.annotation(self.part)):
+        for where, text in self.lines(self.annotation(self.part, split=self.split)):
             parts = text.rsplit(maxsplit=2)
             if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) < 1:
                 self.reject(where, "expected '<path> <num_frames> <label>' with num_frames >= 1")
@@ -76,9 +85,11 @@ class Custom(VideoSource):
 
     def _load_tree(self) -> list[Sample]:
         folders = {split: self.root / name for split, name in self.splits.items()}
-        if not folders["train"].is_dir() or not folders[self.split].is_dir():
-            raise FileNotFoundError(f"custom tree data: need folders {folders['train']} and {folders[self.split]}")
+        for split in dict.fromkeys(("train", self.split)):
+            if not folders[split].is_dir():
+                raise FileNotFoundError(f"custom tree data: no folder {folders[split]}; {self.split_hint(split)}")
         self.classes = tuple(sorted(entry.name for entry in os.scandir(folders["train"]) if entry.is_dir()))
+        self.classes_from = str(folders["train"])
         lookup = {name: i for i, name in enumerate(self.classes)}
         samples = []
         for class_dir in sorted(os.scandir(folders[self.split]), key=lambda entry: entry.name):

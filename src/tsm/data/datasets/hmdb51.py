@@ -18,7 +18,7 @@ FLAGS = {"train": "1", "test": "2"}
 
 class HMDB51(ThreeFoldSource):
     """HMDB51 split ``fold`` (1, 2 or 3); val and test are both the fold's test videos. Classes are
-    the sorted class names of the split files."""
+    the sorted class names of the split files (as many as there are files)."""
 
     name = "hmdb51"
 
@@ -28,8 +28,11 @@ class HMDB51(ThreeFoldSource):
         suffix = f"_test_split{self.fold}.txt"
         folder = self.root / SPLITS_DIR
         files = sorted(folder.glob(f"*{suffix}")) if folder.is_dir() else []
+        self.classes_from = f"{folder}/*{suffix}"
         if not files:
-            raise FileNotFoundError(f"{self.name}: no {SPLITS_DIR}/<class>{suffix} under {self.root}")
+            raise FileNotFoundError(
+                f"{self.name}: no {SPLITS_DIR}/<class>{suffix} under {self.root}; {self.split_hint(self.split)}"
+            )
         self.classes = tuple(path.name[: -len(suffix)] for path in files)
         samples = []
         for label, (name, path) in enumerate(zip(self.classes, files, strict=True)):

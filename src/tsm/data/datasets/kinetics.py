@@ -25,14 +25,16 @@ CLIP_NAME = re.compile(r".+_\d{6}_\d{6}\Z")
 
 
 class Kinetics400(VideoSource):
-    """Kinetics-400; classes are the sorted label names of the train CSV, so all splits agree."""
+    """Kinetics-400; classes are the sorted label names of the train CSV, so all splits agree (a copy
+    with a few classes has a few). Most copies have no test.csv: test reads val by default."""
 
     name = "kinetics400"
+    default_splits = {"train": "train", "val": "val", "test": "val"}
 
     def load(self) -> list[Sample]:
         names = ALIASES.get(self.part, (self.part,))
-        rows = self._rows(names)
-        train_rows = rows if self.part == "train" else self._rows(("train",))
+        path, rows = self._rows(self.split)
+        self.classes_from, train_rows = (path, rows) if self.split == "train" else self._rows("train")
         self.classes = tuple(sorted({row["label"] for _, row in train_rows if row.get("label")}))
         lookup = {name: i for i, name in enumerate(self.classes)}
         found = self._scan(names)
@@ -57,14 +59,16 @@ class Kinetics400(VideoSource):
         )
         return samples
 
-    def _rows(self, names: tuple[str, ...]) -> list[tuple[str, dict[str, str]]]:
-        """``(file:line, row)`` of the first annotation CSV found for one of ``names``."""
-        path = self.annotation(*(f"{folder}{name}.csv" for name in names for folder in ("annotations/", "")))
+    def _rows(self, split: str) -> tuple[str, list[tuple[str, dict[str, str]]]]:
+        """The annotation CSV of ``split`` (train, val or test) and its rows as ``(file:line, row)``."""
+        names = ALIASES.get(self.splits[split], (self.splits[split],))
+        candidates = (f"{folder}{name}.csv" for name in names for folder in ("annotations/", ""))
+        path = self.annotation(*candidates, split=split)
         with open(path, encoding="utf-8", newline="") as file:
             reader = csv.DictReader(file)
             if not {"youtube_id", "time_start", "time_end"} <= set(reader.fieldnames or ()):
                 raise ValueError(f"{path}: header {reader.fieldnames} lacks youtube_id,time_start,time_end")
-            return [(f"{path}:{reader.line_num}", row) for row in reader]
+            return str(path), [(f"{path}:{reader.line_num}", row) for row in reader]
 
     def _scan(self, names: tuple[str, ...]) -> dict[str, Path]:
         """Clip name -> video (or frame folder) in the split's folder, flat or one class folder down."""

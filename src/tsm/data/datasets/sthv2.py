@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import re
 
-from tsm.data.datasets.base import Sample, VideoSource, symmetric_map
+from tsm.data.datasets.base import Sample, VideoSource, flip_labels
 
 PREFIX = "something-something-v2"
 VIDEOS_DIR = "20bn-something-something-v2"
-# Label indices a horizontal flip swaps: pushing / pulling something from left to right and
-# from right to left, and turning the camera left / right while filming something.
-FLIP_PAIRS = ((86, 87), (93, 94), (166, 167))
+# Classes a horizontal flip swaps (labels 86/87, 93/94 and 166/167 of the publisher's 174),
+# matched by their text so that a labels file with a subset of the classes keeps them right.
+FLIP_PAIRS = (
+    ("Pulling something from left to right", "Pulling something from right to left"),
+    ("Pushing something from left to right", "Pushing something from right to left"),
+    ("Turning the camera left while filming something", "Turning the camera right while filming something"),
+)
 
 
 def class_key(text: str) -> str:
@@ -27,22 +31,23 @@ def class_key(text: str) -> str:
 
 
 class SomethingV2(VideoSource):
-    """Something-Something V2; an entry's class is its ``template`` with the brackets dropped."""
+    """Something-Something V2; an entry's class is its ``template`` with the brackets dropped. The
+    labels JSON may hold any subset of the 174 classes, indexed 0..N-1."""
 
     name = "sthv2"
     default_splits = {"train": "train", "val": "validation", "test": "validation"}
 
     def load(self) -> list[Sample]:
-        with open(self.annotation(f"{PREFIX}-labels.json"), encoding="utf-8") as file:
+        labels_file = self.annotation(f"{PREFIX}-labels.json")
+        with open(labels_file, encoding="utf-8") as file:
             indices = {name: int(index) for name, index in json.load(file).items()}
         self.classes = tuple(sorted(indices, key=indices.__getitem__))
+        self.classes_from = str(labels_file)
         if sorted(indices.values()) != list(range(len(indices))):
-            raise ValueError(f"{PREFIX}-labels.json: indices are not 0..{len(indices) - 1}")
-        if len(self.classes) <= max(max(pair) for pair in FLIP_PAIRS):
-            raise ValueError(f"{PREFIX}-labels.json has {len(self.classes)} classes, Something-Something V2 has 174")
-        self.flip_label_map = symmetric_map(FLIP_PAIRS)
+            raise ValueError(f"{labels_file}: indices are not 0..{len(indices) - 1}")
+        self.flip_label_map, self.no_flip_classes = flip_labels(self.classes, FLIP_PAIRS, key=class_key)
         lookup = {class_key(name): index for name, index in indices.items()}
-        path = self.annotation(f"{PREFIX}-{self.part}.json")
+        path = self.annotation(f"{PREFIX}-{self.part}.json", split=self.split)
         with open(path, encoding="utf-8") as file:
             entries = json.load(file)
         samples = []

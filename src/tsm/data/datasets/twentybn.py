@@ -7,7 +7,7 @@ Under root: ``<prefix>-labels.csv`` (one class name a line, in label order),
 
 from __future__ import annotations
 
-from tsm.data.datasets.base import Sample, VideoSource, flip_map_from_names
+from tsm.data.datasets.base import Sample, VideoSource, flip_labels
 
 
 class TwentyBNCsv(VideoSource):
@@ -21,9 +21,10 @@ class TwentyBNCsv(VideoSource):
     def load(self) -> list[Sample]:
         labels_file = self.annotation(f"{self.prefix}-labels.csv")
         self.classes = tuple(text for _, text in self.lines(labels_file))
+        self.classes_from = str(labels_file)
         lookup = {name: i for i, name in enumerate(self.classes)}
         samples = []
-        for where, text in self.lines(self.annotation(f"{self.prefix}-{self.part}.csv")):
+        for where, text in self.lines(self.annotation(f"{self.prefix}-{self.part}.csv", split=self.split)):
             video_id, labelled, name = text.partition(";")
             label = self.class_index(name, lookup, where) if labelled or self.part != "test" else -1
             if label is not None:
@@ -35,7 +36,8 @@ class Jester(TwentyBNCsv):
     """20BN-Jester V1: 27 hand gestures, 148,092 clips of JPEG frames at 12 fps.
 
     A horizontal flip swaps the left/right gestures and the sense of turning. Rolling forward or
-    backward, pushing and pulling (depth), up/down and zooming look the same mirrored.
+    backward, pushing and pulling (depth), up/down and zooming look the same mirrored. A labels
+    file with one class of a pair but not the other never flips that class's clips.
     """
 
     name = "jester"
@@ -49,7 +51,7 @@ class Jester(TwentyBNCsv):
 
     def load(self) -> list[Sample]:
         samples = super().load()
-        self.flip_label_map = flip_map_from_names(self.classes, self.flip_pairs)
+        self.flip_label_map, self.no_flip_classes = flip_labels(self.classes, self.flip_pairs)
         return samples
 
 

@@ -14,17 +14,22 @@ LISTS_DIR = "ucfTrainTestlist"
 
 
 class UCF101(ThreeFoldSource):
-    """UCF101 split ``fold`` (1, 2 or 3); val and test are both the fold's test list. A video's class
-    is its folder, matched to ``classInd.txt`` ignoring case (the files spell some differently)."""
+    """UCF101 split ``fold`` (1, 2 or 3); val and test are both the fold's test list. The classes are
+    those of ``classInd.txt`` (any subset, numbered from 1 in its order); a video's class is its
+    folder, matched ignoring case (the files spell some differently)."""
 
     name = "ucf101"
 
     def load(self) -> list[Sample]:
-        numbered = dict(text.split(maxsplit=1) for _, text in self.lines(self.annotation(f"{LISTS_DIR}/classInd.txt")))
+        class_file = self.annotation(f"{LISTS_DIR}/classInd.txt")
+        numbered = dict(text.split(maxsplit=1) for _, text in self.lines(class_file))
         self.classes = tuple(numbered[i] for i in sorted(numbered, key=int))
+        self.classes_from = str(class_file)
         lookup = {name.lower(): i for i, name in enumerate(self.classes)}
         samples = []
-        for where, text in self.lines(self.annotation(f"{LISTS_DIR}/{self.part}list{self.fold:02d}.txt")):
+        for where, text in self.lines(
+            self.annotation(f"{LISTS_DIR}/{self.part}list{self.fold:02d}.txt", split=self.split)
+        ):
             video = text.split()[0]
             folder = video.split("/")[0]
             label = self.class_index(folder, lookup, where, key=folder.lower())
