@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from conftest import compose_train
+from PIL import Image
 
 from tsm.training.task import train
 
@@ -37,3 +38,9 @@ def test_two_epochs_checkpoint_resume_and_wandb_offline(tmp_path, tiny_overrides
     assert state["epoch"] == 1 and state["global_step"] == 2 * (8 // 2)  # two epochs of 4 steps in all
     rows = list(csv.DictReader(open(next((tmp_path / "b" / "csv").glob("version_*/metrics.csv")))))
     assert {r["epoch"] for r in rows} - {""} == {"1"}  # the resumed run trained only the second epoch
+    # the PNGs a person looks at: curves over both epochs (the first restored from the checkpoint), confusion
+    history = state["tsm_history"]
+    assert [(r["split"], r["epoch"]) for r in history] == [("val", 0), ("train", 0), ("val", 1), ("train", 1)]
+    for png in (tmp_path / "a" / "learning_curves.png", tmp_path / "a" / "confusion_test.png"):
+        assert Image.open(png).size[0] > 300
+    assert (tmp_path / "b" / "learning_curves.png").is_file() and not (tmp_path / "b" / "confusion_test.png").exists()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import hydra
 import torch
-from matplotlib.figure import Figure
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
@@ -19,6 +18,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from tsm.data.dataset import MultiViewDataset
 from tsm.metrics import classification_metrics
 from tsm.models.checkpoints import load_recognizer
+from tsm.plots import plot_confusion
 
 AVERAGES = ("softmax", "logits")
 
@@ -56,17 +56,7 @@ def write_confusion(scores: torch.Tensor, labels: torch.Tensor, classes: Sequenc
         writer.writerow(["true \\ predicted", *classes])
         for name, row in zip(classes, matrix.tolist(), strict=True):
             writer.writerow([name, *row])
-    size = max(4.0, 0.3 * len(classes))
-    fig = Figure(figsize=(size, size))
-    ax = fig.subplots()
-    ax.imshow(matrix, cmap="Blues")
-    if len(classes) <= 60:
-        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(classes)), classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
-    fig.savefig(out_dir / "confusion.png", dpi=120)
+    plot_confusion(matrix, classes, out_dir / "confusion.png")
 
 
 def write_predictions(

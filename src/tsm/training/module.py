@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from tsm.distill.loss import kd_loss
 from tsm.distill.teacher import Distiller
@@ -19,6 +20,7 @@ from tsm.models.factory import build_recognizer
 from tsm.training.optim import param_groups, scaled_lr, warmup_schedule
 
 SPLITS = ("train", "val", "test")
+HISTORY_KEY = "tsm_history"
 # The TSM paper's recipe; conf/model/*.yaml restates it, these serve Python users.
 DEFAULT_OPTIMIZER = {
     "base_lr": 0.01,
@@ -80,6 +82,9 @@ class TSMLitModule(pl.LightningModule):
         self.metrics = nn.ModuleDict({f"{split}_metrics": classification_metrics(num_classes) for split in SPLITS})
         self.losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in SPLITS})
         self.val_acc_best = MaxMetric()
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion_matrix: torch.Tensor | None = None  # of the last test epoch, synced
+        self.history: list[dict[str, Any]] = []  # synced per-epoch loss and top-1 of train and val
         self._skip_step = False  # this training step's batch could not be read on some rank
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
@@ -101,6 +106,10 @@ class TSMLitModule(pl.LightningModule):
         described = data.describe() if hasattr(data, "describe") else {}
         arch = architecture(self.hparams)
         checkpoint[INFO_KEY] = {"backbone": arch["backbone"], "shift": arch.get("shift"), **described}
+        checkpoint[HISTORY_KEY] = list(self.history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get(HISTORY_KEY, []))  # a resumed run's curves start at epoch 0
 
     def _loss(
         self, logits: torch.Tensor, labels: torch.Tensor, teacher_clips: torch.Tensor, indices: torch.Tensor, split: str
@@ -126,6 +135,8 @@ class TSMLitModule(pl.LightningModule):
         loss = self._loss(logits, labels, teacher_clips, indices, split)
         self.losses[f"{split}_loss"].update(loss.detach(), weight=len(labels))  # a mean over clips, not batches
         self.metrics[f"{split}_metrics"].update(logits.detach(), labels)
+        if split == "test":
+            self.test_confusion.update(logits.detach(), labels)
         # No metric object goes to self.log: Lightning would compute it, a sync across processes, for
         # whoever reads the logged metrics first, such as the progress bar on rank 0 alone (see
         # _log_epoch_metrics). The epoch loss is computed and logged there with the other metrics.
@@ -152,6 +163,9 @@ class TSMLitModule(pl.LightningModule):
         self.losses[f"{split}_loss"].reset()
         self.log_dict({f"{split}/{k}": v for k, v in values.items()}, prog_bar=split != "test")
         self.log(f"{split}/loss", loss)
+        if split != "test" and not self.trainer.sanity_checking:
+            row = {"split": split, "epoch": self.current_epoch, "loss": loss.item(), "acc": values["acc"].item()}
+            self.history.append(row)
         return values
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -194,6 +208,8 @@ class TSMLitModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
+        self.test_confusion_matrix = self.test_confusion.compute().cpu()  # every rank: a collective under DDP
+        self.test_confusion.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt, sched = self.hparams.optimizer, self.hparams.scheduler
