@@ -47,7 +47,9 @@ def temporal_shift(
     # (first channel, end channel, +1: take frame t+1 / -1: take frame t-1)
     moves = ((0, fold, 1), (fold, 2 * fold, -1)) if direction == "bidirectional" else ((0, fold, -1),)
     clips = x.view(x.shape[0] // num_segments, num_segments, *x.shape[1:])
-    if torch.onnx.is_in_onnx_export():
+    if torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+        # graph compilers get the functional form: TorchInductor (CPU, torch 2.14) mis-compiles the
+        # in-place writes into torch.empty_like inside a whole network (NaN logits; experiments/compile)
         return _shift_by_concat(clips, moves).view_as(x)
     recording = torch.is_grad_enabled() and x.requires_grad
     out = _Shift.apply(clips, moves) if recording else _shift_clips(clips, moves)
