@@ -28,19 +28,9 @@ def load_stream(path: str, num_segments: int):
 @hydra.main(version_base="1.3", config_path="../conf", config_name="stream")
 def main(cfg: DictConfig) -> None:
     step, info = load_stream(str(cfg.ckpt_path), cfg.num_segments)
-    result = run_stream(
-        step,
-        open_frames(str(cfg.source)),
-        info["class_names"],
-        PredictionSmoother(cfg.smoothing.window, cfg.smoothing.agree),
-        info["scale_size"],
-        info["input_size"],
-        info["mean"],
-        info["std"],
-        top_k=cfg.top_k,
-        out_video=cfg.out_video,
-        fps=cfg.out_fps,
-    )
+    smoother = PredictionSmoother(cfg.smoothing.window, cfg.smoothing.agree)
+    frames = open_frames(str(cfg.source))
+    result = run_stream(step, frames, info, smoother, cfg.top_k, cfg.out_video, cfg.out_fps)
     rich.print({"per-frame latency": result.latency_summary()})
 
 

@@ -16,9 +16,10 @@ import argparse
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -69,10 +70,11 @@ def preprocess(
     clips (short side to ``scale_size``, bilinear with antialiasing, centre crop; Pillow instead of
     torchvision, so that no PyTorch is needed: pixel values differ from the data pipeline's by a rounding)."""
     height, width = frame.shape[:2]
-    scale = scale_size / min(height, width)
-    size = (max(round(width * scale), scale_size), max(round(height * scale), scale_size))
+    short, long = sorted((height, width))
+    resized = int(scale_size * long / short)  # as torchvision's resize rounds the long side
+    size = (resized, scale_size) if width >= height else (scale_size, resized)
     image = np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR), dtype=np.float32) / 255
-    top, left = (size[1] - crop_size) // 2, (size[0] - crop_size) // 2
+    top, left = round((size[1] - crop_size) / 2), round((size[0] - crop_size) / 2)
     crop = image[top : top + crop_size, left : left + crop_size]
     normalised = (crop - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
@@ -97,23 +99,21 @@ class StreamResult:
 def run_stream(
     step: Callable[[np.ndarray], np.ndarray],
     frames: Iterator[np.ndarray],
-    classes: Sequence[str],
+    info: Mapping[str, Any],
     smoother: PredictionSmoother,
-    scale_size: int,
-    crop_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
     top_k: int = 3,
     out_video: str | Path | None = None,
     fps: int = 12,
 ) -> StreamResult:
     """Feed frames one at a time to ``step`` (a new stream: ``(1, 3, crop, crop)`` float32 in, logits
-    ``(1, K)`` out); print each frame's smoothed top-k; optionally write an annotated video."""
+    ``(1, K)`` out), preprocessed as the model's ``info`` says (``class_names``, ``scale_size``,
+    ``input_size``, ``mean``, ``std``); print each frame's smoothed top-k; optionally write an annotated video."""
+    classes = info["class_names"]
     result = StreamResult()
     writer = None
     try:
         for index, frame in enumerate(frames):
-            x = preprocess(frame, scale_size, crop_size, mean, std)
+            x = preprocess(frame, info["scale_size"], info["input_size"], info["mean"], info["std"])
             start = time.perf_counter()
             logits = step(x)[0]
             result.latencies_ms.append((time.perf_counter() - start) * 1e3)
@@ -173,19 +173,9 @@ def main(argv: Sequence[str] | None = None) -> StreamResult:
     parser.add_argument("--top-k", type=int, default=3)
     args = parser.parse_args(argv)
     session = OnnxStreamSession(args.onnx)
-    info = session.info
-    result = run_stream(
-        session.step,
-        open_frames(args.source),
-        info["class_names"],
-        PredictionSmoother(args.window, args.agree),
-        info["scale_size"],
-        info["input_size"],
-        info["mean"],
-        info["std"],
-        top_k=args.top_k,
-        out_video=args.out_video,
-    )
+    smoother = PredictionSmoother(args.window, args.agree)
+    frames = open_frames(args.source)
+    result = run_stream(session.step, frames, session.info, smoother, args.top_k, args.out_video)
     print({"per-frame latency": result.latency_summary()})
     return result
 

@@ -1,0 +1,37 @@
+"""The stream app's preprocessing and prediction smoother (the scripts themselves run in tests/test_readme.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from tsm.data.transforms import channel_stats, crop_views, normalize
+from tsm.streaming.app import PredictionSmoother, preprocess
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+ONE_GRAY_LEVEL = 1 / 255 / min(STD)
+
+
+@pytest.mark.parametrize("shape", [(120, 171, 3), (171, 120, 3), (64, 64, 3), (37, 50, 3)])
+def test_app_preprocessing_is_the_eval_crop(shape):
+    """The torch-free app crops frames as evaluation does (Pillow vs torchvision: rounding apart)."""
+    frame = (np.random.default_rng(0).random(shape) * 255).astype(np.uint8)  # noise: the hardest case
+    got = preprocess(frame, 64, 56, MEAN, STD)
+    (view,) = crop_views(torch.from_numpy(frame).permute(2, 0, 1)[None], 1, 56, 64)
+    expected = normalize(view, *channel_stats(MEAN, STD)).numpy()
+    assert got.shape == expected.shape == (1, 3, 56, 56) and got.dtype == np.float32
+    assert np.abs(got - expected).max() <= 1.01 * ONE_GRAY_LEVEL
+
+
+def test_smoother_waits_for_agreeing_frames():
+    smoother = PredictionSmoother(window=1, agree=3)
+    a, b = np.array([0.9, 0.1]), np.array([0.2, 0.8])
+    shown = [smoother.update(p)[0] for p in (a, a, b, b, a, b, b, b, b)]
+    assert shown == [0, 0, 0, 0, 0, 0, 0, 1, 1]  # the first streak of b is broken before it reaches 3
+
+
+def test_smoother_averages_the_window():
+    smoother = PredictionSmoother(window=2, agree=1)
+    smoother.update(np.array([1.0, 0.0]))
+    label, mean = smoother.update(np.array([0.2, 0.8]))
+    np.testing.assert_allclose(mean, [0.6, 0.4])
+    assert label == 0
