@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from tsm.distill import i3d_input, kd_loss, load_teacher
 from tsm.distill_cache import compute_logits, file_digest, load_or_build
 from tsm.models import build_recognizer
-from tsm.optim import param_groups, scaled_lr, warmup_schedule
+from tsm.optim import build_optimizer, param_groups, scaled_lr, warmup_schedule
 from tsm.weights import init_from as load_weights
 
 SPLITS = ("train", "val", "test")
@@ -226,7 +226,7 @@ class TSMLitModule(pl.LightningModule):
         pretrained = hp.pretrained or hp.pretrained_file is not None or hp.init_from is not None
         head_mult = opt["head_lr_mult_pretrained" if pretrained else "head_lr_mult_scratch"]
         groups = param_groups(self.net, lr, opt["weight_decay"], head_mult, opt["bias_lr_mult"])
-        optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt["momentum"], nesterov=opt["nesterov"])
+        optimizer = build_optimizer(groups, lr, opt)
         total_steps = self.trainer.estimated_stepping_batches
         steps_per_epoch = max(int(total_steps // max(self.trainer.max_epochs, 1)), 1)
         schedule = warmup_schedule(
