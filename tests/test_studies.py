@@ -115,7 +115,7 @@ def test_recipe_study_tiny(tmp_path):
     ):
         assert row in table
     assert (tmp_path / "recipe_tiny.png").stat().st_size > 0
-    assert len(list((tmp_path / "runs" / "tiny").glob("*/metrics.json"))) == 5
+    assert len(list((tmp_path / "runs" / "tiny").glob("*/metrics.json"))) == 7
     root = tmp_path / "runs" / "tiny" / "jester_data"
     assert (root / "jester-v1-train.csv").read_text().splitlines()[:2] == ["1;Swiping Left", "2;Swiping Right"]
     assert (root / "20bn-jester-v1" / "1" / "00008.jpg").is_file()
