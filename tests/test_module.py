@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tsm.models import build_recognizer
-from tsm.training.optim import param_groups, scaled_lr, warmup_schedule
+from tsm.training.optim import build_optimizer, param_groups, scaled_lr, warmup_schedule
 
 HEAD_PRETRAINED = {"weight": 5.0, "bias": 10.0}
 
@@ -103,3 +103,17 @@ def test_epoch_metrics_stay_separate_after_a_perfect_first_batch():
     assert values["acc_top5"].item() == pytest.approx((9 + in_top5) / 18)
     per_class = [(1 + 0) / (1 + (second_labels == c).sum().item()) for c in range(9)]
     assert values["mean_class_acc"].item() == pytest.approx(sum(per_class) / 9)
+
+
+def test_optimizer_by_name():
+    model = build_recognizer("resnet18", 3, 2, shift={"fold_div": 8})
+    groups = param_groups(model, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)
+    sgd = build_optimizer(groups, 0.1, {"momentum": 0.9, "nesterov": False})  # no name: the paper's SGD
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
+    groups = param_groups(model, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)
+    adamw = build_optimizer(groups, 0.1, {"name": "adamw", "betas": [0.9, 0.99]})
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.9, 0.99)
+    by_name = {g["name"]: g for g in adamw.param_groups}
+    assert by_name["weights"]["weight_decay"] == 1e-4 and by_name["norms"]["weight_decay"] == 0
+    with pytest.raises(ValueError, match="model.optimizer.name must be 'sgd' or 'adamw', got 'adam'"):
+        build_optimizer(groups, 0.1, {"name": "adam"})

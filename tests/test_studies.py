@@ -102,3 +102,20 @@ def test_scaling_and_shift_speed_benches_tiny(tmp_path):
         [sys.executable, str(EXPERIMENTS / "shift_speed" / "bench.py"), "--repeats", "1", "--out", str(out)], check=True
     )
     assert "| tsm / clone |" in out.read_text()
+
+
+@pytest.mark.slow
+def test_recipe_study_tiny(tmp_path):
+    script = EXPERIMENTS / "recipe" / "study.py"
+    subprocess.run([sys.executable, str(script), "--scale", "tiny", "--out", str(tmp_path)], check=True)
+    table = (tmp_path / "results_tiny.md").read_text()
+    for row in (
+        "| synthetic gestures (python src/train.py) | TSM | [1] |",
+        "| Jester-format folder, 4 gestures | TSN | [1] |",
+    ):
+        assert row in table
+    assert (tmp_path / "recipe_tiny.png").stat().st_size > 0
+    assert len(list((tmp_path / "runs" / "tiny").glob("*/metrics.json"))) == 7
+    root = tmp_path / "runs" / "tiny" / "jester_data"
+    assert (root / "jester-v1-train.csv").read_text().splitlines()[:2] == ["1;Swiping Left", "2;Swiping Right"]
+    assert (root / "20bn-jester-v1" / "1" / "00008.jpg").is_file()

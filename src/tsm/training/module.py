@@ -17,7 +17,7 @@ from tsm.metrics import classification_metrics
 from tsm.models.checkpoints import INFO_KEY, architecture
 from tsm.models.checkpoints import init_from as load_weights
 from tsm.models.factory import build_recognizer
-from tsm.training.optim import param_groups, scaled_lr, warmup_schedule
+from tsm.training.optim import build_optimizer, param_groups, scaled_lr, warmup_schedule
 
 SPLITS = ("train", "val", "test")
 HISTORY_KEY = "tsm_history"
@@ -219,7 +219,7 @@ class TSMLitModule(pl.LightningModule):
         pretrained = hp.pretrained or hp.pretrained_file is not None or hp.init_from is not None
         head_mult = opt["head_lr_mult_pretrained" if pretrained else "head_lr_mult_scratch"]
         groups = param_groups(self.net, lr, opt["weight_decay"], head_mult, opt["bias_lr_mult"])
-        optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt["momentum"], nesterov=opt["nesterov"])
+        optimizer = build_optimizer(groups, lr, opt)
         total_steps = self.trainer.estimated_stepping_batches
         steps_per_epoch = max(int(total_steps // max(self.trainer.max_epochs, 1)), 1)
         schedule = warmup_schedule(

@@ -54,6 +54,17 @@ def param_groups(
     return [g for g in groups if g["params"]]
 
 
+def build_optimizer(groups: list[dict], lr: float, opt: Mapping) -> torch.optim.Optimizer:
+    """``opt['name']`` (default ``sgd``): SGD with ``momentum``/``nesterov``, or AdamW with ``betas``
+    (decoupled weight decay per group, as the groups set it)."""
+    name = opt.get("name", "sgd")
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=opt["momentum"], nesterov=opt["nesterov"])
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(opt.get("betas", (0.9, 0.999))))
+    raise ValueError(f"model.optimizer.name must be 'sgd' or 'adamw', got {name!r}")
+
+
 def warmup_schedule(
     optimizer: torch.optim.Optimizer,
     total_steps: int,

@@ -1,0 +1,242 @@
+"""Does the from-scratch recipe (conf/model/tsm_scratch.yaml) work on every seed?
+
+    python experiments/recipe/study.py [--scale small|tiny] [--out experiments/recipe]
+
+Two tasks, TSM beside TSN (the shift off), several seeds each, one run at a time on one thread:
+
+1. The default run, ``python src/train.py`` as users type it (synthetic gestures, TSM-MobileNetV2
+   x0.5, 8 segments at 64x64), and ``python src/train.py +experiment=synthetic_tsn``: only ``seed``
+   changes (the ``tiny`` scale shrinks the data and the schedule).
+2. A small folder in Jester's publisher layout (labels CSV, ``id;label`` train and validation CSVs,
+   ``20bn-jester-v1/<id>/00001.jpg`` frames), written here from the synthetic generator: four direction
+   gestures in two time-reversed pairs named as Jester's Swiping Left/Right/Up/Down, trained from
+   scratch with ``data=jester model.backbone=mobilenetv2_100 data.crop_size=64`` for 12 epochs.
+
+Runs land in ``<out>/runs/<scale>/`` and are reused when present (their wall time is kept in
+``wall_s.txt``), so the report can be regenerated without training again. Writes
+``results_<scale>.md`` (validation top-1, mean and min-max over seeds, per seed, wall time per run)
+and ``recipe_<scale>.png`` (validation top-1 per epoch, mean and min-max band).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from study import QUIET, epoch_curve, machine, plot_band, run_train, summary, synthetic_overrides  # noqa: E402
+
+from tsm.data.datasets.synthetic import SyntheticGestures  # noqa: E402
+
+# Jester V1's 27 classes, in the order of the publisher's jester-v1-labels.csv.
+JESTER_CLASSES = (
+    "Swiping Left", "Swiping Right", "Swiping Down", "Swiping Up", "Pushing Hand Away", "Pulling Hand In",
+    "Sliding Two Fingers Left", "Sliding Two Fingers Right", "Sliding Two Fingers Down", "Sliding Two Fingers Up",
+    "Pushing Two Fingers Away", "Pulling Two Fingers In", "Rolling Hand Forward", "Rolling Hand Backward",
+    "Turning Hand Clockwise", "Turning Hand Counterclockwise", "Zooming In With Full Hand",
+    "Zooming Out With Full Hand", "Zooming In With Two Fingers", "Zooming Out With Two Fingers", "Thumb Up",
+    "Thumb Down", "Shaking Hand", "Stop Sign", "Drumming Fingers", "No gesture", "Doing other things",
+)  # fmt: skip
+# The gestures rendered, each from the synthetic class that moves the same way: two time-reversed pairs.
+GESTURES = {"Swiping Left": 0, "Swiping Right": 1, "Swiping Up": 2, "Swiping Down": 3}
+# The labels file's classes (data.num_classes follows). A 4-name file: LABELS = tuple(GESTURES).
+LABELS = JESTER_CLASSES
+
+# Evaluation resizes the short side to data.scale_size before the centre crop: 256 (jester.yaml) suits
+# 224 crops; with data.crop_size=64 it must come down with the crop (64 x 256 / 224 = 73), else the
+# 64-pixel validation crop sees the middle quarter of the frame. AS_TYPED keeps 256 (first seed only).
+EVAL_SCALE = 73
+AS_TYPED = "TSM, scale_size 256"
+# The recipe tsm_scratch.yaml had before (the paper's SGD, lr 0.2 x batch / 64, one warm-up epoch), first seed only.
+OLD = "TSM, old SGD recipe"
+OLD_RECIPE = [
+    "model.optimizer.name=sgd",
+    "model.optimizer.base_lr=0.2",
+    "model.optimizer.base_batch_size=64",
+    "model.optimizer.weight_decay=5e-4",
+    "model.scheduler.warmup_epochs=1",
+]
+
+SCALES = {
+    # seeds; synthetic: extra overrides of the default run (none: python src/train.py as is);
+    # jester: clips per split, frames per clip, frame side, epochs, extra overrides
+    "small": {
+        "seeds": (1, 2, 3, 4, 5),
+        "synthetic": [],
+        "jester": {"train": 240, "validation": 120, "frames": 16, "size": 100, "epochs": 12, "extra": []},
+    },
+    "tiny": {
+        "seeds": (1,),
+        "synthetic": [*synthetic_overrides(8, 4, 36), "data.batch_size=4", "trainer.max_epochs=1"],
+        "jester": {"train": 8, "validation": 4, "frames": 8, "size": 40, "epochs": 1, "extra": ["data.batch_size=4"]},
+    },
+}
+# task -> variant -> overrides that make it (beside the task's own and the seed)
+VARIANTS = {
+    "synthetic": {"TSM": [], "TSN": ["+experiment=synthetic_tsn"], OLD: OLD_RECIPE},
+    "jester": {"TSM": [], "TSN": ["model/shift=none"], AS_TYPED: [], OLD: OLD_RECIPE},
+}
+TITLES = {"synthetic": "synthetic gestures (python src/train.py)", "jester": "Jester-format folder, 4 gestures"}
+SUFFIX = {AS_TYPED: "_scale256", OLD: "_oldsgd"}
+COLORS = {"TSM": "tab:blue", "TSN": "tab:gray", AS_TYPED: "tab:red", OLD: "tab:orange"}
+
+
+def write_jester(root: Path, j: dict) -> Path:
+    """A Jester V1 folder of synthetic Swiping Left/Right/Up/Down clips (labelled in turn), ``j['train']``
+    and ``j['validation']`` of them, ``j['frames']`` JPEG frames of ``j['size']`` pixels each; kept if complete."""
+    done = root / "complete"
+    if done.is_file():
+        return root
+    names = list(GESTURES)
+    for c in names:
+        if c not in LABELS:
+            raise ValueError(f"gesture {c!r} is not in the labels file's classes")
+    (root / "jester-v1-labels.csv").parent.mkdir(parents=True, exist_ok=True)
+    (root / "jester-v1-labels.csv").write_text("".join(f"{c}\n" for c in LABELS))
+    next_id = 1
+    for split, part in (("train", "train"), ("val", "validation")):
+        source = SyntheticGestures(split, {split: j[part]}, num_frames=j["frames"], frame_size=j["size"], seed=7)
+        lines = []
+        for index in range(j[part]):
+            name = names[index % len(names)]
+            frames = source.render(index, list(range(j["frames"])), GESTURES[name]).numpy()
+            folder = root / "20bn-jester-v1" / str(next_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            for t, frame in enumerate(frames):
+                Image.fromarray(frame).save(folder / f"{t + 1:05d}.jpg", quality=90)
+            lines.append(f"{next_id};{name}\n")
+            next_id += 1
+        (root / f"jester-v1-{part}.csv").write_text("".join(lines))
+    (root / "jester-v1-test.csv").write_text("")
+    done.write_text("")
+    return root
+
+
+def task_overrides(s: dict, task: str, root: Path, variant: str) -> list[str]:
+    if task == "synthetic":
+        return list(s["synthetic"])
+    j = s["jester"]
+    return [
+        "data=jester",
+        f"data.root={root}",
+        f"data.num_classes={len(LABELS)}",
+        "model.backbone=mobilenetv2_100",
+        "data.crop_size=64",
+        f"data.scale_size={256 if variant == AS_TYPED else EVAL_SCALE}",
+        f"trainer.max_epochs={j['epochs']}",
+        "data.num_workers=0",  # one core for the whole run (loader processes would take the other)
+        *j["extra"],
+    ]
+
+
+def timed_run(overrides: list[str], run_dir: Path) -> tuple[dict, float]:
+    """``run_train`` on one torch thread; the wall time of the run (measured once, kept in wall_s.txt)."""
+    wall_file = run_dir / "wall_s.txt"
+    fresh = not (run_dir / "metrics.json").is_file()
+    start = time.perf_counter()
+    metrics = run_train(overrides, run_dir, threads=1)
+    if fresh:
+        wall_file.write_text(f"{time.perf_counter() - start:.0f}\n")
+    return metrics, float(wall_file.read_text()) if wall_file.is_file() else float("nan")
+
+
+def command(task: str, variant: str, overrides: list[str]) -> str:
+    return " ".join(["OMP_NUM_THREADS=1 python src/train.py", *QUIET, *VARIANTS[task][variant], *overrides, "seed=N"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", choices=SCALES, default="small")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--report-only", action="store_true", help="tabulate the runs already there, train none")
+    args = parser.parse_args()
+    s = SCALES[args.scale]
+    runs = args.out / "runs" / args.scale
+    root = write_jester(runs / "jester_data", s["jester"])
+    # the pass criteria first (TSM on both tasks, seed by seed), then TSN
+    order = [(t, v, seed) for v in ("TSM", "TSN") for seed in s["seeds"] for t in ("synthetic", "jester")]
+    order.insert(2, ("jester", AS_TYPED, s["seeds"][0]))  # the evidence for EVAL_SCALE, early
+    tsn = order.index(("synthetic", "TSN", s["seeds"][0]))
+    order[tsn:tsn] = [("jester", OLD, s["seeds"][0]), ("synthetic", OLD, s["seeds"][0])]  # before TSN
+    results, curves, commands = {}, {}, {}
+    for task, variant, seed in order:
+        overrides = task_overrides(s, task, root, variant)
+        commands[(task, variant)] = command(task, variant, overrides)
+        run_dir = runs / f"{task}_{variant.split(',')[0].lower()}{SUFFIX.get(variant, '')}_seed{seed}"
+        if args.report_only and not (run_dir / "metrics.json").is_file():
+            continue
+        results[(task, variant, seed)] = timed_run([*VARIANTS[task][variant], *overrides, f"seed={seed}"], run_dir)
+        curves[(task, variant, seed)] = epoch_curve(run_dir)
+        write_report(args.out, args.scale, s, results, curves, commands)
+
+
+def write_report(out: Path, scale: str, s: dict, results: dict, curves: dict, commands: dict) -> None:
+    j = s["jester"]
+    lines = [
+        f"Scale `{scale}`, seeds {list(s['seeds'])} (every seed run, none picked); {machine()}; one run at a "
+        "time on one torch thread (OMP_NUM_THREADS=1) while another process used the other core.",
+        "",
+        f"Jester-format folder: {j['train']} training and {j['validation']} validation clips of {j['frames']} "
+        f"{j['size']}x{j['size']} JPEG frames, Swiping Left/Right/Up/Down in turn, a labels file of {len(LABELS)} "
+        "classes.",
+        "",
+        "Validation top-1: best epoch (what val/acc_best reports), and last epoch; test top-1 (the synthetic test "
+        "split; Jester's test is its validation set). Mean (min-max) over the seeds that ran.",
+        "",
+        "| task | variant | seeds run | val top-1 best | val top-1 last epoch | test top-1 | wall time per run (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    per_seed = []
+    for task in VARIANTS:
+        for variant in VARIANTS[task]:
+            done = [seed for seed in s["seeds"] if (task, variant, seed) in results]
+            if not done:
+                lines.append(f"| {TITLES[task]} | {variant} | none | - | - | - | - |")
+                continue
+            best = [results[(task, variant, x)][0]["val/acc_best"] for x in done]
+            last = [curves[(task, variant, x)][-1] for x in done]
+            test = [results[(task, variant, x)][0]["test/acc"] for x in done]
+            wall = [results[(task, variant, x)][1] for x in done]
+            lines.append(
+                f"| {TITLES[task]} | {variant} | {done} | {summary(best)} | {summary(last)} | {summary(test)} | "
+                f"{statistics.mean(wall):.0f} ({min(wall):.0f}-{max(wall):.0f}) |"
+            )
+            for x, b, la, te, w in zip(done, best, last, test, wall, strict=True):
+                per_seed.append(f"| {task} | {variant} | {x} | {b:.3f} | {la:.3f} | {te:.3f} | {w:.0f} |")
+    lines += [
+        "",
+        "Per seed:",
+        "",
+        "| task | variant | seed | val best | val last | test | wall (s) |",
+        "|---|---|---|---|---|---|---|",
+        *per_seed,
+        "",
+        "Commands (N: the seed; the study adds hydra.run.dir):",
+        "",
+        *[f"- {TITLES[t]}, {v}: `{c}`" for (t, v), c in commands.items()],
+    ]
+    (out / f"results_{scale}.md").write_text("\n".join(lines) + "\n")
+    fig = Figure(figsize=(9, 3.5))
+    for ax, task in zip(fig.subplots(1, len(VARIANTS), sharey=True), VARIANTS, strict=True):
+        for variant in VARIANTS[task]:
+            done = [x for x in s["seeds"] if (task, variant, x) in curves]
+            if done:
+                label = f"{variant}, {len(done)} seed{'s' if len(done) > 1 else ''}"
+                plot_band(ax, [curves[(task, variant, x)] for x in done], label, COLORS[variant])
+        ax.set_title(TITLES[task], fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.legend(loc="lower right")
+    fig.axes[0].set_ylabel("validation top-1")
+    fig.tight_layout()
+    fig.savefig(out / f"recipe_{scale}.png", dpi=120)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
