@@ -175,8 +175,8 @@ def main() -> None:
 def write_report(out: Path, scale: str, s: dict, results: dict, curves: dict, commands: dict, parallel: int) -> None:
     j = s["jester"]
     lines = [
-        f"Scale `{scale}`: every seed listed in the study's SCALES was run (none picked, none dropped); "
-        f"{machine()}; {parallel} run(s) at a time, each on one torch thread (OMP_NUM_THREADS=1).",
+        f"Scale `{scale}`: the seeds are fixed in the study's SCALES (none picked after the fact); the table "
+        f"says which have run. {machine()}; {parallel} run(s) at a time, each on one torch thread (OMP_NUM_THREADS=1).",
         "",
         f"Jester-format folder: {j['train']} training and {j['validation']} validation clips of {j['frames']} "
         f"{j['size']}x{j['size']} JPEG frames, Swiping Left/Right/Up/Down in turn, a labels file of {len(LABELS)} "
