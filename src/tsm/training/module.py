@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -34,6 +36,11 @@ DEFAULT_OPTIMIZER = {
     "head_lr_mult_scratch": {"weight": 1.0, "bias": 2.0},
 }
 DEFAULT_SCHEDULER = {"name": "cosine", "warmup_epochs": 0, "milestones": [], "gamma": 0.1, "min_lr_ratio": 0.0}
+# Lightning asks for sync_dist=True on every epoch-level value logged under DDP; this module's are
+# synced already when logged (see _log_epoch_metrics), so the advice would only add a reduction.
+warnings.filterwarnings(
+    "ignore", r"It is recommended to use `self.log\('(train|val|test)/", PossibleUserWarning
+)
 
 
 class TSMLitModule(pl.LightningModule):
