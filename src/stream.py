@@ -19,10 +19,11 @@ def load_stream(path: str, num_segments: int):
         session = OnnxStreamSession(path)
         return session.step, session.info
     from tsm.models.checkpoints import load_recognizer
+    from tsm.models.factory import for_deployment
     from tsm.streaming.model import StreamingTSM, numpy_step
 
     model = load_recognizer(path, num_segments=num_segments)
-    return numpy_step(StreamingTSM.from_model(model)), model.info
+    return numpy_step(StreamingTSM.from_model(for_deployment(model))), model.info
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="stream")

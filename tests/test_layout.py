@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import tsm
-from tsm.models.patch import FIRST_CONV
+from tsm.models.families import BACKBONES, BLOCKS
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "tsm"
@@ -87,16 +87,33 @@ def test_onnx_runtime_and_app_import_without_torch_or_timm():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_patcher_knows_these_timm_blocks():
-    """The patcher imports timm's private block classes; a timm release that moves or renames one fails here."""
-    known = {f"{t.__module__}.{t.__qualname__}" for t in FIRST_CONV}
+def test_patcher_knows_these_timm_classes():
+    """The family tables import timm's (some private) model and block classes; a timm release that moves or
+    renames one fails here."""
+    known = {f"{t.__module__}.{t.__qualname__}" for t in (*BACKBONES, *BLOCKS)}
     assert known == {
+        "timm.models.resnet.ResNet",
+        "timm.models.efficientnet.EfficientNet",
+        "timm.models.mobilenetv3.MobileNetV3",
+        "timm.models.convnext.ConvNeXt",
+        "timm.models.regnet.RegNet",
+        "timm.models.byobnet.ByobNet",
+        "timm.models.ghostnet.GhostNet",
+        "timm.models.vision_transformer.VisionTransformer",
         "timm.models.resnet.BasicBlock",
         "timm.models.resnet.Bottleneck",
         "timm.models._efficientnet_blocks.InvertedResidual",
         "timm.models._efficientnet_blocks.DepthwiseSeparableConv",
         "timm.models._efficientnet_blocks.EdgeResidual",
         "timm.models._efficientnet_blocks.ConvBnAct",
+        "timm.models._efficientnet_blocks.UniversalInvertedResidual",
+        "timm.models._efficientnet_blocks.MobileAttention",
+        "timm.models.convnext.ConvNeXtBlock",
+        "timm.models.regnet.Bottleneck",
+        "timm.models.ghostnet.GhostBottleneck",
+        "timm.models.ghostnet.GhostBottleneckV3",
+        "timm.models.byobnet.MobileOneBlock",
+        "timm.models.vision_transformer.Block",
     }
 
 

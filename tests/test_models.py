@@ -85,8 +85,8 @@ def test_bad_stage_index_and_place_raise():
 
 
 def test_unknown_backbone_raises_naming_it():
-    net = timm.create_model("convnext_atto", num_classes=0)
-    with pytest.raises(TypeError, match="ConvNeXt.*supported"):
+    net = timm.create_model("fastvit_t8", num_classes=0)
+    with pytest.raises(TypeError, match="FastVit.*supported"):
         patch_shift(net, 4)
 
 

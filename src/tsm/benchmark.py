@@ -4,7 +4,9 @@ MACs follow the TSM paper's convention ("33G FLOPs" for TSM-ResNet50 8x224): the
 multiply-accumulates of convolutions and linear/matmul layers only, counted by PyTorch's
 own ``torch.utils.flop_counter`` (which reports 2 FLOPs per MAC). Normalisation, activations,
 pooling and the shift (a copy) are not counted; mmaction2's counter counts some of them,
-hence its 32.88G for the same model.
+hence its 32.88G for the same model. Attention is counted through PyTorch's math form of
+``scaled_dot_product_attention`` (two batched matmuls), which the counter sees; the fused kernels
+it does not.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 MAC_OPS = ("convolution", "mm", "addmm", "bmm", "baddbmm", "matmul")
@@ -35,7 +38,7 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 def count(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     """``{"params": ..., "macs": ...}`` for one forward pass on a zero input of ``input_shape``."""
     device = next(model.parameters()).device
-    with evaluating(model), FlopCounterMode(display=False) as counter, torch.no_grad():
+    with evaluating(model), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(*input_shape, device=device))
     flops = sum(n for op, n in counter.get_flop_counts()["Global"].items() if str(op).split(".")[1] in MAC_OPS)
     return {"params": sum(p.numel() for p in model.parameters()), "macs": flops // 2}

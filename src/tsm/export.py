@@ -16,7 +16,6 @@ values than the export example's, so such a graph is rejected.
 
 from __future__ import annotations
 
-import copy
 import json
 import warnings
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from tsm.benchmark import median_ms
+from tsm.models.factory import for_deployment
 from tsm.models.patch import TemporalPool
 from tsm.models.recognizer import INFO_DEFAULTS, Recognizer
 from tsm.shift import TemporalShift
@@ -67,7 +67,7 @@ def to_onnx(
     input_size = input_size or getattr(model, "info", {}).get("input_size", INFO_DEFAULTS["input_size"])
     height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
     info = json.dumps(file_info(model, height, width))
-    model = copy.deepcopy(model).cpu().eval()
+    model = for_deployment(model)
     generator = torch.Generator().manual_seed(0)
     if mode == "clip":
         num_frames = num_frames or model.num_segments

@@ -1,8 +1,8 @@
 """The temporal shift: move a fraction of the channels one frame along time.
 
-Frames of one clip are stacked in the batch dimension as ``(N*T, C, H, W)``;
-the shift views them as ``(N, T, C, H, W)`` and writes every output element
-exactly once (one pass over memory, no ``zeros_like`` followed by copies).
+Frames of one clip are stacked in the batch dimension as ``(N*T, C, H, W)`` (or, for a
+transformer's tokens, ``(N*T, L, C)``); the shift views them as ``(N, T, C, ...)`` and writes
+every output element exactly once (one pass over memory, no ``zeros_like`` followed by copies).
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ def shift_fold(channels: int, fold_div: int, direction: str) -> int:
 def temporal_shift(
     x: torch.Tensor, num_segments: int, fold_div: int = 8, direction: str = "bidirectional"
 ) -> torch.Tensor:
-    """Shift channels of ``x`` (``(N*T, C, H, W)``) along time, same shape out.
+    """Shift channels of ``x`` (``(N*T, C, ...)``: feature maps or any trailing dims) along time, same shape out.
 
     bidirectional: channels ``[0, fold)`` take frame t+1, ``[fold, 2*fold)`` take
     frame t-1 (zeros past the clip's ends). causal: channels ``[0, fold)`` take
     frame t-1 (zeros at t=0). The remaining channels are copied unchanged.
     """
-    if x.dim() != 4:
-        raise ValueError(f"temporal_shift expects (N*T, C, H, W), got shape {tuple(x.shape)}")
+    if x.dim() < 3:
+        raise ValueError(f"temporal_shift expects (N*T, C, ...) with at least 3 dims, got shape {tuple(x.shape)}")
     if num_segments < 1 or x.shape[0] % num_segments != 0:
         raise ValueError(f"batch dimension {x.shape[0]} is not a multiple of num_segments={num_segments}")
     fold = shift_fold(x.shape[1], fold_div, direction)
@@ -98,23 +98,39 @@ class _Shift(torch.autograd.Function):
 
 
 class TemporalShift(nn.Module):
-    """Wraps a module (usually a conv) and shifts its input along time first.
+    """Wraps a module (a conv, a norm, a whole block) and shifts its input along time first.
 
+    ``channel_dim``: 1 for feature maps ``(N*T, C, H, W)``, -1 for tokens ``(N*T, L, C)``.
     The wrapped module is stored as ``net`` so that state-dict keys read
     ``<name>.net.weight``, the naming of the checkpoints released with TSM.
     """
 
-    def __init__(self, net: nn.Module, num_segments: int, fold_div: int = 8, direction: str = "bidirectional") -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        num_segments: int,
+        fold_div: int = 8,
+        direction: str = "bidirectional",
+        channel_dim: int = 1,
+    ) -> None:
         super().__init__()
         if direction not in DIRECTIONS:
             raise ValueError(f"shift direction must be one of {DIRECTIONS}, got {direction!r}")
+        if channel_dim not in (1, -1):
+            raise ValueError(f"channel_dim must be 1 (feature maps) or -1 (tokens), got {channel_dim!r}")
         self.net = net
         self.num_segments = num_segments
         self.fold_div = fold_div
         self.direction = direction
+        self.channel_dim = channel_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(temporal_shift(x, self.num_segments, self.fold_div, self.direction))
+        if self.channel_dim == 1:
+            return self.net(temporal_shift(x, self.num_segments, self.fold_div, self.direction))
+        last = x.dim() - 1  # not -1: the ONNX exporter writes negative axes into Transpose's perm
+        shifted = temporal_shift(x.movedim(last, 1), self.num_segments, self.fold_div, self.direction)
+        return self.net(shifted.movedim(1, last))
 
     def extra_repr(self) -> str:
-        return f"num_segments={self.num_segments}, fold_div={self.fold_div}, direction={self.direction}"
+        tokens = ", tokens" if self.channel_dim == -1 else ""
+        return f"num_segments={self.num_segments}, fold_div={self.fold_div}, direction={self.direction}{tokens}"

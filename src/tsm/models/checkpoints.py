@@ -24,7 +24,16 @@ from tsm.models.recognizer import INFO_DEFAULTS
 log = logging.getLogger(__name__)
 
 # The hyper-parameters that define the network (the rest are training settings).
-ARCHITECTURE_KEYS = ("backbone", "num_classes", "num_segments", "shift", "dropout", "temporal_pool", "partial_bn")
+ARCHITECTURE_KEYS = (
+    "backbone",
+    "num_classes",
+    "num_segments",
+    "shift",
+    "dropout",
+    "temporal_pool",
+    "partial_bn",
+    "backbone_args",
+)
 INFO_KEY = "tsm_info"
 
 

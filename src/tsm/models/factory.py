@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import copy
+
 import timm
+from timm.utils import reparameterize_model
+from torch import nn
 
 from tsm.models.i3d import I3D, load_i3d
 from tsm.models.loading import load_backbone_file
@@ -25,22 +29,27 @@ def build_recognizer(
     pretrained_file: str | None = None,
     temporal_pool: bool = False,
     partial_bn: bool = False,
+    backbone_args: Mapping[str, Any] | None = None,
 ) -> Recognizer:
     """A recognizer over timm ``backbone``; ``shift=None`` or ``enabled=False`` gives TSN.
 
     ``pretrained`` uses timm's weights (cache or hub); ``pretrained_file`` loads a local
     ImageNet state dict for the backbone instead, with no network. ``backbone="i3d"`` builds the
     I3D teacher (no shift; ``pretrained_file``: an ``rgb_imagenet.pt``-format state dict).
+    ``backbone_args`` go to ``timm.create_model`` (e.g. ``img_size`` of a ViT).
     """
     options = _shift_options(shift)
     if backbone == "i3d":
-        if options["enabled"] or temporal_pool or partial_bn or pretrained:
+        if options["enabled"] or temporal_pool or partial_bn or pretrained or backbone_args:
             raise ValueError(
-                "model.backbone=i3d takes no shift (model/shift=none), temporal_pool or partial_bn, and its weights "
+                "model.backbone=i3d takes no shift (model/shift=none), temporal_pool, partial_bn or backbone_args, "
+                "and its weights "
                 "from model.pretrained_file (an rgb_imagenet.pt-format state dict), not model.pretrained"
             )
         return _build_i3d(num_classes, num_segments, dropout, pretrained_file)
-    net = timm.create_model(backbone, pretrained=pretrained and pretrained_file is None, num_classes=0)
+    net = timm.create_model(
+        backbone, pretrained=pretrained and pretrained_file is None, num_classes=0, **dict(backbone_args or {})
+    )
     if pretrained_file is not None:
         load_backbone_file(net, pretrained_file)
     if options["enabled"]:
@@ -78,3 +87,10 @@ def _shift_options(shift: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(options["blocks"], str):
         options["blocks"] = [int(i) for i in options["blocks"]]
     return options
+
+
+def for_deployment(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` on the CPU, in eval mode, re-parameterised for inference (timm's
+    ``reparameterize_model``: MobileOne's and GhostNetV3's branches folded into single convs; the
+    shifts sit outside what is folded, so the copy computes what ``model`` computes)."""
+    return reparameterize_model(copy.deepcopy(model).cpu().eval(), inplace=True)

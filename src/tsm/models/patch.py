@@ -1,4 +1,4 @@
-"""Insert temporal shifts into a timm backbone by walking its stages and blocks.
+"""Insert temporal shifts into a timm backbone, where :mod:`tsm.models.families` says they go.
 
 Unknown backbones and block types raise an error naming what was found and what
 is supported: a shift that silently goes missing turns TSM back into TSN.
@@ -8,30 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from timm.models._efficientnet_blocks import (
-    ConvBnAct,
-    DepthwiseSeparableConv,
-    EdgeResidual,
-    InvertedResidual,
-)
-from timm.models.efficientnet import EfficientNet
-from timm.models.mobilenetv3 import MobileNetV3
-from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from timm.models.resnet import ResNet
 from torch import nn
 
+from tsm.models.families import BACKBONES, BLOCKS, Site
 from tsm.shift import DIRECTIONS, TemporalShift
 
 PLACES = ("residual", "inplace")
-
-# Block type -> name of the first conv of its residual branch (the conv the shift goes before).
-FIRST_CONV = {
-    BasicBlock: "conv1",
-    Bottleneck: "conv1",
-    InvertedResidual: "conv_pw",
-    DepthwiseSeparableConv: "conv_dw",
-    EdgeResidual: "conv_exp",
-    ConvBnAct: "conv",
-}
 
 
 class TemporalPool(nn.Module):
@@ -52,32 +35,38 @@ class TemporalPool(nn.Module):
         return self.net(pooled.transpose(1, 2).reshape(nt // 2, c, h, w))
 
 
-def backbone_stages(model: nn.Module) -> list[nn.Sequential]:
-    """The backbone's stages, each a sequence of blocks, in order."""
-    if isinstance(model, ResNet):
-        return [model.layer1, model.layer2, model.layer3, model.layer4]
-    if isinstance(model, (EfficientNet, MobileNetV3)):
-        return list(model.blocks)
+def _family(model: nn.Module) -> tuple[str, ...]:
+    for model_type, paths in BACKBONES.items():
+        if isinstance(model, model_type):
+            return paths
     raise TypeError(
         f"cannot insert temporal shifts into {type(model).__name__}: supported timm backbones are "
-        "ResNet/ResNeXt (BasicBlock, Bottleneck) and EfficientNet/MobileNetV2/MobileNetV3 "
-        f"({', '.join(t.__name__ for t in FIRST_CONV if t not in (BasicBlock, Bottleneck))})"
+        f"{', '.join(t.__name__ for t in BACKBONES)} (add a family to tsm.models.families.BACKBONES)"
     )
 
 
-def _first_conv_name(block: nn.Module, where: str) -> str:
-    for block_type, conv_name in FIRST_CONV.items():
-        if isinstance(block, block_type):
-            return conv_name
-    raise TypeError(
-        f"unknown block type {type(block).__name__} at {where}: temporal shift supports "
-        f"{', '.join(t.__name__ for t in FIRST_CONV)}"
-    )
+def _resolve(module: nn.Module, path: str) -> list[nn.Module]:
+    """The modules at ``path`` (dotted; ``*`` is every child, in order)."""
+    found = [module]
+    for part in path.split("."):
+        found = [c for m in found for c in m.children()] if part == "*" else [getattr(m, part) for m in found]
+    return found
 
 
-def _has_skip(block: nn.Module) -> bool:
-    # ResNet blocks always add their branch to an identity or downsample path.
-    return isinstance(block, (BasicBlock, Bottleneck)) or bool(getattr(block, "has_skip", False))
+def backbone_stages(model: nn.Module) -> list[nn.Module]:
+    """The backbone's stages, each a module whose children are blocks, in order."""
+    return [stage for path in _family(model) for stage in _resolve(model, path)]
+
+
+def block_site(block: nn.Module, where: str, backbone: nn.Module) -> Site:
+    """The :class:`Site` of ``block`` (exact class first, then its bases)."""
+    site = BLOCKS.get(type(block)) or next((s for t, s in BLOCKS.items() if isinstance(block, t)), None)
+    if site is None:
+        raise TypeError(
+            f"unknown block type {type(block).__name__} at {where} of {type(backbone).__name__}: temporal shift "
+            f"supports {', '.join(t.__name__ for t in BLOCKS)} (add it to tsm.models.families.BLOCKS)"
+        )
+    return site
 
 
 def _selected_stages(blocks: str | Sequence[int], num_stages: int) -> set[int]:
@@ -102,7 +91,7 @@ def patch_shift(
 ) -> list[str]:
     """Insert shifts into ``model`` in place; returns the names of the shifted modules.
 
-    residual: shift before the first conv of each block's residual branch (blocks
+    residual: shift before the submodules that start each block's residual branch (blocks
     without a skip connection are left as they are, as in the published TSM).
     inplace: shift the block input, identity path included, for every block.
     ``temporal_pool`` (ResNets) halves the frames before the second stage.
@@ -112,24 +101,34 @@ def patch_shift(
     if direction not in DIRECTIONS:
         raise ValueError(f"model.shift.direction must be one of {DIRECTIONS}, got {direction!r}")
     stages = backbone_stages(model)
+    sites = [
+        [block_site(block, f"stage {i} block {j}", model) for j, block in enumerate(stage.children())]
+        for i, stage in enumerate(stages)
+    ]
     if temporal_pool:
         add_temporal_pool(model, num_segments)
     selected = _selected_stages(blocks, len(stages))
     shifted = []
-    for stage_index, stage in enumerate(stages):
+    for stage_index, (stage, stage_sites) in enumerate(zip(stages, sites, strict=True)):
         segments = num_segments // 2 if temporal_pool and stage_index > 0 else num_segments
-        for block_index, block in enumerate(stage):
+        for block_index, ((name, block), site) in enumerate(zip(list(stage.named_children()), stage_sites)):
             where = f"stage {stage_index} block {block_index}"
-            conv_name = _first_conv_name(block, where)
             if stage_index not in selected or (blocks == "every_other" and block_index % 2):
                 continue
+            channel_dim = -1 if site.tokens else 1
             if place == "inplace":
-                stage[block_index] = TemporalShift(block, segments, fold_div, direction)
+                setattr(stage, name, TemporalShift(block, segments, fold_div, direction, channel_dim))
                 shifted.append(where)
-            elif _has_skip(block):
-                conv = getattr(block, conv_name)
-                setattr(block, conv_name, TemporalShift(conv, segments, fold_div, direction))
-                shifted.append(f"{where}.{conv_name}")
+                continue
+            if not site.branch:
+                raise ValueError(
+                    f"model.shift.place=residual does not fit {type(block).__name__} ({where} of "
+                    f"{type(model).__name__}): {site.why}"
+                )
+            if site.has_skip(block):
+                for sub in site.branch:
+                    setattr(block, sub, TemporalShift(getattr(block, sub), segments, fold_div, direction, channel_dim))
+                    shifted.append(f"{where}.{sub}")
     return shifted
 
 

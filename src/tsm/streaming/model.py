@@ -26,25 +26,29 @@ class StreamingShift(nn.Module):
 
     Inside a backbone the module is called with one tensor, so the cache travels through the
     ``state_in`` / ``state_out`` slots, which ``StreamingTSM.forward`` fills and empties on
-    every call; between calls the module holds no tensors.
+    every call; between calls the module holds no tensors. ``channel_dim`` as in
+    :class:`tsm.shift.TemporalShift` (-1: tokens ``(B, L, C)``; buffers are then ``(B, fold, L)``).
     """
 
-    def __init__(self, net: nn.Module, fold_div: int) -> None:
+    def __init__(self, net: nn.Module, fold_div: int, channel_dim: int = 1) -> None:
         super().__init__()
         self.net = net
         self.fold_div = fold_div
+        self.channel_dim = channel_dim
         self.state_in: torch.Tensor | None = None
         self.state_out: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channel_dim = self.channel_dim % x.dim()  # a positive axis for ONNX's Transpose
+        x = x.movedim(channel_dim, 1)
         # The channels are fixed by the weights: a Python int keeps the fold static when traced.
         fold = shift_fold(int(x.shape[1]), self.fold_div, "causal")
         previous = self.state_in if self.state_in is not None else x.new_zeros(x.shape[0], fold, *x.shape[2:])
         self.state_out = x[:, :fold].clone()  # a copy: the buffer must not pin the whole activation
-        return self.net(torch.cat([previous, x[:, fold:]], dim=1))
+        return self.net(torch.cat([previous, x[:, fold:]], dim=1).movedim(1, channel_dim))
 
     def extra_repr(self) -> str:
-        return f"fold_div={self.fold_div}"
+        return f"fold_div={self.fold_div}" + (", tokens" if self.channel_dim == -1 else "")
 
 
 class StreamingTSM(nn.Module):
@@ -81,7 +85,8 @@ class StreamingTSM(nn.Module):
         for name, module in list(backbone.named_modules()):
             if isinstance(module, TemporalShift):
                 parent_name, _, child = name.rpartition(".")
-                setattr(backbone.get_submodule(parent_name), child, StreamingShift(module.net, module.fold_div))
+                streaming = StreamingShift(module.net, module.fold_div, module.channel_dim)
+                setattr(backbone.get_submodule(parent_name), child, streaming)
         return cls(backbone, copy.deepcopy(model.dropout), copy.deepcopy(model.fc, memo=dict(shared))).eval()
 
     @property

@@ -91,4 +91,4 @@ class OnnxStreamSession:
         self._frame.update_inplace(frame)
         self.session.run_with_iobinding(self._bindings[self._turn])
         self._turn = 1 - self._turn  # this step's outputs are the next step's inputs
-        return self._logits.numpy()
+        return self._logits.numpy().copy()  # the bound output is overwritten by the next step

@@ -63,6 +63,7 @@ class TSMLitModule(pl.LightningModule):
         scheduler: Mapping[str, Any] = DEFAULT_SCHEDULER,
         distill: Mapping[str, Any] | None = None,
         init_from: str | None = None,
+        backbone_args: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -76,6 +77,7 @@ class TSMLitModule(pl.LightningModule):
             pretrained_file=pretrained_file,
             temporal_pool=temporal_pool,
             partial_bn=partial_bn,
+            backbone_args=backbone_args,
         )
         if init_from is not None:
             load_weights(self.net, init_from)
