@@ -81,8 +81,10 @@ def randomize_constants(model: nn.Module, seed: int = 0) -> nn.Module:
         if not tensor.is_floating_point() or tensor.numel() < 2 or not bool((tensor == tensor.flatten()[0]).all()):
             continue
         positive = name.endswith("running_var") or float(tensor.flatten()[0]) >= 0.5
-        values = torch.rand(tensor.shape, generator=generator) + 0.5 if positive else 0.2 * torch.randn(
-            tensor.shape, generator=generator
+        values = (
+            torch.rand(tensor.shape, generator=generator) + 0.5
+            if positive
+            else 0.2 * torch.randn(tensor.shape, generator=generator)
         )
         with torch.no_grad():
             tensor.copy_(values)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
-
-import copy
 
 import timm
 from timm.utils import reparameterize_model

@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from timm.models import byobnet, convnext, efficientnet, ghostnet, mobilenetv3, regnet, resnet, vision_transformer
 from timm.models import _efficientnet_blocks as eb
+from timm.models import byobnet, convnext, efficientnet, ghostnet, mobilenetv3, regnet, resnet, vision_transformer
 from torch import nn
 
 

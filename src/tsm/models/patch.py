@@ -111,7 +111,8 @@ def patch_shift(
     shifted = []
     for stage_index, (stage, stage_sites) in enumerate(zip(stages, sites, strict=True)):
         segments = num_segments // 2 if temporal_pool and stage_index > 0 else num_segments
-        for block_index, ((name, block), site) in enumerate(zip(list(stage.named_children()), stage_sites)):
+        children = list(stage.named_children())
+        for block_index, ((name, block), site) in enumerate(zip(children, stage_sites, strict=True)):
             where = f"stage {stage_index} block {block_index}"
             if stage_index not in selected or (blocks == "every_other" and block_index % 2):
                 continue

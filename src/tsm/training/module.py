@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import nn
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
+from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -38,9 +38,7 @@ DEFAULT_OPTIMIZER = {
 DEFAULT_SCHEDULER = {"name": "cosine", "warmup_epochs": 0, "milestones": [], "gamma": 0.1, "min_lr_ratio": 0.0}
 # Lightning asks for sync_dist=True on every epoch-level value logged under DDP; this module's are
 # synced already when logged (see _log_epoch_metrics), so the advice would only add a reduction.
-warnings.filterwarnings(
-    "ignore", r"It is recommended to use `self.log\('(train|val|test)/", PossibleUserWarning
-)
+warnings.filterwarnings("ignore", r"It is recommended to use `self.log\('(train|val|test)/", PossibleUserWarning)
 
 
 class TSMLitModule(pl.LightningModule):
