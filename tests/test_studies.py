@@ -32,6 +32,26 @@ def test_efficiency_study_tiny(tmp_path):
 
 
 @pytest.mark.slow
+def test_backbones_study_tiny(tmp_path):
+    script = EXPERIMENTS / "backbones" / "study.py"
+    only = ["mobilenetv2_050", "mobileone_s0", "vit_tiny_patch16_224"]
+    args = ["--size", "32", "--frames", "2", "--repeats", "1", "--only", *only, "--out", str(tmp_path)]
+    subprocess.run([sys.executable, str(script), *args], check=True)
+    table = (tmp_path / "results.md").read_text()
+    assert "| MobileOne S0 | `mobileone_s0` |" in table and "| ViT-Tiny/16 (DeiT-Tiny) |" in table
+    assert (tmp_path / "backbones.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_vit_sites_study_tiny(tmp_path):
+    script = EXPERIMENTS / "backbones" / "vit_sites.py"
+    subprocess.run([sys.executable, str(script), "--scale", "tiny", "--parallel", "1", "--out", str(tmp_path)], check=True)
+    table = (tmp_path / "vit_sites_tiny.md").read_text()
+    assert all(f"| {site} |" in table for site in ("TSN", "attention", "MLP", "both"))
+    assert len(list((tmp_path / "runs" / "vit_sites_tiny").glob("*/metrics.json"))) == 4
+
+
+@pytest.mark.slow
 def test_latency_bench_tiny(tmp_path):
     out = tmp_path / "latency.md"
     subprocess.run(

@@ -1,0 +1,113 @@
+"""Where in a ViT block should the temporal shift go: before the attention, before the MLP, or both?
+
+    python experiments/backbones/vit_sites.py [--scale small|tiny] [--parallel 2] [--out experiments/backbones]
+
+A small ViT (ViT-Tiny's width, 4 blocks, 8x8 patches of 32x32 crops: 16 tokens and the class token)
+trained from scratch on the synthetic gestures with AdamW, TSN beside the three token-shift sites, the
+same seeds for each. A site is chosen the way a user adds a family: one entry of
+``tsm.models.families.BLOCKS`` (here set in the training process before the model is built).
+Writes ``vit_sites_<scale>.md`` (validation and test top-1, mean and min-max over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from study import QUIET, ROOT, machine, summary, synthetic_overrides  # noqa: E402
+
+# site -> the block submodules the shift wraps (None: TSN)
+SITES = {"TSN": None, "attention": ("norm1",), "MLP": ("norm2",), "both": ("norm1", "norm2")}
+VIT = [
+    "model.backbone=vit_tiny_patch16_224",
+    "model.backbone_args={img_size:32,patch_size:8,depth:4}",
+    "model.optimizer.name=adamw",
+    "model.optimizer.base_lr=0.004",
+    "model.optimizer.weight_decay=0.05",
+    "model.dropout=0.0",
+]
+SCALES = {
+    "small": {"seeds": (1, 2), "data": synthetic_overrides(1500, 200, 36), "extra": ["trainer.max_epochs=6"]},
+    "tiny": {
+        "seeds": (1,),
+        "data": synthetic_overrides(8, 4, 36),
+        "extra": ["trainer.max_epochs=1", "data.batch_size=4", "data.num_segments=4"],
+    },
+}
+
+
+def train_with_site(site: str, overrides: list[str]) -> None:
+    """In this process: set ViT blocks' shift site, then train as src/train.py does."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+    from timm.models.vision_transformer import Block
+
+    from tsm.models.families import BLOCKS, Site
+    from tsm.training.task import train
+
+    if SITES[site] is not None:
+        BLOCKS[Block] = Site(SITES[site], tokens=True)
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        run_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))
+        cfg.paths.output_dir = run_dir
+    train(cfg)
+
+
+def run(site: str, seed: int, scale: dict, runs: Path) -> dict:
+    run_dir = runs / f"{site}_seed{seed}"
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        shift = ["model/shift=none" if SITES[site] is None else "model/shift=residual"]
+        overrides = [*QUIET, *VIT, *shift, *scale["data"], *scale["extra"], f"seed={seed}", f"hydra.run.dir={run_dir}"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, __file__, "--site", site, "--", *overrides], check=True, env=env, cwd=ROOT)
+    return json.loads(metrics.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", choices=SCALES, default="small")
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--site", choices=SITES, help=argparse.SUPPRESS)  # child process: train one run
+    parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.site:
+        train_with_site(args.site, args.overrides)
+        return
+    scale = SCALES[args.scale]
+    runs = args.out / "runs" / f"vit_sites_{args.scale}"
+    jobs = [(site, seed) for site in SITES for seed in scale["seeds"]]
+    with ThreadPoolExecutor(args.parallel) as pool:
+        results = list(pool.map(lambda job: run(*job, scale, runs), jobs))
+    by_site: dict[str, list[dict]] = {site: [] for site in SITES}
+    for (site, _), metrics in zip(jobs, results, strict=True):
+        by_site[site].append(metrics)
+    lines = [
+        f"Command: `python experiments/backbones/vit_sites.py --scale {args.scale} --parallel {args.parallel}`",
+        "",
+        f"Machine: {machine()}; runs {args.parallel} at a time, one torch thread each. Overrides: `{' '.join(VIT)}`, "
+        f"`{' '.join(scale['data'] + scale['extra'])}`; seeds {list(scale['seeds'])}.",
+        "",
+        "| shift site in each ViT block | val top-1 best | test top-1 |",
+        "|---|---|---|",
+    ]
+    for site, rows in by_site.items():
+        best = [r["val/acc_best"] for r in rows]
+        test = [r["test/acc"] for r in rows]
+        lines.append(f"| {site} | {summary(best)} | {summary(test)} |")
+    text = "\n".join(lines) + "\n"
+    (args.out / f"vit_sites_{args.scale}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
