@@ -45,7 +45,8 @@ def test_backbones_study_tiny(tmp_path):
 @pytest.mark.slow
 def test_vit_sites_study_tiny(tmp_path):
     script = EXPERIMENTS / "backbones" / "vit_sites.py"
-    subprocess.run([sys.executable, str(script), "--scale", "tiny", "--parallel", "1", "--out", str(tmp_path)], check=True)
+    args = ["--scale", "tiny", "--parallel", "1", "--out", str(tmp_path)]
+    subprocess.run([sys.executable, str(script), *args], check=True)
     table = (tmp_path / "vit_sites_tiny.md").read_text()
     assert all(f"| {site} |" in table for site in ("TSN", "attention", "MLP", "both"))
     assert len(list((tmp_path / "runs" / "vit_sites_tiny").glob("*/metrics.json"))) == 4
