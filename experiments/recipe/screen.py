@@ -1,0 +1,67 @@
+"""Screen changes to the default run on the seeds where it fails (seed 3 stops at the rotation plateau).
+
+    python experiments/recipe/screen.py [--seeds 3] [--variants fold_div4 adamw ...] [--parallel 2] [--report-only]
+
+Each variant is ``python src/train.py seed=N`` plus its overrides (``VARIANTS``); runs land in
+``experiments/recipe/runs/screen/<variant>_seed<N>`` and are reused when they finished. A run stopped
+before its last epoch is reported with the epochs it completed. Writes ``screen.md``: validation
+top-1 per epoch, best and last, per variant and seed. Screening only: a variant that passes here
+still has to pass every seed of ``study.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from study import epoch_curve, machine, run_many  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+VARIANTS = {
+    "default": [],
+    "fold_div4": ["model.shift.fold_div=4"],
+    "adamw": ["model.optimizer.name=adamw", "model.optimizer.base_lr=0.008", "model.optimizer.weight_decay=0.05"],
+    "lr_x2": ["model.optimizer.base_lr=0.4"],
+    "epochs12": ["trainer.max_epochs=12"],
+    "light_crops": ["data.augment.scales=[1.0,0.875]", "data.augment.max_distort=0"],
+    "dense_stride2": ["data.sampling.mode=dense", "data.sampling.stride=2"],
+    "speed1.5": ["data.source.speed=1.5"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[3])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=HERE)
+    args = parser.parse_args()
+    runs = args.out / "runs" / "screen"
+    jobs = [(v, s) for v in args.variants for s in args.seeds]
+    if not args.report_only:
+        run_many([([*VARIANTS[v], f"seed={s}"], runs / f"{v}_seed{s}") for v, s in jobs], args.parallel)
+    lines = [
+        f"Machine: {machine()}; runs {args.parallel} at a time, one torch thread each (wall times not comparable).",
+        "",
+        "| variant | overrides | seed | val top-1 per epoch | best | last | finished |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant, seed in jobs:
+        run_dir = runs / f"{variant}_seed{seed}"
+        if not run_dir.is_dir():
+            continue
+        curve = epoch_curve(run_dir)
+        finished = "yes" if (run_dir / "metrics.json").is_file() else f"stopped after {len(curve)} epochs"
+        lines.append(
+            f"| {variant} | `{' '.join(VARIANTS[variant]) or '-'}` | {seed} | {', '.join(f'{v:.3f}' for v in curve)} "
+            f"| {max(curve):.3f} | {curve[-1]:.3f} | {finished} |"
+        )
+    (args.out / "screen.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
