@@ -5,8 +5,8 @@
 For each backbone, as a TSM recognizer (the placement the family takes: the residual shift, MobileOne's
 on the block input) of 27 classes: parameters and MACs of a clip of ``--frames`` frames (and that TSN
 has the same), batch-1 clip latency in eager PyTorch and in onnxruntime, and the streaming model's
-per-frame latency in onnxruntime (causal shift, buffers bound inside onnxruntime). The timed models
-are re-parameterised (MobileOne, GhostNetV3) as ``src/export.py`` does. Writes ``results.md`` and
+per-frame latency in onnxruntime (causal shift, buffers bound inside onnxruntime). Counted and timed
+as deployed: re-parameterised (MobileOne, GhostNetV3) as ``src/export.py`` does. Writes ``results.md`` and
 ``backbones.png`` (per-frame streaming latency against MACs per frame).
 """
 
@@ -58,17 +58,18 @@ def recognizer(backbone: str, frames: int, size: int, direction: str | None) -> 
 
 
 def measure(backbone: str, frames: int, size: int, repeats: int, workdir: Path) -> dict[str, float]:
-    tsm = recognizer(backbone, frames, size, "causal")
+    # counted and timed as deployed: MobileOne's and GhostNetV3's branches folded
+    tsm = for_deployment(recognizer(backbone, frames, size, "causal"))
     shape = (1, frames, 3, size, size)
-    tsm_count, tsn_count = count(tsm, shape), count(recognizer(backbone, frames, size, None), shape)
+    tsm_count = count(tsm, shape)
+    tsn_count = count(for_deployment(recognizer(backbone, frames, size, None)), shape)
     if tsm_count != tsn_count:
         raise AssertionError(f"{backbone}: TSM {tsm_count} differs from TSN {tsn_count}")
     clip = torch.randn(shape)
     clip_session = ort_session(to_onnx(tsm, workdir / f"{backbone}_clip.onnx", mode="clip", input_size=size))
     stream = OnnxStreamSession(to_onnx(tsm, workdir / f"{backbone}_stream.onnx", mode="stream", input_size=size))
     frame = clip[:, 0].numpy()
-    deployed = for_deployment(tsm)
-    eager = interleaved({"eager": lambda: deployed(clip)}, repeats)
+    eager = interleaved({"eager": lambda: tsm(clip)}, repeats)
     onnx = interleaved(
         {"ort_clip": lambda: clip_session.run(None, {"clip": clip.numpy()}), "ort_frame": lambda: stream.step(frame)},
         repeats,
@@ -79,16 +80,31 @@ def measure(backbone: str, frames: int, size: int, repeats: int, workdir: Path) 
 def plot(rows: dict[str, dict[str, float]], frames: int, path: Path) -> None:
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.subplots()
-    for name, row in rows.items():
+    widest = max(row["macs"] for row in rows.values()) / frames / 1e6
+    for i, (name, row) in enumerate(sorted(rows.items(), key=lambda item: item[1]["ort_frame"])):
         x, y = row["macs"] / frames / 1e6, row["ort_frame"]
         ax.scatter(x, y, color="tab:blue" if "default" not in name else "tab:red")
-        ax.annotate(name, (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
-    ax.set_xlabel("MMACs per frame")
+        # neighbours in latency get their labels above and below in turn; the right end's go to the left
+        left = x > widest / 2
+        offset = (-5, 4 if i % 2 == 0 else -9) if left else (5, 4 if i % 2 else -9)
+        ax.annotate(name, (x, y), fontsize=7, xytext=offset, textcoords="offset points", ha="right" if left else "left")
+    ax.set_xscale("log")
+    ax.set_xlabel("MMACs per frame (log scale)")
     ax.set_ylabel("streaming ms per frame (onnxruntime)")
     ax.set_title("TSM backbones on this CPU (batch 1)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
+
+
+def read_results(path: Path) -> dict[str, dict[str, float]]:
+    """The rows of a results.md this script wrote: what the plot needs."""
+    rows = {}
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 8 and cells[1].startswith("`"):
+            rows[cells[0]] = {"macs": float(cells[3]) * 1e9, "ort_frame": float(cells[7])}
+    return rows
 
 
 def report(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
@@ -118,7 +134,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", nargs="*", help="timm names to measure (default: all)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from results.md, measure nothing")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(read_results(args.out / "results.md"), args.frames, args.out / "backbones.png")
+        return
     chosen = {k: v for k, v in BACKBONES.items() if not args.only or v in args.only}
     rows = {}
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
