@@ -82,6 +82,7 @@ BLOCKS: dict[type[nn.Module], Site] = {
         why="re-parameterisation folds its identity and scale branches into one conv, so a shift inside "
         "the block would not survive it: shift the block input with model.shift.place=inplace"
     ),
-    # before the attention: measured against before the MLP and both in experiments/backbones
+    # before the attention, the first op of the block's first residual branch (as for the conv families);
+    # experiments/backbones/vit_sites.py compares it with before the MLP and both (not conclusive yet)
     vision_transformer.Block: Site(("norm1",), tokens=True),
 }
