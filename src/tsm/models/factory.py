@@ -42,8 +42,8 @@ def build_recognizer(
         if options["enabled"] or temporal_pool or partial_bn or pretrained or backbone_args:
             raise ValueError(
                 "model.backbone=i3d takes no shift (model/shift=none), temporal_pool, partial_bn or backbone_args, "
-                "and its weights "
-                "from model.pretrained_file (an rgb_imagenet.pt-format state dict), not model.pretrained"
+                "and its weights from model.pretrained_file (an rgb_imagenet.pt-format state dict), "
+                "not model.pretrained"
             )
         return _build_i3d(num_classes, num_segments, dropout, pretrained_file)
     net = timm.create_model(
