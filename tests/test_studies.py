@@ -45,7 +45,7 @@ def test_backbones_study_tiny(tmp_path):
 @pytest.mark.slow
 def test_vit_sites_study_tiny(tmp_path):
     script = EXPERIMENTS / "backbones" / "vit_sites.py"
-    args = ["--scale", "tiny", "--parallel", "1", "--out", str(tmp_path)]
+    args = ["--scale", "tiny", "--parallel", "2", "--out", str(tmp_path)]
     subprocess.run([sys.executable, str(script), *args], check=True)
     table = (tmp_path / "vit_sites_tiny.md").read_text()
     assert all(f"| {site} |" in table for site in ("TSN", "attention", "MLP", "both"))
