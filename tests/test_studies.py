@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+from study import synthetic_overrides  # noqa: E402
 
 
 @pytest.mark.slow
@@ -50,6 +52,17 @@ def test_vit_sites_study_tiny(tmp_path):
     table = (tmp_path / "vit_sites_tiny.md").read_text()
     assert all(f"| {site} |" in table for site in ("TSN", "attention", "MLP", "both"))
     assert len(list((tmp_path / "runs" / "vit_sites_tiny").glob("*/metrics.json"))) == 4
+
+
+@pytest.mark.slow
+def test_recipe_screen_and_seed_split_tiny(tmp_path):
+    tiny = [*synthetic_overrides(8, 4, 36), "data.batch_size=4", "trainer.max_epochs=1"]
+    screen = [EXPERIMENTS / "recipe" / "screen.py", "--variants", "default", "adamw", "--parallel", "2"]
+    subprocess.run([sys.executable, *map(str, screen), "--out", str(tmp_path), "--extra", *tiny], check=True)
+    assert "| adamw | `model.optimizer.name=adamw" in (tmp_path / "screen.md").read_text()
+    split = [EXPERIMENTS / "recipe" / "seed_split.py", "--pairs", "3:103", "--parallel", "1"]
+    subprocess.run([sys.executable, *map(str, split), "--out", str(tmp_path), "--extra", *tiny], check=True)
+    assert "| 3 | 103 |" in (tmp_path / "seed_split.md").read_text()
 
 
 @pytest.mark.slow

@@ -38,11 +38,12 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run (tests: a tiny size)")
     args = parser.parse_args()
     runs = args.out / "runs" / "screen"
     jobs = [(v, s) for v in args.variants for s in args.seeds]
     if not args.report_only:
-        run_many([([*VARIANTS[v], f"seed={s}"], runs / f"{v}_seed{s}") for v, s in jobs], args.parallel)
+        run_many([([*VARIANTS[v], *args.extra, f"seed={s}"], runs / f"{v}_seed{s}") for v, s in jobs], args.parallel)
     lines = [
         f"Machine: {machine()}; runs {args.parallel} at a time, one torch thread each (wall times not comparable).",
         "",
