@@ -38,6 +38,21 @@ def run_train(overrides: list[str], run_dir: Path, threads: int | None = None) -
     return json.loads(metrics_file.read_text())
 
 
+def train_in_process(overrides: list[str], run_dir: str | Path) -> dict[str, float]:
+    """``python src/train.py`` with ``overrides`` into ``run_dir``, in this process: for studies that
+    change something (a table entry, a function) before the network is built."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from tsm.training.task import train
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    return train(cfg)
+
+
 def crop_of(frame: int) -> int:
     """The studies crop (and scale) synthetic frames to 8/9 of their side."""
     return frame * 8 // 9

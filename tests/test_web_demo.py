@@ -18,7 +18,7 @@ from tsm.export import to_onnx
 from tsm.models import build_recognizer
 from tsm.streaming.app import preprocess
 from tsm.streaming.runtime import OnnxStreamSession
-from tsm.streaming.web import WEB, chromium_path, demo_server, stream_in_chromium, write_y4m
+from tsm.streaming.web import WEB, chromium_path, demo_server, run_page, write_y4m
 
 CLASSES = ["swipe left", "swipe right", "thumb up", "stop sign", "no gesture"]
 SIZE, FRAMES = 64, 6
@@ -58,20 +58,9 @@ def page_setup(tmp_path_factory):
     return {"root": root, "stream": stream, "clip": clip, "camera": camera, "video": video}
 
 
-def open_page(model: Path, camera: Path, screenshot: Path | None = None) -> dict:
-    server = demo_server(model, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/?model=model.onnx&source=camera&report={FRAMES}"
-        return stream_in_chromium(url, camera, screenshot)
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_page_logits_are_onnxruntime_frame_by_frame(page_setup):
     shot = page_setup["root"] / "page.png"
-    result = open_page(page_setup["stream"], page_setup["camera"], shot)
+    result = run_page(page_setup["stream"], page_setup["camera"], FRAMES, shot)
     assert result["error"] is None
     frames = result["frames"]
     assert len(frames) == FRAMES

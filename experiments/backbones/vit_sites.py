@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import QUIET, ROOT, machine, summary, synthetic_overrides  # noqa: E402
+from study import QUIET, ROOT, machine, summary, synthetic_overrides, train_in_process  # noqa: E402
 
 # site -> the block submodules the shift wraps (None: TSN)
 SITES = {"TSN": None, "attention": ("norm1",), "MLP": ("norm2",), "both": ("norm1", "norm2")}
@@ -44,21 +44,14 @@ SCALES = {
 
 def train_with_site(site: str, overrides: list[str]) -> None:
     """In this process: set ViT blocks' shift site, then train as src/train.py does."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
     from timm.models.vision_transformer import Block
 
     from tsm.models.families import BLOCKS, Site
-    from tsm.training.task import train
 
     if SITES[site] is not None:
         BLOCKS[Block] = Site(SITES[site], tokens=True)
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        run_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))
-        cfg.paths.output_dir = run_dir
-    train(cfg)
+    run_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))
+    train_in_process(overrides, run_dir)
 
 
 def run(site: str, seed: int, scale: dict, runs: Path) -> dict:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,20 +26,13 @@ import torch
 from tsm.export import to_onnx
 from tsm.models import build_recognizer
 from tsm.streaming.runtime import OnnxStreamSession
-from tsm.streaming.web import chromium_path, demo_server, stream_in_chromium, write_y4m
+from tsm.streaming.web import chromium_path, run_page, write_y4m
 
 WARMUP = 5
 
 
 def browser_frames(model: Path, camera: Path, frames: int) -> list[dict]:
-    server = demo_server(model, port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/?model=model.onnx&source=camera&report={frames}"
-        result = stream_in_chromium(url, camera, timeout_s=600)
-    finally:
-        server.shutdown()
-        server.server_close()
+    result = run_page(model, camera, frames, timeout_s=600)
     if result["error"]:
         raise RuntimeError(f"the page failed: {result['error']}")
     return result["frames"]

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import QUIET, ROOT, epoch_curve, machine  # noqa: E402
+from study import QUIET, ROOT, epoch_curve, machine, train_in_process  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -28,11 +28,8 @@ HERE = Path(__file__).resolve().parent
 def train_split(init: int, order: int, run_dir: str, extra: list[str]) -> None:
     """In this process: the default run with the network built under ``init`` and trained under ``order``."""
     import pytorch_lightning as pl
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
 
     from tsm.training import module
-    from tsm.training.task import train
 
     build = module.build_recognizer
 
@@ -42,11 +39,7 @@ def train_split(init: int, order: int, run_dir: str, extra: list[str]) -> None:
         return net
 
     module.build_recognizer = build_then_reseed  # the module's own reference, used in its __init__
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*QUIET, *extra, f"seed={init}"])
-    with open_dict(cfg):
-        cfg.paths.output_dir = run_dir
-    train(cfg)
+    train_in_process([*QUIET, *extra, f"seed={init}"], run_dir)
 
 
 def run(init: int, order: int, runs: Path, extra: list[str]) -> Path:

@@ -33,7 +33,7 @@ from tsm.models.patch import TemporalPool
 from tsm.models.recognizer import INFO_DEFAULTS, Recognizer
 from tsm.shift import TemporalShift
 from tsm.streaming.model import StreamingTSM
-from tsm.streaming.runtime import INFO_KEY, buffer_zeros, ort_session
+from tsm.streaming.runtime import INFO_KEY, buffer_zeros, ort_session, read_metadata
 
 MODES = ("clip", "stream")
 BATCH = "batch"
@@ -161,11 +161,6 @@ def _export_stream(stream: StreamingTSM, path: Path, frame: torch.Tensor, opset:
     outputs = ["logits", *(f"{name}_out" for name in names)]
     metadata = {"tsm_mode": "stream", "tsm_buffers": json.dumps(spec), INFO_KEY: info}
     _export(stream, (frame, *buffers), path, ["frame", *names], outputs, opset, metadata)
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file as a dict."""
-    return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def zero_buffers(path: str | Path, batch: int) -> dict[str, np.ndarray]:

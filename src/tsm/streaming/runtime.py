@@ -30,6 +30,13 @@ def ort_session(path: str | Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict (reads the graph, not the weights; needs ``onnx``)."""
+    import onnx  # not needed to run a file: a device with onnxruntime alone can still import this module
+
+    return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
 def buffer_zeros(metadata: Mapping[str, str], batch: int) -> dict[str, np.ndarray]:
     """Zeroed stream buffers for ``batch`` streams from a stream file's metadata (its ``tsm_buffers``)."""
     spec = json.loads(metadata["tsm_buffers"])

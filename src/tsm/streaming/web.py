@@ -10,11 +10,12 @@ frame (its model input, logits and latency); it needs the ``playwright`` package
 from __future__ import annotations
 
 import shutil
+import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import onnx
+from tsm.streaming.runtime import read_metadata
 
 WEB = Path(__file__).resolve().parents[3] / "web"  # the page, in the repository (not installed)
 MODEL_URL = "/model.onnx"
@@ -24,7 +25,7 @@ def check_model(path: Path) -> None:
     """Refuse a file the page cannot run, saying why (the page says the same of files picked in it)."""
     if not path.is_file():
         raise FileNotFoundError(f"model={path}: no such file")
-    metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    metadata = read_metadata(path)
     how = "export it with src/export.py mode=stream"
     if metadata.get("tsm_mode", "stream") != "stream":
         raise ValueError(f"model={path} is a {metadata['tsm_mode']}-mode export: {how}")
@@ -95,6 +96,19 @@ def stream_in_chromium(url: str, y4m: str | Path, screenshot: str | Path | None 
             return result
         finally:
             browser.close()
+
+
+def run_page(model: str | Path, camera: str | Path, frames: int, screenshot=None, timeout_s: float = 120) -> dict:
+    """Serve the page with ``model`` on a free port and stream ``camera`` (``.y4m``) through it in headless
+    Chromium until the page reports ``frames`` frames: :func:`stream_in_chromium`'s result."""
+    server = demo_server(model, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        query = f"?model={MODEL_URL.lstrip('/')}&source=camera&report={frames}"
+        return stream_in_chromium(f"http://127.0.0.1:{server.server_address[1]}/{query}", camera, screenshot, timeout_s)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def write_y4m(frames, path: str | Path, fps: int = 10) -> Path:
