@@ -1,18 +1,79 @@
-"""Export a checkpoint to ONNX and verify it in onnxruntime: ``python src/export.py ckpt_path=... mode=clip|stream``."""
+"""Export a checkpoint to ONNX and verify it in onnxruntime:
+``python src/export.py ckpt_path=... mode=clip|stream precision=fp32|fp16|int8``.
+
+fp16 and int8 files are made from the fp32 export (kept beside them as ``<out>.fp32.onnx``): int8 is
+calibrated on ``calibration.clips`` unaugmented clips of the checkpoint's own training data (the data
+config it records; ``+data=NAME`` names another). Both are then compared with the fp32 file on
+``compare.clips`` validation clips: agreement, both accuracies, sizes and latencies, printed and
+written to ``<out>.report.json``.
+"""
+
+import json
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+import numpy as np
+import rich
+from omegaconf import DictConfig, OmegaConf
 
+from tsm.data.dataset import Skipped
 from tsm.export import to_onnx
-from tsm.models.checkpoints import load_recognizer
+from tsm.models.checkpoints import data_config, load_recognizer
+from tsm.quantize import PRECISIONS, compare, to_fp16, to_int8
+from tsm.streaming.runtime import model_info, read_metadata
+
+
+def spread(count: int, total: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(total)`` (every class of an ordered split is met)."""
+    return sorted({int(i) for i in np.linspace(0, total - 1, min(count, total))})
+
+
+def clips_of(cfg: DictConfig, fp32_file: Path, split: str, count: int) -> tuple[list[np.ndarray], list[int]]:
+    """``count`` unaugmented clips of ``split`` and their labels, at the exported file's input size."""
+    data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else data_config(cfg.ckpt_path)
+    info = model_info(read_metadata(fp32_file), fp32_file)
+    side = info["input_size"] if isinstance(info["input_size"], int) else min(info["input_size"])
+    data |= {"crop_size": side, "scale_size": info["scale_size"], "log_dir": None, "num_workers": 0}
+    dataset = hydra.utils.instantiate(data).unaugmented(split)
+    clips, labels = [], []
+    for index in spread(count, len(dataset)):
+        item = dataset[index]
+        if isinstance(item, Skipped):  # data.on_error=skip
+            rich.print(f"[yellow]skipped {split} clip {index}: {item.path}: {item.reason}")
+            continue
+        clip, label, _ = item
+        clips.append(clip.numpy())
+        labels.append(label)
+    return clips, labels
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     if cfg.format != "onnx":
         raise ValueError(f"format={cfg.format!r} is not supported; the exporter writes format=onnx")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
     model = load_recognizer(cfg.ckpt_path, num_segments=cfg.num_segments)
-    to_onnx(model, cfg.out, mode=cfg.mode, input_size=cfg.input_size, opset=cfg.opset)
+    out = Path(cfg.out)
+    fp32_file = out if cfg.precision == "fp32" else out.with_suffix(".fp32.onnx")
+    to_onnx(model, fp32_file, mode=cfg.mode, input_size=cfg.input_size, opset=cfg.opset)
+    if cfg.precision == "fp32":
+        return
+    if cfg.precision == "fp16":
+        to_fp16(fp32_file, out)
+    else:
+        clips, _ = clips_of(cfg, fp32_file, cfg.calibration.split, cfg.calibration.clips)
+        to_int8(fp32_file, out, clips, {"split": cfg.calibration.split, "checkpoint": str(cfg.ckpt_path)})
+    clips, labels = clips_of(cfg, fp32_file, cfg.compare.split, cfg.compare.clips)
+    report = compare(fp32_file, out, clips, labels)
+    out.with_suffix(".report.json").write_text(json.dumps(report, indent=2) + "\n")
+    unit = "clip" if cfg.mode == "clip" else "frame"
+    rich.print(
+        f"{out}: {cfg.precision} beside fp32 on {report['clips']} {cfg.compare.split} clips: "
+        f"top-1 agreement {report['agreement']:.3f}; top-1 {report['top1']:.3f} vs {report['fp32_top1']:.3f}; "
+        f"{report['mb']:.2f} MB vs {report['fp32_mb']:.2f} MB ({report['size_ratio']:.2f}x); "
+        f"{report['ms']:.2f} vs {report['fp32_ms']:.2f} ms per {unit} ({report['latency_ratio']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

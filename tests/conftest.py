@@ -11,6 +11,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
+from tsm.training.task import instantiate_data
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Small enough for a CPU test, large enough for every stage of the pipeline.
 TINY = [
@@ -50,7 +52,7 @@ def tiny_checkpoint(run_dir: Path, overrides: list[str]) -> Path:
     """A Lightning checkpoint of one training step on tiny synthetic data, as src/train.py writes them."""
     cfg = compose_train([*TINY, *overrides], run_dir)
     trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.fit(hydra.utils.instantiate(cfg.model), datamodule=hydra.utils.instantiate(cfg.data))
+    trainer.fit(hydra.utils.instantiate(cfg.model), datamodule=instantiate_data(cfg))
     path = run_dir / "model.ckpt"
     trainer.save_checkpoint(path)
     return path

@@ -8,8 +8,11 @@ per segment, fixed seed) from them in one process, as one loader worker does:
   (b) Kinetics-like: 10 s of 340x256 H.264 mp4 at 30 fps, a keyframe every 60 frames;
   (c) Something-V2-like: 3 s of 427x240 VP9 webm at 12 fps (libvpx-vp9's default keyframe spacing).
 Each video is read ``sparse`` (tsm.data.decode.read_video: from the keyframe before each wanted
-frame, skipping unwanted non-reference frames, RGB only for kept frames, one decoder thread) and
-five ways that decode every frame and pick 8 (see :func:`read_all`). ``+ transform`` adds the training
+frame, skipping unwanted non-reference frames, RGB only for kept frames, one decoder thread), by the
+peers decord and torchcodec (each opening the file per clip as a dataset does, one thread; installed
+with ``pip install -e .[bench]``, torchcodec also needs FFmpeg's shared libraries), and five ways
+that decode every frame and pick 8 (see :func:`read_all`). Before timing, every reader's frames are
+checked against ``sparse``'s for one clip (:func:`check_same_frames`). ``+ transform`` adds the training
 transform (multi-scale crop to 224, flip, normalise) to the sparse / folder read.
 """
 
@@ -35,6 +38,7 @@ from tsm.data.sampling import segment_indices
 from tsm.data.transforms import ClipTransform
 
 SEGMENTS = 8
+PEERS = ("decord (one thread)", "torchcodec (one thread, exact seeks)")
 Reader = Callable[[list[int]], torch.Tensor]
 # label -> (what is converted to RGB, PyAV thread_type of the decoder)
 BASELINES = {
@@ -92,6 +96,42 @@ def read_all(path: Path, indices: list[int], convert: str, thread_type: str) -> 
             elif convert == "all" or i in keep:
                 frames[i] = to_rgb(frame)
     return torch.from_numpy(np.stack([frames[i] for i in indices]))
+
+
+def decord_read(path: Path, indices: list[int]) -> torch.Tensor:
+    """decord, the reader of the official TSM code's successors and of mmaction2: one thread."""
+    import decord
+
+    return torch.from_numpy(decord.VideoReader(str(path), num_threads=1).get_batch(indices).asnumpy())
+
+
+def torchcodec_read(path: Path, indices: list[int]) -> torch.Tensor:
+    """torchcodec (PyTorch's decoder): exact seeks, one FFmpeg thread, frames as (T, H, W, C)."""
+    from torchcodec.decoders import VideoDecoder
+
+    decoder = VideoDecoder(str(path), seek_mode="exact", num_ffmpeg_threads=1, dimension_order="NHWC")
+    return decoder.get_frames_at(indices).data
+
+
+def check_same_frames(readers: dict[str, Reader], indices: list[int], reference: str = "sparse") -> dict[str, float]:
+    """Every reader's frames for ``indices`` beside ``reference``'s: the mean absolute difference per
+    reader (0: identical; the codecs' YUV-to-RGB conversions may round differently). Raises when a
+    reader returns other frames (a wrong seek) or another shape."""
+    expected = readers[reference](indices).float()
+    differences = {}
+    for name, read in readers.items():
+        got = read(indices).float()
+        if got.shape != expected.shape:
+            raise AssertionError(
+                f"{name} returned frames of shape {tuple(got.shape)}, {reference} {tuple(expected.shape)}"
+            )
+        per_frame = (got - expected).abs().flatten(1).mean(1)
+        if per_frame.max() > 3:  # a neighbouring frame differs by far more than rounding does
+            raise AssertionError(
+                f"{name} returned other frames than {reference}: mean |difference| {per_frame.tolist()}"
+            )
+        differences[name] = float(per_frame.max())
+    return differences
 
 
 def clips_per_second(readers: dict[str, Reader], num_frames: int, clips: int) -> dict[str, float]:
@@ -155,14 +195,22 @@ def main() -> None:
             readers: dict[str, Reader] = {
                 "sparse": lambda i, p=path: read_video(p, i),
                 "sparse + transform": lambda i, p=path: transform(read_video(p, i), 0, rng),
+                "decord (one thread)": partial(decord_read, path),
+                "torchcodec (one thread, exact seeks)": partial(torchcodec_read, path),
             }
             readers.update(
                 {label: partial(read_all, path, convert=c, thread_type=t) for label, (c, t) in BASELINES.items()}
             )
+            frame_readers = {k: v for k, v in readers.items() if "transform" not in k}
+            differences = check_same_frames(frame_readers, segment_indices(n, SEGMENTS, True, rng))
             rates = clips_per_second(readers, n, args.clips)
             rows += named_rows(f"{name} ({n} frames)", rates)
+            speedups = " / ".join(f"{rates['sparse'] / rates[label]:.1f}x" for label in PEERS)
+            rows.append(("", f"sparse speed-up over {' / '.join(PEERS)}: {speedups}", None))
             speedups = " / ".join(f"{rates['sparse'] / rates[label]:.1f}x" for label in BASELINES)
             rows.append(("", f"sparse speed-up over the {len(BASELINES)} decode-all reads: {speedups}", None))
+            rounding = ", ".join(f"{k} {v:.2f}" for k, v in differences.items() if k != "sparse")
+            rows.append(("", f"same frames as sparse (max per-frame mean abs difference, 0-255): {rounding}", None))
             stats = DecodeStats()
             read_video(path, segment_indices(n, SEGMENTS, False, rng), stats)
             rows.append(("", f"centre clip: {stats.packets}/{n} packets to the decoder, {stats.seeks} seeks", None))

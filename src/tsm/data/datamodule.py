@@ -83,6 +83,7 @@ class ClipDataModule(pl.LightningDataModule):
         self.norm = {"mean": tuple(mean), "std": tuple(std)}
         self.datasets: dict[str, ClipDataset] = {}
         self.skipped: Counter[str] = Counter()  # per split, since its last epoch-end report
+        self.config: dict[str, Any] | None = None  # the resolved data config, set by the train task
 
     @property
     def num_classes(self) -> int:
@@ -97,13 +98,22 @@ class ClipDataModule(pl.LightningDataModule):
                 self._check_classes(split, source)
             self._report_source(split, source)
             train = split == "train"
-            augment = self._flip_settings(source) if train else {}
+            augment = {**self._flip_settings(source), **self._reverse_settings(source)} if train else {}
             transform = ClipTransform(train, self.crop_size, self.scale_size, **augment, **self.norm)
             teacher = self.teacher_sampler if train else None  # the teacher only takes part in the training loss
             self.datasets[split] = ClipDataset(
                 source, self.sampler, transform, train, self.seed, self.on_error, teacher
             )
         return self.datasets[split]
+
+    def unaugmented(self, split: str) -> ClipDataset:
+        """Clips of ``split`` (train included) as evaluation sees them: the middle frame of each segment,
+        centre crop, no flip (int8 calibration on training clips, :mod:`tsm.quantize`)."""
+        if split != "train":
+            return self.dataset(split)
+        source = self.dataset(split).source
+        transform = ClipTransform(False, self.crop_size, self.scale_size, **self.norm)
+        return ClipDataset(source, self.sampler, transform, False, self.seed, self.on_error)
 
     def _check_classes(self, split: str, source: Any) -> None:
         """The classes of ``split`` must be as many as ``data.num_classes`` (or the train source's)."""
@@ -134,6 +144,21 @@ class ClipDataModule(pl.LightningDataModule):
                 never = ", ".join(source.classes[i] for i in sorted(lone))
                 log.info("%s: never flipped (their mirror class is not in the labels): %s", name, never)
         return {**augment, "flip_label_map": flip_map, "no_flip_classes": lone}
+
+    def _reverse_settings(self, source: Any) -> dict[str, Any]:
+        """``data.augment.reverse`` with the source's map from each class to its time reversal's class."""
+        if not self.augment.get("reverse", False):
+            return {}
+        reverse_map = getattr(source, "reverse_label_map", None)
+        if not reverse_map or set(reverse_map) != set(range(len(source.classes))):
+            raise ValueError(
+                f"data.augment.reverse=true needs a source whose every class has a time-reversed partner class "
+                f"(reverse_label_map); {type(source).__name__} has none: set data.augment.reverse=false"
+            )
+        pairs = sorted({tuple(sorted(pair)) for pair in reverse_map.items() if pair[0] != pair[1]})
+        swaps = "; ".join(f"{source.classes[a]} <-> {source.classes[b]}" for a, b in pairs)
+        log.info("%s: time reversal swaps %s", type(source).__name__, swaps or "no label")
+        return {"reverse_label_map": reverse_map}
 
     def teacher_view_loader(self) -> DataLoader:
         """The training videos in the teacher's fixed view (its frames sampled as for evaluation, centre

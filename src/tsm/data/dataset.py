@@ -81,6 +81,9 @@ class ClipDataset(Dataset):
             num_frames = self.source.num_frames(index)
             indices = self.sampler(num_frames, self.train, rng)
             teacher = self.teacher_sampler(num_frames, self.train, rng) if self.teacher_sampler else []
+            backwards, label = self.transform.time_reversal(self.source.label(index), rng)
+            if backwards:  # both views play backwards
+                indices, teacher = indices[::-1], teacher[::-1]
             wanted = sorted(set(indices) | set(teacher))  # each frame decoded once for both views
             decoded = self.source.read(index, wanted)
         except DataError as err:
@@ -89,7 +92,7 @@ class ClipDataset(Dataset):
             return Skipped(index, err.path, err.reason)
         row = {frame: i for i, frame in enumerate(wanted)}
         frames = decoded[[row[i] for i in indices + teacher]]
-        clip, label = self.transform(frames, self.source.label(index), rng)  # one crop and flip for all
+        clip, label = self.transform(frames, label, rng)  # one crop and flip for all
         if teacher:
             clip = (clip[: len(indices)], clip[len(indices) :])
         return clip, label, index

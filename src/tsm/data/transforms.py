@@ -1,4 +1,5 @@
-"""Clip transforms: training augmentation (one crop and flip decision for all frames of a clip),
+"""Clip transforms: training augmentation (one crop and flip decision for all frames of a clip, and
+time reversal for sources whose classes come in time-reversed pairs),
 the one evaluation preprocessing (short side to ``scale_size``, centre crop), the multi-view test's
 crops, and normalisation.
 
@@ -80,7 +81,12 @@ def multiscale_crop_box(
 class ClipTransform:
     """Training: multi-scale crop, resize to ``crop_size``, horizontal flip with a label map (never
     for labels in ``no_flip_classes``, whose mirror class is absent). Evaluation: resize the short
-    side to ``scale_size``, centre crop ``crop_size``."""
+    side to ``scale_size``, centre crop ``crop_size``.
+
+    ``reverse``: in training, half the clips play backwards with their label swapped for the class
+    their time reversal belongs to (``reverse_label_map``, every class in it); decided by
+    :meth:`time_reversal` before the frames are read, applied by the dataset to the frame order.
+    """
 
     def __init__(
         self,
@@ -92,6 +98,8 @@ class ClipTransform:
         flip: bool = True,
         flip_label_map: Mapping[int, int] | None = None,
         no_flip_classes: Collection[int] = (),
+        reverse: bool = False,
+        reverse_label_map: Mapping[int, int] | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
@@ -103,7 +111,15 @@ class ClipTransform:
         self.flip = flip
         self.flip_label_map = dict(flip_label_map or {})
         self.no_flip_classes = frozenset(no_flip_classes)
+        self.reverse = reverse
+        self.reverse_label_map = dict(reverse_label_map or {})
         self.mean, self.std = channel_stats(mean, std)
+
+    def time_reversal(self, label: int, rng: np.random.Generator) -> tuple[bool, int]:
+        """Whether this training clip plays backwards, and its label then."""
+        if not (self.train and self.reverse) or rng.random() >= 0.5:
+            return False, label
+        return True, self.reverse_label_map[label]
 
     def __call__(self, frames: torch.Tensor, label: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         clip = frames.permute(0, 3, 1, 2)  # (T, C, H, W) uint8

@@ -3,7 +3,8 @@
 A checkpoint written by ``src/train.py`` describes itself: its ``hyper_parameters`` rebuild the
 network (no pretrained download, no backbone file: the saved weights replace them anyway) and its
 ``tsm_info`` entry records class names, frames per clip, input size, mean and std (see
-:func:`model_info`). Checkpoints written before ``tsm_info`` existed still load; what they lack is
+:func:`model_info`); ``tsm_data`` is the resolved ``data`` config it was trained on (see
+:func:`data_config`). Checkpoints written before ``tsm_info`` existed still load; what they lack is
 filled with defaults and named in a warning. Every file is read by :func:`tsm.models.loading.safe_load`.
 """
 
@@ -35,6 +36,7 @@ ARCHITECTURE_KEYS = (
     "backbone_args",
 )
 INFO_KEY = "tsm_info"
+DATA_KEY = "tsm_data"
 
 
 def is_lightning_checkpoint(state: Any) -> bool:
@@ -93,6 +95,18 @@ def load_recognizer(path: str | Path, num_segments: int = 8) -> nn.Module:
     if is_lightning_checkpoint(state):
         return recognizer_from_checkpoint(state, str(path))
     return official_from_state(state, str(path), num_segments)
+
+
+def data_config(path: str | Path) -> dict[str, Any]:
+    """The resolved ``data`` config a checkpoint of this project was trained on (a plain dict for
+    ``hydra.utils.instantiate``); raises for files that do not record it."""
+    state = safe_load(path, "checkpoint")
+    if not is_lightning_checkpoint(state) or DATA_KEY not in state:
+        raise ValueError(
+            f"{path} does not record the data it was trained on (a released .pth, or a checkpoint older than "
+            f"{DATA_KEY}): name the data with +data=NAME (and data.root=DIR)"
+        )
+    return dict(state[DATA_KEY])
 
 
 def init_from(net: nn.Module, path: str | Path) -> None:

@@ -56,7 +56,8 @@ def model_info(metadata: Mapping[str, str], path: str | Path) -> dict[str, Any]:
 class OnnxStreamSession:
     """``step(frame)`` with ``frame`` ``(batch, 3, H, W)`` float32 returns that frame's logits
     ``(batch, num_classes)``; ``reset()`` starts a new stream (all buffers zero); ``info`` says how to
-    feed it (``class_names``, ``input_size``, ``scale_size``, ``mean``, ``std``)."""
+    feed it (``class_names``, ``input_size``, ``scale_size``, ``mean``, ``std``); ``precision`` is
+    the file's (fp32, fp16 or int8, see :mod:`tsm.quantize`)."""
 
     def __init__(self, path: str | Path, batch: int = 1) -> None:
         self.session = ort_session(path)
@@ -64,6 +65,7 @@ class OnnxStreamSession:
         if metadata.get("tsm_mode") != "stream":
             raise ValueError(f"{path} is not a stream-mode export (tsm_mode={metadata.get('tsm_mode')!r})")
         self.info = model_info(metadata, path)
+        self.precision = metadata.get("tsm_precision", "fp32")  # fp16 and int8 files take float32 frames too
         self.batch = batch
         frame_input, *buffer_inputs = self.session.get_inputs()
         logits_output, *buffer_outputs = self.session.get_outputs()

@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from tsm.distill.loss import kd_loss
 from tsm.distill.teacher import Distiller
 from tsm.metrics import classification_metrics
-from tsm.models.checkpoints import INFO_KEY, architecture
+from tsm.models.checkpoints import DATA_KEY, INFO_KEY, architecture
 from tsm.models.checkpoints import init_from as load_weights
 from tsm.models.factory import build_recognizer
 from tsm.training.optim import build_optimizer, param_groups, scaled_lr, warmup_schedule
@@ -107,12 +107,14 @@ class TSMLitModule(pl.LightningModule):
             self.distiller.prepare(self.trainer, self.device, next(self.net.parameters()).dtype)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Make the checkpoint self-describing (:mod:`tsm.models.checkpoints`): the network's info and
-        the data's class names, frames, input size and normalisation."""
+        """Make the checkpoint self-describing (:mod:`tsm.models.checkpoints`): the network's info, the
+        data's class names, frames, input size and normalisation, and the data config it was trained on."""
         data = getattr(self.trainer, "datamodule", None)
         described = data.describe() if hasattr(data, "describe") else {}
         arch = architecture(self.hparams)
         checkpoint[INFO_KEY] = {"backbone": arch["backbone"], "shift": arch.get("shift"), **described}
+        if getattr(data, "config", None) is not None:
+            checkpoint[DATA_KEY] = data.config
         checkpoint[HISTORY_KEY] = list(self.history)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -43,10 +43,13 @@ def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def instantiate_data(cfg: DictConfig) -> Any:
     """The datamodule of ``cfg.data``; a null ``data.num_classes`` is set to the count of its train
-    labels, so that the model (``model.num_classes: ${data.num_classes}``) receives it."""
+    labels, so that the model (``model.num_classes: ${data.num_classes}``) receives it. The resolved
+    config is kept as ``datamodule.config``."""
     datamodule = hydra.utils.instantiate(cfg.data)
     if cfg.data.get("num_classes") is None:
         cfg.data.num_classes = datamodule.num_classes
+    # recorded in checkpoints (tsm.models.checkpoints.DATA_KEY): int8 calibration reads the model's own data
+    datamodule.config = OmegaConf.to_container(cfg.data, resolve=True)
     return datamodule
 
 

@@ -1,0 +1,165 @@
+"""fp32 / fp16 / int8 TSM on this CPU: agreement, accuracy, size and speed, from one checkpoint.
+
+    python experiments/quantization/study.py [--ckpt PATH] [--clips 300] [--repeats 50] [--out experiments/quantization]
+
+1. The default model trained with the causal shift, ``python src/train.py model/shift=causal seed=1``
+   (run into ``<out>/runs/causal`` and reused; ``--ckpt`` names another checkpoint).
+2. ``python src/export.py`` of it in each mode and precision at its trained size, as users run it:
+   int8 calibrated on 64 unaugmented training clips; every file compared with the fp32 export on
+   ``--clips`` validation clips (top-1 agreement, both accuracies, sizes, latencies).
+3. Per-frame latency at 224x224 (batch 1, onnxruntime, interleaved): the stream file in each precision
+   beside the plain 2D network of the same weights (one frame, no shift) in fp32 and int8, and the
+   node census of the graphs onnxruntime runs (which ops stay float).
+
+Writes ``results.md`` and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from study import QUIET, ROOT, interleaved, machine  # noqa: E402
+
+from tsm.export import to_onnx  # noqa: E402
+from tsm.models import build_recognizer  # noqa: E402
+from tsm.models.checkpoints import load_recognizer  # noqa: E402
+from tsm.quantize import calibration_feeds, node_census, to_fp16, to_int8  # noqa: E402
+from tsm.streaming.runtime import ort_session  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+EXPORTS = [("stream", "fp16"), ("stream", "int8"), ("clip", "int8")]
+
+
+def trained_checkpoint(out: Path, extra: list[str]) -> Path:
+    run_dir = out / "runs" / "causal"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not (run_dir / "metrics.json").is_file():
+        command = [
+            sys.executable,
+            "src/train.py",
+            *QUIET,
+            "model/shift=causal",
+            "seed=1",
+            *extra,
+            f"hydra.run.dir={run_dir}",
+        ]
+        subprocess.run(command, check=True, cwd=ROOT)
+    return ckpt
+
+
+def exported(ckpt: Path, out: Path, mode: str, precision: str, clips: int, extra: list[str]) -> dict:
+    """``src/export.py`` at the checkpoint's own size; its report."""
+    path = out / f"{mode}_{precision}.onnx"
+    command = [sys.executable, "src/export.py", f"ckpt_path={ckpt}", f"mode={mode}", f"precision={precision}"]
+    command += [f"out={path}", f"compare.clips={clips}", f"hydra.run.dir={out}", *extra]
+    subprocess.run(command, check=True, cwd=ROOT)
+    return json.loads(path.with_suffix(".report.json").read_text())
+
+
+def plain_2d(model: torch.nn.Module) -> torch.nn.Module:
+    """The 2D network the TSM is made of: the same weights, one frame, no shift."""
+    plain = build_recognizer(model.info["backbone"], model.num_classes, 1, dropout=0.0).eval()
+    plain.load_state_dict(model.state_dict())
+    return plain
+
+
+def latency_at(ckpt: Path, size: int, repeats: int, workdir: Path) -> tuple[dict[str, float], dict[str, dict]]:
+    """Per-frame ms of the stream file in each precision and of the plain 2D model (fp32, int8) at ``size``,
+    interleaved; and the node census of each int8 graph."""
+    model = load_recognizer(ckpt)
+    files = {"stream fp32": to_onnx(model, workdir / "stream_fp32.onnx", mode="stream", input_size=size)}
+    files["plain 2D fp32"] = to_onnx(plain_2d(model), workdir / "plain_fp32.onnx", mode="clip", input_size=size)
+    rng = np.random.default_rng(0)
+    calibration = [rng.standard_normal((8, 3, size, size), np.float32) for _ in range(8)]  # timing only
+    files["stream fp16"] = to_fp16(files["stream fp32"], workdir / "stream_fp16.onnx")
+    files["stream int8"] = to_int8(files["stream fp32"], workdir / "stream_int8.onnx", calibration, {"data": "noise"})
+    plain_clips = [clip[:1] for clip in calibration]
+    files["plain 2D int8"] = to_int8(
+        files["plain 2D fp32"], workdir / "plain_int8.onnx", plain_clips, {"data": "noise"}
+    )
+    feeds = {name: next(calibration_feeds(path, calibration[:1])) for name, path in files.items()}
+    feeds["plain 2D fp32"] = feeds["plain 2D int8"] = {"clip": calibration[0][None, :1]}
+    sessions = {name: ort_session(path) for name, path in files.items()}
+    fns = {name: (lambda s=sessions[name], f=feeds[name]: s.run(None, f)) for name in files}
+    census = {name: dict(node_census(path)) for name, path in files.items() if "int8" in name}
+    sizes = {name: path.stat().st_size / 2**20 for name, path in files.items()}
+    return interleaved(fns, repeats), {"census": census, "mb": sizes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ckpt", type=Path, default=None)
+    parser.add_argument("--clips", type=int, default=300, help="validation clips each file is compared on")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 64], help="frame sides timed")
+    parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides added to training and export (tests)")
+    args = parser.parse_args()
+    ckpt = args.ckpt or trained_checkpoint(args.out, args.extra)
+    files = args.out / "files"
+    reports = {
+        f"{mode} {precision}": exported(ckpt, files, mode, precision, args.clips, []) for mode, precision in EXPORTS
+    }
+    timing = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            timing[size] = latency_at(ckpt, size, args.repeats, Path(tmp) / str(size))
+    result = {
+        "machine": machine(),
+        "ckpt": str(ckpt),
+        "reports": reports,
+        "timing": {str(k): v for k, v in timing.items()},
+    }
+    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "results.md").write_text(report(result, args) + "\n")
+    print(report(result, args))
+
+
+def report(result: dict, args: argparse.Namespace) -> str:
+    ckpt = Path(result["ckpt"])
+    ckpt = ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt
+    lines = [
+        f"Command: `python experiments/quantization/study.py`; {result['machine']}, onnxruntime {ort.__version__}, "
+        f"{os.cpu_count()} threads; checkpoint `{ckpt}`.",
+        "",
+        f"## Agreement with fp32 on {args.clips} validation clips, at the trained size (`src/export.py`'s report)",
+        "",
+        "| file | top-1 agreement | top-1 | fp32 top-1 | MB | fp32 MB | size ratio | ms | fp32 ms | latency ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in result["reports"].items():
+        lines.append(
+            f"| {name} | {r['agreement']:.3f} | {r['top1']:.3f} | {r['fp32_top1']:.3f} | {r['mb']:.2f} "
+            f"| {r['fp32_mb']:.2f} | {r['size_ratio']:.2f}x | {r['ms']:.2f} | {r['fp32_ms']:.2f} | {r['latency_ratio']:.2f}x |"
+        )
+    for size, (ms, extra) in result["timing"].items():
+        base = ms["stream fp32"]
+        lines += [
+            "",
+            f"## Per frame at {size}x{size} (batch 1, median of {args.repeats} interleaved runs)",
+            "",
+            "| model | ms per frame | / streaming fp32 | MB |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {value:.2f} | {value / base:.2f}x | {extra['mb'][name]:.2f} |" for name, value in ms.items()
+        ]
+        for name, census in extra["census"].items():
+            ops = ", ".join(f"{op} {n}" for op, n in sorted(census.items(), key=lambda kv: -kv[1]))
+            lines.append(f"\nNodes onnxruntime runs for {name}: {ops}.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""fp16 and int8 versions of an exported ONNX file (clip or stream mode), and how they compare with it.
+
+int8: onnxruntime's static quantization in QDQ format, uint8 activations and int8 weights (per output
+channel, symmetric): the pair whose integer kernels onnxruntime has on x86 (VNNI) and ARM (dot
+product). When a session loads the file, onnxruntime fuses each DequantizeLinear -> op ->
+QuantizeLinear into one integer op (QLinearConv, QLinearAdd, QLinearConcat, QGemm, ...):
+:func:`node_census` lists what it runs. Calibration (min-max) reads clips of the model's own
+training data, unaugmented; a stream file is calibrated on whole clips streamed frame by frame, its
+shift buffers carried from frame to frame by the fp32 file, so they hold the values a stream holds.
+
+fp16: weights and compute in half precision for GPUs; inputs and outputs stay float32 (a cast at
+each), so every runtime of this project feeds all three precisions the same way. onnxruntime's
+CPU provider runs it too (slower than fp32: it is for checking, not for speed).
+
+Both record ``tsm_precision`` and ``tsm_calibration`` (JSON) beside the fp32 file's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from tsm.benchmark import median_ms
+from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session
+
+PRECISIONS = ("fp32", "fp16", "int8")
+PRECISION_KEY = "tsm_precision"
+CALIBRATION_KEY = "tsm_calibration"
+
+
+def file_mode(path: str | Path) -> str:
+    """``clip`` or ``stream``, from the file's ``tsm_mode`` metadata."""
+    mode = ort_session(path).get_modelmeta().custom_metadata_map.get("tsm_mode")
+    if mode not in ("clip", "stream"):
+        raise ValueError(f"{path} is not an export of this project (tsm_mode={mode!r})")
+    return mode
+
+
+def to_fp16(source: str | Path, target: str | Path) -> Path:
+    """Write the half-precision version of the fp32 file ``source`` to ``target``."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    _set_metadata(model, "fp16", {"io": "float32", "compute": "float16"})
+    onnx.save(model, str(target))
+    return Path(target)
+
+
+def to_int8(source: str | Path, target: str | Path, clips: Iterable[np.ndarray], description: dict) -> Path:
+    """Write the int8 version of the fp32 file ``source`` to ``target``, calibrated on ``clips``
+    (``(T, 3, H, W)`` float32 each, normalised as the model expects); ``description`` (where the clips
+    came from) is recorded with the quantization settings in ``tsm_calibration``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    clips = list(clips)
+    if not clips:
+        raise ValueError("int8 calibration needs at least one clip (calibration.clips >= 1)")
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared))  # shape inference and graph folding, as onnxruntime advises
+        quantize_static(
+            str(prepared),
+            str(target),
+            _Feeds(calibration_feeds(source, clips)),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    settings = {
+        "format": "QDQ",
+        "activations": "uint8, per tensor",
+        "weights": "int8, per output channel, symmetric",
+        "method": "minmax",
+        "clips": len(clips),
+        **description,
+    }
+    model = onnx.load(str(target))
+    model.metadata_props.clear()
+    model.metadata_props.extend(onnx.load(str(source), load_external_data=False).metadata_props)
+    _set_metadata(model, "int8", settings)
+    onnx.save(model, str(target))
+    return Path(target)
+
+
+def _set_metadata(model: onnx.ModelProto, precision: str, calibration: dict) -> None:
+    for key, value in ((PRECISION_KEY, precision), (CALIBRATION_KEY, json.dumps(calibration))):
+        entry = next((e for e in model.metadata_props if e.key == key), None) or model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def calibration_feeds(fp32_path: str | Path, clips: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """The inputs the file sees for ``clips``: one feed per clip (clip files), or one per frame with the
+    buffers the fp32 file carries from the frame before (stream files)."""
+    session = ort_session(fp32_path)
+    metadata = session.get_modelmeta().custom_metadata_map
+    for clip in clips:
+        if metadata.get("tsm_mode") == "clip":
+            yield {"clip": clip[None]}
+            continue
+        buffers = buffer_zeros(metadata, 1)
+        for frame in clip:
+            feed = {"frame": frame[None], **buffers}
+            yield feed
+            _, *carried = session.run(None, feed)
+            buffers = dict(zip(buffers, carried, strict=True))
+
+
+class _Feeds:
+    """onnxruntime's calibration reader protocol over an iterator of feeds."""
+
+    def __init__(self, feeds: Iterator[dict[str, np.ndarray]]) -> None:
+        self.feeds = feeds
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.feeds, None)
+
+
+def clip_logits(path: str | Path, clips: Iterable[np.ndarray]) -> np.ndarray:
+    """``(N, K)`` logits of each clip: a clip file's output, or a stream file's per-frame logits
+    averaged over the clip's frames (what the causal model computes offline)."""
+    if file_mode(path) == "clip":
+        session = ort_session(path)
+        return np.concatenate([session.run(None, {"clip": clip[None]})[0] for clip in clips])
+    stream = OnnxStreamSession(path)
+    out = []
+    for clip in clips:
+        stream.reset()
+        out.append(np.mean([stream.step(frame[None])[0] for frame in clip], axis=0))
+    return np.stack(out)
+
+
+def latency_ms(path: str | Path, frame_shape: tuple[int, ...], repeats: int = 50) -> float:
+    """Median onnxruntime time of one call at batch 1: a clip (clip files) or a frame (stream files)."""
+    session = ort_session(path)
+    metadata = session.get_modelmeta().custom_metadata_map
+    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(frame_shape, np.float32)}
+    if metadata.get("tsm_mode") == "stream":
+        feed |= buffer_zeros(metadata, 1)
+    return median_ms(lambda: session.run(None, feed), repeats=repeats, warmup=5)
+
+
+def node_census(path: str | Path) -> Counter[str]:
+    """The op types of the graph onnxruntime runs for ``path`` (after its graph optimisations and
+    fusions), e.g. how many convolutions run as QLinearConv and how many Quantize/Dequantize remain."""
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        # the layout passes after this level target this machine's CPU; the integer fusions happen before
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+def compare(
+    fp32_path: str | Path, path: str | Path, clips: list[np.ndarray], labels: list[int], repeats: int = 50
+) -> dict[str, float]:
+    """``path`` beside the fp32 file it was made from, on validation ``clips``: top-1 agreement, both
+    top-1 accuracies, both sizes (MB) and latencies (ms per clip or per frame), and their ratios."""
+    reference, other = clip_logits(fp32_path, clips).argmax(1), clip_logits(path, clips).argmax(1)
+    labels_array = np.asarray(labels)
+    frame_shape = (1, *clips[0].shape) if file_mode(path) == "clip" else (1, *clips[0].shape[1:])
+    # alternate the two files' timings, so that a change in the machine's load hits both
+    ms = {"fp32": [], "other": []}
+    for _ in range(3):
+        ms["fp32"].append(latency_ms(fp32_path, frame_shape, repeats))
+        ms["other"].append(latency_ms(path, frame_shape, repeats))
+    fp32_ms, other_ms = min(ms["fp32"]), min(ms["other"])
+    fp32_mb, other_mb = Path(fp32_path).stat().st_size / 2**20, Path(path).stat().st_size / 2**20
+    return {
+        "clips": len(clips),
+        "agreement": float((reference == other).mean()),
+        "fp32_top1": float((reference == labels_array).mean()),
+        "top1": float((other == labels_array).mean()),
+        "fp32_mb": fp32_mb,
+        "mb": other_mb,
+        "size_ratio": other_mb / fp32_mb,
+        "fp32_ms": fp32_ms,
+        "ms": other_ms,
+        "latency_ratio": other_ms / fp32_ms,
+    }

@@ -1,0 +1,120 @@
+"""int8 and fp16 exports (``src/export.py precision=...``): they run, agree with fp32, describe themselves."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_checkpoint
+
+from tsm.models.checkpoints import data_config
+from tsm.quantize import CALIBRATION_KEY, PRECISION_KEY, calibration_feeds, clip_logits, node_census
+from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+CAUSAL = ["model/shift=causal", "model.shift.place=residual"]
+
+
+def export(ckpt: Path, out: Path, *overrides: str) -> dict:
+    """Run the exporter as users do; the report it writes for fp16/int8 files."""
+    command = [sys.executable, "src/export.py", f"ckpt_path={ckpt}", f"out={out}", f"hydra.run.dir={out.parent}"]
+    done = subprocess.run([*command, *overrides], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = out.with_suffix(".report.json")
+    return json.loads(report.read_text()) if report.is_file() else {}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("causal"), CAUSAL)
+
+
+@pytest.fixture(scope="module")
+def exports(ckpt, tmp_path_factory) -> dict[tuple[str, str], tuple[Path, dict]]:
+    out = tmp_path_factory.mktemp("exports")
+    files = {}
+    for mode, precision in (("stream", "int8"), ("clip", "int8"), ("stream", "fp16")):
+        path = out / f"{mode}_{precision}.onnx"
+        extra = ["calibration.clips=8", "compare.clips=3"]
+        files[mode, precision] = path, export(ckpt, path, f"mode={mode}", f"precision={precision}", *extra)
+    return files
+
+
+def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+def val_clips(ckpt: Path, count: int = 4) -> list[np.ndarray]:
+    import hydra
+
+    dataset = hydra.utils.instantiate({**data_config(ckpt), "log_dir": None}).unaugmented("val")
+    return [dataset[i][0].numpy() for i in range(count)]
+
+
+# int8: 8-bit activations through ~50 layers of a network after one training step, at 32x32 (a broken
+# scale or zero point gives errors near 1); fp16: 11-bit mantissas
+@pytest.mark.parametrize(
+    ("mode", "precision", "tolerance"), [("stream", "int8", 0.2), ("clip", "int8", 0.2), ("stream", "fp16", 1e-2)]
+)
+def test_quantized_files_compute_what_fp32_computes(ckpt, exports, mode, precision, tolerance):
+    path, report = exports[mode, precision]
+    reference = path.with_suffix(".fp32.onnx")
+    clips = val_clips(ckpt)
+    assert relative_error(clip_logits(path, clips), clip_logits(reference, clips)) < tolerance
+    assert report["clips"] == 3 and 0 <= report["agreement"] <= 1
+    assert report["size_ratio"] == pytest.approx(path.stat().st_size / reference.stat().st_size)
+    assert report["size_ratio"] < (0.45 if precision == "int8" else 0.6)
+
+
+def test_stream_logits_averaged_over_a_clip_are_the_clip_files_logits(ckpt, exports):
+    """The comparison's stream path against the clip file of the same causal model (fp32, independent graphs)."""
+    clips = val_clips(ckpt)
+    stream = exports["stream", "int8"][0].with_suffix(".fp32.onnx")
+    clip = exports["clip", "int8"][0].with_suffix(".fp32.onnx")
+    assert relative_error(clip_logits(stream, clips), clip_logits(clip, clips)) < 1e-4
+
+
+@pytest.mark.parametrize("mode", ["stream", "clip"])
+def test_int8_graph_runs_integer_convolutions(exports, mode):
+    census = node_census(exports[mode, "int8"][0])
+    print(mode, dict(census))  # the note's node census
+    assert census["QLinearConv"] > 0 and census["Conv"] == 0
+    assert census["QuantizeLinear"] + census["DequantizeLinear"] < census["QLinearConv"]
+
+
+def test_metadata_round_trips(ckpt, exports):
+    for (mode, precision), (path, _) in exports.items():
+        metadata, fp32 = read_metadata(path), read_metadata(path.with_suffix(".fp32.onnx"))
+        assert metadata[PRECISION_KEY] == precision and metadata["tsm_mode"] == mode
+        assert json.loads(metadata["tsm_info"]) == json.loads(fp32["tsm_info"])
+        calibration = json.loads(metadata[CALIBRATION_KEY])
+        if precision == "int8":
+            assert calibration["clips"] == 8 and calibration["split"] == "train"
+    session = OnnxStreamSession(exports["stream", "int8"][0])
+    assert session.precision == "int8"
+    assert session.step(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, len(session.info["class_names"]))
+
+
+def test_stream_calibration_carries_the_fp32_buffers(exports):
+    fp32 = exports["stream", "int8"][0].with_suffix(".fp32.onnx")
+    clips = [np.random.default_rng(0).standard_normal((3, 3, 32, 32), np.float32)]
+    feeds = list(calibration_feeds(fp32, clips))
+    assert len(feeds) == 3
+    assert all(not value.any() for name, value in feeds[0].items() if name != "frame")
+    session = ort_session(fp32)
+    names = [node.name for node in session.get_inputs()[1:]]
+    _, *carried = session.run(None, {"frame": clips[0][0][None], **buffer_zeros(read_metadata(fp32), 1)})
+    for name, value in zip(names, carried, strict=True):  # what the second frame reads
+        np.testing.assert_array_equal(feeds[1][name], value)
+    np.testing.assert_array_equal(feeds[2]["frame"][0], clips[0][2])
+
+
+def test_a_checkpoint_without_its_data_names_the_override(tmp_path):
+    import torch
+
+    bare = tmp_path / "bare.ckpt"
+    torch.save({"pytorch-lightning_version": "2", "hyper_parameters": {}, "state_dict": {}}, bare)
+    with pytest.raises(ValueError, match=r"\+data=NAME"):
+        data_config(bare)
