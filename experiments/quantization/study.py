@@ -141,7 +141,8 @@ def report(result: dict, args: argparse.Namespace) -> str:
     for name, r in result["reports"].items():
         lines.append(
             f"| {name} | {r['agreement']:.3f} | {r['top1']:.3f} | {r['fp32_top1']:.3f} | {r['mb']:.2f} "
-            f"| {r['fp32_mb']:.2f} | {r['size_ratio']:.2f}x | {r['ms']:.2f} | {r['fp32_ms']:.2f} | {r['latency_ratio']:.2f}x |"
+            f"| {r['fp32_mb']:.2f} | {r['size_ratio']:.2f}x | {r['ms']:.2f} | {r['fp32_ms']:.2f} "
+            f"| {r['latency_ratio']:.2f}x |"
         )
     for size, (ms, extra) in result["timing"].items():
         base = ms["stream fp32"]
