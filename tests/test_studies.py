@@ -122,6 +122,8 @@ def test_data_throughput_bench_tiny(tmp_path):
     table = out.read_text()
     assert "| (a) Jester-like" in table and "| (c) Something-V2-like" in table
     assert "sparse speed-up over the 5 decode-all reads" in table and "packets to the decoder" in table
+    assert "| decord (one thread) |" in table and "| torchcodec (one thread, exact seeks) |" in table
+    assert table.count("same frames as sparse") == 2  # checked on both videos before timing
 
 
 @pytest.mark.slow
@@ -155,3 +157,15 @@ def test_recipe_study_tiny(tmp_path):
     root = tmp_path / "runs" / "tiny" / "jester_data"
     assert (root / "jester-v1-train.csv").read_text().splitlines()[:2] == ["1;Swiping Left", "2;Swiping Right"]
     assert (root / "20bn-jester-v1" / "1" / "00008.jpg").is_file()
+
+
+@pytest.mark.slow
+def test_quantization_study_tiny(tmp_path):
+    tiny = [*synthetic_overrides(8, 4, 36), "data.batch_size=4", "trainer.max_epochs=1", "data.num_segments=4"]
+    script = EXPERIMENTS / "quantization" / "study.py"
+    args = ["--clips", "4", "--repeats", "2", "--sizes", "32", "--out", str(tmp_path), "--extra", *tiny]
+    subprocess.run([sys.executable, str(script), *args], check=True)
+    table = (tmp_path / "results.md").read_text()
+    assert all(f"| {name} |" in table for name in ("stream fp16", "stream int8", "clip int8", "plain 2D int8"))
+    census = next(line for line in table.splitlines() if line.startswith("Nodes onnxruntime runs for stream int8"))
+    assert "QLinearConv" in census and "QLinearConcat" in census

@@ -21,6 +21,7 @@ import torch
 
 from tsm.export import ort_session, to_onnx, zero_buffers
 from tsm.models import build_recognizer
+from tsm.models.factory import plain_2d
 from tsm.streaming.model import StreamingTSM
 from tsm.streaming.runtime import OnnxStreamSession
 
@@ -33,8 +34,7 @@ BIDIRECTIONAL = {**CAUSAL, "direction": "bidirectional"}
 
 def per_frame(repeats: int, size: int, workdir: Path) -> dict[str, float]:
     tsm = build_recognizer("mobilenetv2_100", 27, 8, shift=CAUSAL).eval()
-    plain = build_recognizer("mobilenetv2_100", 27, 1).eval()  # the 2D network: one frame, no shift
-    plain.load_state_dict({k.replace(".net.", "."): v for k, v in tsm.state_dict().items()})
+    plain = plain_2d(tsm, "mobilenetv2_100")  # the 2D network: one frame, no shift
     stream = StreamingTSM.from_model(tsm)
     frame = torch.randn(1, 3, size, size)
     stream_file = to_onnx(tsm, workdir / "stream.onnx", mode="stream", input_size=size)

@@ -26,14 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import QUIET, ROOT, interleaved, machine  # noqa: E402
 
 from tsm.export import to_onnx  # noqa: E402
-from tsm.models import build_recognizer  # noqa: E402
 from tsm.models.checkpoints import load_recognizer  # noqa: E402
+from tsm.models.factory import plain_2d  # noqa: E402
 from tsm.quantize import calibration_feeds, node_census, to_fp16, to_int8  # noqa: E402
 from tsm.streaming.runtime import ort_session  # noqa: E402
 
@@ -67,19 +66,14 @@ def exported(ckpt: Path, out: Path, mode: str, precision: str, clips: int, extra
     return json.loads(path.with_suffix(".report.json").read_text())
 
 
-def plain_2d(model: torch.nn.Module) -> torch.nn.Module:
-    """The 2D network the TSM is made of: the same weights, one frame, no shift."""
-    plain = build_recognizer(model.info["backbone"], model.num_classes, 1, dropout=0.0).eval()
-    plain.load_state_dict(model.state_dict())
-    return plain
-
-
 def latency_at(ckpt: Path, size: int, repeats: int, workdir: Path) -> tuple[dict[str, float], dict[str, dict]]:
     """Per-frame ms of the stream file in each precision and of the plain 2D model (fp32, int8) at ``size``,
     interleaved; and the node census of each int8 graph."""
     model = load_recognizer(ckpt)
     files = {"stream fp32": to_onnx(model, workdir / "stream_fp32.onnx", mode="stream", input_size=size)}
-    files["plain 2D fp32"] = to_onnx(plain_2d(model), workdir / "plain_fp32.onnx", mode="clip", input_size=size)
+    files["plain 2D fp32"] = to_onnx(
+        plain_2d(model, model.info["backbone"]), workdir / "plain_fp32.onnx", mode="clip", input_size=size
+    )
     rng = np.random.default_rng(0)
     calibration = [rng.standard_normal((8, 3, size, size), np.float32) for _ in range(8)]  # timing only
     files["stream fp16"] = to_fp16(files["stream fp32"], workdir / "stream_fp16.onnx")

@@ -93,3 +93,12 @@ def for_deployment(model: nn.Module) -> nn.Module:
     ``reparameterize_model``: MobileOne's and GhostNetV3's branches folded into single convs; the
     shifts sit outside what is folded, so the copy computes what ``model`` computes)."""
     return reparameterize_model(copy.deepcopy(model).cpu().eval(), inplace=True)
+
+
+def plain_2d(model: Recognizer, backbone: str, backbone_args: Mapping[str, Any] | None = None) -> Recognizer:
+    """The 2D network a TSM/TSN ``model`` over timm ``backbone`` is made of: the same weights, one frame
+    per clip, no shift (the baseline of per-frame cost), in eval mode."""
+    plain = build_recognizer(backbone, model.num_classes, 1, dropout=0.0, backbone_args=backbone_args)
+    # shifts and temporal pools wrap the module they precede as ``.net``
+    plain.load_state_dict({key.replace(".net.", "."): value for key, value in model.state_dict().items()})
+    return plain.eval()
