@@ -16,6 +16,7 @@ from PIL import Image
 
 from tsm.export import to_onnx
 from tsm.models import build_recognizer
+from tsm.quantize import to_int8
 from tsm.streaming.app import preprocess
 from tsm.streaming.runtime import OnnxStreamSession
 from tsm.streaming.web import WEB, chromium_path, demo_server, run_page, write_y4m
@@ -83,6 +84,23 @@ def test_page_logits_are_onnxruntime_frame_by_frame(page_setup):
     image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     green = (image[..., 1] > 180) & (image[..., 0] < 160) & (image[..., 2] < 160)
     assert green.sum() > 200
+
+
+def test_page_runs_an_int8_file(page_setup):
+    """An int8 export streams in the page too (onnxruntime-web's integer kernels, not x86's: close, not equal)."""
+    session = OnnxStreamSession(page_setup["stream"])
+    info = session.info
+    clip = np.stack(
+        [preprocess(f, info["scale_size"], SIZE, info["mean"], info["std"])[0] for f in page_setup["video"]]
+    )
+    int8 = to_int8(page_setup["stream"], page_setup["root"] / "stream_int8.onnx", [clip], {"data": "the test video"})
+    result = run_page(int8, page_setup["camera"], 3)
+    assert result["error"] is None and len(result["frames"]) == 3
+    reference = OnnxStreamSession(int8)
+    for reported in result["frames"]:
+        logits = reference.step(np.asarray(reported["input"], dtype=np.float32).reshape(1, 3, SIZE, SIZE))[0]
+        got = np.asarray(reported["logits"], dtype=np.float32)
+        assert np.abs(got - logits).max() <= 0.05 * np.abs(logits).max()
 
 
 def bare_copy(stream: Path, path: Path) -> Path:
