@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to training and export (tests)")
     args = parser.parse_args()
     ckpt = args.ckpt or trained_checkpoint(args.out, args.extra)
-    files = args.out / "files"
+    files = args.out / "runs" / "exports"
     reports = {
         f"{mode} {precision}": exported(ckpt, files, mode, precision, args.clips, []) for mode, precision in EXPORTS
     }
