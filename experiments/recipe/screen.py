@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import epoch_curve, machine, run_many  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-# The default run as it was when these screens ran: before time reversal and the 2,500-clip epoch
-BEFORE_REVERSAL = ["data.augment.reverse=false", "data.source.sizes.train=3000"]
+# The default run as it was when these screens ran: before time reversal
+BEFORE_REVERSAL = ["data.augment.reverse=false"]
 VARIANTS = {
     "default": [],
     "fold_div4": ["model.shift.fold_div=4"],
@@ -30,6 +30,8 @@ VARIANTS = {
     "light_crops": ["data.augment.scales=[1.0,0.875]", "data.augment.max_distort=0"],
     "dense_stride2": ["data.sampling.mode=dense", "data.sampling.stride=2"],
     "speed1.5": ["data.source.speed=1.5"],
+    "reverse": ["data.augment.reverse=true"],
+    "reverse_2500": ["data.augment.reverse=true", "data.source.sizes.train=2500"],
 }
 
 

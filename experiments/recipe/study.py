@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--report-only", action="store_true", help="tabulate the runs already there, train none")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time, one torch thread each")
+    parser.add_argument("--only", nargs="+", default=None, help="train these TASK:VARIANT only, e.g. synthetic:TSM")
     args = parser.parse_args()
     s = SCALES[args.scale]
     runs = args.out / "runs" / args.scale
@@ -155,7 +156,8 @@ def main() -> None:
         overrides = task_overrides(s, task, root, variant)
         commands[(task, variant)] = command(task, variant, overrides)
         run_dir = runs / f"{task}_{variant.lower()}_seed{seed}"
-        if not args.report_only or (run_dir / "metrics.json").is_file():
+        wanted = not args.report_only and (args.only is None or f"{task}:{variant}" in args.only)
+        if wanted or (run_dir / "metrics.json").is_file():
             jobs.append(((task, variant, seed), [*VARIANTS[task][variant], *overrides, f"seed={seed}"], run_dir))
 
     lock = threading.Lock()
