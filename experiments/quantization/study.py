@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -66,6 +67,33 @@ def exported(ckpt: Path, out: Path, mode: str, precision: str, clips: int, extra
     return json.loads(path.with_suffix(".report.json").read_text())
 
 
+def kernel_share(path: Path, feed: dict[str, np.ndarray], runs: int = 30) -> dict[str, float]:
+    """ms per run that onnxruntime's profiler gives each kind of kernel of ``path``: convolutions split
+    into depthwise (one input channel per group) and dense ones, everything else by op type."""
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+        depthwise = set()
+        for node in onnx.load(options.optimized_model_filepath).graph.node:
+            groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+            if "Conv" in node.op_type and groups > 1:
+                depthwise.add(node.name)
+    times: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+            continue
+        name, op = event["name"].removesuffix("_kernel_time"), event["args"]["op_name"]
+        kind = f"{op} depthwise" if name in depthwise else f"{op} dense" if "Conv" in op else op
+        times[kind] = times.get(kind, 0.0) + event["dur"] / 1e3 / runs
+    return dict(sorted(times.items(), key=lambda kv: -kv[1]))
+
+
 def latency_at(ckpt: Path, size: int, repeats: int, workdir: Path) -> tuple[dict[str, float], dict[str, dict]]:
     """Per-frame ms of the stream file in each precision and of the plain 2D model (fp32, int8) at ``size``,
     interleaved; and the node census of each int8 graph."""
@@ -88,7 +116,8 @@ def latency_at(ckpt: Path, size: int, repeats: int, workdir: Path) -> tuple[dict
     fns = {name: (lambda s=sessions[name], f=feeds[name]: s.run(None, f)) for name in files}
     census = {name: dict(node_census(path)) for name, path in files.items() if "int8" in name}
     sizes = {name: path.stat().st_size / 2**20 for name, path in files.items()}
-    return interleaved(fns, repeats), {"census": census, "mb": sizes}
+    kernels = {name: kernel_share(files[name], feeds[name]) for name in ("stream fp32", "stream int8")}
+    return interleaved(fns, repeats), {"census": census, "mb": sizes, "kernels": kernels}
 
 
 def main() -> None:
@@ -153,6 +182,9 @@ def report(result: dict, args: argparse.Namespace) -> str:
         for name, census in extra["census"].items():
             ops = ", ".join(f"{op} {n}" for op, n in sorted(census.items(), key=lambda kv: -kv[1]))
             lines.append(f"\nNodes onnxruntime runs for {name}: {ops}.")
+        lines += ["", "Kernel time per frame from onnxruntime's profiler (ms; profiling adds its own overhead):", ""]
+        for name, kernels in extra["kernels"].items():
+            lines.append(f"- {name}: " + ", ".join(f"{kind} {ms:.2f}" for kind, ms in kernels.items() if ms >= 0.01))
     return "\n".join(lines)
 
 
