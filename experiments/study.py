@@ -63,8 +63,6 @@ def synthetic_overrides(train: int, eval_clips: int, frame: int) -> list[str]:
     ``frame``-pixel frames, cropped to :func:`crop_of` them."""
     crop = crop_of(frame)
     return [
-        # these studies ran before time reversal became the synthetic data's default: kept off, they reproduce
-        "data.augment.reverse=false",
         f"data.source.sizes.train={train}",
         f"data.source.sizes.val={eval_clips}",
         f"data.source.sizes.test={eval_clips}",

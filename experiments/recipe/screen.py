@@ -2,11 +2,11 @@
 
     python experiments/recipe/screen.py [--seeds 3] [--variants fold_div4 adamw ...] [--parallel 2] [--report-only]
 
-Each variant is ``python src/train.py seed=N`` as it was then (``BEFORE_REVERSAL``) plus its overrides
-(``VARIANTS``); runs land in ``experiments/recipe/runs/screen/<variant>_seed<N>`` and are reused when
-they finished. A run stopped before its last epoch is reported with the epochs it completed. Writes
-``screen.md``: validation top-1 per epoch, best and last, per variant and seed. Screening only: a variant
-that passes here still has to pass every seed of ``study.py``.
+Each variant is ``python src/train.py seed=N`` plus its overrides (``VARIANTS``); runs land in
+``experiments/recipe/runs/screen/<variant>_seed<N>`` and are reused when they finished. A run stopped
+before its last epoch is reported with the epochs it completed. Writes ``screen.md``: validation
+top-1 per epoch, best and last, per variant and seed. Screening only: a variant that passes here
+still has to pass every seed of ``study.py``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import epoch_curve, machine, run_many  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-# The default run as it was when these screens ran: before time reversal
-BEFORE_REVERSAL = ["data.augment.reverse=false"]
 VARIANTS = {
     "default": [],
     "fold_div4": ["model.shift.fold_div=4"],
@@ -48,7 +46,7 @@ def main() -> None:
     jobs = [(v, s) for v in args.variants for s in args.seeds]
     if not args.report_only:
         run_many(
-            [([*BEFORE_REVERSAL, *VARIANTS[v], *args.extra, f"seed={s}"], runs / f"{v}_seed{s}") for v, s in jobs],
+            [([*VARIANTS[v], *args.extra, f"seed={s}"], runs / f"{v}_seed{s}") for v, s in jobs],
             args.parallel,
         )
     lines = [
