@@ -118,3 +118,14 @@ def test_a_checkpoint_without_its_data_names_the_override(tmp_path):
     torch.save({"pytorch-lightning_version": "2", "hyper_parameters": {}, "state_dict": {}}, bare)
     with pytest.raises(ValueError, match=r"\+data=NAME"):
         data_config(bare)
+
+
+def test_stream_script_runs_an_int8_file(exports, tmp_path):
+    from fixtures_video import write_video
+
+    video = write_video(tmp_path / "video.mp4", num_frames=6)
+    path = exports["stream", "int8"][0]
+    command = [sys.executable, "src/stream.py", f"ckpt_path={path}", f"source={video}", f"hydra.run.dir={tmp_path}"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "per-frame latency" in done.stdout
