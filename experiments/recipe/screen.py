@@ -30,6 +30,7 @@ VARIANTS = {
     "speed1.5": ["data.source.speed=1.5"],
     "reverse": ["data.augment.reverse=true"],
     "reverse_2500": ["data.augment.reverse=true", "data.source.sizes.train=2500"],
+    "width075": ["model.backbone=mobilenetv2_075"],
 }
 
 
