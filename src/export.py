@@ -16,6 +16,7 @@ import numpy as np
 import rich
 from omegaconf import DictConfig, OmegaConf
 
+from tsm.data.datamodule import ClipDataModule
 from tsm.data.dataset import Skipped
 from tsm.export import to_onnx
 from tsm.models.checkpoints import data_config, load_recognizer
@@ -28,13 +29,18 @@ def spread(count: int, total: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, total - 1, min(count, total))})
 
 
-def clips_of(cfg: DictConfig, fp32_file: Path, split: str, count: int) -> tuple[list[np.ndarray], list[int]]:
-    """``count`` unaugmented clips of ``split`` and their labels, at the exported file's input size."""
+def checkpoint_data(cfg: DictConfig, fp32_file: Path) -> ClipDataModule:
+    """The checkpoint's data (or ``+data=NAME``'s), cropped to the exported file's input size."""
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else data_config(cfg.ckpt_path)
     info = model_info(read_metadata(fp32_file), fp32_file)
     side = info["input_size"] if isinstance(info["input_size"], int) else min(info["input_size"])
     data |= {"crop_size": side, "scale_size": info["scale_size"], "log_dir": None, "num_workers": 0}
-    dataset = hydra.utils.instantiate(data).unaugmented(split)
+    return hydra.utils.instantiate(data)
+
+
+def clips_of(data: ClipDataModule, split: str, count: int) -> tuple[list[np.ndarray], list[int]]:
+    """``count`` unaugmented clips of ``split`` and their labels."""
+    dataset = data.unaugmented(split)
     clips, labels = [], []
     for index in spread(count, len(dataset)):
         item = dataset[index]
@@ -59,12 +65,13 @@ def main(cfg: DictConfig) -> None:
     to_onnx(model, fp32_file, mode=cfg.mode, input_size=cfg.input_size, opset=cfg.opset)
     if cfg.precision == "fp32":
         return
+    data = checkpoint_data(cfg, fp32_file)
     if cfg.precision == "fp16":
         to_fp16(fp32_file, out)
     else:
-        clips, _ = clips_of(cfg, fp32_file, cfg.calibration.split, cfg.calibration.clips)
+        clips, _ = clips_of(data, cfg.calibration.split, cfg.calibration.clips)
         to_int8(fp32_file, out, clips, {"split": cfg.calibration.split, "checkpoint": str(cfg.ckpt_path)})
-    clips, labels = clips_of(cfg, fp32_file, cfg.compare.split, cfg.compare.clips)
+    clips, labels = clips_of(data, cfg.compare.split, cfg.compare.clips)
     report = compare(fp32_file, out, clips, labels)
     out.with_suffix(".report.json").write_text(json.dumps(report, indent=2) + "\n")
     unit = "clip" if cfg.mode == "clip" else "frame"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ import onnx
 import onnxruntime as ort
 
 from tsm.benchmark import median_ms
-from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session
+from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
 
 PRECISIONS = ("fp32", "fp16", "int8")
 PRECISION_KEY = "tsm_precision"
@@ -37,7 +37,7 @@ CALIBRATION_KEY = "tsm_calibration"
 
 def file_mode(path: str | Path) -> str:
     """``clip`` or ``stream``, from the file's ``tsm_mode`` metadata."""
-    mode = ort_session(path).get_modelmeta().custom_metadata_map.get("tsm_mode")
+    mode = read_metadata(path).get("tsm_mode")
     if mode not in ("clip", "stream"):
         raise ValueError(f"{path} is not an export of this project (tsm_mode={mode!r})")
     return mode
@@ -138,14 +138,15 @@ def clip_logits(path: str | Path, clips: Iterable[np.ndarray]) -> np.ndarray:
     return np.stack(out)
 
 
-def latency_ms(path: str | Path, frame_shape: tuple[int, ...], repeats: int = 50) -> float:
-    """Median onnxruntime time of one call at batch 1: a clip (clip files) or a frame (stream files)."""
+def one_call(path: str | Path, frame_shape: tuple[int, ...]) -> Callable[[], object]:
+    """One onnxruntime call of ``path`` at batch 1, ready to time: a clip (clip files) or a frame with
+    zeroed buffers (stream files); ``frame_shape`` is the first input's shape."""
     session = ort_session(path)
     metadata = session.get_modelmeta().custom_metadata_map
     feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(frame_shape, np.float32)}
     if metadata.get("tsm_mode") == "stream":
         feed |= buffer_zeros(metadata, 1)
-    return median_ms(lambda: session.run(None, feed), repeats=repeats, warmup=5)
+    return lambda: session.run(None, feed)
 
 
 def node_census(path: str | Path) -> Counter[str]:
@@ -168,11 +169,12 @@ def compare(
     reference, other = clip_logits(fp32_path, clips).argmax(1), clip_logits(path, clips).argmax(1)
     labels_array = np.asarray(labels)
     frame_shape = (1, *clips[0].shape) if file_mode(path) == "clip" else (1, *clips[0].shape[1:])
+    calls = {"fp32": one_call(fp32_path, frame_shape), "other": one_call(path, frame_shape)}
     # alternate the two files' timings, so that a change in the machine's load hits both
-    ms = {"fp32": [], "other": []}
+    ms = {name: [] for name in calls}
     for _ in range(3):
-        ms["fp32"].append(latency_ms(fp32_path, frame_shape, repeats))
-        ms["other"].append(latency_ms(path, frame_shape, repeats))
+        for name, call in calls.items():
+            ms[name].append(median_ms(call, repeats=repeats, warmup=5))
     fp32_ms, other_ms = min(ms["fp32"]), min(ms["other"])
     fp32_mb, other_mb = Path(fp32_path).stat().st_size / 2**20, Path(path).stat().st_size / 2**20
     return {
