@@ -30,7 +30,7 @@ def test_experiment_composes_and_instantiates(name, tmp_path, tiny_overrides):
         overrides += [f"data.root={tmp_path}", f"data.num_classes={classes}"]
     if cfg.model.distill.kind != "none":
         overrides.append(f"model.distill.teacher_ckpt={random_i3d(tmp_path / 'teacher.pt', classes)}")
-    if cfg.model.backbone == "i3d":
+    if cfg.model.backbone == "i3d" and cfg.model.pretrained_file:
         overrides.append(f"model.pretrained_file={random_i3d(tmp_path / 'rgb_imagenet.pt', 400)}")
     cfg = compose_train(overrides, tmp_path)
     datamodule = hydra.utils.instantiate(cfg.data)

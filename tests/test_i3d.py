@@ -157,3 +157,24 @@ def test_build_recognizer_i3d_trains_like_any_recognizer(tmp_path):
         build_recognizer("i3d", 27, 16, shift={"fold_div": 8})
     with pytest.raises(FileNotFoundError, match="rgb_imagenet.pt"):
         build_recognizer("i3d", 27, 16, pretrained_file=str(tmp_path / "missing.pt"))
+
+
+def test_width_scales_every_layer_and_builds_from_backbone_args():
+    from tsm.models import build_recognizer
+
+    full, thin = I3D(num_classes=5), I3D(num_classes=5, width=0.25)
+    for (name, a), (_, b) in zip(full.named_modules(), thin.named_modules(), strict=True):
+        if isinstance(a, torch.nn.Conv3d) and name != "logits.conv3d":
+            assert b.out_channels == round(a.out_channels / 4), name
+    assert thin.num_features == 256 and thin.logits.conv3d.in_channels == 256
+    assert full.num_features == 1024
+    built = build_recognizer("i3d", 5, 16, backbone_args={"width": 0.25}).eval()
+    assert built.state_dict().keys() == thin.state_dict().keys()
+    with torch.inference_mode():
+        assert built(torch.rand(2, 16, 3, 32, 32)).shape == (2, 5)
+    with pytest.raises(ValueError, match="other than width"):
+        build_recognizer("i3d", 5, 16, backbone_args={"depth": 2})
+    with pytest.raises(ValueError, match="released I3D"):
+        build_recognizer("i3d", 5, 16, pretrained_file="rgb_imagenet.pt", backbone_args={"width": 0.5})
+    with pytest.raises(ValueError, match="width must be > 0"):
+        I3D(width=0)

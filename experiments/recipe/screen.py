@@ -31,6 +31,9 @@ VARIANTS = {
     "reverse": ["data.augment.reverse=true"],
     "reverse_2500": ["data.augment.reverse=true", "data.source.sizes.train=2500"],
     "width075": ["model.backbone=mobilenetv2_075"],
+    "mnv4_small_050": ["model.backbone=mobilenetv4_conv_small_050"],
+    "fold_div2": ["model.shift.fold_div=2"],
+    "frame64": ["data.source.frame_size=64"],
 }
 
 

@@ -185,10 +185,11 @@ class ClipDataModule(pl.LightningDataModule):
         }
 
     def drop_teacher_view(self) -> None:
-        """Training items carry the student's clip only (the teacher's logits come from a cache)."""
+        """Training items carry the student's clip and the class permutation of its flip and time
+        reversal, no teacher clip (the teacher's logits come from a cache of the unaugmented view)."""
         self.teacher_sampler = None
-        if "train" in self.datasets:
-            self.datasets["train"].teacher_sampler = None
+        train = self.dataset("train")
+        train.teacher_sampler, train.cached_teacher = None, True
 
     def describe(self) -> dict[str, Any]:
         """What a model trained on this data needs to be used without it: class names, frames per clip,

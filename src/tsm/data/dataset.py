@@ -47,7 +47,8 @@ class ClipDataset(Dataset):
     """Item ``i``: ``(clip (T, C, H, W) float, label, i)`` with fresh randomness per draw in
     training and a fixed, seed-determined view otherwise. With a ``teacher_sampler`` (distillation)
     the clip is a pair ``(student clip, teacher clip)``: frames decoded once for both, one crop and
-    flip for both."""
+    flip for both; with ``cached_teacher`` a pair ``(student clip, class permutation)``
+    (:meth:`ClipTransform.class_permutation`)."""
 
     def __init__(
         self,
@@ -66,6 +67,9 @@ class ClipDataset(Dataset):
         self.train = train
         self.seed = seed
         self.on_error = check_on_error(on_error)
+        # teacher logits come from a cache of the unaugmented view: items carry, instead of a teacher
+        # clip, the class permutation that maps them onto this clip's flip and time reversal
+        self.cached_teacher = False
 
     def __len__(self) -> int:
         return len(self.source)
@@ -92,9 +96,12 @@ class ClipDataset(Dataset):
             return Skipped(index, err.path, err.reason)
         row = {frame: i for i, frame in enumerate(wanted)}
         frames = decoded[[row[i] for i in indices + teacher]]
-        clip, label = self.transform(frames, label, rng)  # one crop and flip for all
+        clip, label, flipped = self.transform.augment(frames, label, rng)  # one crop and flip for all
         if teacher:
             clip = (clip[: len(indices)], clip[len(indices) :])
+        elif self.cached_teacher:
+            perm = self.transform.class_permutation(len(self.source.classes), backwards, flipped)
+            clip = (clip, perm)
         return clip, label, index
 
 

@@ -122,14 +122,29 @@ class ClipTransform:
         return True, self.reverse_label_map[label]
 
     def __call__(self, frames: torch.Tensor, label: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        clip, label, _ = self.augment(frames, label, rng)
+        return clip, label
+
+    def augment(self, frames: torch.Tensor, label: int, rng: np.random.Generator) -> tuple[torch.Tensor, int, bool]:
+        """The clip ``(T, C, H, W)`` normalised, its label, and whether it was flipped."""
         clip = frames.permute(0, 3, 1, 2)  # (T, C, H, W) uint8
         height, width = clip.shape[-2:]
+        flipped = False
         if self.train:
             left, top, w, h = multiscale_crop_box(width, height, self.crop_size, self.scales, self.max_distort, rng)
             clip = TF.resized_crop(clip, top, left, h, w, [self.crop_size, self.crop_size], antialias=True)
             if self.flip and rng.random() < 0.5 and label not in self.no_flip_classes:
-                clip = TF.horizontal_flip(clip)
+                clip, flipped = TF.horizontal_flip(clip), True
                 label = self.flip_label_map.get(label, label)
         else:
             (clip,) = crop_views(clip, 1, self.crop_size, self.scale_size)
-        return normalize(clip, self.mean, self.std), label
+        return normalize(clip, self.mean, self.std), label, flipped
+
+    def class_permutation(self, num_classes: int, backwards: bool, flipped: bool) -> torch.Tensor:
+        """For a clip played backwards and/or flipped: ``perm`` with ``perm[k]`` the class of the
+        original clip that class ``k`` of the augmented one corresponds to (a time-reversed clip of
+        "rotate clockwise" is one of "rotate counter-clockwise"), so that ``logits[perm]`` are the
+        original clip's logits seen as the augmented clip's (cached teacher logits, :mod:`tsm.distill`)."""
+        flip = self.flip_label_map if flipped else {}
+        reverse = self.reverse_label_map if backwards else {}
+        return torch.tensor([reverse.get(flip.get(k, k), flip.get(k, k)) for k in range(num_classes)])

@@ -107,14 +107,16 @@ class Distiller:
             logits = self.teacher(clips)
         return logits.clone()  # a normal tensor again, usable as a target under autograd
 
-    def targets(self, teacher_clips: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """The teacher's logits for a training batch: looked up in the cache, or computed."""
+    def targets(self, teacher_input: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits for a training batch: computed on the teacher's clips, or looked up in
+        the cache; then ``teacher_input`` holds each clip's class permutation ``(B, K)``: the cached
+        logits of the unaugmented view, permuted to match the clip's flip and time reversal."""
         if self.cached is None:
-            return self._run_teacher(teacher_clips)
+            return self._run_teacher(teacher_input)
         logits = self.cached[indices.cpu()]
         if logits.isnan().any():
             raise RuntimeError(
                 f"no cached teacher logits for training videos {indices[logits.isnan().any(1)].tolist()}: "
                 "their teacher view could not be read (see skipped_samples.txt)"
             )
-        return logits.to(teacher_clips.device)
+        return logits.gather(1, teacher_input.cpu()).to(teacher_input.device)

@@ -35,17 +35,19 @@ def build_recognizer(
     ``pretrained`` uses timm's weights (cache or hub); ``pretrained_file`` loads a local
     ImageNet state dict for the backbone instead, with no network. ``backbone="i3d"`` builds the
     I3D teacher (no shift; ``pretrained_file``: an ``rgb_imagenet.pt``-format state dict).
-    ``backbone_args`` go to ``timm.create_model`` (e.g. ``img_size`` of a ViT).
+    ``backbone_args`` go to ``timm.create_model`` (e.g. ``img_size`` of a ViT); for I3D, ``width``
+    (its channel multiplier) is the one argument.
     """
     options = _shift_options(shift)
     if backbone == "i3d":
-        if options["enabled"] or temporal_pool or partial_bn or pretrained or backbone_args:
+        i3d_args = dict(backbone_args or {})
+        if options["enabled"] or temporal_pool or partial_bn or pretrained or set(i3d_args) - {"width"}:
             raise ValueError(
-                "model.backbone=i3d takes no shift (model/shift=none), temporal_pool, partial_bn or backbone_args, "
-                "and its weights from model.pretrained_file (an rgb_imagenet.pt-format state dict), "
-                "not model.pretrained"
+                "model.backbone=i3d takes no shift (model/shift=none), temporal_pool, partial_bn or backbone_args "
+                f"other than width (got {sorted(i3d_args)}), and its weights from model.pretrained_file "
+                "(an rgb_imagenet.pt-format state dict), not model.pretrained"
             )
-        return _build_i3d(num_classes, num_segments, dropout, pretrained_file)
+        return _build_i3d(num_classes, num_segments, dropout, pretrained_file, float(i3d_args.get("width", 1.0)))
     net = timm.create_model(
         backbone, pretrained=pretrained and pretrained_file is None, num_classes=0, **dict(backbone_args or {})
     )
@@ -67,9 +69,11 @@ def build_recognizer(
     return Recognizer(net, net.head_hidden_size, num_classes, num_segments, frames_out, dropout, partial_bn)
 
 
-def _build_i3d(num_classes: int, num_segments: int, dropout: float, pretrained_file: str | None) -> I3D:
+def _build_i3d(num_classes: int, num_segments: int, dropout: float, pretrained_file: str | None, width: float) -> I3D:
     if pretrained_file is None:
-        return I3D(num_classes, dropout, num_segments=num_segments)
+        return I3D(num_classes, dropout, num_segments=num_segments, width=width)
+    if width != 1.0:
+        raise ValueError(f"model.pretrained_file holds the released I3D (width 1); got backbone_args.width={width}")
     model = load_i3d(pretrained_file, num_classes)
     model.num_segments = num_segments
     model.dropout.p = dropout

