@@ -13,13 +13,16 @@ from study import synthetic_overrides  # noqa: E402
 
 @pytest.mark.slow
 def test_kd_study_tiny(tmp_path):
-    subprocess.run(
-        [sys.executable, str(EXPERIMENTS / "kd" / "study.py"), "--scale", "tiny", "--out", str(tmp_path)], check=True
-    )
+    script = EXPERIMENTS / "kd" / "study.py"
+    subprocess.run([sys.executable, str(script), "--scale", "tiny", "--parallel", "2", "--out", str(tmp_path)], check=True)
     table = (tmp_path / "results_tiny.md").read_text()
-    assert "| student + KD" in table and "| teacher TSM-MobileNetV2 x0.5" in table
+    assert "| I3D | `python src/train.py +experiment=synthetic_i3d_teacher seed=1` |" in table
+    assert "| KD I3D a=0.5 T=4.0 | [1] |" in table and "| KD TSM-MobileNetV2 a=0.5 T=4.0 | [1] |" in table
+    assert "| cache read back |" in table and "| teacher on every batch |" in table
     assert (tmp_path / "kd_tiny.png").stat().st_size > 0
-    assert len(list((tmp_path / "runs" / "tiny").glob("*/metrics.json"))) == 7
+    runs = tmp_path / "runs" / "tiny"
+    assert len(list(runs.glob("*/metrics.json"))) == 6
+    assert (runs / "kd_i3d_a0.5_T4.0_seed1" / "teacher_logits.pt").is_file()
 
 
 @pytest.mark.slow

@@ -1,97 +1,240 @@
-"""Does distillation help a small TSM-MobileNetV2 student on synthetic gestures?
+"""Does distillation help the TSM-MobileNetV2 student on synthetic gestures, on every seed?
 
-    python experiments/kd/study.py [--scale small|tiny] [--out experiments/kd]
+    python experiments/kd/study.py [--scale small|tiny] [--parallel 2] [--out experiments/kd] [--report-only]
 
-1. A teacher: the default run (TSM-MobileNetV2 x0.5, 3,000 clips, 7 epochs), trained here or
-   reused with ``--teacher-ckpt`` (e.g. the checkpoint of ``python src/train.py``).
-2. A smaller student, TSM-MobileNetV2 x0.35, on a short budget (half the clips, 3 epochs), 3 seeds,
-   with and without distillation from that teacher (``model/distill=checkpoint``), all else equal.
-Writes ``results.md`` (mean and spread of test top-1) and ``kd.png`` (validation top-1 per epoch).
+The MobileVFX pipeline as users run it (README, "Distillation"):
+
+1. the I3D teacher, ``python src/train.py +experiment=synthetic_i3d_teacher`` (from scratch), and for
+   comparison a TSM-MobileNetV2 teacher, the default run ``python src/train.py``;
+2. the student (the default TSM-MobileNetV2 x0.5) on a short budget where it does not saturate, with
+   and without distillation (``+experiment=synthetic_mbv2_kd``, teacher logits cached), on the same
+   seeds;
+3. a grid of ``alpha`` x ``temperature`` on the first seeds, and the same student taught by the
+   TSM-MobileNetV2 teacher;
+4. what the cache saves: the wall time of one student epoch with the teacher run on every batch,
+   with the cache built in that run, and with the cache read back.
+
+Writes ``results_<scale>.md`` (tables, commands) and ``kd_<scale>.png`` (test top-1 gain per seed).
+A run whose ``metrics.json`` exists is reused, so ``--report-only`` re-reports without training.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import epoch_curve, machine, plot_band, run_train, synthetic_overrides  # noqa: E402
+from study import QUIET, ROOT, machine, run_many, runs_note, summary  # noqa: E402
 
 SCALES = {
-    # training clips of teacher and student, evaluation clips, epochs of teacher and student, frame size
-    "small": {"teacher_train": 3000, "train": 1500, "eval": 600, "teacher_epochs": 7, "student_epochs": 3, "frame": 72},
-    "tiny": {"teacher_train": 16, "train": 16, "eval": 8, "teacher_epochs": 1, "student_epochs": 1, "frame": 36},
+    # student's training clips and epochs; evaluation clips; seeds of the main comparison and of the
+    # alpha x temperature grid
+    "small": {
+        "train": 1500,
+        "epochs": 3,
+        "eval": 600,
+        "seeds": (1, 2, 3, 4, 5),
+        "grid_seeds": (1, 2, 3),
+        "grid": [(0.5, 1.0), (0.5, 4.0), (0.9, 1.0), (0.9, 4.0)],
+        "tiny": [],
+        "teacher": [],
+    },
+    "tiny": {
+        "train": 8,
+        "epochs": 1,
+        "eval": 4,
+        "seeds": (1,),
+        "grid_seeds": (1,),
+        "grid": [(0.5, 4.0), (0.9, 1.0)],
+        # smaller clips for every run, and the teachers' sizes (their own configs' otherwise)
+        "tiny": [
+            "data.num_segments=4",
+            "data.source.num_frames=6",
+            "data.source.frame_size=36",
+            "data.crop_size=32",
+            "data.scale_size=32",
+            "data.batch_size=2",
+        ],
+        "teacher": [
+            "data.source.sizes.train=8",
+            "data.source.sizes.val=4",
+            "data.source.sizes.test=4",
+            "trainer.max_epochs=1",
+        ],
+    },
 }
-TEACHER, STUDENT = "mobilenetv2_050", "mobilenetv2_035"
-# the residual shift these results were measured with (the from-scratch default is now in-place)
-SHIFT = "model/shift=residual"
-SEEDS = (1, 2, 3)
+I3D_TEACHER = ["+experiment=synthetic_i3d_teacher"]
+MBV2_TEACHER: list[str] = []  # the default run
+KD = ["+experiment=synthetic_mbv2_kd"]
+MAIN = (0.5, 4.0)  # alpha, temperature of synthetic_mbv2_kd
 
 
-def data_overrides(s: dict, train_clips: int) -> list[str]:
-    return synthetic_overrides(train_clips, s["eval"], s["frame"])
+def student_data(s: dict) -> list[str]:
+    """The student's budget: fewer clips and epochs than the default run, the same evaluation split size."""
+    sizes = [f"data.source.sizes.train={s['train']}", f"data.source.sizes.val={s['eval']}"]
+    return [*s["tiny"], *sizes, f"data.source.sizes.test={s['eval']}", f"trainer.max_epochs={s['epochs']}"]
+
+
+def kd_overrides(s: dict, teacher_ckpt: Path, alpha: float, temperature: float, kind: str = "i3d") -> list[str]:
+    if kind == "i3d":  # the teacher's own view: 16 consecutive frames (6 in the tiny clips)
+        teacher = ["data.teacher_view.num_frames=6"] if s["tiny"] else []
+    else:  # a TSM teacher sees the student's clips
+        teacher = ["model/distill=checkpoint", "data.teacher_view=null"]
+    return [
+        *KD,
+        *teacher,
+        *student_data(s),
+        f"model.distill.teacher_ckpt={teacher_ckpt}",
+        f"model.distill.alpha={alpha}",
+        f"model.distill.temperature={temperature}",
+        "model.distill.cache=true",
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", choices=SCALES, default="small")
+    parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
-    parser.add_argument("--teacher-run", type=Path, help="a run directory of the default training to reuse")
+    parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     s = SCALES[args.scale]
     runs = args.out / "runs" / args.scale
-    teacher_run = args.teacher_run or runs / "teacher"
-    teacher_data = data_overrides(s, s["teacher_train"])
-    teacher = run_train(
-        [*teacher_data, SHIFT, f"model.backbone={TEACHER}", f"trainer.max_epochs={s['teacher_epochs']}"], teacher_run
-    )
-    teacher_ckpt = teacher_run / "checkpoints" / "last.ckpt"
-    data = [*data_overrides(s, s["train"]), SHIFT, f"model.backbone={STUDENT}"]
-    results: dict[str, list[dict]] = {"student": [], "student + KD": []}
-    curves: dict[str, list[list[float]]] = {k: [] for k in results}
-    for seed in SEEDS:
-        student = [*data, f"seed={seed}", f"trainer.max_epochs={s['student_epochs']}"]
-        kd = [*student, "model/distill=checkpoint", f"model.distill.teacher_ckpt={teacher_ckpt}"]
-        for name, overrides in (("student", student), ("student + KD", kd)):
-            run_dir = runs / f"{name.replace(' + ', '_')}_seed{seed}"
-            results[name].append(run_train(overrides, run_dir))
-            curves[name].append(epoch_curve(run_dir))
-    write_report(args.out, args.scale, s, teacher, results, curves)
+    teachers = {"I3D": (I3D_TEACHER, runs / "teacher_i3d"), "TSM-MobileNetV2": (MBV2_TEACHER, runs / "teacher_mbv2")}
+    jobs = [([*overrides, *s["tiny"], *s["teacher"], "seed=1"], run_dir) for overrides, run_dir in teachers.values()]
+    ckpt = {name: run_dir / "checkpoints" / "last.ckpt" for name, (_, run_dir) in teachers.items()}
+    arms: dict[str, dict[int, Path]] = {"student": {}}
+    for seed in s["seeds"]:
+        arms["student"][seed] = runs / f"student_seed{seed}"
+        jobs.append(([*student_data(s), f"seed={seed}"], arms["student"][seed]))
+    for name, kind, grid, seeds in (
+        ("I3D", "i3d", s["grid"], s["grid_seeds"]),
+        ("TSM-MobileNetV2", "checkpoint", [MAIN], s["seeds"]),
+    ):
+        for alpha, temperature in grid:
+            arm = f"KD {name} a={alpha} T={temperature}"
+            arms[arm] = {}
+            for seed in s["seeds"] if (alpha, temperature) == MAIN else seeds:
+                run_dir = runs / f"kd_{kind}_a{alpha}_T{temperature}_seed{seed}"
+                arms[arm][seed] = run_dir
+                jobs.append(([*kd_overrides(s, ckpt[name], alpha, temperature, kind), f"seed={seed}"], run_dir))
+    if not args.report_only:
+        run_many(jobs[:2], args.parallel)  # the teachers first: the students need their checkpoints
+        run_many(jobs[2:], args.parallel)
+        cache_timing(s, ckpt["I3D"], runs / "timing")
+    write_report(args, s, teachers, arms, runs)
 
 
-def write_report(out: Path, scale: str, s: dict, teacher: dict, results: dict, curves: dict) -> None:
+def cache_timing(s: dict, teacher_ckpt: Path, out: Path) -> None:
+    """Wall seconds of one student epoch (``src/train.py`` start to end, validation included, no test) with the
+    teacher on every batch, with the cache built, and with the cache read back; runs one at a time."""
+    one_epoch = ["trainer.max_epochs=1", "test=false", "seed=1"]
+    base = [*kd_overrides(s, teacher_ckpt, *MAIN), *one_epoch, f"model.distill.cache_file={out / 'cache.pt'}"]
+    arms = {
+        "teacher on every batch": [*base, "model.distill.cache=false"],
+        "cache built in the run": base,
+        "cache read back": base,
+        "no distillation": [*student_data(s), *one_epoch],
+    }
+    (out / "cache.pt").unlink(missing_ok=True)
+    seconds = {}
+    for i, (name, overrides) in enumerate(arms.items()):
+        command = [sys.executable, str(ROOT / "src" / "train.py"), *QUIET, *overrides, f"hydra.run.dir={out / str(i)}"]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        seconds[name] = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "timing.json").write_text(json.dumps(seconds, indent=1))
+
+
+def test_acc(run_dir: Path) -> float:
+    return json.loads((run_dir / "metrics.json").read_text())["test/acc"]
+
+
+def write_report(args: argparse.Namespace, s: dict, teachers: dict, arms: dict, runs: Path) -> None:
+    done = {
+        arm: {seed: d for seed, d in seeds.items() if (d / "metrics.json").is_file()} for arm, seeds in arms.items()
+    }
+    base = done["student"]
     lines = [
-        f"Scale `{scale}`: teacher {TEACHER} on {s['teacher_train']} clips for {s['teacher_epochs']} epochs; "
-        f"student {STUDENT} on {s['train']} clips for {s['student_epochs']} epochs; {s['eval']} test clips; "
-        f"seeds {list(SEEDS)}; {machine()}.",
+        f"Scale `{args.scale}`: student TSM-MobileNetV2 x0.5 (the default run's network) on {s['train']} training "
+        f"clips for {s['epochs']} epochs, {s['eval']} validation and test clips; {machine()}; "
+        f"{runs_note(args.parallel)}.",
         "",
-        "| model | test top-1 mean | spread (min-max) | per seed |",
-        "|---|---|---|---|",
-        f"| teacher TSM-MobileNetV2 x0.5 | {teacher['test/acc']:.3f} | - | - |",
+        "| teacher | command | test top-1 |",
+        "|---|---|---|",
     ]
-    for name, runs in results.items():
-        accs = [r["test/acc"] for r in runs]
-        lines.append(
-            f"| {name} (TSM-MobileNetV2 x0.35) | {statistics.mean(accs):.3f} | {min(accs):.3f}-{max(accs):.3f} | "
-            + ", ".join(f"{a:.3f}" for a in accs)
-            + " |"
+    for name, (overrides, run_dir) in teachers.items():
+        acc = f"{test_acc(run_dir):.3f}" if (run_dir / "metrics.json").is_file() else "not run"
+        lines.append(f"| {name} | `python src/train.py {' '.join([*overrides, 'seed=1'])}` | {acc} |")
+    lines += [
+        "",
+        "Test top-1 of the student per seed, and the gain of distillation over the student alone on the same seed:",
+        "",
+        "| arm | seeds | test top-1 mean (min-max) | gain mean (min-max) | gain > 0 on | per seed (gain) |",
+        "|---|---|---|---|---|---|",
+    ]
+    gains: dict[str, dict[int, float]] = {}
+    for arm, seeds in done.items():
+        if not seeds:
+            lines.append(f"| {arm} | none | - | - | - | - |")
+            continue
+        accs = {seed: test_acc(d) for seed, d in seeds.items()}
+        paired = {seed: acc - test_acc(base[seed]) for seed, acc in accs.items() if seed in base}
+        if arm != "student":
+            gains[arm] = paired
+        gain = summary(list(paired.values())) if arm != "student" and paired else "-"
+        wins = f"{sum(g > 0 for g in paired.values())} of {len(paired)}" if arm != "student" else "-"
+        per_seed = ", ".join(
+            f"{seed}: {acc:.3f}" + (f" ({paired[seed]:+.3f})" if arm != "student" and seed in paired else "")
+            for seed, acc in accs.items()
         )
-    (out / f"results_{scale}.md").write_text("\n".join(lines) + "\n")
-    fig = Figure(figsize=(5, 3.5))
-    ax = fig.subplots()
-    for (name, runs), color in zip(curves.items(), ("tab:blue", "tab:orange"), strict=True):
-        plot_band(ax, runs, f"{name} (mean, min-max)", color)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation top-1")
-    ax.set_title("TSM-MobileNetV2 student, with and without KD")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / f"kd_{scale}.png", dpi=120)
+        lines.append(f"| {arm} | {list(seeds)} | {summary(list(accs.values()))} | {gain} | {wins} | {per_seed} |")
+    timing = runs / "timing" / "timing.json"
+    if timing.is_file():
+        seconds = json.loads(timing.read_text())
+        lines += ["", "One student epoch, `src/train.py` start to end (wall s, one run at a time):", ""]
+        lines += ["| teacher logits | wall (s) |", "|---|---|"]
+        lines += [f"| {name} | {value:.1f} |" for name, value in seconds.items()]
+    lines += [
+        "",
+        "Commands (N: the seed; the study adds quiet logging and hydra.run.dir):",
+        "",
+        f"- student: `python src/train.py {' '.join(student_data(s))} seed=N`",
+        f"- KD: `python src/train.py {' '.join(kd_overrides(s, Path('<teacher>'), *MAIN))} seed=N` "
+        "(TSM-MobileNetV2 teacher: `model/distill=checkpoint`; the grid sets alpha and temperature)",
+    ]
+    (args.out / f"results_{args.scale}.md").write_text("\n".join(lines) + "\n")
+    plot_gains(args.out / f"kd_{args.scale}.png", gains)
     print("\n".join(lines))
+
+
+def plot_gains(path: Path, gains: dict[str, dict[int, float]]) -> None:
+    """One group of bars per arm: the test top-1 gain of each seed over the student alone."""
+    fig = Figure(figsize=(7, 3.8))
+    ax = fig.subplots()
+    arms = [arm for arm, seeds in gains.items() if seeds]
+    seeds = sorted({seed for arm in arms for seed in gains[arm]})
+    width = 0.8 / max(len(seeds), 1)
+    for j, seed in enumerate(seeds):
+        xs = [i + j * width for i, arm in enumerate(arms) if seed in gains[arm]]
+        ax.bar(xs, [gains[arm][seed] for arm in arms if seed in gains[arm]], width, label=f"seed {seed}")
+    for i, arm in enumerate(arms):
+        ax.hlines(statistics.mean(gains[arm].values()), i - width / 2, i + 0.8 - width / 2, color="black")
+    ax.axhline(0, color="gray", linewidth=0.8)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(arms))], [a.replace("KD ", "") for a in arms], fontsize=7)
+    ax.set_ylabel("test top-1 gain over the student")
+    ax.set_title("Distillation gain per seed (black: mean)")
+    ax.legend(fontsize=7, ncol=len(seeds))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
