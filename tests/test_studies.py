@@ -14,7 +14,8 @@ from study import synthetic_overrides  # noqa: E402
 @pytest.mark.slow
 def test_kd_study_tiny(tmp_path):
     script = EXPERIMENTS / "kd" / "study.py"
-    subprocess.run([sys.executable, str(script), "--scale", "tiny", "--parallel", "2", "--out", str(tmp_path)], check=True)
+    args = ["--scale", "tiny", "--parallel", "2", "--out", str(tmp_path)]
+    subprocess.run([sys.executable, str(script), *args], check=True)
     table = (tmp_path / "results_tiny.md").read_text()
     assert "| I3D | `python src/train.py +experiment=synthetic_i3d_teacher seed=1` |" in table
     assert "| KD I3D a=0.5 T=4.0 | [1] |" in table and "| KD TSM-MobileNetV2 a=0.5 T=4.0 | [1] |" in table
