@@ -60,10 +60,13 @@ def test_vit_sites_study_tiny(tmp_path):
 
 @pytest.mark.slow
 def test_recipe_screen_and_seed_split_tiny(tmp_path):
-    tiny = [*synthetic_overrides(8, 4, 36), "data.batch_size=4", "trainer.max_epochs=1"]
+    tiny = [*synthetic_overrides(40, 12, 36), "data.batch_size=4", "trainer.max_epochs=1"]
     screen = [EXPERIMENTS / "recipe" / "screen.py", "--variants", "default", "adamw", "--parallel", "2"]
     subprocess.run([sys.executable, *map(str, screen), "--out", str(tmp_path), "--extra", *tiny], check=True)
     assert "| adamw | `model.optimizer.name=adamw" in (tmp_path / "screen.md").read_text()
+    probe = [EXPERIMENTS / "recipe" / "probe.py", tmp_path / "runs" / "screen" / "default_seed3", "--clips", "20"]
+    subprocess.run([sys.executable, *map(str, probe), "--out", str(tmp_path)], check=True)
+    assert "| default_seed3 | " in (tmp_path / "probe.md").read_text()
     split = [EXPERIMENTS / "recipe" / "seed_split.py", "--pairs", "3:103", "--parallel", "1"]
     subprocess.run([sys.executable, *map(str, split), "--out", str(tmp_path), "--extra", *tiny], check=True)
     assert "| 3 | 103 |" in (tmp_path / "seed_split.md").read_text()
