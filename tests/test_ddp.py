@@ -13,6 +13,9 @@ from torch.utils.data import DistributedSampler
 
 from tsm.data.distributed import UnpaddedDistributedSampler
 
+# one xdist worker runs the tests that start several processes each (SLURM daemons, DDP ranks, sweeps)
+pytestmark = pytest.mark.xdist_group("processes")
+
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = 5  # validation and test videos: odd, so padding two ranks to equal shares would repeat one
 # Training that does not depend on how the global batch is split: one step per epoch over the whole

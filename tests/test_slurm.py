@@ -17,6 +17,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from slurm_cluster import SlurmCluster, start_cluster, unavailable_reason
 
+# one xdist worker runs the tests that start several processes each (SLURM daemons, DDP ranks, sweeps)
+pytestmark = pytest.mark.xdist_group("processes")
+
 ROOT = Path(__file__).resolve().parents[1]
 # two CPU tasks per job (DDP over gloo), resources this machine has, W&B off to keep the jobs short
 ON_SLURM = [

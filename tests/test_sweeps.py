@@ -11,7 +11,8 @@ import yaml
 from conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+# one xdist worker runs the tests that start several processes each (SLURM daemons, DDP ranks, sweeps)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
 
 def multirun(sweep_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
