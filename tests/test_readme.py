@@ -28,6 +28,8 @@ COVERED_ELSEWHERE = {
     "TSM_something_resnet50": "tests/test_checkpoints.py::test_eval_and_init_from_accept_an_official_file",
     "+experiment=jester_i3d_teacher": "tests/test_distill.py::test_jester_i3d_teacher_fast_dev_run_and_missing_weights",
     "+experiment=jester_mbv2_kd": "tests/test_distill.py (jester_mbv2_kd fast_dev_run on a Jester-format folder)",
+    "+experiment=synthetic_i3d_teacher": "tests/test_distill.py::test_synthetic_i3d_teacher_then_cached_kd_student",
+    "+experiment=synthetic_mbv2_kd": "tests/test_distill.py::test_synthetic_i3d_teacher_then_cached_kd_student",
     "src/serve_demo.py": "tests/test_web_demo.py (the page in headless Chromium, the script prints its URL)",
     "npm install --prefix web": "CI (.ci/run builds the page before the tests)",
     "pip install": "CI (.ci/run installs the project, then runs the test command)",
