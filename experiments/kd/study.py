@@ -41,7 +41,7 @@ SCALES = {
         "epochs": 3,
         "eval": 600,
         "seeds": (1, 2, 3, 4, 5),
-        "grid_seeds": (1, 2, 3),
+        "grid_seeds": (1, 2),
         "grid": [(0.5, 1.0), (0.5, 4.0), (0.9, 1.0), (0.9, 4.0)],
         "tiny": [],
         "teacher": [],

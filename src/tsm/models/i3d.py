@@ -60,7 +60,9 @@ class Unit3D(nn.Module):
         super().__init__()
         self.kernel, self.stride = _triple(kernel), _triple(stride)
         self.conv3d = nn.Conv3d(in_ch, out_ch, self.kernel, self.stride, bias=not norm)
-        self.bn = nn.BatchNorm3d(out_ch, eps=1e-3, momentum=0.01) if norm else None
+        # eps as the released weights were trained; momentum PyTorch's 0.1, not the port's 0.01, whose running
+        # statistics lag for epochs when training from scratch (validation at chance after the first epoch)
+        self.bn = nn.BatchNorm3d(out_ch, eps=1e-3, momentum=0.1) if norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = same_padding(x.shape[2:], self.kernel, self.stride)
