@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,6 +79,20 @@ def _build_i3d(num_classes: int, num_segments: int, dropout: float, pretrained_f
     model.num_segments = num_segments
     model.dropout.p = dropout
     return model
+
+
+CONV_INITS = ("timm", "fan_in")
+
+
+def fan_in_init(net: nn.Module) -> nn.Module:
+    """Re-draw every 2D convolution's weights He-style from N(0, 2 / fan_in), fan_in = in_channels / groups
+    x kernel area (timm's MobileNets draw from 2 / fan_out, which starves the thin expand and depthwise
+    layers of signal differently per seed; see experiments/recipe). For networks trained from scratch."""
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            fan_in = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_in))
+    return net
 
 
 def _shift_options(shift: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,8 +19,10 @@ from tsm.distill.teacher import Distiller
 from tsm.metrics import classification_metrics
 from tsm.models.checkpoints import DATA_KEY, INFO_KEY, architecture
 from tsm.models.checkpoints import init_from as load_weights
-from tsm.models.factory import build_recognizer
+from tsm.models.factory import CONV_INITS, build_recognizer, fan_in_init
 from tsm.training.optim import build_optimizer, param_groups, scaled_lr, warmup_schedule
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 HISTORY_KEY = "tsm_history"
@@ -62,9 +65,12 @@ class TSMLitModule(pl.LightningModule):
         distill: Mapping[str, Any] | None = None,
         init_from: str | None = None,
         backbone_args: Mapping[str, Any] | None = None,
+        conv_init: str = "timm",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if conv_init not in CONV_INITS:
+            raise ValueError(f"model.conv_init must be one of {CONV_INITS}, got {conv_init!r}")
         self.net = build_recognizer(
             backbone,
             num_classes,
@@ -77,6 +83,11 @@ class TSMLitModule(pl.LightningModule):
             partial_bn=partial_bn,
             backbone_args=backbone_args,
         )
+        loaded = pretrained or pretrained_file or init_from
+        if conv_init == "fan_in" and loaded:
+            log.info("model.conv_init=fan_in not applied: the weights are loaded (pretrained, init_from)")
+        elif conv_init == "fan_in":
+            fan_in_init(self.net)
         if init_from is not None:
             load_weights(self.net, init_from)
         if channels_last:
