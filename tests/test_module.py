@@ -117,3 +117,44 @@ def test_optimizer_by_name():
     assert by_name["weights"]["weight_decay"] == 1e-4 and by_name["norms"]["weight_decay"] == 0
     with pytest.raises(ValueError, match="model.optimizer.name must be 'sgd' or 'adamw', got 'adam'"):
         build_optimizer(groups, 0.1, {"name": "adam"})
+
+
+def test_conv_init_fan_in_draws_from_its_definition_and_yields_to_loaded_weights(tmp_path, caplog):
+    import logging
+
+    import timm
+    from torch import nn
+
+    from tsm.training.module import TSMLitModule
+
+    torch.manual_seed(0)
+    module = TSMLitModule("mobilenetv2_050", 9, 4, conv_init="fan_in")
+    convs = [m for m in module.net.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 52
+    for conv in convs:
+        out_channels, in_per_group, kh, kw = conv.weight.shape
+        expected = math.sqrt(2.0 / (in_per_group * kh * kw))  # He normal, fan-in, by definition
+        w = conv.weight.detach().double()
+        assert abs(w.mean()) < 4 * expected / math.sqrt(w.numel())
+        if w.numel() >= 2000:  # the sample std of N(0, s^2) is within 10% of s
+            assert abs(w.std().item() / expected - 1) < 0.1, (conv, w.std().item(), expected)
+    timm_init = TSMLitModule("mobilenetv2_050", 9, 4)  # the default: timm's own (fan-out)
+    head = timm_init.net.backbone.conv_head  # 1x1, 160 -> 1280: fan-out draws are sqrt(8) smaller
+    assert abs(head.weight.std().item() / math.sqrt(2.0 / head.out_channels) - 1) < 0.1
+
+    source = timm.create_model("mobilenetv2_050", num_classes=10)
+    path = tmp_path / "mbv2.pth"
+    torch.save(source.state_dict(), path)
+    with caplog.at_level(logging.INFO, logger="tsm.training.module"):
+        loaded = TSMLitModule("mobilenetv2_050", 9, 4, conv_init="fan_in", pretrained_file=str(path))
+    assert torch.equal(loaded.net.backbone.conv_stem.weight, source.conv_stem.weight)
+    assert "conv_init=fan_in not applied" in caplog.text
+    with pytest.raises(ValueError, match="model.conv_init must be one of"):
+        TSMLitModule("mobilenetv2_050", 9, 4, conv_init="xavier")
+
+
+def test_from_scratch_recipe_uses_fan_in_and_fine_tuning_keeps_timm(tmp_path):
+    from conftest import compose_train
+
+    assert compose_train([], tmp_path).model.conv_init == "fan_in"
+    assert compose_train(["+experiment=jester_mbv2_kd"], tmp_path).model.conv_init == "timm"
