@@ -151,10 +151,3 @@ def test_conv_init_fan_in_draws_from_its_definition_and_yields_to_loaded_weights
     assert "conv_init=fan_in not applied" in caplog.text
     with pytest.raises(ValueError, match="model.conv_init must be one of"):
         TSMLitModule("mobilenetv2_050", 9, 4, conv_init="xavier")
-
-
-def test_from_scratch_recipe_uses_fan_in_and_fine_tuning_keeps_timm(tmp_path):
-    from conftest import compose_train
-
-    assert compose_train([], tmp_path).model.conv_init == "fan_in"
-    assert compose_train(["+experiment=jester_mbv2_kd"], tmp_path).model.conv_init == "timm"

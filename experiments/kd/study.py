@@ -71,10 +71,7 @@ SCALES = {
     },
 }
 I3D_TEACHER = ["+experiment=synthetic_i3d_teacher"]
-# The TSM-MobileNetV2 runs keep timm's initialisation: they were made before model.conv_init=fan_in became
-# the from-scratch default (experiments/recipe); rerun them with fan_in by dropping this.
-TIMM_INIT = ["model.conv_init=timm"]
-MBV2_TEACHER = TIMM_INIT  # the default run
+MBV2_TEACHER: list[str] = []  # the default run
 KD = ["+experiment=synthetic_mbv2_kd"]
 MAIN = (0.5, 4.0)  # alpha, temperature of synthetic_mbv2_kd
 
@@ -83,7 +80,7 @@ def student_data(s: dict) -> list[str]:
     """The student's budget: fewer clips and epochs than the default run, the same evaluation split size."""
     sizes = [f"data.source.sizes.train={s['train']}", f"data.source.sizes.val={s['eval']}"]
     epochs = f"trainer.max_epochs={s['epochs']}"
-    return [*TIMM_INIT, *s["tiny"], *sizes, f"data.source.sizes.test={s['eval']}", epochs]
+    return [*s["tiny"], *sizes, f"data.source.sizes.test={s['eval']}", epochs]
 
 
 def kd_overrides(s: dict, teacher_ckpt: Path, alpha: float, temperature: float, kind: str = "i3d") -> list[str]:

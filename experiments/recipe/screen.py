@@ -34,6 +34,7 @@ VARIANTS = {
     "mnv4_small_050": ["model.backbone=mobilenetv4_conv_small_050"],
     "fold_div2": ["model.shift.fold_div=2"],
     "frame64": ["data.source.frame_size=64"],
+    "fan_in": ["model.conv_init=fan_in"],
 }
 
 

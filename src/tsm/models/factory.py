@@ -86,8 +86,7 @@ CONV_INITS = ("timm", "fan_in")
 
 def fan_in_init(net: nn.Module) -> nn.Module:
     """Re-draw every 2D convolution's weights He-style from N(0, 2 / fan_in), fan_in = in_channels / groups
-    x kernel area (timm's MobileNets draw from 2 / fan_out, which starves the thin expand and depthwise
-    layers of signal differently per seed; see experiments/recipe). For networks trained from scratch."""
+    x kernel area (timm's MobileNets draw from 2 / fan_out). For networks trained from scratch."""
     for module in net.modules():
         if isinstance(module, nn.Conv2d):
             fan_in = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
