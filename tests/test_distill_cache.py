@@ -30,10 +30,6 @@ def test_load_or_build_reuses_and_invalidates(tmp_path):
     assert builds == [1, 3, 4, 5]
 
 
-def cfg_classes(data):
-    return len(data.dataset("train").source.classes)
-
-
 def fit_cached(teacher, run_dir, epochs=2):
     """Fit a KD student with the cache on; returns the module, its data and the teacher's forward count."""
     overrides = [
@@ -63,7 +59,7 @@ def test_cached_teacher_runs_once_and_follows_the_checkpoint(tmp_path):
     assert sum(calls) == 8  # once per training video, not once per epoch
     assert model.teacher is None and "train/loss_kd" in trainer.callback_metrics
     (clip, perm), _, _ = data.dataset("train")[0]  # training items no longer carry a teacher clip
-    assert clip.ndim == 4 and sorted(perm.tolist()) == list(range(cfg_classes(data)))
+    assert clip.ndim == 4 and sorted(perm.tolist()) == list(range(len(data.dataset("train").source.classes)))
 
     # the cached rows are the teacher's logits on the fixed (evaluation-style) view of each video
     from tsm.models.checkpoints import load_recognizer

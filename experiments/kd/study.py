@@ -163,7 +163,7 @@ def write_report(args: argparse.Namespace, s: dict, teachers: dict, arms: dict, 
     done = {
         arm: {seed: d for seed, d in seeds.items() if (d / "metrics.json").is_file()} for arm, seeds in arms.items()
     }
-    base = done["student"]
+    base = {seed: test_acc(d) for seed, d in done["student"].items()}
     lines = [
         f"Scale `{args.scale}`: student TSM-MobileNetV2 x0.5 (the default run's network) on {s['train']} training "
         f"clips for {s['epochs']} epochs, {s['eval']} validation and test clips; {machine()}; "
@@ -188,7 +188,7 @@ def write_report(args: argparse.Namespace, s: dict, teachers: dict, arms: dict, 
             lines.append(f"| {arm} | none | - | - | - | - |")
             continue
         accs = {seed: test_acc(d) for seed, d in seeds.items()}
-        paired = {seed: acc - test_acc(base[seed]) for seed, acc in accs.items() if seed in base}
+        paired = {seed: acc - base[seed] for seed, acc in accs.items() if seed in base}
         if arm != "student":
             gains[arm] = paired
         gain = summary(list(paired.values())) if arm != "student" and paired else "-"

@@ -147,4 +147,5 @@ class ClipTransform:
         original clip's logits seen as the augmented clip's (cached teacher logits, :mod:`tsm.distill`)."""
         flip = self.flip_label_map if flipped else {}
         reverse = self.reverse_label_map if backwards else {}
-        return torch.tensor([reverse.get(flip.get(k, k), flip.get(k, k)) for k in range(num_classes)])
+        mirrored = [flip.get(k, k) for k in range(num_classes)]
+        return torch.tensor([reverse.get(k, k) for k in mirrored])
