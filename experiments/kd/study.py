@@ -30,6 +30,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from tsm.models.loading import safe_load
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import QUIET, ROOT, machine, run_many, runs_note, summary  # noqa: E402
 
@@ -156,6 +158,13 @@ def cache_timing(s: dict, teacher_ckpt: Path, out: Path) -> None:
     (out / "timing.json").write_text(json.dumps(seconds, indent=1))
 
 
+def teacher_confidence(cache_file: Path, temperatures: tuple[float, ...] = (1.0, 4.0)) -> str:
+    """How soft a teacher's targets are: the mean probability of its top class over the training videos
+    (from a run's cached logits) at each temperature."""
+    logits = safe_load(cache_file, "teacher logit cache")["logits"].double()
+    return ", ".join(f"{(logits / t).softmax(1).amax(1).mean().item():.3f} at T={t:g}" for t in temperatures)
+
+
 def test_acc(run_dir: Path) -> float:
     return json.loads((run_dir / "metrics.json").read_text())["test/acc"]
 
@@ -170,12 +179,14 @@ def write_report(args: argparse.Namespace, s: dict, teachers: dict, arms: dict, 
         f"clips for {s['epochs']} epochs, {s['eval']} validation and test clips; {machine()}; "
         f"{runs_note(args.parallel)}.",
         "",
-        "| teacher | command | test top-1 |",
-        "|---|---|---|",
+        "| teacher | command | test top-1 | mean top-class probability on the training videos |",
+        "|---|---|---|---|",
     ]
     for name, (overrides, run_dir) in teachers.items():
         acc = f"{test_acc(run_dir):.3f}" if (run_dir / "metrics.json").is_file() else "not run"
-        lines.append(f"| {name} | `python src/train.py {' '.join([*overrides, 'seed=1'])}` | {acc} |")
+        caches = [d / "teacher_logits.pt" for d in done[f"KD {name} a={MAIN[0]} T={MAIN[1]}"].values()]
+        soft = teacher_confidence(caches[0]) if caches else "-"
+        lines.append(f"| {name} | `python src/train.py {' '.join([*overrides, 'seed=1'])}` | {acc} | {soft} |")
     lines += [
         "",
         "Test top-1 of the student per seed, and the gain of distillation over the student alone on the same seed:",
@@ -223,6 +234,9 @@ def plot_gains(path: Path, gains: dict[str, dict[int, float]]) -> None:
     fig = Figure(figsize=(7, 3.8))
     ax = fig.subplots()
     arms = [arm for arm, seeds in gains.items() if seeds]
+    if not arms:
+        print(f"no distillation run has finished: {path} not drawn")
+        return
     seeds = sorted({seed for arm in arms for seed in gains[arm]})
     width = 0.8 / max(len(seeds), 1)
     for j, seed in enumerate(seeds):
