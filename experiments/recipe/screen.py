@@ -35,6 +35,7 @@ VARIANTS = {
     "fold_div2": ["model.shift.fold_div=2"],
     "frame64": ["data.source.frame_size=64"],
     "fan_in": ["model.conv_init=fan_in"],
+    "lr_half": ["model.optimizer.base_lr=0.1"],
 }
 
 
