@@ -247,7 +247,7 @@ def write_report(
 
 def plot_gains(path: Path, gains: dict[str, dict[int, float]]) -> None:
     """One group of bars per arm: the test top-1 gain of each seed over the student alone."""
-    fig = Figure(figsize=(7, 3.8))
+    fig = Figure(figsize=(8, 4))
     ax = fig.subplots()
     arms = [arm for arm, seeds in gains.items() if seeds]
     if not arms:
@@ -261,7 +261,11 @@ def plot_gains(path: Path, gains: dict[str, dict[int, float]]) -> None:
     for i, arm in enumerate(arms):
         ax.hlines(statistics.mean(gains[arm].values()), i - width / 2, i + 0.8 - width / 2, color="black")
     ax.axhline(0, color="gray", linewidth=0.8)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(arms))], [a.replace("KD ", "") for a in arms], fontsize=7)
+    ax.set_xticks(
+        [i + 0.4 - width / 2 for i in range(len(arms))],
+        [a.replace("KD ", "").replace(" a=", "\na=") for a in arms],
+        fontsize=7,
+    )
     ax.set_ylabel("test top-1 gain over the student")
     ax.set_title("Distillation gain per seed (black: mean)")
     ax.legend(fontsize=7, ncol=len(seeds))
