@@ -10,8 +10,8 @@ The MobileVFX pipeline as users run it (README, "Distillation"):
    and without distillation (``+experiment=synthetic_mbv2_kd``, teacher logits cached), on the same
    seeds;
 3. a grid of ``alpha`` x ``temperature`` on the first seeds, the same student taught by the
-   TSM-MobileNetV2 teacher, and the student alone and taught by the I3D when it trains with AdamW
-   instead of the default run's SGD;
+   TSM-MobileNetV2 teacher, and the student alone and taught by either teacher when it trains with
+   AdamW instead of the default run's SGD;
 4. what the cache saves: the wall time of one student epoch with the teacher run on every batch,
    with the cache built in that run, and with the cache read back.
 
@@ -132,6 +132,7 @@ def main() -> None:
         ("I3D", "i3d", s["grid"], s["grid_seeds"], "SGD"),
         ("TSM-MobileNetV2", "checkpoint", [MAIN], s["seeds"], "SGD"),
         ("I3D", "i3d", [MAIN], s["seeds"], "AdamW"),
+        ("TSM-MobileNetV2", "checkpoint", [MAIN], s["seeds"], "AdamW"),
     ):
         suffix = RECIPE_SUFFIX[recipe]
         for alpha, temperature in grid:
