@@ -84,7 +84,12 @@ RECIPES = {
     "SGD": [],
     "AdamW": ["model.optimizer.name=adamw", "model.optimizer.base_lr=0.008", "model.optimizer.weight_decay=0.05"],
 }
-RECIPE_SUFFIX = {"SGD": "", "AdamW": " AdamW"}
+
+
+def recipe_tag(recipe: str, sep: str) -> str:
+    """What an arm's name (``sep`` a space) or run directory (``sep`` an underscore) adds for its
+    optimiser: nothing for the default run's SGD."""
+    return "" if recipe == "SGD" else f"{sep}{recipe}"
 
 
 def student_data(s: dict) -> list[str]:
@@ -125,8 +130,8 @@ def main() -> None:
     arms: dict[str, dict[int, Path]] = {}
     baseline: dict[str, str] = {}  # each distillation arm's student alone (same recipe, same seeds)
     for recipe, recipe_overrides in RECIPES.items():
-        student = "student" + RECIPE_SUFFIX[recipe]
-        arms[student] = {seed: runs / f"{student.replace(' ', '_')}_seed{seed}" for seed in s["seeds"]}
+        student = "student" + recipe_tag(recipe, " ")
+        arms[student] = {seed: runs / f"student{recipe_tag(recipe, '_')}_seed{seed}" for seed in s["seeds"]}
         jobs += [([*student_data(s), *recipe_overrides, f"seed={seed}"], d) for seed, d in arms[student].items()]
     for name, kind, grid, seeds, recipe in (
         ("I3D", "i3d", s["grid"], s["grid_seeds"], "SGD"),
@@ -134,12 +139,11 @@ def main() -> None:
         ("I3D", "i3d", [MAIN], s["seeds"], "AdamW"),
         ("TSM-MobileNetV2", "checkpoint", [MAIN], s["seeds"], "AdamW"),
     ):
-        suffix = RECIPE_SUFFIX[recipe]
         for alpha, temperature in grid:
-            arm = f"KD {name} a={alpha} T={temperature}{suffix}"
-            arms[arm], baseline[arm] = {}, "student" + suffix
+            arm = f"KD {name} a={alpha} T={temperature}{recipe_tag(recipe, ' ')}"
+            arms[arm], baseline[arm] = {}, "student" + recipe_tag(recipe, " ")
             for seed in s["seeds"] if (alpha, temperature) == MAIN else seeds:
-                run_dir = runs / f"kd_{kind}_a{alpha}_T{temperature}{suffix.replace(' ', '_')}_seed{seed}"
+                run_dir = runs / f"kd_{kind}_a{alpha}_T{temperature}{recipe_tag(recipe, '_')}_seed{seed}"
                 arms[arm][seed] = run_dir
                 overrides = [*kd_overrides(s, ckpt[name], alpha, temperature, kind), *RECIPES[recipe], f"seed={seed}"]
                 jobs.append((overrides, run_dir))
@@ -213,12 +217,12 @@ def write_report(
         "|---|---|---|---|---|---|",
     ]
     gains: dict[str, dict[int, float]] = {}
-    for arm, seeds in done.items():
-        if not seeds:
+    test_accs = {arm: {seed: test_acc(d) for seed, d in seeds.items()} for arm, seeds in done.items()}
+    for arm, accs in test_accs.items():
+        if not accs:
             lines.append(f"| {arm} | none | - | - | - | - |")
             continue
-        accs = {seed: test_acc(d) for seed, d in seeds.items()}
-        base = {seed: test_acc(d) for seed, d in done[baseline[arm]].items()} if arm in baseline else {}
+        base = test_accs[baseline[arm]] if arm in baseline else {}
         paired = {seed: acc - base[seed] for seed, acc in accs.items() if seed in base}
         if arm in baseline:
             gains[arm] = paired
@@ -227,7 +231,7 @@ def write_report(
         per_seed = ", ".join(
             f"{seed}: {acc:.3f}" + (f" ({paired[seed]:+.3f})" if seed in paired else "") for seed, acc in accs.items()
         )
-        lines.append(f"| {arm} | {list(seeds)} | {summary(list(accs.values()))} | {gain} | {wins} | {per_seed} |")
+        lines.append(f"| {arm} | {list(accs)} | {summary(list(accs.values()))} | {gain} | {wins} | {per_seed} |")
     timing = runs / "timing" / "timing.json"
     if timing.is_file():
         seconds = json.loads(timing.read_text())
