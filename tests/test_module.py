@@ -151,3 +151,33 @@ def test_conv_init_fan_in_draws_from_its_definition_and_yields_to_loaded_weights
     assert "conv_init=fan_in not applied" in caplog.text
     with pytest.raises(ValueError, match="model.conv_init must be one of"):
         TSMLitModule("mobilenetv2_050", 9, 4, conv_init="xavier")
+
+
+def test_fixed_classifier_is_drawn_at_its_scale_and_never_trained(tmp_path):
+    from tsm.training.module import TSMLitModule
+
+    torch.manual_seed(0)
+    module = TSMLitModule("mobilenetv2_050", 9, 4, fixed_classifier=True, dropout=0.0)
+    fc = module.net.classifier
+    bound = 1 / math.sqrt(9)
+    w = fc.weight.detach().double()
+    assert not fc.weight.requires_grad and fc.bias.requires_grad
+    assert w.abs().max() <= bound and w.abs().max() > 0.99 * bound
+    assert abs(w.std().item() / (bound / math.sqrt(3)) - 1) < 0.05  # uniform(-b, b) has std b / sqrt(3)
+    names = {g["name"] for g in param_groups(module.net, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)}
+    assert "head_weight" not in names and "head_bias" in names
+
+    weight, bias = fc.weight.detach().clone(), fc.bias.detach().clone()
+    groups = param_groups(module.net, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)
+    optimizer = build_optimizer(groups, 0.1, {"momentum": 0.9, "nesterov": False})
+    clips, labels = torch.randn(4, 4, 3, 32, 32), torch.tensor([0, 3, 6, 8])
+    for _ in range(3):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(module(clips), labels).backward()
+        optimizer.step()
+    assert torch.equal(fc.weight, weight) and not torch.equal(fc.bias, bias)
+
+    learned = TSMLitModule("mobilenetv2_050", 9, 4)
+    assert learned.net.classifier.weight.requires_grad
+    with pytest.raises(ValueError, match=r"model.fixed_classifier=true draws .* model.init_from='x.ckpt' loads"):
+        TSMLitModule("mobilenetv2_050", 9, 4, fixed_classifier=True, init_from="x.ckpt")

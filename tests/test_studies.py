@@ -72,6 +72,12 @@ def test_recipe_screen_and_seed_split_tiny(tmp_path):
     probe = [EXPERIMENTS / "recipe" / "probe.py", tmp_path / "runs" / "screen" / "default_seed3", "--clips", "20"]
     subprocess.run([sys.executable, *map(str, probe), "--out", str(tmp_path)], check=True)
     assert "| default_seed3 | " in (tmp_path / "probe.md").read_text()
+    run = tmp_path / "runs" / "screen" / "default_seed3"
+    head_rows = [EXPERIMENTS / "recipe" / "head_rows.py", run, "--out", tmp_path]
+    subprocess.run([sys.executable, *map(str, head_rows)], check=True)
+    rows = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["net.fc.weight"].double()
+    rotation = (rows[6] - rows[7]).norm().item()  # rotate_clockwise / rotate_counterclockwise, the last column
+    assert (tmp_path / "head_rows.md").read_text().splitlines()[-1].endswith(f" | {rotation:.2f} |")
     split = [EXPERIMENTS / "recipe" / "seed_split.py", "--pairs", "3:103", "--parallel", "1"]
     subprocess.run([sys.executable, *map(str, split), "--out", str(tmp_path), "--extra", *tiny], check=True)
     assert "| 3 | 103 |" in (tmp_path / "seed_split.md").read_text()

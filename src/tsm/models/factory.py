@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import timm
+import torch
 from timm.utils import reparameterize_model
 from torch import nn
 
@@ -92,6 +93,18 @@ def fan_in_init(net: nn.Module) -> nn.Module:
             fan_in = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
             nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_in))
     return net
+
+
+def fix_classifier(fc: nn.Module) -> nn.Module:
+    """Draw the classifier's weight uniform in +-1/sqrt(classes) (timm's MobileNet head scale, 12x the
+    rows' spread of ``nn.Linear``'s own draw for 1280 features and 9 classes) and freeze it; the bias
+    still learns. Learned rows of a time-reversed pair drift together while the pair's features do not
+    differ, and with them the gradient that would make the features differ (experiments/recipe)."""
+    bound = 1.0 / math.sqrt(fc.weight.shape[0])  # a Linear's or (I3D) a 1x1x1 Conv3d's classes
+    with torch.no_grad():
+        fc.weight.uniform_(-bound, bound)
+    fc.weight.requires_grad_(False)
+    return fc
 
 
 def _shift_options(shift: Mapping[str, Any] | None) -> dict[str, Any]:

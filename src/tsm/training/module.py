@@ -19,7 +19,7 @@ from tsm.distill.teacher import Distiller
 from tsm.metrics import classification_metrics
 from tsm.models.checkpoints import DATA_KEY, INFO_KEY, architecture
 from tsm.models.checkpoints import init_from as load_weights
-from tsm.models.factory import CONV_INITS, build_recognizer, fan_in_init
+from tsm.models.factory import CONV_INITS, build_recognizer, fan_in_init, fix_classifier
 from tsm.training.optim import build_optimizer, param_groups, scaled_lr, warmup_schedule
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,17 @@ class TSMLitModule(pl.LightningModule):
         init_from: str | None = None,
         backbone_args: Mapping[str, Any] | None = None,
         conv_init: str = "timm",
+        fixed_classifier: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if conv_init not in CONV_INITS:
             raise ValueError(f"model.conv_init must be one of {CONV_INITS}, got {conv_init!r}")
+        if fixed_classifier and init_from is not None:
+            raise ValueError(
+                f"model.fixed_classifier=true draws the classifier at random, model.init_from={init_from!r} "
+                "loads one: set model.fixed_classifier=false to fine-tune a loaded classifier"
+            )
         self.net = build_recognizer(
             backbone,
             num_classes,
@@ -88,6 +94,8 @@ class TSMLitModule(pl.LightningModule):
             log.info("model.conv_init=fan_in not applied: the weights are loaded (pretrained, init_from)")
         elif conv_init == "fan_in":
             fan_in_init(self.net)
+        if fixed_classifier:
+            fix_classifier(self.net.classifier)
         if init_from is not None:
             load_weights(self.net, init_from)
         if channels_last:

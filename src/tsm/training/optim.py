@@ -23,7 +23,8 @@ def param_groups(
 ) -> list[dict]:
     """SGD groups: weights (lr, decay); biases (``bias_lr_mult`` x lr, no decay); norms (lr, no
     decay); the classifier's (``model.classifier``) weight and bias at ``head_lr_mult['weight']``
-    and ``['bias']`` x lr (no decay on the bias). Frozen parameters are left out."""
+    and ``['bias']`` x lr (no decay on the bias). Frozen parameters (a fixed classifier's weight
+    included) are left out."""
     norm_types = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
     weights, biases, norms = [], [], []
     head = model.classifier
@@ -45,7 +46,7 @@ def param_groups(
         {"name": "norms", "params": norms, "lr": lr, "weight_decay": 0.0},
         {
             "name": "head_weight",
-            "params": [head.weight],
+            "params": [head.weight] if head.weight.requires_grad else [],
             "lr": lr * head_lr_mult["weight"],
             "weight_decay": weight_decay,
         },
