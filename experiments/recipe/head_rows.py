@@ -25,7 +25,18 @@ from tsm.models.loading import safe_load  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PAIRS = sorted({tuple(sorted(pair)) for pair in REVERSED.items() if pair[0] != pair[1]})
-DEFAULT_RUNS = sorted((HERE / "runs" / "small").glob("synthetic_tsm_seed*"))
+# the finished runs of the default (a learned classifier), the classifier frozen at nn.Linear's draw,
+# and the classifier fixed at 12x that scale (model.fixed_classifier=true)
+DEFAULT_RUNS = [
+    run
+    for pattern in (
+        "small/synthetic_tsm_seed*",
+        "screen/frozen_small_classifier_seed*",
+        "screen/fixed_classifier_seed*",
+    )
+    for run in sorted((HERE / "runs").glob(pattern))
+    if (run / "metrics.json").is_file()
+]
 
 
 def pair_distances(run_dir: Path) -> list[float]:

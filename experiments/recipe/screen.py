@@ -19,40 +19,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import epoch_curve, machine, run_many  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-# The variants screened while the default learned its classifier carry that back, so they rerun as they ran.
-LEARNED = "model.fixed_classifier=false"
 VARIANTS = {
     "default": [],
-    "learned_classifier": [LEARNED],
-    "fold_div4": [LEARNED, "model.shift.fold_div=4"],
+    "fold_div4": ["model.shift.fold_div=4"],
     "adamw": [
-        LEARNED,
         "model.optimizer.name=adamw",
         "model.optimizer.base_lr=0.008",
         "model.optimizer.weight_decay=0.05",
     ],
-    "lr_x2": [LEARNED, "model.optimizer.base_lr=0.4"],
-    "epochs12": [LEARNED, "trainer.max_epochs=12"],
-    "light_crops": [LEARNED, "data.augment.scales=[1.0,0.875]", "data.augment.max_distort=0"],
-    "dense_stride2": [LEARNED, "data.sampling.mode=dense", "data.sampling.stride=2"],
-    "speed1.5": [LEARNED, "data.source.speed=1.5"],
-    "reverse": [LEARNED, "data.augment.reverse=true"],
-    "reverse_2500": [LEARNED, "data.augment.reverse=true", "data.source.sizes.train=2500"],
-    "width075": [LEARNED, "model.backbone=mobilenetv2_075"],
-    "mnv4_small_050": [LEARNED, "model.backbone=mobilenetv4_conv_small_050"],
-    "fold_div2": [LEARNED, "model.shift.fold_div=2"],
-    "frame64": [LEARNED, "data.source.frame_size=64"],
-    "fan_in": [LEARNED, "model.conv_init=fan_in"],
-    "lr_half": [LEARNED, "model.optimizer.base_lr=0.1"],
-    # the learned classifier frozen at nn.Linear's own draw (rows 0.8 apart, not the default's 9.4)
-    "frozen_small_classifier": [LEARNED, "model.optimizer.head_lr_mult_scratch.weight=0"],
+    "lr_x2": ["model.optimizer.base_lr=0.4"],
+    "epochs12": ["trainer.max_epochs=12"],
+    "light_crops": ["data.augment.scales=[1.0,0.875]", "data.augment.max_distort=0"],
+    "dense_stride2": ["data.sampling.mode=dense", "data.sampling.stride=2"],
+    "speed1.5": ["data.source.speed=1.5"],
+    "reverse": ["data.augment.reverse=true"],
+    "reverse_2500": ["data.augment.reverse=true", "data.source.sizes.train=2500"],
+    "width075": ["model.backbone=mobilenetv2_075"],
+    "mnv4_small_050": ["model.backbone=mobilenetv4_conv_small_050"],
+    "fold_div2": ["model.shift.fold_div=2"],
+    "frame64": ["data.source.frame_size=64"],
+    "fan_in": ["model.conv_init=fan_in"],
+    "lr_half": ["model.optimizer.base_lr=0.1"],
+    # the classifier frozen at nn.Linear's own draw (rows 0.8 apart), and fixed at 12x that scale
+    "frozen_small_classifier": ["model.optimizer.head_lr_mult_scratch.weight=0"],
     "frozen_small_classifier_lr0.3": [
-        LEARNED,
         "model.optimizer.head_lr_mult_scratch.weight=0",
         "model.optimizer.base_lr=0.3",
     ],
+    "fixed_classifier": ["model.fixed_classifier=true"],
     "crop80_2200": [
-        LEARNED,
         "data.source.frame_size=90",
         "data.crop_size=80",
         "data.scale_size=80",

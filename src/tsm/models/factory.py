@@ -98,8 +98,8 @@ def fan_in_init(net: nn.Module) -> nn.Module:
 def fix_classifier(fc: nn.Module) -> nn.Module:
     """Draw the classifier's weight uniform in +-1/sqrt(classes) (timm's MobileNet head scale, 12x the
     rows' spread of ``nn.Linear``'s own draw for 1280 features and 9 classes) and freeze it; the bias
-    still learns. Learned rows of a time-reversed pair drift together while the pair's features do not
-    differ, and with them the gradient that would make the features differ (experiments/recipe)."""
+    still learns. Learned rows of two classes drift together while the features do not tell the classes
+    apart, and with them goes the gradient that would make the features differ (experiments/recipe)."""
     bound = 1.0 / math.sqrt(fc.weight.shape[0])  # a Linear's or (I3D) a 1x1x1 Conv3d's classes
     with torch.no_grad():
         fc.weight.uniform_(-bound, bound)
