@@ -153,7 +153,7 @@ def test_conv_init_fan_in_draws_from_its_definition_and_yields_to_loaded_weights
         TSMLitModule("mobilenetv2_050", 9, 4, conv_init="xavier")
 
 
-def test_fixed_classifier_is_drawn_at_its_scale_and_never_trained(tmp_path):
+def test_fixed_classifier_is_drawn_at_its_scale_and_never_trained():
     from tsm.training.module import TSMLitModule
 
     torch.manual_seed(0)
