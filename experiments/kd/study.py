@@ -255,7 +255,7 @@ def write_report(
 
 def plot_gains(path: Path, gains: dict[str, dict[int, float]]) -> None:
     """One group of bars per arm: the test top-1 gain of each seed over the student alone."""
-    fig = Figure(figsize=(8, 4))
+    fig = Figure(figsize=(9, 4))
     ax = fig.subplots()
     arms = [arm for arm, seeds in gains.items() if seeds]
     if not arms:
@@ -271,7 +271,7 @@ def plot_gains(path: Path, gains: dict[str, dict[int, float]]) -> None:
     ax.axhline(0, color="gray", linewidth=0.8)
     ax.set_xticks(
         [i + 0.4 - width / 2 for i in range(len(arms))],
-        [a.replace("KD ", "").replace(" a=", "\na=") for a in arms],
+        [a.replace("KD ", "").replace(" a=", "\na=").replace(" AdamW", "\nAdamW") for a in arms],
         fontsize=7,
     )
     ax.set_ylabel("test top-1 gain over the student")
