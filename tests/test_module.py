@@ -164,11 +164,11 @@ def test_fixed_classifier_is_drawn_at_its_scale_and_never_trained():
     assert not fc.weight.requires_grad and fc.bias.requires_grad
     assert w.abs().max() <= bound and w.abs().max() > 0.99 * bound
     assert abs(w.std().item() / (bound / math.sqrt(3)) - 1) < 0.05  # uniform(-b, b) has std b / sqrt(3)
-    names = {g["name"] for g in param_groups(module.net, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)}
+    groups = param_groups(module.net, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)
+    names = {g["name"] for g in groups}
     assert "head_weight" not in names and "head_bias" in names
 
     weight, bias = fc.weight.detach().clone(), fc.bias.detach().clone()
-    groups = param_groups(module.net, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)
     optimizer = build_optimizer(groups, 0.1, {"momentum": 0.9, "nesterov": False})
     clips, labels = torch.randn(4, 4, 3, 32, 32), torch.tensor([0, 3, 6, 8])
     for _ in range(3):

@@ -93,6 +93,11 @@ def recipe_tag(recipe: str, sep: str) -> str:
     return "" if recipe == "SGD" else f"{sep}{recipe}"
 
 
+def student_arm(recipe: str) -> str:
+    """The arm of the student alone trained with ``recipe``: each distillation arm's baseline."""
+    return "student" + recipe_tag(recipe, " ")
+
+
 def student_data(s: dict) -> list[str]:
     """The student's budget: fewer clips and epochs than the default run, the same evaluation split size."""
     sizes = [f"data.source.sizes.train={s['train']}", f"data.source.sizes.val={s['eval']}"]
@@ -131,7 +136,7 @@ def main() -> None:
     arms: dict[str, dict[int, Path]] = {}
     baseline: dict[str, str] = {}  # each distillation arm's student alone (same recipe, same seeds)
     for recipe, recipe_overrides in RECIPES.items():
-        student = "student" + recipe_tag(recipe, " ")
+        student = student_arm(recipe)
         arms[student] = {seed: runs / f"student{recipe_tag(recipe, '_')}_seed{seed}" for seed in s["seeds"]}
         jobs += [([*student_data(s), *recipe_overrides, f"seed={seed}"], d) for seed, d in arms[student].items()]
     for name, kind, grid, seeds, recipe in (
@@ -142,7 +147,7 @@ def main() -> None:
     ):
         for alpha, temperature in grid:
             arm = f"KD {name} a={alpha} T={temperature}{recipe_tag(recipe, ' ')}"
-            arms[arm], baseline[arm] = {}, "student" + recipe_tag(recipe, " ")
+            arms[arm], baseline[arm] = {}, student_arm(recipe)
             for seed in s["seeds"] if (alpha, temperature) == MAIN else seeds:
                 run_dir = runs / f"kd_{kind}_a{alpha}_T{temperature}{recipe_tag(recipe, '_')}_seed{seed}"
                 arms[arm][seed] = run_dir

@@ -32,8 +32,6 @@ def param_groups(
         if module is head:
             continue
         for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
-                continue
             if isinstance(module, norm_types):
                 norms.append(param)
             elif name == "bias":
@@ -46,13 +44,14 @@ def param_groups(
         {"name": "norms", "params": norms, "lr": lr, "weight_decay": 0.0},
         {
             "name": "head_weight",
-            "params": [head.weight] if head.weight.requires_grad else [],
+            "params": [head.weight],
             "lr": lr * head_lr_mult["weight"],
             "weight_decay": weight_decay,
         },
         {"name": "head_bias", "params": [head.bias], "lr": lr * head_lr_mult["bias"], "weight_decay": 0.0},
     ]
-    return [g for g in groups if g["params"]]
+    trainable = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    return [g for g in trainable if g["params"]]
 
 
 def build_optimizer(groups: list[dict], lr: float, opt: Mapping) -> torch.optim.Optimizer:
