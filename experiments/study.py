@@ -13,6 +13,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,23 @@ def run_train(overrides: list[str], run_dir: Path, threads: int | None = None) -
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
         subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
     return json.loads(metrics_file.read_text())
+
+
+def timed_run(overrides: list[str], run_dir: Path) -> tuple[dict, float]:
+    """``run_train`` on one torch thread; the wall time of the run (measured once, kept in wall_s.txt)."""
+    fresh = not (run_dir / "metrics.json").is_file()
+    start = time.perf_counter()
+    run_train(overrides, run_dir, threads=1)
+    if fresh:
+        (run_dir / "wall_s.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
+    return read_run(run_dir)
+
+
+def read_run(run_dir: Path) -> tuple[dict, float]:
+    """A finished run's metrics and wall time in seconds (nan when it was not timed)."""
+    wall_file = run_dir / "wall_s.txt"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return metrics, float(wall_file.read_text()) if wall_file.is_file() else float("nan")
 
 
 def train_in_process(overrides: list[str], run_dir: str | Path) -> dict[str, float]:

@@ -24,7 +24,6 @@ import argparse
 import statistics
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import QUIET, epoch_curve, machine, plot_band, run_train, summary, synthetic_overrides  # noqa: E402
+from study import QUIET, epoch_curve, machine, plot_band, summary, synthetic_overrides, timed_run  # noqa: E402
 
 from tsm.data.datasets.synthetic import SyntheticGestures  # noqa: E402
 
@@ -120,17 +119,6 @@ def task_overrides(s: dict, task: str, root: Path, variant: str) -> list[str]:
         "data.num_workers=0",  # one core for the whole run (loader processes would take the other)
         *j["extra"],
     ]
-
-
-def timed_run(overrides: list[str], run_dir: Path) -> tuple[dict, float]:
-    """``run_train`` on one torch thread; the wall time of the run (measured once, kept in wall_s.txt)."""
-    wall_file = run_dir / "wall_s.txt"
-    fresh = not (run_dir / "metrics.json").is_file()
-    start = time.perf_counter()
-    metrics = run_train(overrides, run_dir, threads=1)
-    if fresh:
-        wall_file.write_text(f"{time.perf_counter() - start:.0f}\n")
-    return metrics, float(wall_file.read_text()) if wall_file.is_file() else float("nan")
 
 
 def command(task: str, variant: str, overrides: list[str]) -> str:

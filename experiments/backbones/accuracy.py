@@ -1,0 +1,156 @@
+"""Which backbone learns the synthetic gestures: TSM against TSN for the smallest member of each family.
+
+    python experiments/backbones/accuracy.py [--scale default|tiny] [--seeds 1] [--only NAME ...] [--parallel 2]
+
+Each run is the default ``python src/train.py`` (synthetic gestures from scratch, 8 frames at 64x64,
+3,000 training clips, 7 epochs, the in-place shift) with ``model.backbone=`` the family's smallest
+member (``BACKBONES`` of study.py); TSN is the same run with ``+experiment=synthetic_tsn``. Runs land in
+``<out>/runs/accuracy_<scale>/`` and are reused when their ``metrics.json`` exists, so ``--report-only``
+rewrites the report from what ran. Writes ``accuracy_<scale>.md`` (test top-1 per family, mean and
+min-max over the seeds that ran, wall time per run) and ``accuracy_<scale>.png`` (test top-1 against the
+streaming latency in results.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from study import QUIET, machine, read_run, summary, timed_run  # noqa: E402  (experiments/study.py)
+
+
+def _efficiency_study():
+    """experiments/backbones/study.py (its name clashes with experiments/study.py on sys.path)."""
+    spec = importlib.util.spec_from_file_location("backbones_study", HERE / "study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EFFICIENCY = _efficiency_study()
+BACKBONES = EFFICIENCY.BACKBONES
+VARIANTS = {"TSM": [], "TSN": ["+experiment=synthetic_tsn"]}
+SCALES = {
+    "default": [],
+    "tiny": [
+        "data.source.sizes.train=8",
+        "data.source.sizes.val=4",
+        "data.source.sizes.test=4",
+        "data.batch_size=4",
+        "data.num_segments=4",
+        "trainer.max_epochs=1",
+    ],
+}
+
+
+def overrides(backbone: str, variant: str, scale: str) -> list[str]:
+    """The run's overrides: the variant, ``model.backbone`` and what the member needs at a 64-pixel
+    crop (a ViT's ``img_size``), then the scale's sizes."""
+    vit = ["model.backbone_args={img_size:64}"] if backbone.startswith("vit") else []
+    return [*VARIANTS[variant], f"model.backbone={backbone}", *vit, *SCALES[scale]]
+
+
+def report(results: dict, names: list[str], seeds: list[int], args: argparse.Namespace) -> str:
+    budget = "the default budget of 3,000 clips x 7 epochs at 64x64"
+    if SCALES[args.scale]:
+        budget = f"with `{' '.join(SCALES[args.scale])}`"
+    lines = [
+        f"Command: `python experiments/backbones/accuracy.py --scale {args.scale} --seeds "
+        f"{' '.join(map(str, seeds))} --parallel {args.parallel}` (runs reused when present)",
+        "",
+        f"Machine: {machine()}; {args.parallel} run(s) at a time, each on one torch thread. Each run: "
+        f"`OMP_NUM_THREADS=1 python src/train.py {' '.join(QUIET)} model.backbone=NAME seed=N` (TSN: "
+        "`+experiment=synthetic_tsn`; the ViT adds `model.backbone_args={img_size:64}`), "
+        f"{budget}. Test top-1, mean (min-max) over the seeds that ran; a dash: "
+        "not run. Chance is 0.111; a model without temporal order (TSN) can at best tell the four "
+        "time-reversed pairs apart from each other and from static (0.556).",
+        "",
+        "| backbone | timm name | TSM test top-1 | TSN test top-1 | seeds | wall time per TSM run (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        cells = []
+        for variant in VARIANTS:
+            done = [results[(name, variant, s)] for s in seeds if (name, variant, s) in results]
+            cells.append(summary([m["test/acc"] for m, _ in done]) if done else "-")
+        done_seeds = [s for s in seeds if (name, "TSM", s) in results]
+        walls = [results[(name, "TSM", s)][1] for s in done_seeds]
+        wall = f"{statistics.mean(walls):.0f}" if walls else "-"
+        lines.append(f"| {name} | `{BACKBONES[name]}` | {cells[0]} | {cells[1]} | {done_seeds or '-'} | {wall} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(means: dict[tuple[str, str], float], path: Path) -> None:
+    """Test top-1 (mean over seeds) against streaming latency per frame (results.md), TSM and TSN."""
+    latency = {name: row["ort_frame"] for name, row in EFFICIENCY.read_results(HERE / "results.md").items()}
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
+    for variant, marker in (("TSM", "o"), ("TSN", "x")):
+        points = [(latency[n], acc) for (n, v), acc in means.items() if v == variant and n in latency]
+        if points:
+            ax.scatter(*zip(*points, strict=True), marker=marker, label=variant)
+    for (name, variant), acc in means.items():
+        if variant == "TSM" and name in latency:
+            ax.annotate(name, (latency[name], acc), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.axhline(1 / 9, color="grey", lw=0.8, ls=":", label="chance")
+    ax.set_xlabel("streaming ms per frame at 224x224 (onnxruntime, results.md)")
+    ax.set_ylabel("synthetic gestures test top-1 (from scratch, 64x64)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="center right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", choices=SCALES, default="default")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--only", nargs="+", choices=list(BACKBONES.values()), help="timm names, in the order to run (default: all)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one torch thread each")
+    parser.add_argument("--report-only", action="store_true", help="train nothing; report the runs present")
+    parser.add_argument("--out", type=Path, default=HERE)
+    args = parser.parse_args()
+    runs = args.out / "runs" / f"accuracy_{args.scale}"
+    # --only also sets the order the runs start in (cheapest first fits most into a session)
+    by_timm_name = {timm_name: name for name, timm_name in BACKBONES.items()}
+    names = [by_timm_name[t] for t in args.only] if args.only else list(BACKBONES)
+    jobs = [(n, v, s) for n in names for v in args.variants for s in args.seeds]
+    if not args.report_only:
+        with ThreadPoolExecutor(args.parallel) as pool:
+            list(pool.map(lambda job: run(job, args.scale, runs), jobs))
+    results = {}
+    for name in BACKBONES:
+        for variant in VARIANTS:
+            for metrics in sorted(runs.glob(f"{BACKBONES[name]}_{variant}_seed*/metrics.json")):
+                seed = int(metrics.parent.name.rsplit("seed", 1)[1])
+                results[(name, variant, seed)] = read_run(metrics.parent)
+    seeds = sorted({s for _, _, s in results})
+    text = report(results, list(BACKBONES), seeds, args)
+    (args.out / f"accuracy_{args.scale}.md").write_text(text)
+    means = {}
+    for name, variant, _ in results:
+        accs = [m["test/acc"] for (n, v, _), (m, _) in results.items() if (n, v) == (name, variant)]
+        means[(name, variant)] = statistics.mean(accs)
+    plot(means, args.out / f"accuracy_{args.scale}.png")
+    print(text)
+
+
+def run(job: tuple[str, str, int], scale: str, runs: Path) -> None:
+    name, variant, seed = job
+    run_dir = runs / f"{BACKBONES[name]}_{variant}_seed{seed}"
+    timed_run([*overrides(BACKBONES[name], variant, scale), f"seed={seed}"], run_dir)
+    print(f"{name} {variant} seed {seed}: done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
