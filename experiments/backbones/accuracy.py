@@ -114,7 +114,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", choices=SCALES, default="default")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
-    parser.add_argument("--only", nargs="+", choices=list(BACKBONES.values()), help="timm names, in the order to run (default: all)")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(BACKBONES.values()), help="timm names, in the order to run (default: all)"
+    )
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one torch thread each")
     parser.add_argument("--report-only", action="store_true", help="train nothing; report the runs present")
