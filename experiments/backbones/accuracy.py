@@ -139,7 +139,8 @@ def main() -> None:
     # --only also sets the order the runs start in (cheapest first fits most into a session)
     by_timm_name = {timm_name: name for name, timm_name in BACKBONES.items()}
     names = [by_timm_name[t] for t in args.only] if args.only else list(BACKBONES)
-    jobs = [(n, v, s) for n in names for v in args.variants for s in args.seeds]
+    # every TSM run before any TSN run: the table fills with the shift's accuracy first
+    jobs = [(n, v, s) for v in args.variants for n in names for s in args.seeds]
     if not args.report_only:
         with ThreadPoolExecutor(args.parallel) as pool:
             list(pool.map(lambda job: run(job, args.scale, runs), jobs))
