@@ -8,7 +8,7 @@ member (``BACKBONES`` of study.py); TSN is the same run with ``+experiment=synth
 ``<out>/runs/accuracy_<scale>/`` and are reused when their ``metrics.json`` exists, so ``--report-only``
 rewrites the report from what ran. Writes ``accuracy_<scale>.md`` (test top-1 per family, mean and
 min-max over the seeds that ran, wall time per run) and ``accuracy_<scale>.png`` (test top-1 against the
-streaming latency in results.md).
+streaming latency per frame of results.md in the labels).
 """
 
 from __future__ import annotations
@@ -102,23 +102,29 @@ def report(results: dict, names: list[str], seeds: list[int], args: argparse.Nam
 
 
 def plot(means: dict[tuple[str, str], float], path: Path) -> None:
-    """Test top-1 (mean over seeds) against streaming latency per frame (results.md), TSM and TSN."""
+    """Test top-1 (mean over seeds) per family, TSM and TSN side by side, the families ordered by TSM's;
+    each label gives the streaming latency per frame from results.md."""
     latency = {name: row["ort_frame"] for name, row in EFFICIENCY.read_results(HERE / "results.md").items()}
-    fig = Figure(figsize=(7.5, 4.8))
+    names = sorted({n for n, _ in means}, key=lambda n: means.get((n, "TSM"), 0.0))
+    fig = Figure(figsize=(7.5, 0.45 * len(names) + 1.6))
     ax = fig.subplots()
-    for variant, marker in (("TSM", "o"), ("TSN", "x")):
-        points = [(latency[n], acc) for (n, v), acc in means.items() if v == variant and n in latency]
-        if points:
-            ax.scatter(*zip(*points, strict=True), marker=marker, label=variant)
-    for (name, variant), acc in means.items():
-        if variant == "TSM" and name in latency:
-            ax.annotate(name, (latency[name], acc), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.axhline(1 / 9, color="grey", lw=0.8, ls=":", label="chance")
-    ax.set_xlabel("streaming ms per frame at 224x224 (onnxruntime, results.md)")
-    ax.set_ylabel("synthetic gestures test top-1 (from scratch, 64x64)")
-    ax.set_ylim(0, 1.05)
-    ax.legend(loc="center right")
-    ax.grid(alpha=0.3)
+    for offset, variant, color in ((0.2, "TSM", "tab:blue"), (-0.2, "TSN", "tab:orange")):
+        rows = [(i, means[(n, variant)]) for i, n in enumerate(names) if (n, variant) in means]
+        if rows:
+            ys, accs = zip(*rows, strict=True)
+            ax.barh([y + offset for y in ys], accs, height=0.4, color=color, label=variant)
+    for i, n in enumerate(names):
+        for offset, variant in ((0.2, "TSM"), (-0.2, "TSN")):
+            if (n, variant) not in means:
+                ax.text(0.01, i + offset, f"{variant} not run", va="center", fontsize=7, color="grey")
+    labels = [f"{n} ({latency[n]:.1f} ms)" if n in latency else n for n in names]
+    ax.set_yticks(range(len(names)), labels, fontsize=8)
+    ax.axvline(1 / 9, color="grey", lw=0.8, ls=":", label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("test top-1, synthetic gestures from scratch at 64x64")
+    ax.set_title("TSM against TSN per family (in brackets: streaming ms per frame at 224x224)", fontsize=9)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
 
