@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import statistics
 import sys
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from matplotlib.figure import Figure
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from study import QUIET, machine, read_run, summary, timed_run  # noqa: E402  (experiments/study.py)
+from study import ADAMW, QUIET, machine, read_run, summary, timed_run  # noqa: E402  (experiments/study.py)
 
 
 def _efficiency_study():
@@ -53,8 +54,7 @@ SCALES = {
 
 # Families trained with AdamW, as they are published (LayerNorm, layer scale): with the default SGD
 # ConvNeXt atto stayed at chance for 4 epochs (val top-1 0.10-0.15, exploratory). Same lr and weight
-# decay as the AdamW arms of experiments/kd and experiments/recipe.
-ADAMW = ["model.optimizer.name=adamw", "model.optimizer.base_lr=0.008", "model.optimizer.weight_decay=0.05"]
+# decay as the AdamW arms of experiments/kd and experiments/recipe (study.ADAMW).
 ADAMW_FAMILIES = ("convnext", "vit")
 
 
@@ -151,19 +151,17 @@ def main() -> None:
         with ThreadPoolExecutor(args.parallel) as pool:
             list(pool.map(lambda job: run(job, args.scale, runs), jobs))
     results = {}
+    accs = defaultdict(list)  # (name, variant) -> test top-1 of each seed
     for name in BACKBONES:
         for variant in VARIANTS:
             for metrics in sorted(runs.glob(f"{BACKBONES[name]}_{variant}_seed*/metrics.json")):
                 seed = int(metrics.parent.name.rsplit("seed", 1)[1])
                 results[(name, variant, seed)] = read_run(metrics.parent)
+                accs[(name, variant)].append(results[(name, variant, seed)][0]["test/acc"])
     seeds = sorted({s for _, _, s in results})
     text = report(results, list(BACKBONES), seeds, args)
     (args.out / f"accuracy_{args.scale}.md").write_text(text)
-    means = {}
-    for name, variant, _ in results:
-        accs = [m["test/acc"] for (n, v, _), (m, _) in results.items() if (n, v) == (name, variant)]
-        means[(name, variant)] = statistics.mean(accs)
-    plot(means, args.out / f"accuracy_{args.scale}.png")
+    plot({arm: statistics.mean(values) for arm, values in accs.items()}, args.out / f"accuracy_{args.scale}.png")
     print(text)
 
 

@@ -23,8 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from accuracy import ADAMW  # noqa: E402  (experiments/backbones/accuracy.py)
-from study import QUIET, ROOT, machine, summary, synthetic_overrides, train_in_process  # noqa: E402
+from study import ADAMW, QUIET, ROOT, machine, summary, synthetic_overrides, train_in_process  # noqa: E402
 
 # site -> the block submodules the shift wraps (None: TSN)
 SITES = {"TSN": None, "attention": ("norm1",), "MLP": ("norm2",), "both": ("norm1", "norm2")}

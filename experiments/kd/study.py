@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from tsm.models.loading import safe_load
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import QUIET, ROOT, machine, run_many, runs_note, summary  # noqa: E402
+from study import ADAMW, QUIET, ROOT, machine, run_many, runs_note, summary  # noqa: E402
 
 SCALES = {
     # student's training clips and epochs; evaluation clips; seeds of the main comparison and of the
@@ -81,10 +81,7 @@ KD = ["+experiment=synthetic_mbv2_kd"]
 MAIN = (0.5, 4.0)  # alpha, temperature of synthetic_mbv2_kd
 ALPHA_HIGH = (0.9, 4.0)  # more weight on the teacher, for the AdamW student on every seed
 # the student's optimiser: the default run's SGD, and AdamW as the I3D teacher trains (lr 2e-3 at batch 16)
-RECIPES = {
-    "SGD": [],
-    "AdamW": ["model.optimizer.name=adamw", "model.optimizer.base_lr=0.008", "model.optimizer.weight_decay=0.05"],
-}
+RECIPES = {"SGD": [], "AdamW": ADAMW}
 
 
 def recipe_tag(recipe: str, sep: str) -> str:

@@ -16,17 +16,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import epoch_curve, machine, run_many  # noqa: E402
+from study import ADAMW, epoch_curve, machine, run_many  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = {
     "default": [],
     "fold_div4": ["model.shift.fold_div=4"],
-    "adamw": [
-        "model.optimizer.name=adamw",
-        "model.optimizer.base_lr=0.008",
-        "model.optimizer.weight_decay=0.05",
-    ],
+    "adamw": ADAMW,
     "lr_x2": ["model.optimizer.base_lr=0.4"],
     "epochs12": ["trainer.max_epochs=12"],
     "light_crops": ["data.augment.scales=[1.0,0.875]", "data.augment.max_distort=0"],
