@@ -1,5 +1,6 @@
 """Each study's script reruns end to end at a tiny size, so the scripts cannot rot."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -88,6 +89,56 @@ def test_vit_sites_study_tiny(tmp_path):
     table = (tmp_path / "vit_sites_tiny.md").read_text()
     assert all(f"| {site} |" in table for site in ("TSN", "attention", "MLP", "both"))
     assert len(list((tmp_path / "runs" / "vit_sites_tiny").glob("*/metrics.json"))) == 4
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _FrameMeans(torch.nn.Module):
+    """Logits from each frame's mean colour: linear in them, so it sees the order unless ``blind``."""
+
+    def __init__(self, weights: torch.Tensor, blind: bool = False) -> None:
+        super().__init__()
+        self.weights, self.blind = weights, blind
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        means = clips.mean((-1, -2))  # (N, T, C)
+        if self.blind:
+            return means.mean(1) @ self.weights[:3]
+        return means.flatten(1) @ self.weights
+
+
+def test_vit_fit_order_accuracy_matches_its_definition():
+    vit_fit = _load(EXPERIMENTS / "backbones" / "vit_fit.py")
+    torch.manual_seed(0)
+    clips, labels = torch.randn(30, 8, 3, 5, 5), torch.randint(0, 9, (30,))
+    net = _FrameMeans(torch.randn(8 * 3, 9))
+    logits = net(clips).double()
+    wins = []
+    for i, y in enumerate(labels.tolist()):
+        if y != 8:  # static is its own time reversal
+            own, partner = logits[i, y], logits[i, vit_fit.REVERSED[y]]
+            wins.append(1.0 if own > partner else 0.5 if own == partner else 0.0)
+    assert vit_fit.order_accuracy(net, clips, labels) == pytest.approx(sum(wins) / len(wins), abs=1e-12)
+    # a network blind to the order scores exactly one half on clips beside their reversals
+    both = torch.cat([clips, clips.flip(1)])
+    partners = torch.cat([labels, torch.tensor([vit_fit.REVERSED[y] for y in labels.tolist()])])
+    assert vit_fit.order_accuracy(_FrameMeans(net.weights, blind=True), both, partners) == 0.5
+
+
+@pytest.mark.slow
+def test_vit_fit_study_tiny(tmp_path):
+    script = EXPERIMENTS / "backbones" / "vit_fit.py"
+    args = ["--seeds", "1", "--steps", "2", "--clips", "6", "--held-out", "6", "--every", "1", "--out", str(tmp_path)]
+    subprocess.run([sys.executable, str(script), *args], check=True)
+    table = (tmp_path / "vit_fit.md").read_text()
+    assert "| TSN | 0.500 | 0.500 |" in table  # TSN cannot see the order: exactly one half
+    assert all(f"| {site} | " in table for site in ("attention", "MLP", "both"))
+    assert (tmp_path / "vit_fit.png").stat().st_size > 0
 
 
 @pytest.mark.slow
