@@ -64,7 +64,7 @@ def overrides(backbone: str, variant: str, scale: str) -> list[str]:
     recipe = ADAMW if backbone.startswith(ADAMW_FAMILIES) else []
     vit = []
     if backbone.startswith("vit"):
-        # the token shift inside the residual branch, before the attention (TokShift's place; vit_sites.py)
+        # the token shift inside the residual branch, before the attention (vit_fit.py)
         vit = ["model.backbone_args={img_size:64}", *(["model/shift=residual"] if variant == "TSM" else [])]
     return [*VARIANTS[variant], f"model.backbone={backbone}", *recipe, *vit, *SCALES[scale]]
 
