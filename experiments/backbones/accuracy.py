@@ -91,11 +91,11 @@ def report(results: dict, names: list[str], seeds: list[int], args: argparse.Nam
         "|---|---|---|---|---|---|",
     ]
     for name in names:
-        cells = []
-        for variant in VARIANTS:
-            done = [results[(name, variant, s)] for s in seeds if (name, variant, s) in results]
-            cells.append(summary([m["test/acc"] for m, _ in done]) if done else "-")
         done_seeds = {v: [s for s in seeds if (name, v, s) in results] for v in VARIANTS}
+        cells = [
+            summary([results[(name, v, s)][0]["test/acc"] for s in arm_seeds]) if arm_seeds else "-"
+            for v, arm_seeds in done_seeds.items()
+        ]
         walls = [results[(name, "TSM", s)][1] for s in done_seeds["TSM"]]
         wall = f"{statistics.mean(walls):.0f}" if walls else "-"
         ran = done_seeds["TSM"] or "-"

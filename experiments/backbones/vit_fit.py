@@ -32,18 +32,19 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from backbones.vit_sites import SITES, set_site  # noqa: E402  (experiments/backbones/vit_sites.py)
 from study import summary  # noqa: E402
 
 from tsm.data.datasets.synthetic import REVERSED, SyntheticGestures  # noqa: E402
+from tsm.data.sampling import segment_indices  # noqa: E402
 from tsm.data.transforms import IMAGENET_MEAN, IMAGENET_STD, channel_stats, normalize  # noqa: E402
 from tsm.models.factory import build_recognizer  # noqa: E402
 
-# site -> the ViT block submodules the shift wraps (None: TSN); the same arms as vit_sites.py
-SITES = {"TSN": None, "attention": ("norm1",), "MLP": ("norm2",), "both": ("norm1", "norm2")}
 VIT = {"img_size": 32, "patch_size": 8, "depth": 4}
 SEGMENTS, FRAMES, SIZE, BATCH, LR = 8, 16, 32, 16, 3e-4
 LEARNED = 0.9  # the training order accuracy whose first step the table reports
@@ -54,7 +55,7 @@ def clips_and_reversals(split: str, count: int) -> tuple[torch.Tensor, torch.Ten
     """``count`` clips of ``split`` (the middle frame of each of 8 segments) followed by the same
     clips played backwards, normalised ``(2*count, T, C, H, W)``, and their labels."""
     source = SyntheticGestures(split, {split: count}, num_frames=FRAMES, frame_size=SIZE)
-    frames = [FRAMES // SEGMENTS * k + FRAMES // SEGMENTS // 2 for k in range(SEGMENTS)]
+    frames = segment_indices(FRAMES, SEGMENTS, train=False, rng=np.random.default_rng(0))
     mean, std = channel_stats(IMAGENET_MEAN, IMAGENET_STD)
     clips = torch.stack([normalize(source.read(i, frames).permute(0, 3, 1, 2), mean, std) for i in range(count)])
     labels = torch.tensor([source.label(i) for i in range(count)])
@@ -75,12 +76,8 @@ def order_accuracy(net: torch.nn.Module, clips: torch.Tensor, labels: torch.Tens
 
 
 def build(site: str, seed: int) -> torch.nn.Module:
-    """The small ViT with the shift at ``site`` (set in tsm.models.families.BLOCKS, as a user would)."""
-    from timm.models.vision_transformer import Block
-
-    from tsm.models.families import BLOCKS, Site
-
-    BLOCKS[Block] = Site(SITES[site] or ("norm1",), tokens=True)
+    """The small ViT with the shift at ``site`` (vit_sites.set_site), built under ``seed``."""
+    set_site(site)
     shift = {"enabled": False} if SITES[site] is None else {"place": "residual"}
     torch.manual_seed(seed)
     classes = len(REVERSED)

@@ -55,14 +55,20 @@ SCALES = {
 }
 
 
-def train_with_site(site: str, overrides: list[str]) -> None:
-    """In this process: set ViT blocks' shift site, then train as src/train.py does."""
+def set_site(site: str) -> None:
+    """In this process, ViT blocks take the shift at ``site`` (one entry of tsm.models.families.BLOCKS,
+    as a user adds a family); TSN leaves the table as it is."""
     from timm.models.vision_transformer import Block
 
     from tsm.models.families import BLOCKS, Site
 
     if SITES[site] is not None:
         BLOCKS[Block] = Site(SITES[site], tokens=True)
+
+
+def train_with_site(site: str, overrides: list[str]) -> None:
+    """In this process: set ViT blocks' shift site, then train as src/train.py does."""
+    set_site(site)
     run_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))
     train_in_process(overrides, run_dir)
 
