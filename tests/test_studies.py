@@ -65,7 +65,7 @@ def test_backbone_accuracy_study_tiny(tmp_path):
     runs = tmp_path / "runs" / "accuracy_tiny"
     assert len(list(runs.glob("*/metrics.json"))) == 4  # two backbones x TSM, TSN
     for name, timm_name in (
-        ("MobileNetV2 x0.5 (default)", "mobilenetv2_050"),
+        ("MobileNetV2 x0.5", "mobilenetv2_050"),
         ("ViT-Tiny/16 (DeiT-Tiny)", "vit_tiny_patch16_224"),
     ):
         accs = [
@@ -244,6 +244,7 @@ def test_recipe_study_tiny(tmp_path):
     for row in (
         "| synthetic gestures (python src/train.py) | TSM | [1] |",
         "| Jester-format folder, 4 gestures | TSN | [1] |",
+        "| synthetic gestures (python src/train.py) | TSM-MobileNetV2 | none | - | - | - | - |",  # small scale only
     ):
         assert row in table
     assert (tmp_path / "recipe_tiny.png").stat().st_size > 0
@@ -265,3 +266,15 @@ def test_quantization_study_tiny(tmp_path):
     assert all(f"| {name} |" in table for name in ("stream fp16", "stream int8", "clip int8", "plain 2D int8"))
     census = next(line for line in table.splitlines() if line.startswith("Nodes onnxruntime runs for stream int8"))
     assert "QLinearConv" in census and "QLinearConcat" in census
+
+
+@pytest.mark.slow
+def test_recipe_step_time_tiny(tmp_path):
+    script = EXPERIMENTS / "recipe" / "step_time.py"
+    subprocess.run([sys.executable, str(script), "--repeats", "1", "--batch", "2", "--out", str(tmp_path)], check=True)
+    rows = [
+        line for line in (tmp_path / "step_time.md").read_text().splitlines() if line.startswith("| ") and "`" in line
+    ]
+    assert rows[0].startswith("| default (resnet10t_050, 64x64) | `-` | 1.23 | 180 |") and rows[0].endswith("| 1.00 |")
+    assert "| mobilenetv2_050 (the previous default), 64x64 | `model.backbone=mobilenetv2_050` | 0.70 | 63 |" in rows[1]
+    assert len(rows) == 6

@@ -30,9 +30,10 @@ from tsm.streaming.runtime import OnnxStreamSession
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import interleaved, machine  # noqa: E402
 
-# family -> its smallest timm member (the project's default backbone first, as the reference)
+# family -> its smallest timm member (the project's from-scratch default first, as the reference)
 BACKBONES = {
-    "MobileNetV2 x0.5 (default)": "mobilenetv2_050",
+    "ResNet10-T x0.5 (default)": "resnet10t_050",
+    "MobileNetV2 x0.5": "mobilenetv2_050",
     "MobileNetV4 conv small": "mobilenetv4_conv_small",
     "MobileNetV4 hybrid medium": "mobilenetv4_hybrid_medium",
     "MobileOne S0": "mobileone_s0",

@@ -1,8 +1,8 @@
-"""Is a ``model.compile`` switch worth having? torch.compile vs eager for the default recognizer, one run.
+"""Is a ``model.compile`` switch worth having? torch.compile vs eager for TSM-MobileNetV2 x0.5, one run.
 
     python experiments/compile/bench.py [--size 64] [--batch 16] [--steps 10] [--out experiments/compile]
 
-Times, for TSM-MobileNetV2 x0.5 (8 frames, the default training run's model and batch): the first
+Times, for TSM-MobileNetV2 x0.5 (8 frames, the default training run's batch; its model when this ran): the first
 compiled training step (compilation included), then the median training step (forward, backward,
 SGD) of eager and compiled, and checks that the compiled logits equal the eager ones. Writes
 ``results.md`` with the machine.
@@ -56,7 +56,7 @@ def main() -> None:
         reference, got = eager(clips), compiled(clips)
     error = ((got - reference).abs().max() / reference.abs().max()).item()
     lines = [
-        "# torch.compile vs eager: one training step of the default recognizer",
+        "# torch.compile vs eager: one training step of TSM-MobileNetV2 x0.5",
         "",
         f"`python experiments/compile/bench.py --size {args.size} --batch {args.batch} --steps {args.steps}`",
         f"(TSM-MobileNetV2 x0.5, 8 frames at {args.size}x{args.size}, batch {args.batch}, SGD; {machine()})",

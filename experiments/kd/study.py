@@ -5,8 +5,9 @@
 The MobileVFX pipeline as users run it (README, "Distillation"):
 
 1. the I3D teacher, ``python src/train.py +experiment=synthetic_i3d_teacher`` (from scratch), and for
-   comparison a TSM-MobileNetV2 teacher, the default run ``python src/train.py``;
-2. the student (the default TSM-MobileNetV2 x0.5) on a short budget where it does not saturate, with
+   comparison a TSM-MobileNetV2 teacher, the default run's recipe on MobileNetV2 x0.5
+   (``python src/train.py model.backbone=mobilenetv2_050``, the default when this study ran);
+2. the student (TSM-MobileNetV2 x0.5, the same recipe) on a short budget where it does not saturate, with
    and without distillation (``+experiment=synthetic_mbv2_kd``, teacher logits cached), on the same
    seeds;
 3. a grid of ``alpha`` x ``temperature`` on the first seeds, the same student taught by the
@@ -35,7 +36,7 @@ from matplotlib.figure import Figure
 from tsm.models.loading import safe_load
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import ADAMW, QUIET, ROOT, machine, run_many, runs_note, summary  # noqa: E402
+from study import ADAMW, MOBILENET, QUIET, ROOT, machine, run_many, runs_note, summary  # noqa: E402
 
 SCALES = {
     # student's training clips and epochs; evaluation clips; seeds of the main comparison and of the
@@ -76,7 +77,7 @@ SCALES = {
     },
 }
 I3D_TEACHER = ["+experiment=synthetic_i3d_teacher"]
-MBV2_TEACHER: list[str] = []  # the default run
+MBV2_TEACHER = MOBILENET  # the default run when MobileNetV2 x0.5 was the default
 KD = ["+experiment=synthetic_mbv2_kd"]
 MAIN = (0.5, 4.0)  # alpha, temperature of synthetic_mbv2_kd
 ALPHA_HIGH = (0.9, 4.0)  # more weight on the teacher, for the AdamW student on every seed
@@ -99,7 +100,7 @@ def student_data(s: dict) -> list[str]:
     """The student's budget: fewer clips and epochs than the default run, the same evaluation split size."""
     sizes = [f"data.source.sizes.train={s['train']}", f"data.source.sizes.val={s['eval']}"]
     epochs = f"trainer.max_epochs={s['epochs']}"
-    return [*s["tiny"], *sizes, f"data.source.sizes.test={s['eval']}", epochs]
+    return [*MOBILENET, *s["tiny"], *sizes, f"data.source.sizes.test={s['eval']}", epochs]
 
 
 def kd_overrides(s: dict, teacher_ckpt: Path, alpha: float, temperature: float, kind: str = "i3d") -> list[str]:
@@ -199,7 +200,8 @@ def write_report(
         arm: {seed: d for seed, d in seeds.items() if (d / "metrics.json").is_file()} for arm, seeds in arms.items()
     }
     lines = [
-        f"Scale `{args.scale}`: student TSM-MobileNetV2 x0.5 (the default run's network) on {s['train']} training "
+        f"Scale `{args.scale}`: student TSM-MobileNetV2 x0.5 (`model.backbone=mobilenetv2_050`, the default run's "
+        f"recipe) on {s['train']} training "
         f"clips for {s['epochs']} epochs, {s['eval']} validation and test clips; {machine()}; "
         f"{runs_note(args.parallel)}.",
         "",

@@ -2,7 +2,8 @@
 
     python experiments/quantization/study.py [--ckpt PATH] [--clips 300] [--repeats 50] [--out experiments/quantization]
 
-1. The default model trained with the causal shift, ``python src/train.py model/shift=causal seed=1``
+1. TSM-MobileNetV2 x0.5, the edge model, trained from scratch with the causal shift,
+   ``python src/train.py model.backbone=mobilenetv2_050 model/shift=causal seed=1``
    (run into ``<out>/runs/causal`` and reused; ``--ckpt`` names another checkpoint).
 2. ``python src/export.py`` of it in each mode and precision at its trained size, as users run it:
    int8 calibrated on 64 unaugmented training clips; every file compared with the fp32 export on
@@ -29,7 +30,7 @@ import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import QUIET, ROOT, interleaved, machine  # noqa: E402
+from study import MOBILENET, QUIET, ROOT, interleaved, machine  # noqa: E402
 
 from tsm.export import to_onnx  # noqa: E402
 from tsm.models.checkpoints import load_recognizer  # noqa: E402
@@ -49,6 +50,7 @@ def trained_checkpoint(out: Path, extra: list[str]) -> Path:
             sys.executable,
             "src/train.py",
             *QUIET,
+            *MOBILENET,
             "model/shift=causal",
             "seed=1",
             *extra,

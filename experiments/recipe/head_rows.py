@@ -25,12 +25,12 @@ from tsm.models.loading import safe_load  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PAIRS = sorted({tuple(sorted(pair)) for pair in REVERSED.items() if pair[0] != pair[1]})
-# the finished runs of the default (a learned classifier), the classifier frozen at nn.Linear's draw,
-# and the classifier fixed at 12x that scale (model.fixed_classifier=true)
+# the finished runs of MobileNetV2 x0.5, the previous default (a learned classifier), the classifier frozen
+# at nn.Linear's draw, and the classifier fixed at 12x that scale (model.fixed_classifier=true)
 DEFAULT_RUNS = [
     run
     for pattern in (
-        "small/synthetic_tsm_seed*",
+        "small/synthetic_tsm-mobilenetv2_seed*",
         "screen/frozen_small_classifier_seed*",
         "screen/fixed_classifier_seed*",
     )

@@ -1,12 +1,13 @@
-"""Screen changes to the default run on the seeds where it failed (seed 3 stopped at the rotation plateau).
+"""Screen changes to the previous default run, TSM-MobileNetV2 x0.5, on the seeds where it failed (seed 3
+stopped at the rotation plateau).
 
     python experiments/recipe/screen.py [--seeds 3] [--variants fold_div4 adamw ...] [--parallel 2] [--report-only]
 
-Each variant is ``python src/train.py seed=N`` plus its overrides (``VARIANTS``); runs land in
-``experiments/recipe/runs/screen/<variant>_seed<N>`` and are reused when they finished. A run stopped
-before its last epoch is reported with the epochs it completed. Writes ``screen.md``: validation
-top-1 per epoch, best and last, per variant and seed. Screening only: a variant that passes here
-still has to pass every seed of ``study.py``.
+Each variant is ``python src/train.py model.backbone=mobilenetv2_050 seed=N`` plus its overrides
+(``VARIANTS``); runs land in ``experiments/recipe/runs/screen/<variant>_seed<N>`` and are reused when
+they finished. A run stopped before its last epoch is reported with the epochs it completed. Writes
+``screen.md``: validation top-1 per epoch, best and last, per variant and seed. Screening only: a variant
+that passes here still has to pass every seed of ``study.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import ADAMW, epoch_curve, machine, run_many  # noqa: E402
+from study import ADAMW, MOBILENET, epoch_curve, machine, run_many  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = {
@@ -65,11 +66,14 @@ def main() -> None:
     jobs = [(v, s) for v in args.variants for s in args.seeds]
     if not args.report_only:
         run_many(
-            [([*VARIANTS[v], *args.extra, f"seed={s}"], runs / f"{v}_seed{s}") for v, s in jobs],
+            [([*MOBILENET, *VARIANTS[v], *args.extra, f"seed={s}"], runs / f"{v}_seed{s}") for v, s in jobs],
             args.parallel,
         )
     lines = [
         f"Machine: {machine()}; runs {args.parallel} at a time, one torch thread each (wall times not comparable).",
+        "",
+        f"Each run: `python src/train.py {' '.join(MOBILENET)} seed=N` (TSM-MobileNetV2 x0.5, the from-scratch "
+        "default when this screen ran) with the variant's overrides.",
         "",
         "| variant | overrides | seed | val top-1 per epoch | best | last | finished |",
         "|---|---|---|---|---|---|---|",

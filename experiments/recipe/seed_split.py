@@ -1,9 +1,10 @@
-"""Is it seed 3's initial weights or its order of training clips that keeps the default run at the plateau?
+"""Is it seed 3's initial weights or its order of training clips that keeps the previous default run
+(TSM-MobileNetV2 x0.5) at the plateau?
 
     python experiments/recipe/seed_split.py [--pairs 3:103 103:3] [--parallel 2] [--report-only]
 
-Each run is the default run (``python src/train.py``) whose network is initialised under one seed and
-whose training (clip order, augmentation, dropout) runs under another: ``seed=INIT`` as usual, then
+Each run is that run (``python src/train.py model.backbone=mobilenetv2_050``) whose network is initialised
+under one seed and whose training (clip order, augmentation, dropout) runs under another: ``seed=INIT`` as usual, then
 ``seed_everything(ORDER)`` right after the network is built. Runs land in
 ``experiments/recipe/runs/seed_split/init<INIT>_order<ORDER>`` and are reused; writes ``seed_split.md``.
 (Exploratory: ``INIT:INIT`` is the plain default run of that seed.)
@@ -20,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import QUIET, ROOT, epoch_curve, machine, train_in_process  # noqa: E402
+from study import MOBILENET, QUIET, ROOT, epoch_curve, machine, train_in_process  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,7 +40,7 @@ def train_split(init: int, order: int, run_dir: str, extra: list[str]) -> None:
         return net
 
     module.build_recognizer = build_then_reseed  # the module's own reference, used in its __init__
-    train_in_process([*QUIET, *extra, f"seed={init}"], run_dir)
+    train_in_process([*QUIET, *MOBILENET, *extra, f"seed={init}"], run_dir)
 
 
 def run(init: int, order: int, runs: Path, extra: list[str]) -> Path:

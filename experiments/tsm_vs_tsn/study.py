@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import (  # noqa: E402
+    MOBILENET,
     crop_of,
     epoch_curve,
     machine,
@@ -41,9 +42,10 @@ COLORS = ("tab:gray", "tab:blue", "tab:green", "tab:orange")
 
 
 def budget_overrides(s: dict, frame: int, seed: int) -> list[str]:
-    """The data, schedule and seed of one run of scale ``s`` at ``frame``-pixel frames."""
+    """TSM-MobileNetV2 x0.5 (MOBILENET) and the data, schedule and seed of one run of scale ``s`` at
+    ``frame``-pixel frames."""
     extra = [f"data.batch_size={s['batch']}", f"trainer.max_epochs={s['epochs']}", f"seed={seed}"]
-    return [*synthetic_overrides(s["train"], s["eval"], frame), *extra]
+    return [*synthetic_overrides(s["train"], s["eval"], frame), *MOBILENET, *extra]
 
 
 def overrides(s: dict, frame: int, shift: str, seed: int) -> list[str]:

@@ -12,6 +12,7 @@ import torch
 from timm.utils import reparameterize_model
 from torch import nn
 
+from tsm.models import backbones  # noqa: F401  (registers this project's backbones in timm)
 from tsm.models.i3d import I3D, load_i3d
 from tsm.models.loading import load_backbone_file
 from tsm.models.patch import add_temporal_pool, patch_shift

@@ -1,0 +1,92 @@
+"""What one training step of the from-scratch recipe costs, per backbone and input size, on this machine.
+
+    python experiments/recipe/step_time.py [--repeats 5] [--out experiments/recipe]
+
+Each candidate is the default run's model (``conf/model/tsm_scratch.yaml``: in-place shift, channels-last
+memory) with the overrides of ``CANDIDATES``, built as ``src/train.py`` builds it. A step is the forward
+pass of a training batch (16 clips of 8 frames, random pixels and labels), cross-entropy, the backward
+pass and an SGD step with momentum, on all of torch's threads; median of interleaved repeats, so that
+machine drift hits every candidate alike. Writes ``step_time.md`` with each step's time and its ratio to
+the default's: a run's training takes about its steps x this, so a candidate 1.1x slower per step
+needs a tenth fewer steps to keep the default's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+import torch
+from hydra import compose, initialize_config_dir
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from study import ROOT, interleaved, machine  # noqa: E402
+
+from tsm.benchmark import count  # noqa: E402
+
+# name -> overrides of the default run (the default first: the reference of the ratios)
+CANDIDATES = {
+    "default (resnet10t_050, 64x64)": [],
+    "mobilenetv2_050 (the previous default), 64x64": ["model.backbone=mobilenetv2_050"],
+    "mobilenetv2_050, 80x80": ["model.backbone=mobilenetv2_050", "data.crop_size=80"],
+    "mobilenetv2_100, 64x64": ["model.backbone=mobilenetv2_100"],
+    "resnet10t (full width), 64x64": ["model.backbone=resnet10t"],
+    "resnet18, 64x64": ["model.backbone=resnet18"],
+}
+
+
+def training_step(overrides: list[str], batch: int) -> tuple[Callable[[], None], dict[str, int]]:
+    """One SGD step of the default run's model with ``overrides``, and its parameters and MACs per clip."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    module = hydra.utils.instantiate(cfg.model).train()
+    size, frames = cfg.data.crop_size, cfg.data.num_segments
+    clips = torch.rand(batch, frames, 3, size, size)
+    labels = torch.randint(cfg.data.num_classes, (batch,))
+    optimizer = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(module(clips), labels).backward()
+        optimizer.step()
+
+    return step, count(module.net, (1, frames, 3, size, size))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args()
+    chosen = list(CANDIDATES)
+    built = {name: training_step(CANDIDATES[name], args.batch) for name in chosen}
+    ms = interleaved({name: step for name, (step, _) in built.items()}, args.repeats, inference=False)
+    reference = ms[chosen[0]]
+    lines = [
+        f"Command: `python experiments/recipe/step_time.py --repeats {args.repeats} --batch {args.batch}`",
+        "",
+        f"Machine: {machine()}. One training step: {args.batch} clips of 8 frames, forward, cross-entropy, "
+        f"backward, SGD; median of {args.repeats} interleaved repeats. Ratio: to the first row.",
+        "",
+        "| model | overrides | params (M) | MMACs per clip | ms per step | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in chosen:
+        counts = built[name][1]
+        overrides = " ".join(CANDIDATES[name]) or "-"
+        lines.append(
+            f"| {name} | `{overrides}` | {counts['params'] / 1e6:.2f} | {counts['macs'] / 1e6:.0f} | "
+            f"{ms[name]:.0f} | {ms[name] / reference:.2f} |"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "step_time.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
