@@ -157,3 +157,10 @@ def test_pretrained_file_loads_local_weights(tmp_path):
     torch.testing.assert_close(model.backbone.layer1[0].conv1.net.weight, source.layer1[0].conv1.weight)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         build_recognizer("resnet18", 4, 4, pretrained_file=str(tmp_path / "missing.pth"))
+
+
+def test_pretrained_file_of_another_width_names_the_file_and_the_shapes(tmp_path):
+    path = tmp_path / "mobilenetv2_050.pth"
+    torch.save(timm.create_model("mobilenetv2_050").state_dict(), path)
+    with pytest.raises(ValueError, match=r"mobilenetv2_050.pth does not match the backbone.*other shapes \['conv_stem"):
+        build_recognizer("mobilenetv2_100", 4, 4, shift=TSM, pretrained_file=str(path))

@@ -32,8 +32,9 @@ def run(args: list[str]) -> str:
 def orphan(tmp_path_factory) -> Path:
     """A causal TSM trained one epoch on a Jester folder from a backbone file; both then deleted."""
     tmp = tmp_path_factory.mktemp("orphan")
-    backbone = tmp / "mobilenetv2_050_imagenet.pth"
-    torch.save(timm.create_model("mobilenetv2_050").state_dict(), backbone)
+    name = compose_train([], tmp / "default").model.backbone  # the default run's backbone
+    backbone = tmp / f"{name}_imagenet.pth"
+    torch.save(timm.create_model(name).state_dict(), backbone)
     root = make_jester(tmp / "jester")
     overrides = [*DATA, f"data.root={root}", f"model.pretrained_file={backbone}", "model/shift=causal"]
     overrides += ["data.batch_size=2", "trainer.max_epochs=1", "trainer.accelerator=cpu", "logger=csv", "test=false"]

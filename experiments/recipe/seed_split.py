@@ -7,7 +7,7 @@ Each run is that run (``python src/train.py model.backbone=mobilenetv2_050``) wh
 under one seed and whose training (clip order, augmentation, dropout) runs under another: ``seed=INIT`` as usual, then
 ``seed_everything(ORDER)`` right after the network is built. Runs land in
 ``experiments/recipe/runs/seed_split/init<INIT>_order<ORDER>`` and are reused; writes ``seed_split.md``.
-(Exploratory: ``INIT:INIT`` is the plain default run of that seed.)
+(Exploratory: ``INIT:INIT`` is the plain MobileNetV2 x0.5 run of that seed.)
 """
 
 from __future__ import annotations

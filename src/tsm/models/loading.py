@@ -43,10 +43,19 @@ def load_backbone_file(net: nn.Module, path: str | Path) -> None:
     """Load ImageNet weights for a timm backbone from a local file; its classifier is dropped."""
     state = safe_load(path, "model.pretrained_file")
     state = state.get("state_dict", state)
-    head = {k for k in state if k.split(".")[0] in ("fc", "classifier", "head")}
-    missing, unexpected = net.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
-    if missing or unexpected:
+    kept = {k: v for k, v in state.items() if k.split(".")[0] not in ("fc", "classifier", "head")}
+    own = net.state_dict()
+    missing = [k for k in own if k not in kept]
+    unexpected = [k for k in kept if k not in own]
+    wrong = [
+        f"{k} {tuple(v.shape)} (backbone: {tuple(own[k].shape)})"
+        for k, v in kept.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
         raise ValueError(
             f"model.pretrained_file {path} does not match the backbone: "
-            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}, "
+            f"other shapes {wrong[:5]}"
         )
+    net.load_state_dict(kept)
