@@ -52,7 +52,7 @@ SCALES = {
     "small": {
         # seeds per (task, variant): every TSM seed is a pass/fail check; TSN, the baseline, fewer
         "seeds": {
-            ("synthetic", "TSM"): (1, 2, 3, 4, 5),
+            ("synthetic", "TSM"): (1, 2, 3, 4, 5, 6, 7, 8),
             ("jester", "TSM"): (1, 2, 3, 4, 5),
             ("synthetic", "TSM-MobileNetV2"): (1, 2, 3, 4, 5),
             ("synthetic", "TSN"): (1, 2),
