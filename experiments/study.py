@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.ticker import MaxNLocator
+from omegaconf import DictConfig
 
 from tsm.benchmark import median_ms
 
@@ -61,16 +62,22 @@ def read_run(run_dir: Path) -> tuple[dict, float]:
     return metrics, float(wall_file.read_text()) if wall_file.is_file() else float("nan")
 
 
+def compose_train(overrides: list[str]) -> DictConfig:
+    """The config ``python src/train.py`` composes with ``overrides`` (no run directory set)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
 def train_in_process(overrides: list[str], run_dir: str | Path) -> dict[str, float]:
     """``python src/train.py`` with ``overrides`` into ``run_dir``, in this process: for studies that
     change something (a table entry, a function) before the network is built."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
     from tsm.training.task import train
 
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_train(overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
     return train(cfg)

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra import compose, initialize_config_dir
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import ROOT, interleaved, machine  # noqa: E402
+from study import compose_train, interleaved, machine  # noqa: E402
 
 from tsm.benchmark import count  # noqa: E402
 
@@ -41,8 +40,7 @@ CANDIDATES = {
 
 def training_step(overrides: list[str], batch: int) -> tuple[Callable[[], None], dict[str, int]]:
     """One SGD step of the default run's model with ``overrides``, and its parameters and MACs per clip."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_train(overrides)
     module = hydra.utils.instantiate(cfg.model).train()
     size, frames = cfg.data.crop_size, cfg.data.num_segments
     clips = torch.rand(batch, frames, 3, size, size)
