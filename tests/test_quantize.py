@@ -1,6 +1,9 @@
 """int8 and fp16 exports (``src/export.py precision=...``): they run, agree with fp32, describe themselves."""
 
 import json
+import os
+import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +137,38 @@ def test_stream_script_runs_an_int8_file(exports, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "per-frame latency" in done.stdout
+
+
+STEP_UNDER = """
+import sys
+import numpy as np
+from tsm.streaming.runtime import OnnxStreamSession
+session, frames = OnnxStreamSession(sys.argv[1]), np.load(sys.argv[2])
+np.save(sys.argv[3], np.stack([session.step(frame[None])[0] for frame in frames]))
+"""
+
+
+def logits_on_cpu(cpu: str, path: Path, frames: np.ndarray, tmp_path: Path) -> np.ndarray:
+    """The stream file's logits for ``frames`` in onnxruntime on an emulated x86 ``cpu`` (qemu's user mode:
+    onnxruntime picks its integer kernels by the CPU's features)."""
+    np.save(tmp_path / "frames.npy", frames)
+    out = tmp_path / f"{cpu}.npy"
+    command = ["qemu-x86_64", "-cpu", cpu, sys.executable, "-c", STEP_UNDER, str(path), str(tmp_path / "frames.npy")]
+    done = subprocess.run([*command, str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return np.load(out)
+
+
+def test_int8_file_gives_the_same_logits_on_avx2_as_without_it(ckpt, exports, tmp_path):
+    """x86 CPUs without VNNI run uint8 x int8 products through int16 pair sums (AVX2's vpmaddubsw), which
+    saturate for 8-bit weights; the exporter's 7-bit weights must give the integers the SSE kernels give
+    (exact int32 sums, like VNNI, ARM's dot product and the browser)."""
+    if platform.machine() != "x86_64" or shutil.which("qemu-x86_64") is None:
+        if os.environ.get("CI") and platform.machine() == "x86_64":
+            pytest.fail("CI installs qemu-user (.ci/run) for the AVX2 int8 test")
+        pytest.skip("needs qemu-x86_64 (Debian's qemu-user) on an x86_64 machine")
+    path = exports["stream", "int8"][0]
+    frames = val_clips(ckpt, 1)[0]
+    avx2 = logits_on_cpu("Haswell", path, frames, tmp_path)
+    sse = logits_on_cpu("Nehalem", path, frames, tmp_path)
+    np.testing.assert_array_equal(avx2, sse)

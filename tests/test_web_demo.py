@@ -87,7 +87,8 @@ def test_page_logits_are_onnxruntime_frame_by_frame(page_setup):
 
 
 def test_page_runs_an_int8_file(page_setup):
-    """An int8 export streams in the page too (onnxruntime-web's integer kernels, not x86's: close, not equal)."""
+    """An int8 export streams in the page too: onnxruntime-web's integer kernels compute what x86's do (the
+    exporter's 7-bit weights keep AVX2-only CPUs from saturating), so the logits agree to one int8 step."""
     session = OnnxStreamSession(page_setup["stream"])
     info = session.info
     clip = np.stack(
@@ -97,10 +98,11 @@ def test_page_runs_an_int8_file(page_setup):
     result = run_page(int8, page_setup["camera"], 3)
     assert result["error"] is None and len(result["frames"]) == 3
     reference = OnnxStreamSession(int8)
+    step = next(onnx.numpy_helper.to_array(t) for t in onnx.load(str(int8)).graph.initializer if t.name == "logits_scale")
     for reported in result["frames"]:
         logits = reference.step(np.asarray(reported["input"], dtype=np.float32).reshape(1, 3, SIZE, SIZE))[0]
         got = np.asarray(reported["logits"], dtype=np.float32)
-        assert np.abs(got - logits).max() <= 0.05 * np.abs(logits).max()
+        assert np.abs(got - logits).max() <= step * 1.001  # measured: equal on AVX-512 VNNI and emulated AVX2
 
 
 def bare_copy(stream: Path, path: Path) -> Path:

@@ -2,7 +2,10 @@
 
 int8: onnxruntime's static quantization in QDQ format, uint8 activations and int8 weights (per output
 channel, symmetric): the pair whose integer kernels onnxruntime has on x86 (VNNI) and ARM (dot
-product). When a session loads the file, onnxruntime fuses each DequantizeLinear -> op ->
+product). The weights use 7 bits of the int8 range ([-64, 64], onnxruntime's ``reduce_range``): x86
+CPUs without VNNI (AVX2 only) multiply uint8 by int8 in pairs summed into int16 (``vpmaddubsw``),
+which saturates for 8-bit weights (255 x 127 x 2 > 32767) and then gives other logits than VNNI, ARM
+or the browser; with 7 bits every runtime computes the same integers. When a session loads the file, onnxruntime fuses each DequantizeLinear -> op ->
 QuantizeLinear into one integer op (QLinearConv, QLinearAdd, QLinearConcat, QGemm, ...):
 :func:`node_census` lists what it runs. Calibration (min-max) reads clips of the model's own
 training data, unaugmented; a stream file is calibrated on whole clips streamed frame by frame, its
@@ -73,12 +76,13 @@ def to_int8(source: str | Path, target: str | Path, clips: Iterable[np.ndarray],
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
+            reduce_range=True,
             calibrate_method=CalibrationMethod.MinMax,
         )
     settings = {
         "format": "QDQ",
         "activations": "uint8, per tensor",
-        "weights": "int8, per output channel, symmetric",
+        "weights": "int8 in [-64, 64] (reduce_range), per output channel, symmetric",
         "method": "minmax",
         "clips": len(clips),
         **description,
