@@ -98,7 +98,8 @@ def test_page_runs_an_int8_file(page_setup):
     result = run_page(int8, page_setup["camera"], 3)
     assert result["error"] is None and len(result["frames"]) == 3
     reference = OnnxStreamSession(int8)
-    step = next(onnx.numpy_helper.to_array(t) for t in onnx.load(str(int8)).graph.initializer if t.name == "logits_scale")
+    initializers = onnx.load(str(int8)).graph.initializer
+    step = next(onnx.numpy_helper.to_array(t) for t in initializers if t.name == "logits_scale")
     for reported in result["frames"]:
         logits = reference.step(np.asarray(reported["input"], dtype=np.float32).reshape(1, 3, SIZE, SIZE))[0]
         got = np.asarray(reported["logits"], dtype=np.float32)
