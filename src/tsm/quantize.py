@@ -4,8 +4,9 @@ int8: onnxruntime's static quantization in QDQ format, uint8 activations and int
 channel, symmetric): the pair whose integer kernels onnxruntime has on x86 (VNNI) and ARM (dot
 product). The weights use 7 bits of the int8 range ([-64, 64], onnxruntime's ``reduce_range``): x86
 CPUs without VNNI (AVX2 only) multiply uint8 by int8 in pairs summed into int16 (``vpmaddubsw``),
-which saturates for 8-bit weights (255 x 127 x 2 > 32767) and then gives other logits than VNNI, ARM
-or the browser; with 7 bits every runtime computes the same integers. When a session loads the file,
+which saturates for 8-bit weights (255 x 127 x 2 > 32767) and then gives other logits than VNNI, SSE
+or the browser; with 7 bits they compute the same integers (tested; ARM's dot product, an exact int32
+sum, is not). When a session loads the file,
 onnxruntime fuses each DequantizeLinear -> op -> QuantizeLinear into one integer op (QLinearConv,
 QLinearAdd, QLinearConcat, QGemm, ...): :func:`node_census` lists what it runs. Calibration (min-max)
 reads clips of the model's own training data, unaugmented; a stream file is calibrated on whole clips
