@@ -38,6 +38,7 @@ from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, 
 PRECISIONS = ("fp32", "fp16", "int8")
 PRECISION_KEY = "tsm_precision"
 CALIBRATION_KEY = "tsm_calibration"
+WEIGHT_RANGES = {7: "[-64, 64] (reduce_range)", 8: "[-127, 127]"}  # int8 weight values for each weight_bits
 
 
 def file_mode(path: str | Path) -> str:
@@ -58,10 +59,15 @@ def to_fp16(source: str | Path, target: str | Path) -> Path:
     return Path(target)
 
 
-def to_int8(source: str | Path, target: str | Path, clips: Iterable[np.ndarray], description: dict) -> Path:
+def to_int8(
+    source: str | Path, target: str | Path, clips: Iterable[np.ndarray], description: dict, weight_bits: int = 7
+) -> Path:
     """Write the int8 version of the fp32 file ``source`` to ``target``, calibrated on ``clips``
     (``(T, 3, H, W)`` float32 each, normalised as the model expects); ``description`` (where the clips
-    came from) is recorded with the quantization settings in ``tsm_calibration``."""
+    came from) is recorded with the quantization settings in ``tsm_calibration``. ``weight_bits=8``
+    uses the whole int8 range (for comparison: AVX2-only x86 CPUs saturate on it)."""
+    if weight_bits not in WEIGHT_RANGES:
+        raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits!r}")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     clips = list(clips)
@@ -78,13 +84,13 @@ def to_int8(source: str | Path, target: str | Path, clips: Iterable[np.ndarray],
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            reduce_range=True,
+            reduce_range=weight_bits == 7,
             calibrate_method=CalibrationMethod.MinMax,
         )
     settings = {
         "format": "QDQ",
         "activations": "uint8, per tensor",
-        "weights": "int8 in [-64, 64] (reduce_range), per output channel, symmetric",
+        "weights": f"int8 in {WEIGHT_RANGES[weight_bits]}, per output channel, symmetric",
         "method": "minmax",
         "clips": len(clips),
         **description,

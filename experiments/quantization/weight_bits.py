@@ -1,0 +1,111 @@
+"""What the int8 files' 7-bit weights cost and what they fix: 7-bit (the exporter's) against 8-bit weights
+for one checkpoint, run on this CPU and on an emulated AVX2-only x86 CPU (qemu's user mode, ``-cpu Haswell``:
+onnxruntime then takes its AVX2 integer kernels, which sum uint8 x int8 products in int16 pairs).
+
+    python experiments/quantization/weight_bits.py [--ckpt PATH] [--clips 300]
+
+Each stream file is calibrated as ``src/export.py`` does (64 unaugmented training clips) and run on
+``--clips`` validation clips (per-frame logits averaged over each clip): top-1 agreement with the fp32
+file, top-1, and how far the emulated AVX2 CPU's logits are from this CPU's. Needs ``qemu-x86_64``
+(Debian's qemu-user). The checkpoint is study.py's (trained by it when absent). Writes
+``weight_bits.md`` and ``weight_bits.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+from study import ROOT, machine  # noqa: E402
+
+from export import checkpoint_data, clips_of  # noqa: E402
+from tsm.export import to_onnx  # noqa: E402
+from tsm.models.checkpoints import load_recognizer  # noqa: E402
+from tsm.quantize import clip_logits, to_int8  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+CPU = "Haswell"  # AVX2, no AVX-512, no VNNI
+LOGITS_UNDER_QEMU = """
+import sys
+import numpy as np
+from tsm.quantize import clip_logits
+np.save(sys.argv[3], clip_logits(sys.argv[1], list(np.load(sys.argv[2]))))
+"""
+
+
+def emulated_logits(path: Path, clips_file: Path) -> np.ndarray:
+    """``clip_logits`` of ``path`` in onnxruntime on the emulated AVX2-only CPU."""
+    out = path.with_suffix(f".{CPU}.npy")
+    command = ["qemu-x86_64", "-cpu", CPU, sys.executable, "-c", LOGITS_UNDER_QEMU, str(path), str(clips_file)]
+    subprocess.run([*command, str(out)], check=True, cwd=ROOT, capture_output=True)
+    return np.load(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ckpt", type=Path, default=HERE / "runs" / "causal" / "checkpoints" / "last.ckpt")
+    parser.add_argument("--clips", type=int, default=300, help="validation clips")
+    parser.add_argument("--calibration", type=int, default=64, help="training clips to calibrate on")
+    parser.add_argument("--out", type=Path, default=HERE)
+    args = parser.parse_args()
+    if shutil.which("qemu-x86_64") is None:
+        sys.exit("weight_bits.py needs qemu-x86_64 (apt-get install qemu-user) to emulate an AVX2-only CPU")
+    if not args.ckpt.is_file():
+        sys.exit(f"{args.ckpt} does not exist: run experiments/quantization/study.py first (it trains it)")
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = to_onnx(load_recognizer(args.ckpt), Path(tmp) / "stream_fp32.onnx", mode="stream")
+        data = checkpoint_data(OmegaConf.create({"ckpt_path": str(args.ckpt)}), fp32)
+        calibration, _ = clips_of(data, "train", args.calibration)
+        clips, labels = clips_of(data, "val", args.clips)
+        np.save(Path(tmp) / "clips.npy", np.stack(clips))
+        reference = clip_logits(fp32, clips).argmax(1)
+        for bits in (7, 8):
+            path = to_int8(fp32, Path(tmp) / f"int8_{bits}.onnx", calibration, {"split": "train"}, weight_bits=bits)
+            here, avx2 = clip_logits(path, clips), emulated_logits(path, Path(tmp) / "clips.npy")
+            rows[bits] = {
+                "agreement": float((here.argmax(1) == reference).mean()),
+                "top1": float((here.argmax(1) == np.asarray(labels)).mean()),
+                "avx2_agreement": float((avx2.argmax(1) == reference).mean()),
+                "avx2_top1": float((avx2.argmax(1) == np.asarray(labels)).mean()),
+                "avx2_max_abs_diff": float(np.abs(avx2 - here).max()),
+                "avx2_same_top1": float((avx2.argmax(1) == here.argmax(1)).mean()),
+            }
+        fp32_top1 = float((reference == np.asarray(labels)).mean())
+    result = {"machine": machine(), "ckpt": str(args.ckpt), "clips": len(clips), "fp32_top1": fp32_top1, "rows": rows}
+    (args.out / "weight_bits.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "weight_bits.md").write_text(report(result) + "\n")
+    print(report(result))
+
+
+def report(result: dict) -> str:
+    ckpt = Path(result["ckpt"])
+    ckpt = ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt
+    lines = [
+        f"Command: `python experiments/quantization/weight_bits.py`; {result['machine']}; checkpoint `{ckpt}`; "
+        f"stream files on {result['clips']} validation clips; fp32 top-1 {result['fp32_top1']:.3f}.",
+        "",
+        f"| weights | agreement with fp32 (this CPU) | top-1 (this CPU) | agreement with fp32 (AVX2, qemu -cpu {CPU}) "
+        "| top-1 (AVX2) | AVX2 top-1 = this CPU's | max abs logit difference, AVX2 vs this CPU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for bits, r in result["rows"].items():
+        lines.append(
+            f"| {bits}-bit | {r['agreement']:.3f} | {r['top1']:.3f} | {r['avx2_agreement']:.3f} | {r['avx2_top1']:.3f} "
+            f"| {r['avx2_same_top1']:.3f} | {r['avx2_max_abs_diff']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
