@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -266,6 +268,14 @@ def test_quantization_study_tiny(tmp_path):
     assert all(f"| {name} |" in table for name in ("stream fp16", "stream int8", "clip int8", "plain 2D int8"))
     census = next(line for line in table.splitlines() if line.startswith("Nodes onnxruntime runs for stream int8"))
     assert "QLinearConv" in census and "QLinearConcat" in census
+    if shutil.which("qemu-x86_64") is None and not os.environ.get("CI"):  # CI installs it (.ci/run)
+        pytest.skip("weight_bits.py needs qemu-x86_64 (Debian's qemu-user)")
+    script, ckpt = EXPERIMENTS / "quantization" / "weight_bits.py", tmp_path / "runs/causal/checkpoints/last.ckpt"
+    args = ["--ckpt", str(ckpt), "--clips", "3", "--calibration", "2", "--out", str(tmp_path)]
+    subprocess.run([sys.executable, str(script), *args], check=True)
+    rows = json.loads((tmp_path / "weight_bits.json").read_text())["rows"]
+    assert set(rows) == {"7", "8"} and rows["7"]["avx2_max_abs_diff"] == 0  # 7-bit weights: the same logits on AVX2
+    assert "| 7-bit | " in (tmp_path / "weight_bits.md").read_text()
 
 
 @pytest.mark.slow
