@@ -162,7 +162,7 @@ def logits_on_cpu(cpu: str, path: Path, frames: np.ndarray, tmp_path: Path) -> n
 def test_int8_file_gives_the_same_logits_on_avx2_as_without_it(ckpt, exports, tmp_path):
     """x86 CPUs without VNNI run uint8 x int8 products through int16 pair sums (AVX2's vpmaddubsw), which
     saturate for 8-bit weights; the exporter's 7-bit weights must give the integers the SSE kernels give
-    (exact int32 sums, like VNNI, ARM's dot product and the browser)."""
+    (exact int32 sums, as VNNI and the browser compute; checked: fails with 8-bit weights)."""
     if platform.machine() != "x86_64" or shutil.which("qemu-x86_64") is None:
         if os.environ.get("CI") and platform.machine() == "x86_64":
             pytest.fail("CI installs qemu-user (.ci/run) for the AVX2 int8 test")
