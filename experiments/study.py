@@ -112,6 +112,12 @@ def machine() -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
+def shown(path: str | Path) -> Path:
+    """``path`` as a report shows it: relative to the repository when inside it."""
+    path = Path(path)
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def run_many(jobs: list[tuple[list[str], Path]], parallel: int = 1) -> list[dict[str, float]]:
     """``run_train`` over (overrides, run_dir) jobs, ``parallel`` at a time with one torch thread each
     (on few cores, two single-thread runs beat two two-thread runs taking turns)."""

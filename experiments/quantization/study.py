@@ -30,7 +30,7 @@ import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import MOBILENET, QUIET, ROOT, interleaved, machine  # noqa: E402
+from study import MOBILENET, QUIET, ROOT, interleaved, machine, shown  # noqa: E402
 
 from tsm.export import to_onnx  # noqa: E402
 from tsm.models.checkpoints import load_recognizer  # noqa: E402
@@ -154,8 +154,7 @@ def main() -> None:
 
 
 def report(result: dict, args: argparse.Namespace) -> str:
-    ckpt = Path(result["ckpt"])
-    ckpt = ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt
+    ckpt = shown(result["ckpt"])
     lines = [
         f"Command: `python experiments/quantization/study.py`; {result['machine']}, onnxruntime {ort.__version__}, "
         f"{os.cpu_count()} threads; checkpoint `{ckpt}`.",

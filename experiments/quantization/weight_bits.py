@@ -22,11 +22,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from study import ROOT, machine  # noqa: E402
+from study import ROOT, machine, shown  # noqa: E402
 
 from export import checkpoint_data, clips_of  # noqa: E402
 from tsm.export import to_onnx  # noqa: E402
@@ -82,17 +83,24 @@ def main() -> None:
                 "avx2_same_top1": float((avx2.argmax(1) == here.argmax(1)).mean()),
             }
         fp32_top1 = float((reference == np.asarray(labels)).mean())
-    result = {"machine": machine(), "ckpt": str(args.ckpt), "clips": len(clips), "fp32_top1": fp32_top1, "rows": rows}
+    result = {
+        "machine": machine(),
+        "onnxruntime": ort.__version__,
+        "ckpt": str(args.ckpt),
+        "clips": len(clips),
+        "fp32_top1": fp32_top1,
+        "rows": rows,
+    }
     (args.out / "weight_bits.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "weight_bits.md").write_text(report(result) + "\n")
     print(report(result))
 
 
 def report(result: dict) -> str:
-    ckpt = Path(result["ckpt"])
-    ckpt = ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt
+    ckpt = shown(result["ckpt"])
     lines = [
-        f"Command: `python experiments/quantization/weight_bits.py`; {result['machine']}; checkpoint `{ckpt}`; "
+        f"Command: `python experiments/quantization/weight_bits.py`; {result['machine']}, onnxruntime "
+        f"{result['onnxruntime']}; checkpoint `{ckpt}`; "
         f"stream files on {result['clips']} validation clips; fp32 top-1 {result['fp32_top1']:.3f}.",
         "",
         f"| weights | agreement with fp32 (this CPU) | top-1 (this CPU) | agreement with fp32 (AVX2, qemu -cpu {CPU}) "
