@@ -274,8 +274,9 @@ def test_quantization_study_tiny(tmp_path):
     args = ["--ckpt", str(ckpt), "--clips", "3", "--calibration", "2", "--out", str(tmp_path)]
     subprocess.run([sys.executable, str(script), *args], check=True)
     rows = json.loads((tmp_path / "weight_bits.json").read_text())["rows"]
-    assert set(rows) == {"7", "8"} and rows["7"]["avx2_max_abs_diff"] == 0  # 7-bit weights: the same logits on AVX2
-    assert "| 7-bit | " in (tmp_path / "weight_bits.md").read_text()
+    assert set(rows) == {"7", "8"} and set(rows["7"]) == {"this CPU", "AVX2 (qemu -cpu Haswell)"}
+    assert rows["7"]["AVX2 (qemu -cpu Haswell)"]["max_abs_diff"] == 0  # 7-bit weights: the same logits on AVX2
+    assert "| 7-bit | AVX2 (qemu -cpu Haswell) | " in (tmp_path / "weight_bits.md").read_text()
 
 
 @pytest.mark.slow

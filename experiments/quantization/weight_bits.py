@@ -1,20 +1,23 @@
 """What the int8 files' 7-bit weights cost and what they fix: 7-bit (the exporter's) against 8-bit weights
 for one checkpoint, run on this CPU and on an emulated AVX2-only x86 CPU (qemu's user mode, ``-cpu Haswell``:
-onnxruntime then takes its AVX2 integer kernels, which sum uint8 x int8 products in int16 pairs).
+onnxruntime then takes its AVX2 integer kernels, which sum uint8 x int8 products in int16 pairs), and with
+``--arm-sysroot`` on an emulated ARM Cortex-A57 too (the sysroot from ``arm64_sysroot.sh``).
 
-    python experiments/quantization/weight_bits.py [--ckpt PATH] [--clips 300]
+    python experiments/quantization/weight_bits.py [--ckpt PATH] [--clips 300] [--arm-sysroot DIR]
 
 Each stream file is calibrated as ``src/export.py`` does (64 unaugmented training clips) and run on
 ``--clips`` validation clips (per-frame logits averaged over each clip): top-1 agreement with the fp32
-file, top-1, and how far the emulated AVX2 CPU's logits are from this CPU's. Needs ``qemu-x86_64``
-(Debian's qemu-user). The checkpoint is study.py's (trained by it when absent). Writes
-``weight_bits.md`` and ``weight_bits.json``.
+file, top-1, and how far each emulated CPU's logits are from this CPU's. Needs ``qemu-x86_64`` (Debian's
+qemu-user). The checkpoint is study.py's (trained by it when absent). Writes ``weight_bits.md`` and
+``weight_bits.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,7 +38,6 @@ from tsm.models.checkpoints import load_recognizer  # noqa: E402
 from tsm.quantize import clip_logits, to_int8  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-CPU = "Haswell"  # AVX2, no AVX-512, no VNNI
 # clip_logits' stream path with numpy and onnxruntime alone: tsm.quantize imports torch, 24 s under emulation
 LOGITS_UNDER_QEMU = """
 import sys
@@ -49,11 +51,22 @@ np.save(sys.argv[3], np.stack(logits))
 """
 
 
-def emulated_logits(path: Path, clips_file: Path) -> np.ndarray:
-    """``clip_logits`` of ``path`` in onnxruntime on the emulated AVX2-only CPU."""
-    out = path.with_suffix(f".{CPU}.npy")
-    command = ["qemu-x86_64", "-cpu", CPU, sys.executable, "-c", LOGITS_UNDER_QEMU, str(path), str(clips_file)]
-    subprocess.run([*command, str(out)], check=True, cwd=ROOT, capture_output=True)
+def emulators(arm_sysroot: Path | None) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Each emulated CPU's name: the command that runs Python on it, and its environment."""
+    cpus = {"AVX2 (qemu -cpu Haswell)": (["qemu-x86_64", "-cpu", "Haswell", sys.executable], {})}
+    if arm_sysroot is not None:
+        arm_sysroot = arm_sysroot.resolve()
+        python = ["qemu-aarch64", "-cpu", "cortex-a57", "-L", str(arm_sysroot), str(arm_sysroot / "usr/bin/python3.11")]
+        cpus["ARM (qemu -cpu cortex-a57)"] = (python, {"PYTHONPATH": f"{arm_sysroot / 'site'}:{ROOT / 'src'}"})
+    return cpus
+
+
+def emulated_logits(emulator: tuple[list[str], dict[str, str]], path: Path, clips_file: Path) -> np.ndarray:
+    """``clip_logits`` of ``path`` in onnxruntime on an emulated CPU."""
+    python, env = emulator
+    out = path.with_suffix(".emulated.npy")
+    command = [*python, "-c", LOGITS_UNDER_QEMU, str(path), str(clips_file), str(out)]
+    subprocess.run(command, check=True, cwd=ROOT, capture_output=True, env={**os.environ, **env})
     return np.load(out)
 
 
@@ -63,6 +76,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=300, help="validation clips")
     parser.add_argument("--calibration", type=int, default=64, help="training clips to calibrate on")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--arm-sysroot", type=Path, default=None, help="arm64_sysroot.sh's folder: add an ARM CPU")
     args = parser.parse_args()
     if shutil.which("qemu-x86_64") is None:
         sys.exit("weight_bits.py needs qemu-x86_64 (apt-get install qemu-user) to emulate an AVX2-only CPU")
@@ -78,17 +92,23 @@ def main() -> None:
         reference = clip_logits(fp32, clips).argmax(1)
         for bits in (7, 8):
             path = to_int8(fp32, Path(tmp) / f"int8_{bits}.onnx", calibration, {"split": "train"}, weight_bits=bits)
-            here, avx2 = clip_logits(path, clips), emulated_logits(path, Path(tmp) / "clips.npy")
+            here = clip_logits(path, clips)
+            logits = {"this CPU": here}
+            logits |= {
+                cpu: emulated_logits(e, path, Path(tmp) / "clips.npy") for cpu, e in emulators(args.arm_sysroot).items()
+            }
             rows[bits] = {
-                "agreement": float((here.argmax(1) == reference).mean()),
-                "top1": float((here.argmax(1) == np.asarray(labels)).mean()),
-                "avx2_agreement": float((avx2.argmax(1) == reference).mean()),
-                "avx2_top1": float((avx2.argmax(1) == np.asarray(labels)).mean()),
-                "avx2_max_abs_diff": float(np.abs(avx2 - here).max()),
-                "avx2_same_top1": float((avx2.argmax(1) == here.argmax(1)).mean()),
+                cpu: {
+                    "agreement": float((values.argmax(1) == reference).mean()),
+                    "top1": float((values.argmax(1) == np.asarray(labels)).mean()),
+                    "same_top1": float((values.argmax(1) == here.argmax(1)).mean()),
+                    "max_abs_diff": float(np.abs(values - here).max()),
+                }
+                for cpu, values in logits.items()
             }
         fp32_top1 = float((reference == np.asarray(labels)).mean())
     result = {
+        "command": shlex.join(["python", *sys.argv]),
         "machine": machine(),
         "onnxruntime": ort.__version__,
         "ckpt": str(args.ckpt),
@@ -104,19 +124,19 @@ def main() -> None:
 def report(result: dict) -> str:
     ckpt = shown(result["ckpt"])
     lines = [
-        f"Command: `python experiments/quantization/weight_bits.py`; {result['machine']}, onnxruntime "
+        f"Command: `{result['command']}`; {result['machine']}, onnxruntime "
         f"{result['onnxruntime']}; checkpoint `{ckpt}`; "
         f"stream files on {result['clips']} validation clips; fp32 top-1 {result['fp32_top1']:.3f}.",
         "",
-        f"| weights | agreement with fp32 (this CPU) | top-1 (this CPU) | agreement with fp32 (AVX2, qemu -cpu {CPU}) "
-        "| top-1 (AVX2) | AVX2 top-1 = this CPU's | max abs logit difference, AVX2 vs this CPU |",
-        "|---|---|---|---|---|---|---|",
+        "| weights | CPU | agreement with fp32 | top-1 | top-1 = this CPU's | max abs logit difference from this CPU |",
+        "|---|---|---|---|---|---|",
     ]
-    for bits, r in result["rows"].items():
-        lines.append(
-            f"| {bits}-bit | {r['agreement']:.3f} | {r['top1']:.3f} | {r['avx2_agreement']:.3f} | {r['avx2_top1']:.3f} "
-            f"| {r['avx2_same_top1']:.3f} | {r['avx2_max_abs_diff']:.4f} |"
-        )
+    for bits, cpus in result["rows"].items():
+        lines += [
+            f"| {bits}-bit | {cpu} | {r['agreement']:.3f} | {r['top1']:.3f} | {r['same_top1']:.3f} "
+            f"| {r['max_abs_diff']:.4f} |"
+            for cpu, r in cpus.items()
+        ]
     return "\n".join(lines)
 
 

@@ -5,12 +5,13 @@ channel, symmetric): the pair whose integer kernels onnxruntime has on x86 (VNNI
 product). The weights use 7 bits of the int8 range ([-64, 64], onnxruntime's ``reduce_range``): x86
 CPUs without VNNI (AVX2 only) multiply uint8 by int8 in pairs summed into int16 (``vpmaddubsw``),
 which saturates for 8-bit weights (255 x 127 x 2 > 32767) and then gives other logits than VNNI, SSE
-or the browser; with 7 bits they compute the same integers (tested; ARM, whose dot product sums in
-int32, is not). When a session loads the file, onnxruntime fuses each DequantizeLinear -> op ->
-QuantizeLinear into one integer op (QLinearConv, QLinearAdd, QLinearConcat, QGemm, ...):
-:func:`node_census` lists what it runs. Calibration (min-max) reads clips of the model's own
-training data, unaugmented; a stream file is calibrated on whole clips streamed frame by frame, its
-shift buffers carried from frame to frame by the fp32 file, so they hold the values a stream holds.
+or the browser; with 7 bits they compute the same integers (tested; onnxruntime's ARM kernels give
+close but not equal logits for either width: experiments/quantization). When a session loads the
+file, onnxruntime fuses each DequantizeLinear -> op -> QuantizeLinear into one integer op (QLinearConv,
+QLinearAdd, QLinearConcat, QGemm, ...): :func:`node_census` lists what it runs. Calibration (min-max)
+reads clips of the model's own training data, unaugmented; a stream file is calibrated on whole clips
+streamed frame by frame, its shift buffers carried from frame to frame by the fp32 file, so they hold
+the values a stream holds.
 
 fp16: weights and compute in half precision for GPUs; inputs and outputs stay float32 (a cast at
 each), so every runtime of this project feeds all three precisions the same way. onnxruntime's
