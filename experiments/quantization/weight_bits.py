@@ -66,7 +66,9 @@ def emulated_logits(emulator: tuple[list[str], dict[str, str]], path: Path, clip
     python, env = emulator
     out = path.with_suffix(".emulated.npy")
     command = [*python, "-c", LOGITS_UNDER_QEMU, str(path), str(clips_file), str(out)]
-    subprocess.run(command, check=True, cwd=ROOT, capture_output=True, env={**os.environ, **env})
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env})
+    if done.returncode != 0:
+        sys.exit(f"{shlex.join(python)} failed on {path.name}:\n{done.stderr[-3000:]}")
     return np.load(out)
 
 
@@ -80,6 +82,8 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("qemu-x86_64") is None:
         sys.exit("weight_bits.py needs qemu-x86_64 (apt-get install qemu-user) to emulate an AVX2-only CPU")
+    if args.arm_sysroot is not None and not (args.arm_sysroot / "usr/bin/python3.11").is_file():
+        sys.exit(f"--arm-sysroot {args.arm_sysroot} holds no usr/bin/python3.11: make it with arm64_sysroot.sh")
     if not args.ckpt.is_file():
         sys.exit(f"{args.ckpt} does not exist: run experiments/quantization/study.py first (it trains it)")
     rows = {}
