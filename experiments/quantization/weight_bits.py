@@ -86,31 +86,30 @@ def main() -> None:
         sys.exit(f"--arm-sysroot {args.arm_sysroot} holds no usr/bin/python3.11: make it with arm64_sysroot.sh")
     if not args.ckpt.is_file():
         sys.exit(f"{args.ckpt} does not exist: run experiments/quantization/study.py first (it trains it)")
-    rows = {}
+    rows, cpus = {}, emulators(args.arm_sysroot)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = to_onnx(load_recognizer(args.ckpt), Path(tmp) / "stream_fp32.onnx", mode="stream")
         data = checkpoint_data(OmegaConf.create({"ckpt_path": str(args.ckpt)}), fp32)
         calibration, _ = clips_of(data, "train", args.calibration)
         clips, labels = clips_of(data, "val", args.clips)
+        labels = np.asarray(labels)
         np.save(Path(tmp) / "clips.npy", np.stack(clips))
         reference = clip_logits(fp32, clips).argmax(1)
         for bits in (7, 8):
             path = to_int8(fp32, Path(tmp) / f"int8_{bits}.onnx", calibration, {"split": "train"}, weight_bits=bits)
             here = clip_logits(path, clips)
             logits = {"this CPU": here}
-            logits |= {
-                cpu: emulated_logits(e, path, Path(tmp) / "clips.npy") for cpu, e in emulators(args.arm_sysroot).items()
-            }
+            logits |= {cpu: emulated_logits(e, path, Path(tmp) / "clips.npy") for cpu, e in cpus.items()}
             rows[bits] = {
                 cpu: {
                     "agreement": float((values.argmax(1) == reference).mean()),
-                    "top1": float((values.argmax(1) == np.asarray(labels)).mean()),
+                    "top1": float((values.argmax(1) == labels).mean()),
                     "same_top1": float((values.argmax(1) == here.argmax(1)).mean()),
                     "max_abs_diff": float(np.abs(values - here).max()),
                 }
                 for cpu, values in logits.items()
             }
-        fp32_top1 = float((reference == np.asarray(labels)).mean())
+        fp32_top1 = float((reference == labels).mean())
     result = {
         "command": shlex.join(["python", *sys.argv]),
         "machine": machine(),

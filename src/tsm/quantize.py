@@ -67,7 +67,7 @@ def to_int8(
     came from) is recorded with the quantization settings in ``tsm_calibration``. ``weight_bits=8``
     uses the whole int8 range (for comparison: AVX2-only x86 CPUs saturate on it)."""
     if weight_bits not in WEIGHT_RANGES:
-        raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits!r}")
+        raise ValueError(f"weight_bits must be one of {sorted(WEIGHT_RANGES)}, got {weight_bits!r}")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     clips = list(clips)
