@@ -34,6 +34,8 @@ import torch
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
+from tsm.errors import DataError
+
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
 # A file may hold this many fewer packets than its header promises (rounding of durations)
 # before it counts as truncated: 1 frame plus 1%.
@@ -51,15 +53,6 @@ def check_on_error(on_error: str) -> str:
     if on_error not in ON_ERROR:
         raise ValueError(f"data.on_error must be one of {ON_ERROR}, got {on_error!r}")
     return on_error
-
-
-class DataError(RuntimeError):
-    """A sample that cannot be read (or an annotation line that cannot be used): where and why."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
 
 
 @dataclass

@@ -15,9 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-class UnsafeFileError(ValueError):
-    """A weights file holds Python objects that only a full (code-running) unpickling could restore."""
+from tsm.errors import UnsafeFileError
 
 
 def safe_load(path: str | Path, what: str = "checkpoint") -> Any:

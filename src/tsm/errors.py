@@ -1,0 +1,24 @@
+"""The project's error types for bad input: a file (or one of its lines or keys) that cannot be used.
+
+Both carry the file they are about, so a caller can report it, and nothing else needs to be parsed
+out of the message. Torch-free: the runtime side (:mod:`tsm.streaming.runtime`) raises them too.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class DataError(RuntimeError):
+    """A sample that cannot be read, or an annotation line or file that cannot be used: where and why.
+    ``path`` is the file (``file:line`` for a line of an annotation file)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class UnsafeFileError(ValueError):
+    """A file that asks for more trust than a data file gets: Python objects only a code-running
+    unpickling could restore, or a stored config naming code outside this project's allow-list."""
