@@ -18,8 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from tsm.data.datamodule import ClipDataModule
 from tsm.data.dataset import Skipped
+from tsm.data.recorded import datamodule_from_record
 from tsm.export import to_onnx
-from tsm.models.checkpoints import data_config, load_recognizer
+from tsm.models.checkpoints import DATA_KEY, data_config, load_recognizer
 from tsm.quantize import PRECISIONS, compare, to_fp16, to_int8
 from tsm.streaming.runtime import model_info, read_metadata
 
@@ -31,11 +32,13 @@ def spread(count: int, total: int) -> list[int]:
 
 def checkpoint_data(cfg: DictConfig, fp32_file: Path) -> ClipDataModule:
     """The checkpoint's data (or ``+data=NAME``'s), cropped to the exported file's input size."""
-    data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else data_config(cfg.ckpt_path)
     info = model_info(read_metadata(fp32_file), fp32_file)
     side = info["input_size"] if isinstance(info["input_size"], int) else min(info["input_size"])
-    data |= {"crop_size": side, "scale_size": info["scale_size"], "log_dir": None, "num_workers": 0}
-    return hydra.utils.instantiate(data)
+    fitted = {"crop_size": side, "scale_size": info["scale_size"], "log_dir": None, "num_workers": 0}
+    if cfg.get("data"):  # the user's own config (command line, conf/)
+        return hydra.utils.instantiate(OmegaConf.to_container(cfg.data, resolve=True) | fitted)
+    # read from the checkpoint: data, never instantiated (tsm.data.recorded)
+    return datamodule_from_record(data_config(cfg.ckpt_path) | fitted, str(cfg.ckpt_path), DATA_KEY)
 
 
 def clips_of(data: ClipDataModule, split: str, count: int) -> tuple[list[np.ndarray], list[int]]:

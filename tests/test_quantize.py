@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import tiny_checkpoint
 
+from tsm.data.recorded import datamodule_from_record
 from tsm.models.checkpoints import data_config, load_recognizer
 from tsm.quantize import CALIBRATION_KEY, PRECISION_KEY, calibration_feeds, clip_logits, node_census
 from tsm.shift import TemporalShift
@@ -53,9 +54,7 @@ def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
 
 
 def val_clips(ckpt: Path, count: int = 4) -> list[np.ndarray]:
-    import hydra
-
-    dataset = hydra.utils.instantiate({**data_config(ckpt), "log_dir": None}).unaugmented("val")
+    dataset = datamodule_from_record({**data_config(ckpt), "log_dir": None}, str(ckpt), "tsm_data").unaugmented("val")
     return [dataset[i][0].numpy() for i in range(count)]
 
 

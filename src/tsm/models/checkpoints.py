@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import timm
 from torch import nn
 
+from tsm.errors import UnsafeFileError
 from tsm.models.factory import build_recognizer
 from tsm.models.loading import safe_load
 from tsm.models.official import official_from_state
@@ -43,9 +45,35 @@ def is_lightning_checkpoint(state: Any) -> bool:
     return isinstance(state, Mapping) and "pytorch-lightning_version" in state and "hyper_parameters" in state
 
 
+# timm.create_model arguments that read files or the network: never taken from a checkpoint
+LOADING_ARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir")
+
+
 def architecture(hparams: Mapping[str, Any]) -> dict[str, Any]:
     """The ``build_recognizer`` arguments among a training module's hyper-parameters."""
     return {key: hparams[key] for key in ARCHITECTURE_KEYS if key in hparams}
+
+
+def recorded_architecture(hparams: Any, source: str) -> dict[str, Any]:
+    """:func:`architecture` of hyper-parameters read from ``source``, refused unless the backbone is
+    ``i3d`` or a model of timm's registry (no hub name) and ``backbone_args`` load nothing."""
+    if not isinstance(hparams, Mapping):
+        raise UnsafeFileError(f"{source}: hyper_parameters is a {type(hparams).__name__}, not a mapping")
+    arch = architecture(hparams)
+    backbone = arch.get("backbone")
+    if not isinstance(backbone, str) or not (backbone == "i3d" or timm.is_model(backbone)):
+        raise UnsafeFileError(
+            f"{source}: hyper_parameters.backbone={backbone!r} is not i3d or a model in timm's registry; "
+            "a checkpoint's network is built from registered names only (no hub download)"
+        )
+    args = arch.get("backbone_args") or {}
+    loading = [key for key in LOADING_ARGS if key in args] if isinstance(args, Mapping) else ["(not a mapping)"]
+    if loading:
+        raise UnsafeFileError(
+            f"{source}: hyper_parameters.backbone_args {loading[0]} would load weights from a file or the network; "
+            "a checkpoint's weights come from its own state_dict"
+        )
+    return arch
 
 
 def model_info(state: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Any]:
@@ -76,7 +104,7 @@ def model_info(state: Mapping[str, Any], source: str = "checkpoint") -> dict[str
 def recognizer_from_checkpoint(state: Mapping[str, Any], source: str = "checkpoint") -> nn.Module:
     """The network of a Lightning checkpoint of this project, rebuilt from its saved architecture alone,
     in eval mode, with ``.info`` (:func:`model_info`) attached."""
-    net = build_recognizer(**architecture(state["hyper_parameters"]))
+    net = build_recognizer(**recorded_architecture(state["hyper_parameters"], source))
     weights = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
     missing, unexpected = net.load_state_dict(weights, strict=False)
     if missing or unexpected:
@@ -98,14 +126,17 @@ def load_recognizer(path: str | Path, num_segments: int = 8) -> nn.Module:
 
 
 def data_config(path: str | Path) -> dict[str, Any]:
-    """The resolved ``data`` config a checkpoint of this project was trained on (a plain dict for
-    ``hydra.utils.instantiate``); raises for files that do not record it."""
+    """The resolved ``data`` config a checkpoint of this project was trained on, as read (rebuild it with
+    :func:`tsm.data.recorded.datamodule_from_record`, never ``hydra.utils.instantiate``); raises for
+    files that do not record it."""
     state = safe_load(path, "checkpoint")
     if not is_lightning_checkpoint(state) or DATA_KEY not in state:
         raise ValueError(
             f"{path} does not record the data it was trained on (a released .pth, or a checkpoint older than "
             f"{DATA_KEY}): name the data with +data=NAME (and data.root=DIR)"
         )
+    if not isinstance(state[DATA_KEY], Mapping):
+        raise UnsafeFileError(f"{path}: {DATA_KEY} is a {type(state[DATA_KEY]).__name__}, not a data config")
     return dict(state[DATA_KEY])
 
 
