@@ -38,8 +38,9 @@ def run_train(overrides: list[str], run_dir: Path, threads: int | None = None) -
     """Train with ``overrides`` into ``run_dir`` (skipped when it already has metrics.json), on
     ``threads`` torch threads (default: torch's own choice)."""
     metrics_file = run_dir / "metrics.json"
-    if not metrics_file.is_file():
+    if not metrics_file.is_file():  # a run cut short before its metrics is run again, afresh (overwrite)
         command = [sys.executable, str(ROOT / "src" / "train.py"), *QUIET, *overrides, f"hydra.run.dir={run_dir}"]
+        command += ["overwrite=true"] if run_dir.exists() else []
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
         subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
     return json.loads(metrics_file.read_text())

@@ -90,3 +90,31 @@ def test_eval_task_two_clips_three_crops(tmp_path, tiny_overrides):
 
     with pytest.raises(ValueError, match="data.num_segments=8"):
         evaluate(compose_train([f"ckpt_path={ckpt}", "data.num_segments=8"], tmp_path / "bad", config_name="eval"))
+
+
+def test_eval_task_honours_on_error_skip(tmp_path):
+    """A truncated validation video: skipped, counted and listed under skip (the other one is scored);
+    under raise the run stops naming it."""
+    from fixtures_video import make_sthv2
+
+    from tsm.data.datamodule import SKIPPED_FILE
+    from tsm.errors import DataError
+    from tsm.models import build_recognizer
+
+    root = make_sthv2(tmp_path / "sthv2")
+    video = root / "20bn-something-something-v2" / "21.webm"
+    video.write_bytes(video.read_bytes()[: video.stat().st_size // 3])
+    net = build_recognizer("resnet10t_050", 174, 4)
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    ckpt = tmp_path / "model.ckpt"
+    hparams = {"backbone": "resnet10t_050", "num_classes": 174, "num_segments": 4}
+    torch.save({"pytorch-lightning_version": "2.6.0", "hyper_parameters": hparams, "state_dict": state}, ckpt)
+    data = ["data=sthv2", f"data.root={root}", "data.num_segments=4", "data.crop_size=32", "data.scale_size=32"]
+    cfg = compose_train([f"ckpt_path={ckpt}", *data, "data.on_error=skip"], tmp_path / "skip", config_name="eval")
+    metrics = evaluate(cfg)
+    assert metrics["test/skipped"] == 1 and metrics["test/videos"] == 1
+    (line,) = (tmp_path / "skip" / SKIPPED_FILE).read_text().splitlines()
+    assert line.startswith(f"test\t{video}\t")
+    assert json.loads((tmp_path / "skip" / "metrics.json").read_text()) == metrics
+    with pytest.raises(DataError, match="21.webm"):
+        evaluate(compose_train([f"ckpt_path={ckpt}", *data], tmp_path / "raise", config_name="eval"))

@@ -11,12 +11,13 @@ import os
 
 class DataError(RuntimeError):
     """A sample that cannot be read, or an annotation line or file that cannot be used: where and why.
-    ``path`` is the file (``file:line`` for a line of an annotation file)."""
+    ``path`` is the file (``file:line`` for a line of an annotation file). ``DataError(message)`` alone is
+    how PyTorch re-raises one from a loader worker (the message then names the file)."""
 
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
+    def __init__(self, path: str | os.PathLike, reason: str | None = None) -> None:
+        super().__init__(str(path) if reason is None else f"{path}: {reason}")
+        self.path = "" if reason is None else str(path)
+        self.reason = str(path) if reason is None else reason
 
 
 class UnsafeFileError(ValueError):

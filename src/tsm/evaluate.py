@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -15,17 +17,21 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from tsm.data.dataset import MultiViewDataset
+from tsm.data.datamodule import SKIPPED_FILE
+from tsm.data.dataset import MultiViewDataset, collate_skipping
+from tsm.errors import DataError
+from tsm.files import atomic_open, write_text_atomic
 from tsm.metrics import classification_metrics
 from tsm.models.checkpoints import load_recognizer
 from tsm.plots import plot_confusion
 
+log = logging.getLogger(__name__)
 AVERAGES = ("softmax", "logits")
 
 
 @torch.inference_mode()
 def score_videos(
-    model: nn.Module, loader: DataLoader, average: str = "softmax", device: str | torch.device = "cpu"
+    model: nn.Module, loader: Iterable[Sequence], average: str = "softmax", device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-video scores ``(N, K)`` averaged over views, with labels and dataset indices."""
     if average not in AVERAGES:
@@ -39,6 +45,8 @@ def score_videos(
         scores.append(per_view.mean(1).cpu())
         labels.append(label)
         indices.append(index)
+    if not scores:  # every video skipped under data.on_error=skip
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
     return torch.cat(scores), torch.cat(labels), torch.cat(indices)
 
 
@@ -51,7 +59,7 @@ def accuracy_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, fl
 def write_confusion(scores: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], out_dir: Path) -> None:
     """``confusion.csv`` (rows true, columns predicted) and ``confusion.png``."""
     matrix = MulticlassConfusionMatrix(len(classes))(scores, labels).int()
-    with open(out_dir / "confusion.csv", "w", newline="") as f:
+    with atomic_open(out_dir / "confusion.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *classes])
         for name, row in zip(classes, matrix.tolist(), strict=True):
@@ -65,7 +73,7 @@ def write_predictions(
     """``predictions.csv`` (id, true label, top-5 labels and scores) and, for videos without
     labels, ``submission.csv`` (``id;label``, the format of the Jester/Something test servers)."""
     top = scores.topk(min(5, scores.shape[1]), dim=1)
-    with open(out_dir / "predictions.csv", "w", newline="") as f:
+    with atomic_open(out_dir / "predictions.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "label", "top5_labels", "top5_scores"])
         for vid, label, idx, val in zip(
@@ -74,24 +82,34 @@ def write_predictions(
             true = classes[label] if label >= 0 else ""
             writer.writerow([vid, true, "|".join(classes[i] for i in idx), "|".join(f"{v:.5f}" for v in val)])
     if (labels < 0).any():
-        with open(out_dir / "submission.csv", "w") as f:
+        with atomic_open(out_dir / "submission.csv", "w") as f:
             for vid, label, idx in zip(video_ids, labels.tolist(), top.indices[:, 0].tolist(), strict=True):
                 if label < 0:
                     f.write(f"{vid};{classes[idx]}\n")
 
 
 def report(
-    scores: torch.Tensor, labels: torch.Tensor, video_ids: Sequence[str], classes: Sequence[str], out_dir: Path
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    video_ids: Sequence[str],
+    classes: Sequence[str],
+    out_dir: Path,
+    skipped: int = 0,
 ) -> dict[str, float]:
-    """Write every output of a test run into ``out_dir``; returns the metrics (empty without labels)."""
+    """Write every output of a test run into ``out_dir``; returns the metrics (empty without labels).
+    ``skipped``: videos left out under ``data.on_error=skip`` (listed in ``skipped_samples.txt``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(scores, labels, video_ids, classes, out_dir)
     labelled = labels >= 0
-    metrics: dict[str, float] = {"test/videos": int(len(labels)), "test/labelled_videos": int(labelled.sum())}
+    metrics: dict[str, float] = {
+        "test/videos": int(len(labels)),
+        "test/labelled_videos": int(labelled.sum()),
+        "test/skipped": skipped,
+    }
     if labelled.any():
         metrics |= accuracy_metrics(scores[labelled], labels[labelled])
         write_confusion(scores[labelled], labels[labelled], classes, out_dir)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
@@ -111,6 +129,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
     datamodule = hydra.utils.instantiate(cfg.data)
     source = datamodule.source(split=cfg.test.split)
+    datamodule.report_source(cfg.test.split, source)  # annotation lines skipped under data.on_error=skip
     if len(source.classes) != model.num_classes:
         raise ValueError(
             f"the checkpoint has {model.num_classes} classes, the {cfg.test.split} data {len(source.classes)}"
@@ -126,8 +145,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         std=cfg.data.std,
         mode=cfg.test.mode,
         stride=cfg.test.stride,
+        on_error=datamodule.on_error,
     )
-    loader = DataLoader(views, batch_size=cfg.test.batch_size, num_workers=cfg.test.num_workers)
-    scores, labels, indices = score_videos(model, loader, cfg.test.average, resolve_device(cfg.device))
+    skipping = datamodule.on_error == "skip"
+    collate = partial(collate_skipping, split=cfg.test.split) if skipping else None
+    loader = DataLoader(views, batch_size=cfg.test.batch_size, num_workers=cfg.test.num_workers, collate_fn=collate)
+    batches = (datamodule.on_before_batch_transfer(batch, 0) for batch in loader)  # records what was skipped
+    readable = (batch for batch in batches if batch)  # a batch none of whose videos could be read is ()
+    scores, labels, indices = score_videos(model, readable, cfg.test.average, resolve_device(cfg.device))
+    skipped = datamodule.skipped[cfg.test.split]
+    if skipped:
+        where = datamodule.log_dir / SKIPPED_FILE if datamodule.log_dir else "the log"
+        log.warning("%d %s videos skipped (data.on_error=skip), listed in %s", skipped, cfg.test.split, where)
+    if not len(labels):
+        raise DataError(source.classes_from or cfg.test.split, f"none of the {len(views)} videos could be read")
     video_ids = [source.video_id(i) for i in indices.tolist()]
-    return report(scores, labels, video_ids, source.classes, Path(cfg.paths.output_dir))
+    return report(scores, labels, video_ids, source.classes, Path(cfg.paths.output_dir), skipped)

@@ -9,6 +9,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from tsm.files import atomic_open
+
 MAX_LABELLED_CLASSES = 60  # beyond this, tick labels are unreadable
 
 
@@ -31,7 +33,8 @@ def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], path: Path, tit
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_open(path) as file:
+        fig.savefig(file, format="png", dpi=120)
 
 
 def plot_learning_curves(history: Sequence[Mapping[str, float]], path: Path) -> None:
@@ -51,4 +54,5 @@ def plot_learning_curves(history: Sequence[Mapping[str, float]], path: Path) -> 
         ax.legend()
     acc_ax.set_ylim(0, 1)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_open(path) as file:
+        fig.savefig(file, format="png", dpi=120)

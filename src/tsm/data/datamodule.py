@@ -23,6 +23,7 @@ from tsm.data.decode import check_on_error
 from tsm.data.distributed import eval_sampler
 from tsm.data.sampling import FrameSampler
 from tsm.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
+from tsm.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 SKIPPED_FILE = "skipped_samples.txt"
@@ -96,7 +97,7 @@ class ClipDataModule(pl.LightningDataModule):
             source = self.source(split=split)
             if self._num_classes or split != "train":
                 self._check_classes(split, source)
-            self._report_source(split, source)
+            self.report_source(split, source)
             train = split == "train"
             augment = {**self._flip_settings(source), **self._reverse_settings(source)} if train else {}
             transform = ClipTransform(train, self.crop_size, self.scale_size, **augment, **self.norm)
@@ -208,7 +209,7 @@ class ClipDataModule(pl.LightningDataModule):
         source = self.dataset(split).source
         return [source.video_id(i) for i in range(len(source))]
 
-    def _report_source(self, split: str, source: Any) -> None:
+    def report_source(self, split: str, source: Any) -> None:
         """Log annotation entries the source skipped and list the videos it lacks (Kinetics) in the run directory."""
         for where, reason in getattr(source, "skipped", ()):
             self.record_skipped(split, where, reason)
@@ -216,8 +217,7 @@ class ClipDataModule(pl.LightningDataModule):
             rank_zero_warn(f"{split}: {len(source.skipped)} annotation entries skipped (on_error=skip)")
         missing = getattr(source, "missing", ())
         if missing and self.log_dir:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            (self.log_dir / f"missing_{split}.txt").write_text("".join(f"{name}\n" for name in missing))
+            write_text_atomic(self.log_dir / f"missing_{split}.txt", "".join(f"{name}\n" for name in missing))
 
     def record_skipped(self, split: str, path: str, reason: str) -> None:
         """Log one skipped sample (or annotation entry) and append it to ``skipped_samples.txt``."""

@@ -106,7 +106,8 @@ class ClipDataset(Dataset):
 
 
 class MultiViewDataset(Dataset):
-    """Item ``i``: ``(views (V, T, C, S, S) float normalised, label, i)`` with V = clips x crops."""
+    """Item ``i``: ``(views (V, T, C, S, S) float normalised, label, i)`` with V = clips x crops; under
+    ``on_error=skip`` a video that cannot be read is a :class:`Skipped` marker, as in :class:`ClipDataset`."""
 
     def __init__(
         self,
@@ -120,8 +121,10 @@ class MultiViewDataset(Dataset):
         std: Sequence[float],
         mode: str = "segment",
         stride: int = 8,
+        on_error: str = "raise",
     ) -> None:
         self.source = source
+        self.on_error = check_on_error(on_error)
         self.sampler = FrameSampler(num_segments, mode, stride)
         self.num_clips = num_clips
         self.num_crops = num_crops
@@ -132,10 +135,15 @@ class MultiViewDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        clips = self.sampler.clips(self.source.num_frames(index), self.num_clips)
-        wanted = sorted({i for clip in clips for i in clip})  # decode each frame once for all clips
-        frames = self.source.read(index, wanted).permute(0, 3, 1, 2)
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | Skipped:
+        try:
+            clips = self.sampler.clips(self.source.num_frames(index), self.num_clips)
+            wanted = sorted({i for clip in clips for i in clip})  # decode each frame once for all clips
+            frames = self.source.read(index, wanted).permute(0, 3, 1, 2)
+        except DataError as err:
+            if self.on_error == "raise":
+                raise
+            return Skipped(index, err.path, err.reason)
         position = {frame: row for row, frame in enumerate(wanted)}
         views = []
         for clip in clips:

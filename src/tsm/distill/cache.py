@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from tsm.errors import UnsafeFileError
+from tsm.files import atomic_open
 from tsm.models.loading import safe_load
 
 log = logging.getLogger(__name__)
@@ -55,15 +57,31 @@ def load_or_build(
     """The cached logits at ``path`` when its ``key`` (teacher digest, view) and video ids match,
     else ``build()``'s, saved there. Rows follow ``video_ids``."""
     path = Path(path)
-    if path.is_file():
-        saved = safe_load(path, "model.distill.cache_file")
+    saved = read_cache(path) if path.is_file() else None
+    if saved is not None:
         if saved.get("key") == key and saved.get("video_ids") == list(video_ids):
             log.info("teacher logits of %d videos read from %s", len(video_ids), path)
             return saved["logits"]
         changed = "teacher checkpoint or view" if saved.get("key") != key else "training videos"
         log.warning("teacher logit cache %s is stale (%s changed): rebuilding it", path, changed)
     logits = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": key, "video_ids": list(video_ids), "logits": logits}, path)
+    with atomic_open(path) as file:  # a kill mid-write leaves the old cache or none, never half of one
+        torch.save({"key": key, "video_ids": list(video_ids), "logits": logits}, file)
     log.info("teacher logits of %d videos written to %s", len(video_ids), path)
     return logits
+
+
+def read_cache(path: Path) -> dict[str, Any] | None:
+    """The saved cache, or None (with a warning naming the file) if it cannot be read or is not one:
+    it is rebuilt. A file holding Python objects is refused (:class:`~tsm.errors.UnsafeFileError`)."""
+    try:
+        saved = safe_load(path, "model.distill.cache_file")
+    except UnsafeFileError:
+        raise
+    except Exception as error:  # noqa: BLE001 (any reason it cannot be read: reported, then rebuilt)
+        log.warning("teacher logit cache %s cannot be read (%s: %s): rebuilding it", path, type(error).__name__, error)
+        return None
+    if not isinstance(saved, dict) or not isinstance(saved.get("logits"), torch.Tensor):
+        log.warning("teacher logit cache %s holds no logits: rebuilding it", path)
+        return None
+    return saved

@@ -1,20 +1,18 @@
-"""Cluster helpers: SLURM detection without Lightning's own requeue, resuming a requeued run, W&B sweep groups.
+"""Cluster helpers: SLURM detection without Lightning's own requeue, W&B sweep groups.
 
 Who requeues: submitit (``hydra/launcher=slurm``) catches USR2 before the time limit, requeues the
 job and resubmits the same Hydra job; Lightning's requeue (USR1) is configured off. The requeued
 job finds its run directory again (the sweep directory is fixed at submission, a plain run's is
-named by ``SLURM_JOB_ID``) and resumes from ``last.ckpt`` there.
+named by ``SLURM_JOB_ID``) and resumes from its newest readable checkpoint there (:mod:`tsm.training.resume`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 
@@ -24,15 +22,6 @@ def cluster_plugins(auto_requeue: bool = False) -> list[SLURMEnvironment]:
     if SLURMEnvironment.detect():
         return [SLURMEnvironment(auto_requeue=auto_requeue)]
     return []
-
-
-def last_checkpoint(trainer: pl.Trainer) -> str | None:
-    """``last.ckpt`` of the trainer's checkpoint callback if a previous attempt of this run left one."""
-    callback = trainer.checkpoint_callback
-    if not isinstance(callback, ModelCheckpoint) or not callback.dirpath:
-        return None
-    path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
-    return str(path) if path.is_file() else None
 
 
 def group_sweep_runs(cfg: DictConfig) -> None:

@@ -21,6 +21,7 @@ from tsm.models.checkpoints import DATA_KEY, INFO_KEY, architecture
 from tsm.models.checkpoints import init_from as load_weights
 from tsm.models.factory import CONV_INITS, build_recognizer, fan_in_init, fix_classifier
 from tsm.training.optim import build_optimizer, param_groups, scaled_lr, warmup_schedule
+from tsm.training.rng import RNG_KEY, rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +136,12 @@ class TSMLitModule(pl.LightningModule):
         if getattr(data, "config", None) is not None:
             checkpoint[DATA_KEY] = data.config
         checkpoint[HISTORY_KEY] = list(self.history)
+        checkpoint[RNG_KEY] = rng_states()  # a resumed run draws what an uninterrupted one would
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get(HISTORY_KEY, []))  # a resumed run's curves start at epoch 0
+        if RNG_KEY in checkpoint:
+            set_rng_states(checkpoint[RNG_KEY])
 
     def _loss(
         self, logits: torch.Tensor, labels: torch.Tensor, teacher_clips: torch.Tensor, indices: torch.Tensor, split: str

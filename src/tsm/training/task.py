@@ -13,8 +13,12 @@ import pytorch_lightning as pl
 import rich
 import rich.syntax
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from tsm.training.cluster import group_sweep_runs, last_checkpoint
+from tsm.files import write_text_atomic
+from tsm.training.checkpoint_io import use_atomic_checkpoints
+from tsm.training.cluster import group_sweep_runs
+from tsm.training.resume import claim_run_dir, is_requeue, resume_checkpoint
 
 
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -28,8 +32,7 @@ def print_config(cfg: DictConfig, output_dir: Path) -> None:
     """Print the composed config and save it, resolved, as ``config.yaml`` in the run directory."""
     text = OmegaConf.to_yaml(cfg, resolve=True)
     rich.print(rich.syntax.Syntax(text, "yaml"))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(text)
+    write_text_atomic(output_dir / "config.yaml", text)
 
 
 def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -63,11 +66,14 @@ def finish_wandb(failed: bool) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) as configured; writes ``metrics.json`` in the run directory and returns the metrics.
 
-    A null ``data.num_classes`` comes from the train labels (:func:`instantiate_data`). A run whose
-    directory already holds ``checkpoints/last.ckpt`` (a requeued SLURM job) resumes
-    from it when ``auto_resume`` is set and no ``ckpt_path`` is given.
+    A null ``data.num_classes`` comes from the train labels (:func:`instantiate_data`). The run resumes
+    only when asked (``ckpt_path=PATH|last``) or when it is a requeued SLURM job (``auto_resume``), and
+    refuses a run directory holding another run (:mod:`tsm.training.resume`).
     """
     output_dir = Path(cfg.paths.output_dir)
+    requeued = bool(cfg.get("auto_resume")) and is_requeue(output_dir)
+    if cfg.train and rank_zero_only.rank == 0:  # before anything is written into the run directory
+        claim_run_dir(output_dir, cfg.get("ckpt_path"), requeued, bool(cfg.get("overwrite")))
     group_sweep_runs(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     metrics: dict[str, Any] = {}
@@ -79,8 +85,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
         )
+        use_atomic_checkpoints(trainer)
         if cfg.train:
-            ckpt_path = cfg.get("ckpt_path") or (last_checkpoint(trainer) if cfg.get("auto_resume") else None)
+            ckpt_path = resume_checkpoint(output_dir, cfg.get("ckpt_path"), requeued)
             # weights_only: a resumed checkpoint is read like every other weights file (tsm.models.loading)
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics.update(trainer.callback_metrics)
@@ -94,5 +101,5 @@ def train(cfg: DictConfig) -> dict[str, float]:
     finish_wandb(failed=False)
     result = plain_metrics(metrics)
     if trainer.is_global_zero:  # rank 0 alone: anything done here must be free of collectives
-        (output_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(output_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result

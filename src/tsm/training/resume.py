@@ -1,0 +1,141 @@
+"""A run resumes only when asked, from a checkpoint it can read, in a run directory that is its own.
+
+- ``ckpt_path=PATH`` resumes from PATH; ``ckpt_path=last`` from the newest readable checkpoint of the
+  run directory (``hydra.run.dir=...`` names an earlier run's).
+- ``auto_resume=true`` resumes a requeued SLURM job: the run directory's ``run.json`` records the job
+  id and ``SLURM_RESTART_COUNT`` of the attempt that started it, and a later attempt of that job (same
+  id, higher count) resumes. A second run in the same job (an interactive allocation) is no requeue.
+- Otherwise a run directory that already holds a run (``run.json``, ``config.yaml``, ``metrics.json``
+  or checkpoints) is refused, naming the overrides that resume it or start afresh in it
+  (``overwrite=true`` deletes its checkpoints first).
+
+A checkpoint that cannot be read (a write cut short by a kill before writes were atomic, a damaged
+disk) is reported by name and the next newest readable one is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tsm.errors import DataError, UnsafeFileError
+from tsm.files import stale_temporaries
+from tsm.models.checkpoints import is_lightning_checkpoint
+from tsm.models.loading import safe_load
+
+log = logging.getLogger(__name__)
+RUN_RECORD = "run.json"
+CHECKPOINTS = "checkpoints"
+LAST = "last"  # ckpt_path=last
+RESULTS = (RUN_RECORD, "config.yaml", "metrics.json")
+
+
+class RunDirInUse(RuntimeError):
+    """The run directory holds an earlier run and nothing asked to resume or replace it."""
+
+
+def previous_run(run_dir: Path) -> list[str]:
+    """What an earlier run left in ``run_dir`` (Hydra's own ``.hydra/`` and log file are this run's)."""
+    found = [name for name in RESULTS if (run_dir / name).exists()]
+    checkpoints = run_dir / CHECKPOINTS
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+        found.append(f"{CHECKPOINTS}/")
+    return found
+
+
+def slurm_attempt() -> dict[str, Any]:
+    """This process's SLURM job id and restart count (None and 0 outside SLURM)."""
+    return {
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT") or 0),
+    }
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """``run.json`` of ``run_dir``, or None if there is none."""
+    path = run_dir / RUN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(path, f"not the JSON record of a run ({error}); move it away to start a run here") from error
+    if not isinstance(record, dict):
+        raise DataError(path, "not the JSON record of a run (not an object); move it away to start a run here")
+    return record
+
+
+def is_requeue(run_dir: Path) -> bool:
+    """Whether this process is a later attempt of the SLURM job that started the run in ``run_dir``."""
+    record, now = read_record(run_dir), slurm_attempt()
+    if not record or now["slurm_job_id"] is None or record.get("slurm_job_id") != now["slurm_job_id"]:
+        return False
+    started = record.get("slurm_restart_count", 0)
+    return isinstance(started, int) and now["slurm_restart_count"] > started
+
+
+def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrite: bool) -> None:
+    """Make ``run_dir`` this run's (global rank 0 only): refuse one holding an earlier run unless this
+    run resumes (``ckpt_path``, a requeue) or replaces it (``overwrite``); record ``run.json`` once."""
+    found = previous_run(run_dir)
+    if found and not (ckpt_path or requeued):
+        if not overwrite:
+            raise RunDirInUse(
+                f"{run_dir} already holds a run ({', '.join(found)}). Resume it with ckpt_path=last, start afresh "
+                "in it with overwrite=true (deletes its checkpoints), or leave hydra.run.dir unset for a new directory"
+            )
+        log.warning("overwrite=true: deleting the earlier run's checkpoints and results in %s", run_dir)
+        shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+        for name in RESULTS:
+            (run_dir / name).unlink(missing_ok=True)
+    for temp in stale_temporaries(run_dir / CHECKPOINTS):
+        log.warning("deleting %s: a checkpoint write cut short by a kill (the file it replaced is intact)", temp)
+        temp.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:  # exclusive: of two runs started in one directory at once, one records it, the other is refused
+        descriptor = os.open(run_dir / RUN_RECORD, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        if ckpt_path or requeued:
+            return  # resuming: the record stays the first attempt's
+        raise RunDirInUse(f"{run_dir} was claimed by another run started at the same time") from None
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump({**slurm_attempt(), "pid": os.getpid()}, file)
+
+
+def resume_checkpoint(run_dir: Path, ckpt_path: str | None, requeued: bool) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path`` itself, or (``ckpt_path=last`` or a requeue) the
+    newest readable checkpoint of ``run_dir``; None to start from scratch."""
+    if ckpt_path and ckpt_path != LAST:
+        return ckpt_path
+    if ckpt_path != LAST and not requeued:
+        return None
+    folder = run_dir / CHECKPOINTS
+    found = newest_readable(folder)
+    if found is None and ckpt_path == LAST:
+        raise FileNotFoundError(f"ckpt_path=last: no readable checkpoint in {folder}")
+    log.info("resuming from %s", found)
+    return found
+
+
+def newest_readable(folder: Path) -> str | None:
+    """The newest ``*.ckpt`` in ``folder`` (``last.ckpt`` first among equals) that reads as a Lightning
+    checkpoint; each unreadable one is reported by name and passed over."""
+    candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p.stat().st_mtime, p.stem == LAST), reverse=True)
+    for path in candidates:
+        try:
+            state = safe_load(path, "checkpoint")
+        except UnsafeFileError:
+            raise
+        except Exception as error:  # noqa: BLE001 (any reason it cannot be read: it is reported and passed over)
+            log.warning(
+                "%s cannot be read (%s: %s); trying the next newest checkpoint", path, type(error).__name__, error
+            )
+            continue
+        if is_lightning_checkpoint(state) and "state_dict" in state:
+            return str(path)
+        log.warning("%s is not a Lightning checkpoint of a run; trying the next newest", path)
+    return None
