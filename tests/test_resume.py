@@ -142,8 +142,18 @@ def test_kill_and_resume_study_tiny(tmp_path):
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "experiments" / "reliability" / "kill_resume.py"
-    subprocess.run([sys.executable, str(script), "--kills", "3", "--epochs", "2", "--out", str(tmp_path)], check=True)
+    subprocess.run([sys.executable, str(script), "--kills", "3", "--epochs", "6", "--out", str(tmp_path)], check=True)
     result = json.loads((tmp_path / "results.json").read_text())
     assert result["kills"] == 3 and result["kills_during_writes"] >= 1
     assert result["unreadable_checkpoints"] == 0 and result["max_abs_weight_diff"] == 0
     assert "| 3 |" in (tmp_path / "results.md").read_text()
+
+
+def test_atomic_files_get_the_mode_open_would_give(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with atomic_open(tmp_path / "metrics.json", "w") as file:
+        file.write("{}")
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask

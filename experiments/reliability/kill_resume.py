@@ -2,13 +2,14 @@
 time with ``ckpt_path=last``; does it always resume from a readable checkpoint, and do its final weights
 equal an uninterrupted run's?
 
-    python experiments/reliability/kill_resume.py [--kills 20] [--epochs 6] [--out DIR]
+    python experiments/reliability/kill_resume.py [--kills 20] [--epochs 24] [--out DIR]
 
-Half the kills land while a checkpoint is being written (the moment its temporary file appears, polled
-every millisecond), the others at a random time of the run (start-up included). A killed attempt that
-left no checkpoint yet is restarted with ``overwrite=true``. Every attempt runs on one torch thread with
-the same seed and settings, so the uninterrupted run is the exact reference. Writes ``results.md`` and
-``results.json`` in ``--out``.
+Half the kills land while a checkpoint is being written (the moment the temporary file of the first to
+fourth write of the attempt appears, polled every millisecond), the others at a random time in the first
+half of an uninterrupted run's wall time (start-up included); kills stop early if an attempt finishes. A
+killed attempt that left no checkpoint yet is restarted with ``overwrite=true``. Every attempt runs on one
+torch thread with the same seed and settings, so the uninterrupted run is the exact reference. Writes
+``results.md`` and ``results.json`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -57,19 +58,24 @@ def start(run_dir: Path, epochs: int, *extra: str) -> subprocess.Popen:
     )
 
 
-def writing(folder: Path) -> bool:
-    """Whether a checkpoint's temporary file exists, i.e. a write is under way."""
-    return folder.is_dir() and any(name.endswith(TEMP_SUFFIX) for name in os.listdir(folder))
+def temporaries(folder: Path) -> set[str]:
+    """The names of checkpoint temporary files in ``folder``: each is a write under way (or cut short)."""
+    return {name for name in os.listdir(folder) if name.endswith(TEMP_SUFFIX)} if folder.is_dir() else set()
 
 
-def kill_when(proc: subprocess.Popen, folder: Path, during_write: bool, delay: float) -> str:
-    """SIGKILL ``proc`` during a checkpoint write or after ``delay`` s; what happened."""
+def kill_when(proc: subprocess.Popen, folder: Path, seen: set[str], writes_to_skip: int | None, delay: float) -> str:
+    """SIGKILL ``proc`` while it writes its ``writes_to_skip + 1``-th checkpoint (``seen``: temporary files
+    already there), or, with ``writes_to_skip`` None, ``delay`` s after its start; what happened."""
     deadline = time.monotonic() + delay
     while proc.poll() is None:
-        if (during_write and writing(folder)) or (not during_write and time.monotonic() > deadline):
+        new = temporaries(folder) - seen
+        if writes_to_skip is None and time.monotonic() > deadline or writes_to_skip == 0 and new:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            return "during a checkpoint write" if writing(folder) else f"at {delay:.1f} s"
+            return f"at {delay:.1f} s" if writes_to_skip is None else "during a checkpoint write"
+        if new and writes_to_skip is not None:
+            seen |= new
+            writes_to_skip -= 1
         time.sleep(0.001)
     return "finished before the kill"
 
@@ -92,6 +98,10 @@ def unreadable(folder: Path) -> list[str]:
     return bad
 
 
+def epoch_of(path: str | Path) -> int:
+    return torch.load(path, weights_only=True)["epoch"]
+
+
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
@@ -99,7 +109,7 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0, help="of the kill moments")
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
@@ -113,14 +123,17 @@ def main() -> None:
     for kill in range(args.kills):
         resumed_from = newest_readable(victim / "checkpoints") if (victim / "checkpoints").is_dir() else None
         extra = ["ckpt_path=last"] if resumed_from else (["overwrite=true"] if victim.exists() else [])
+        seen = temporaries(victim / "checkpoints")  # left by an earlier kill
         proc = start(victim, args.epochs, *extra)
-        during_write = kill % 2 == 0
-        what = kill_when(proc, victim / "checkpoints", during_write, rng.uniform(0, run_seconds))
+        writes_to_skip = rng.randint(0, 3) if kill % 2 == 0 else None
+        what = kill_when(proc, victim / "checkpoints", seen, writes_to_skip, rng.uniform(0, run_seconds / 2))
+        if what == "finished before the kill":
+            break
         attempts.append(
             {
                 "kill": kill + 1,
                 "when": what,
-                "resumed_from": resumed_from and str(shown(resumed_from)),
+                "resumed_from": resumed_from and f"{shown(resumed_from)} (epoch {epoch_of(resumed_from)})",
                 "unreadable_after": unreadable(victim / "checkpoints"),
             }
         )

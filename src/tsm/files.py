@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import IO, Any
 
 TEMP_SUFFIX = ".tmp"  # a temporary file is ".<name>.<random>.tmp" beside its target
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would have given the file
 
 
 @contextlib.contextmanager
@@ -28,6 +31,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        os.chmod(temp, FILE_MODE)  # mkstemp's 0600 would hide results from the rest of a team
         with open(descriptor, mode, **kwargs) as file:
             yield file
             file.flush()

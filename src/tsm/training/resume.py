@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tsm.errors import DataError, UnsafeFileError
-from tsm.files import stale_temporaries
+from tsm.files import TEMP_SUFFIX, stale_temporaries, write_text_atomic
 from tsm.models.checkpoints import is_lightning_checkpoint
 from tsm.models.loading import safe_load
 
@@ -95,15 +95,16 @@ def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrit
     for temp in stale_temporaries(run_dir / CHECKPOINTS):
         log.warning("deleting %s: a checkpoint write cut short by a kill (the file it replaced is intact)", temp)
         temp.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:  # exclusive: of two runs started in one directory at once, one records it, the other is refused
-        descriptor = os.open(run_dir / RUN_RECORD, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    if (run_dir / RUN_RECORD).exists() and (ckpt_path or requeued):
+        return  # resuming: the record stays the first attempt's
+    draft = run_dir / f".{RUN_RECORD}.{os.getpid()}{TEMP_SUFFIX}"
+    write_text_atomic(draft, json.dumps({**slurm_attempt(), "pid": os.getpid()}))
+    try:  # a hard link appears whole and only if the name is free: of two runs started at once, one wins
+        os.link(draft, run_dir / RUN_RECORD)
     except FileExistsError:
-        if ckpt_path or requeued:
-            return  # resuming: the record stays the first attempt's
         raise RunDirInUse(f"{run_dir} was claimed by another run started at the same time") from None
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        json.dump({**slurm_attempt(), "pid": os.getpid()}, file)
+    finally:
+        draft.unlink()
 
 
 def resume_checkpoint(run_dir: Path, ckpt_path: str | None, requeued: bool) -> str | None:

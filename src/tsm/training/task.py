@@ -79,7 +79,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, Any] = {}
     try:
         datamodule = instantiate_data(cfg)
-        print_config(cfg, output_dir)  # with data.num_classes as read from the labels
+        if rank_zero_only.rank == 0:  # other ranks write nothing here: rank 0 may not have claimed the directory yet
+            print_config(cfg, output_dir)  # with data.num_classes as read from the labels
         model = hydra.utils.instantiate(cfg.model)
         loggers = instantiate_group(cfg.get("logger"))
         trainer = hydra.utils.instantiate(
