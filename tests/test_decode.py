@@ -1,11 +1,13 @@
 """Decoding: exactly the requested frames come back, by keyframe seeks or decoding forward."""
 
+import av
 import numpy as np
 import pytest
 import torch
 from fixtures_video import SIZE, frame_numbers, write_frames, write_video
+from PIL import Image
 
-from tsm.data.decode import DataError, DecodeStats, count_frames, read_frames, read_video, video_num_frames
+from tsm.data.decode import MIN_SIDE, DataError, DecodeStats, count_frames, read_frames, read_video, video_num_frames
 
 NUM_FRAMES, GOP = 30, 8  # keyframes at 0, 8, 16, 24
 
@@ -112,3 +114,33 @@ def test_frame_folder_errors(tmp_path):
         read_frames(folder, [1], "{:05d}.jpg")
     with pytest.raises(ValueError, match="exactly one"):
         count_frames(folder, "frame.jpg")
+
+
+def test_an_oversized_jpeg_header_is_a_data_error(tmp_path):
+    """Pillow refuses a header of over 2 x 89M pixels with DecompressionBombError, which is no OSError."""
+    folder = write_frames(tmp_path / "clip", 2)
+    frame = folder / "00002.jpg"
+    data = bytearray(frame.read_bytes())
+    sof = data.index(b"\xff\xc0")  # baseline frame header: marker, length, precision, height, width
+    data[sof + 5 : sof + 9] = b"\xff\xff\xff\xff"
+    frame.write_bytes(data)
+    with pytest.raises(DataError, match="00002.jpg: cannot decode image: Image size .* exceeds limit"):
+        read_frames(folder, [0, 1], "{:05d}.jpg")
+
+
+def test_frames_under_the_minimum_side_are_a_data_error(tmp_path):
+    """A 1-pixel side crops to nothing in training's multi-scale crop: refused where on_error sees it."""
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    Image.new("RGB", (40, MIN_SIDE - 1)).save(folder / "00001.jpg")
+    with pytest.raises(DataError, match=rf"clip: frames of 40x{MIN_SIDE - 1} pixels: a side under {MIN_SIDE}"):
+        read_frames(folder, [0], "{:05d}.jpg")
+    video = tmp_path / "dot.webm"
+    with av.open(str(video), "w", format="webm") as container:
+        stream = container.add_stream("libvpx-vp9", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 1, 1, "yuv420p"
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((1, 1, 3), np.uint8), format="rgb24")))
+        container.mux(stream.encode())
+    with pytest.raises(DataError, match="dot.webm: frames of 1x1 pixels"):
+        read_video(video, [0, 2])

@@ -40,6 +40,10 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
 # A file may hold this many fewer packets than its header promises (rounding of durations)
 # before it counts as truncated: 1 frame plus 1%.
 TRUNCATION_SLACK = (1, 0.01)
+# The shortest frame side read: training's multi-scale crop keeps int(side x scale) pixels, so a 1-pixel
+# frame crops to nothing (a bare RuntimeError in the transforms, out of on_error's reach); 8 keeps every
+# crop scale down to 1/8 non-empty (TSM's go down to 0.66), and no dataset's videos come near it.
+MIN_SIDE = 8
 # One RGB converter per thread: a frame's own to_ndarray() sets up a new scaler each time (~3 ms).
 # It runs single-threaded: a scaler's thread pool would not survive a fork into a loader worker.
 _local = threading.local()
@@ -92,8 +96,8 @@ class _PacketIndex:
 
 
 def _why(err: Exception) -> str:
-    """An FFmpeg/OS error's reason without the file name it repeats."""
-    return getattr(err, "strerror", None) or str(err)
+    """An FFmpeg/OS error's reason without the file name it repeats (else the error's text or type)."""
+    return getattr(err, "strerror", None) or str(err) or type(err).__name__
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -164,7 +168,7 @@ def read_video(path: str | os.PathLike, indices: Sequence[int], stats: DecodeSta
     missing = sorted(set(clamped) - frames.keys())
     if missing:
         raise DataError(path, f"frames {missing} could not be decoded")
-    return torch.from_numpy(np.stack([frames[i] for i in clamped]))
+    return _stack(frames, clamped, path)
 
 
 def _decode(
@@ -225,7 +229,7 @@ def count_frames(folder: str | os.PathLike, template: str) -> int:
     folder = Path(folder)
     try:
         names = os.listdir(folder)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a NUL character in the path
         raise DataError(folder, f"cannot list frame folder: {_why(err)}") from err
     pattern = _frame_name_pattern(template)
     count = sum(1 for name in names if pattern.match(name))
@@ -238,17 +242,27 @@ def read_frames(folder: str | os.PathLike, indices: Sequence[int], template: str
     """JPEG frames ``indices`` (0-based; file number = index + ``start``) of a frame folder as uint8
     ``(T, H, W, 3)``; each distinct file is read and decoded once."""
     folder = Path(folder)
-    decoded = {}
-    for i in sorted({int(i) for i in indices}):
-        path = folder / template.format(i + start)
-        try:
-            with Image.open(path) as image:
-                decoded[i] = np.asarray(image.convert("RGB"))
-        except FileNotFoundError as err:
-            raise DataError(path, "frame file not found") from err
-        except OSError as err:  # PIL's unreadable or truncated image errors are OSErrors
-            raise DataError(path, f"cannot decode image: {_why(err)}") from err
-    shapes = {frame.shape for frame in decoded.values()}
+    decoded = {i: _read_image(folder / template.format(i + start)) for i in sorted({int(i) for i in indices})}
+    return _stack(decoded, [int(i) for i in indices], folder)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """An image file as an ``(H, W, 3)`` uint8 RGB array."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError as err:
+        raise DataError(path, "frame file not found") from err
+    except Exception as err:  # any Pillow failure: OSError, DecompressionBombError, ValueError, SyntaxError...
+        raise DataError(path, f"cannot decode image: {_why(err)}") from err
+
+
+def _stack(frames: dict[int, np.ndarray], indices: Sequence[int], path: Path) -> torch.Tensor:
+    """``frames[i]`` for each of ``indices`` as one uint8 ``(T, H, W, 3)`` tensor: frames of one size,
+    at least :data:`MIN_SIDE` pixels a side."""
+    shapes = sorted({frame.shape for frame in frames.values()})
     if len(shapes) > 1:
-        raise DataError(folder, f"frames differ in size: {sorted(shapes)}")
-    return torch.from_numpy(np.stack([decoded[int(i)] for i in indices]))
+        raise DataError(path, f"frames differ in size: {shapes}")
+    if any(min(shape[:2]) < MIN_SIDE for shape in shapes):
+        raise DataError(path, f"frames of {shapes[0][1]}x{shapes[0][0]} pixels: a side under {MIN_SIDE}")
+    return torch.from_numpy(np.stack([frames[i] for i in indices]))
