@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from functools import partial
 from pathlib import Path
 
 import av
@@ -17,6 +18,7 @@ import torch
 from conftest import compose_train
 from PIL import Image
 
+from tsm.data.datasets import HMDB51, UCF101, Custom, Jester, Kinetics400, SomethingV1, SomethingV2
 from tsm.training.task import train
 
 STEP = 8  # gray level per frame number: up to 32 frames
@@ -202,6 +204,12 @@ def make_list(root: Path, num_classes: int = 3) -> Path:
     return root
 
 
+def make_named_list(root: Path, classes: tuple[str, ...] = ("walk", "run", "jump")) -> Path:
+    """:func:`make_list` with ``classes.txt`` naming its classes."""
+    write_lines(make_list(root, len(classes)) / "classes.txt", list(classes))
+    return root
+
+
 def make_tree(root: Path, classes: tuple[str, ...] = ("jump", "run")) -> Path:
     """A class-per-folder tree of mp4 videos: 2 train and 1 val video per class."""
     for name in classes:
@@ -209,6 +217,28 @@ def make_tree(root: Path, classes: tuple[str, ...] = ("jump", "run")) -> Path:
             for k in range(count):
                 write_video(root / split / name / f"{name}{k}.mp4")
     return root
+
+
+# Each reader: the builder of its tiny dataset, and how to open a split of it (``source(root, split, **kw)``).
+SOURCES = {
+    "jester": (make_jester, partial(Jester, frames=True)),
+    "sthv1": (make_sthv1, partial(SomethingV1, frames=True)),
+    "sthv2": (make_sthv2, SomethingV2),
+    "kinetics": (make_kinetics, Kinetics400),
+    "ucf101": (make_ucf101, UCF101),
+    "hmdb51": (make_hmdb51, HMDB51),
+    "list": (make_list, partial(Custom, frames=True, frame_template="img_{:05d}.jpg")),
+    "named_list": (
+        make_named_list,
+        partial(Custom, frames=True, frame_template="img_{:05d}.jpg", class_names="classes.txt"),
+    ),
+    "tree": (make_tree, partial(Custom, format="tree")),
+}
+
+
+def annotation_files(root: Path) -> list[Path]:
+    """The text files of a dataset built here: its annotations and label files."""
+    return sorted(path for path in root.rglob("*") if path.suffix in (".csv", ".txt", ".json"))
 
 
 # Overrides for a one-batch train on tiny data.

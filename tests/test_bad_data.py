@@ -1,5 +1,6 @@
 """Bad data under ``data.on_error``: raise names the file and reason; skip drops, counts and logs."""
 
+import codecs
 import json
 import re
 
@@ -8,11 +9,23 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import compose_train
-from fixtures_video import FDR, frame_numbers, make_jester, make_sthv2, run_fast_dev
+from fixtures_video import (
+    FDR,
+    SOURCES,
+    annotation_files,
+    frame_numbers,
+    make_jester,
+    make_kinetics,
+    make_named_list,
+    make_sthv2,
+    make_ucf101,
+    run_fast_dev,
+)
+from PIL import Image
 
 from tsm.data.datamodule import SKIPPED_FILE, ClipDataModule
-from tsm.data.dataset import collate_skipping
-from tsm.data.datasets import Jester, SomethingV2
+from tsm.data.dataset import Skipped, collate_skipping
+from tsm.data.datasets import UCF101, Custom, Jester, Kinetics400, SomethingV2
 from tsm.data.decode import DataError
 from tsm.training.task import train
 
@@ -97,7 +110,10 @@ def test_unknown_label_at_parse_time(tmp_path):
     with pytest.raises(DataError, match=r"jester-v1-validation.csv:3: label 'Flying Kites' is not a class"):
         Jester(root, "val", frames=True)
     source = Jester(root, "val", frames=True, on_error="skip")
-    assert len(source) == 2 and source.skipped == [(f"{csv}:3", "label 'Flying Kites' is not a class of jester")]
+    classes = root / "jester-v1-labels.csv"
+    assert len(source) == 2 and source.skipped == [
+        (f"{csv}:3", f"label 'Flying Kites' is not a class of jester (classes from {classes})")
+    ]
     data = datamodule(lambda split: Jester(root, split, frames=True, on_error="skip"), 27, tmp_path, "skip")
     data.dataset("val")
     assert "jester-v1-validation.csv:3\tlabel 'Flying Kites'" in (tmp_path / "run" / SKIPPED_FILE).read_text()
@@ -147,3 +163,223 @@ def test_skip_run_with_batch_size_one_survives_unreadable_batches(tmp_path):
     initial = hydra.utils.instantiate(cfg.model).net.state_dict()
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(saved[f"net.{k}"], v) for k, v in initial.items())
+
+
+# Annotation files: what each reader refuses, naming the file and line (or JSON entry).
+
+
+def opened(name, root, split="train", **kw):
+    return SOURCES[name][1](root, split, **kw)
+
+
+def append(path, text):
+    path.write_text(path.read_text() + text)
+    return path
+
+
+@pytest.mark.parametrize("name", [name for name in SOURCES if name != "tree"])
+def test_annotation_files_may_start_with_a_byte_order_mark(name, tmp_path):
+    root = SOURCES[name][0](tmp_path / name)
+    before = [(source.classes, source.samples) for source in (opened(name, root), opened(name, root, "val"))]
+    for path in annotation_files(root):
+        path.write_bytes(codecs.BOM_UTF8 + path.read_bytes())
+    assert [(source.classes, source.samples) for source in (opened(name, root), opened(name, root, "val"))] == before
+
+
+@pytest.mark.parametrize(
+    ("name", "file"),
+    [
+        ("jester", "jester-v1-labels.csv"),
+        ("jester", "jester-v1-train.csv"),
+        ("kinetics", "annotations/train.csv"),
+        ("sthv2", "something-something-v2-labels.json"),
+        ("ucf101", "ucfTrainTestlist/classInd.txt"),
+        ("hmdb51", "testTrainMulti_7030_splits/cartwheel_test_split1.txt"),
+        ("named_list", "classes.txt"),
+    ],
+)
+def test_text_that_is_not_utf8_is_refused_at_its_line(name, file, tmp_path):
+    root = SOURCES[name][0](tmp_path / name)
+    lines = (root / file).read_bytes().split(b"\n")
+    line = min(2, len(lines))
+    lines[line - 1] += b" caf\xe9"  # Latin-1
+    (root / file).write_bytes(b"\n".join(lines))
+    for on_error in ("raise", "skip"):
+        with pytest.raises(DataError, match=rf"{re.escape(file)}:{line}: not UTF-8 text"):
+            opened(name, root, on_error=on_error)
+
+
+@pytest.mark.parametrize("digit", ["\u0661", "\u00b2"])  # Arabic-Indic one, superscript two: str.isdigit() takes both
+def test_list_numbers_are_ascii_digits(digit, tmp_path):
+    root = make_named_list(tmp_path / "list")
+    train = root / "train.txt"
+    lines = train.read_text().splitlines()
+    lines[1] = f"frames/clip1 12 {digit}"
+    lines[2] = f"frames/clip2 1{digit} 0"
+    train.write_text("\n".join(lines))
+    with pytest.raises(DataError, match=rf"train.txt:2: label '{digit}' is not in 0..2 \(.*classes.txt\)"):
+        opened("named_list", root)
+    source = opened("named_list", root, on_error="skip")
+    assert [where.rsplit(":", 1)[1] for where, _ in source.skipped] == ["2", "3"] and len(source) == 2
+    assert "expected '<path> <num_frames> <label>'" in source.skipped[1][1]
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("3", "expected '<index> <class>' with an integer index"),
+        ("x Basketball", "expected '<index> <class>'"),
+        ("\u0663 Basketball", "expected '<index> <class>'"),
+        ("2 Basketball", "index 2 is already used at .*classInd.txt:2"),
+        ("3 applyeyemakeup", "class 'applyeyemakeup' is already named at .*classInd.txt:1"),
+    ],
+)
+def test_ucf101_class_index_lines(line, reason, tmp_path):
+    root = make_ucf101(tmp_path / "ucf")
+    append(root / "ucfTrainTestlist" / "classInd.txt", f"{line}\n")
+    for on_error in ("raise", "skip"):  # the class list is never partly read
+        with pytest.raises(DataError, match=rf"classInd.txt:3: {reason}"):
+            UCF101(root, "train", on_error=on_error)
+
+
+@pytest.mark.parametrize(
+    ("labels", "where", "reason"),
+    [
+        ('{"a": "0",', ":1", r"invalid JSON: Expecting property name enclosed in double quotes \(column 11\)"),
+        ('{"a": "0", "b": "x"}', " entry 2", "index 'x' of 'b' is not an integer"),
+        ('{"a": "0", "b": "\u0661"}', " entry 2", "index '\u0661' of 'b' is not an integer"),
+        ('{"a": "0", "b": 1.5}', " entry 2", "index 1.5 of 'b' is not an integer"),
+        ('{"a": "0", "a": "1"}', "", "key 'a' appears twice in one object"),
+        ('["a"]', "", "expected a JSON object of class -> index, got list"),
+        ('{"a": "0", "b": "2"}', "", r"indices are not 0..1"),
+        (
+            '{"Moving [something] 0 times": "0", "moving something  0 Times": "1"}',
+            " entry 2",
+            "class 'moving something  0 Times' is already named at .*labels.json entry 1",
+        ),
+    ],
+)
+def test_sthv2_labels_json(labels, where, reason, tmp_path):
+    root = make_sthv2(tmp_path / "sthv2")
+    (root / "something-something-v2-labels.json").write_text(labels)
+    with pytest.raises(DataError, match=rf"labels.json{where}: {reason}"):
+        SomethingV2(root, "train", on_error="skip")
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ("[1, 2]", 'expected an object with an "id"'),
+        ('{"template": "Moving something 0 times"}', 'expected an object with an "id"'),
+        ('{"id": "14", "template": 7}', "template 7 is not a string"),
+    ],
+)
+def test_sthv2_entries(entry, reason, tmp_path):
+    root = make_sthv2(tmp_path / "sthv2")
+    path = root / "something-something-v2-train.json"
+    path.write_text(path.read_text()[:-1] + f", {entry}]")
+    with pytest.raises(DataError, match=rf"train.json entry 5.*: {reason}"):
+        SomethingV2(root, "train")
+    source = SomethingV2(root, "train", on_error="skip")
+    assert len(source) == 4 and [where for where, _ in source.skipped] == [
+        f"{path} entry 5" + (" (id 14)" if "id" in entry else "")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "reason"),
+    [
+        ('[{"id": "10"}', ":1", "invalid JSON"),
+        ('{"id": "10"}', "", "expected a JSON list of entries, got dict"),
+        ("[" * 100_000, "", "invalid JSON: maximum recursion depth"),
+    ],
+)
+def test_sthv2_split_json(text, where, reason, tmp_path):
+    root = make_sthv2(tmp_path / "sthv2")
+    (root / "something-something-v2-train.json").write_text(text)
+    with pytest.raises(DataError, match=rf"train.json{where}: {reason}"):
+        SomethingV2(root, "train", on_error="skip")
+
+
+@pytest.mark.parametrize(
+    ("name", "classes", "file", "twice"),
+    [
+        ("jester", ("Thumb Up", "Stop Sign", "No gesture", "Stop Sign"), "jester-v1-labels.csv", (2, 4)),
+        ("named_list", ("walk", "run", "walk"), "classes.txt", (1, 3)),
+    ],
+)
+def test_a_class_named_twice_is_refused_at_its_second_line(name, classes, file, twice, tmp_path):
+    root = SOURCES[name][0](tmp_path / name, classes=classes)
+    first, second = twice
+    for on_error in ("raise", "skip"):
+        with pytest.raises(
+            DataError, match=rf"{file}:{second}: class '{classes[-1]}' is already named at .*{file}:{first}"
+        ):
+            opened(name, root, on_error=on_error)
+
+
+@pytest.mark.parametrize(
+    ("split", "header", "lacks"),
+    [
+        ("train", "youtube_id,time_start,time_end,split", "label"),
+        ("val", "label,youtube_id,time_end,split", "time_start"),
+        ("train", "", "label,time_end,time_start,youtube_id"),
+    ],
+)
+def test_kinetics_csv_without_its_header(split, header, lacks, tmp_path):
+    root = make_kinetics(tmp_path / "k400")
+    path = root / "annotations" / ("train.csv" if split == "train" else "validate.csv")
+    rows = path.read_text().splitlines()[1:]
+    path.write_text("\n".join([header, *rows] if header else []))
+    with pytest.raises(DataError, match=rf"{path.name}:1: header .* lacks {lacks}"):
+        Kinetics400(root, split)
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("abseiling,train0000009,\u0661\u0660,20,train", "malformed row"),  # Arabic-Indic 10
+        ("abseiling,train0000009,inf,20,train", "malformed row"),
+        ("abseiling,train0000009,0,10", "malformed row"),  # a field short
+        ("abseiling,train0000009,0,10,train,extra", "malformed row"),
+        (",train0000009,0,10,train", "no label in a train row"),
+        ('abseiling,"train0000009', "malformed row"),  # a quote left open swallows the rest
+    ],
+)
+def test_kinetics_rows(row, reason, tmp_path):
+    root = make_kinetics(tmp_path / "k400")
+    path = append(root / "annotations" / "train.csv", f"{row}\n")
+    with pytest.raises(DataError, match=rf"train.csv:9: {reason}"):
+        Kinetics400(root, "train")
+    source = Kinetics400(root, "train", on_error="skip")
+    assert len(source) == 6 and [where for where, _ in source.skipped] == [f"{path}:9"]
+
+
+def test_frames_too_small_to_crop_are_skipped_in_training(tmp_path):
+    root = make_jester(tmp_path / "jester")
+    folder = root / "20bn-jester-v1" / "1"
+    for frame in folder.iterdir():
+        Image.new("RGB", (1, 1)).save(frame)
+    data = datamodule(lambda split: Jester(root, split, frames=True), 27, tmp_path, "skip")
+    item = data.dataset("train")[0]
+    assert isinstance(item, Skipped) and item.path == str(folder) and "frames of 1x1 pixels" in item.reason
+    data = datamodule(lambda split: Jester(root, split, frames=True), 27, tmp_path, "raise")
+    with pytest.raises(DataError, match=r"20bn-jester-v1/1: frames of 1x1 pixels"):
+        data.dataset("train")[0]
+
+
+def test_a_split_with_nothing_usable_names_its_file_and_the_first_skip(tmp_path):
+    root = make_jester(tmp_path / "jester")
+    path = root / "jester-v1-validation.csv"
+    path.write_text("5;Flying Kites\n6;Flying Kites\n")
+    with pytest.raises(
+        DataError, match=rf"validation.csv: jester val .* no usable samples; 2 skipped, the first {path}:1"
+    ):
+        Jester(root, "val", frames=True, on_error="skip")
+
+
+def test_inferred_class_count_is_bounded(tmp_path):
+    root = make_named_list(tmp_path / "list")
+    append(root / "train.txt", "frames/clip0 12 123456789012\n")
+    with pytest.raises(DataError, match=r"train.txt:5: label 123456789012 would make over 100000 classes"):
+        Custom(root, "val", frames=True)

@@ -7,9 +7,11 @@ rest (videos or frame folders, frame counts, the ``on_error`` policy for annotat
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,9 +91,11 @@ class VideoSource:
         self.skipped: list[tuple[str, str]] = []
         self.classes: tuple[str, ...] = ()
         self.classes_from = ""  # the file (or setting) the classes are read from, for messages
+        self.samples_from: str | os.PathLike = self.root  # the file (or folder) of the split's samples, for messages
         self.samples = self.load()
         if not self.samples:
-            raise ValueError(f"{self.name} {split} ({self.part!r}) under {self.root} has no usable samples")
+            first = f"; {len(self.skipped)} skipped, the first {': '.join(self.skipped[0])}" if self.skipped else ""
+            raise DataError(self.samples_from, f"{self.name} {split} ({self.part!r}) has no usable samples{first}")
         self._frame_counts: dict[int, int] = {}
 
     def load(self) -> list[Sample]:
@@ -155,10 +159,9 @@ class VideoSource:
 
     def lines(self, path: Path) -> Iterator[tuple[str, str]]:
         """``(where, text)`` of the non-empty lines of an annotation file, ``where`` being ``file:line``."""
-        with open(path, encoding="utf-8") as file:
-            for number, line in enumerate(file, 1):
-                if line.strip():
-                    yield f"{path}:{number}", line.strip()
+        for number, line in enumerate(io.StringIO(read_text(path), newline=None), 1):
+            if line.strip():
+                yield f"{path}:{number}", line.strip()
 
     def reject(self, where: str, reason: str) -> None:
         """An unusable annotation entry: raise under ``on_error=raise``, else remember it as skipped."""
@@ -170,8 +173,63 @@ class VideoSource:
         """The index of class ``name`` (looked up as ``key``, default ``name``), or None after :meth:`reject`."""
         index = lookup.get(name if key is None else key)
         if index is None:
-            self.reject(where, f"label {name!r} is not a class of {self.name}")
+            self.reject(where, f"label {name!r} is not a class of {self.name} (classes from {self.classes_from})")
         return index
+
+
+def read_text(path: Path) -> str:
+    """An annotation file's text: UTF-8, with or without a byte-order mark; other bytes are a
+    :class:`DataError` at their line."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}", f"not UTF-8 text ({err.reason} at byte {err.start})") from err
+
+
+def read_json(path: Path) -> Any:
+    """An annotation file's JSON (UTF-8, see :func:`read_text`); invalid JSON, or an object with a key
+    twice (which JSON readers settle by keeping either), is a :class:`DataError`."""
+    try:
+        return json.loads(read_text(path), object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}", f"invalid JSON: {err.msg} (column {err.colno})") from err
+    except (ValueError, RecursionError) as err:  # a number of over 4300 digits, arrays nested too deep
+        raise DataError(path, f"invalid JSON: {err}") from err
+    except _RepeatedKey as err:
+        raise DataError(path, f"key {err.args[0]!r} appears twice in one object") from err
+
+
+class _RepeatedKey(Exception):
+    """A JSON object's key seen twice (``args[0]``)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _RepeatedKey(key)
+        found[key] = value
+    return found
+
+
+def plain_int(text: str) -> int | None:
+    """``text`` as a non-negative integer if it is 1 to 18 ASCII digits, else None: ``str.isdigit``
+    also takes ``'²'`` and ``'٣'``, and ``int`` refuses over 4300 digits."""
+    return int(text) if 0 < len(text) <= 18 and text.isascii() and text.isdigit() else None
+
+
+def unique_classes(named: Iterable[tuple[str, str]], key: Callable[[str], str] = str) -> tuple[str, ...]:
+    """The class names of ``(where, name)`` pairs in their order; a name met twice (compared as ``key``)
+    is a :class:`DataError` at its second ``where``."""
+    first: dict[str, str] = {}
+    names = []
+    for where, name in named:
+        if key(name) in first:
+            raise DataError(where, f"class {name!r} is already named at {first[key(name)]}")
+        first[key(name)] = where
+        names.append(name)
+    return tuple(names)
 
 
 class ThreeFoldSource(VideoSource):

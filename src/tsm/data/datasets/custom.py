@@ -17,14 +17,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tsm.data.datasets.base import Sample, VideoSource
-from tsm.data.decode import VIDEO_SUFFIXES
+from tsm.data.datasets.base import Sample, VideoSource, plain_int, unique_classes
+from tsm.data.decode import VIDEO_SUFFIXES, DataError
 
 FORMATS = ("list", "tree")
 DEFAULT_SPLITS = {
     "list": {"train": "train.txt", "val": "val.txt", "test": "val.txt"},
     "tree": {"train": "train", "val": "val", "test": "val"},
 }
+MAX_INFERRED_CLASSES = 100_000  # classes counted from the labels: a stray huge label is not a billion classes
 
 
 class Custom(VideoSource):
@@ -58,29 +59,34 @@ class Custom(VideoSource):
         """The class names of list data, from ``class_names``, ``num_classes`` or the train list's labels."""
         if self.class_names:
             self.classes_from = str(self.annotation(self.class_names))
-            return tuple(text for _, text in self.lines(Path(self.classes_from)))
+            return unique_classes(self.lines(Path(self.classes_from)))
         if self.num_classes:
             self.classes_from = "data.num_classes"
             return tuple(str(i) for i in range(self.num_classes))
         train = self.annotation(self.splits["train"], split="train")
         self.classes_from = f"the labels of {train}"
-        labels = [text.rsplit(maxsplit=1)[-1] for _, text in self.lines(train)]
-        return tuple(str(i) for i in range(max((int(x) + 1 for x in labels if x.isdigit()), default=0)))
+        labels = ((plain_int(text.rsplit(maxsplit=1)[-1]), where) for where, text in self.lines(train))
+        top, where = max(((label, where) for label, where in labels if label is not None), default=(-1, ""))
+        if top >= MAX_INFERRED_CLASSES:
+            raise DataError(where, f"label {top} would make over {MAX_INFERRED_CLASSES} classes: set data.num_classes")
+        return tuple(str(i) for i in range(top + 1))
 
     def _load_list(self) -> list[Sample]:
         self.classes = self._list_classes()
+        self.samples_from = self.annotation(self.part, split=self.split)
         samples = []
-        for where, text in self.lines(self.annotation(self.part, split=self.split)):
+        for where, text in self.lines(self.samples_from):
             parts = text.rsplit(maxsplit=2)
-            if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) < 1:
+            frames = plain_int(parts[1]) if len(parts) == 3 else None
+            if not frames:
                 self.reject(where, "expected '<path> <num_frames> <label>' with num_frames >= 1")
                 continue
-            path, frames, label = parts
-            if not label.isdigit() or int(label) >= len(self.classes):
-                self.reject(where, f"label {label!r} is not in 0..{len(self.classes) - 1}")
+            label = plain_int(parts[2])
+            if label is None or label >= len(self.classes):
+                self.reject(where, f"label {parts[2]!r} is not in 0..{len(self.classes) - 1} ({self.classes_from})")
                 continue
-            media = Path(path) if Path(path).is_absolute() else self.root / path
-            samples.append(Sample(path, media, int(label), int(frames)))
+            media = Path(parts[0]) if Path(parts[0]).is_absolute() else self.root / parts[0]
+            samples.append(Sample(parts[0], media, label, frames))
         return samples
 
     def _load_tree(self) -> list[Sample]:
@@ -90,6 +96,7 @@ class Custom(VideoSource):
                 raise FileNotFoundError(f"custom tree data: no folder {folders[split]}; {self.split_hint(split)}")
         self.classes = tuple(sorted(entry.name for entry in os.scandir(folders["train"]) if entry.is_dir()))
         self.classes_from = str(folders["train"])
+        self.samples_from = folders[self.split]
         lookup = {name: i for i, name in enumerate(self.classes)}
         samples = []
         for class_dir in sorted(os.scandir(folders[self.split]), key=lambda entry: entry.name):

@@ -28,7 +28,7 @@ class HMDB51(ThreeFoldSource):
         suffix = f"_test_split{self.fold}.txt"
         folder = self.root / SPLITS_DIR
         files = sorted(folder.glob(f"*{suffix}")) if folder.is_dir() else []
-        self.classes_from = f"{folder}/*{suffix}"
+        self.classes_from = self.samples_from = f"{folder}/*{suffix}"
         if not files:
             raise FileNotFoundError(
                 f"{self.name}: no {SPLITS_DIR}/<class>{suffix} under {self.root}; {self.split_hint(self.split)}"
@@ -38,8 +38,8 @@ class HMDB51(ThreeFoldSource):
         for label, (name, path) in enumerate(zip(self.classes, files, strict=True)):
             for where, text in self.lines(path):
                 video, _, flag = text.rpartition(" ")
-                if flag not in ("0", "1", "2"):
-                    self.reject(where, f"split flag {flag!r} is not 0, 1 or 2")
+                if not video or flag not in ("0", "1", "2"):
+                    self.reject(where, f"expected '<video> <flag>' with flag 0, 1 or 2, got {text!r}")
                 elif flag == FLAGS[self.part]:
                     samples.append(Sample(Path(video).stem, self.media_path(f"{VIDEOS_DIR}/{name}/{video}"), label))
         return samples

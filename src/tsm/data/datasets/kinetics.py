@@ -10,18 +10,30 @@ and the videos ``<youtube_id>_<time_start:06d>_<time_end:06d>.mp4`` in ``train/`
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import re
 from pathlib import Path
 
-from tsm.data.datasets.base import Sample, VideoSource
-from tsm.data.decode import VIDEO_SUFFIXES
+from tsm.data.datasets.base import Sample, VideoSource, read_text
+from tsm.data.decode import VIDEO_SUFFIXES, DataError
 
 log = logging.getLogger(__name__)
 # Publisher split name -> the names its CSV and video folder go by in the various copies.
 ALIASES = {"val": ("val", "validate"), "validate": ("val", "validate")}
 CLIP_NAME = re.compile(r".+_\d{6}_\d{6}\Z")
+COLUMNS = {"youtube_id", "time_start", "time_end"}  # of every CSV; the train CSV (the classes) also needs label
+SECONDS = re.compile(r"([0-9]{1,9})(\.[0-9]*)?")  # a time: ASCII digits, whole seconds kept
+
+
+def clip_key(row: dict[str | None, str | None]) -> str | None:
+    """The clip name ``<youtube_id>_<start:06d>_<end:06d>`` of a CSV row; None if the row has fewer or
+    more fields than the header, no youtube_id, or times that are not non-negative numbers."""
+    if None in row or None in row.values() or not row["youtube_id"]:
+        return None
+    start, end = (SECONDS.fullmatch(row[column]) for column in ("time_start", "time_end"))
+    return f"{row['youtube_id']}_{int(start[1]):06d}_{int(end[1]):06d}" if start and end else None
 
 
 class Kinetics400(VideoSource):
@@ -33,17 +45,19 @@ class Kinetics400(VideoSource):
 
     def load(self) -> list[Sample]:
         names = ALIASES.get(self.part, (self.part,))
-        path, rows = self._rows(self.split)
-        self.classes_from, train_rows = (path, rows) if self.split == "train" else self._rows("train")
+        self.samples_from, rows = self._rows(self.split)
+        self.classes_from, train_rows = (self.samples_from, rows) if self.split == "train" else self._rows("train")
         self.classes = tuple(sorted({row["label"] for _, row in train_rows if row.get("label")}))
         lookup = {name: i for i, name in enumerate(self.classes)}
         found = self._scan(names)
         samples, self.missing = [], []
         for where, row in rows:
-            try:
-                key = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
-            except (TypeError, ValueError):
+            key = clip_key(row)
+            if key is None:
                 self.reject(where, f"malformed row {row}")
+                continue
+            if self.split == "train" and not row["label"]:
+                self.reject(where, "no label in a train row")
                 continue
             label = self.class_index(row["label"], lookup, where) if row.get("label") else -1
             if label is None:
@@ -64,11 +78,15 @@ class Kinetics400(VideoSource):
         names = ALIASES.get(self.splits[split], (self.splits[split],))
         candidates = (f"{folder}{name}.csv" for name in names for folder in ("annotations/", ""))
         path = self.annotation(*candidates, split=split)
-        with open(path, encoding="utf-8", newline="") as file:
-            reader = csv.DictReader(file)
-            if not {"youtube_id", "time_start", "time_end"} <= set(reader.fieldnames or ()):
-                raise ValueError(f"{path}: header {reader.fieldnames} lacks youtube_id,time_start,time_end")
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+        try:
+            missing = (COLUMNS | ({"label"} if split == "train" else set())) - set(reader.fieldnames or ())
+            if missing:
+                where = f"{path}:{max(reader.line_num, 1)}"
+                raise DataError(where, f"header {reader.fieldnames} lacks {','.join(sorted(missing))}")
             return str(path), [(f"{path}:{reader.line_num}", row) for row in reader]
+        except csv.Error as err:
+            raise DataError(f"{path}:{reader.line_num}", f"malformed CSV: {err}") from err
 
     def _scan(self, names: tuple[str, ...]) -> dict[str, Path]:
         """Clip name -> video (or frame folder) in the split's folder, flat or one class folder down."""

@@ -8,10 +8,11 @@ Under root: ``something-something-v2-labels.json`` (``{"<class>": "<index>"}``),
 
 from __future__ import annotations
 
-import json
 import re
+from pathlib import Path
 
-from tsm.data.datasets.base import Sample, VideoSource, flip_labels
+from tsm.data.datasets.base import Sample, VideoSource, flip_labels, plain_int, read_json, unique_classes
+from tsm.errors import DataError
 
 PREFIX = "something-something-v2"
 VIDEOS_DIR = "20bn-something-something-v2"
@@ -39,26 +40,47 @@ class SomethingV2(VideoSource):
 
     def load(self) -> list[Sample]:
         labels_file = self.annotation(f"{PREFIX}-labels.json")
-        with open(labels_file, encoding="utf-8") as file:
-            indices = {name: int(index) for name, index in json.load(file).items()}
-        self.classes = tuple(sorted(indices, key=indices.__getitem__))
+        self.classes = self._classes(labels_file)
         self.classes_from = str(labels_file)
-        if sorted(indices.values()) != list(range(len(indices))):
-            raise ValueError(f"{labels_file}: indices are not 0..{len(indices) - 1}")
         self.flip_label_map, self.no_flip_classes = flip_labels(self.classes, FLIP_PAIRS, key=class_key)
-        lookup = {class_key(name): index for name, index in indices.items()}
-        path = self.annotation(f"{PREFIX}-{self.part}.json", split=self.split)
-        with open(path, encoding="utf-8") as file:
-            entries = json.load(file)
+        lookup = {class_key(name): index for index, name in enumerate(self.classes)}
+        path = self.samples_from = self.annotation(f"{PREFIX}-{self.part}.json", split=self.split)
+        entries = read_json(path)
+        if not isinstance(entries, list):
+            raise DataError(path, f"expected a JSON list of entries, got {type(entries).__name__}")
         samples = []
         for number, entry in enumerate(entries, 1):
+            where = f"{path} entry {number}"
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), (str, int)):
+                self.reject(where, 'expected an object with an "id" (string or number)')
+                continue
             video_id = str(entry["id"])
-            where = f"{path} entry {number} (id {video_id})"
+            where += f" (id {video_id})"
+            template = entry.get("template", "")
             if self.part == "test":
                 label = -1
-            else:
-                template = entry.get("template", "")
+            elif isinstance(template, str):
                 label = self.class_index(template, lookup, where, key=class_key(template))
+            else:
+                self.reject(where, f"template {template!r} is not a string")
+                continue
             if label is not None:
                 samples.append(Sample(video_id, self.media_path(f"{VIDEOS_DIR}/{video_id}.webm"), label))
         return samples
+
+    def _classes(self, labels_file: Path) -> tuple[str, ...]:
+        """The class names of the labels JSON (``{"<class>": "<index>"}``) in label order: indices 0..N-1,
+        each name once (compared as :func:`class_key`, as templates are)."""
+        labels = read_json(labels_file)
+        if not isinstance(labels, dict):
+            raise DataError(labels_file, f"expected a JSON object of class -> index, got {type(labels).__name__}")
+        numbered: dict[int, tuple[str, str]] = {}
+        for number, (name, index) in enumerate(labels.items(), 1):
+            where = f"{labels_file} entry {number}"
+            label = index if type(index) is int else plain_int(index) if isinstance(index, str) else None
+            if label is None:
+                raise DataError(where, f"index {index!r} of {name!r} is not an integer")
+            numbered[label] = (where, name)
+        if sorted(numbered) != list(range(len(labels))):
+            raise DataError(labels_file, f"indices are not 0..{len(labels) - 1}")
+        return unique_classes((numbered[i] for i in range(len(labels))), key=class_key)

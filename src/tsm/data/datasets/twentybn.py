@@ -7,7 +7,7 @@ Under root: ``<prefix>-labels.csv`` (one class name a line, in label order),
 
 from __future__ import annotations
 
-from tsm.data.datasets.base import Sample, VideoSource, flip_labels
+from tsm.data.datasets.base import Sample, VideoSource, flip_labels, unique_classes
 
 
 class TwentyBNCsv(VideoSource):
@@ -20,11 +20,12 @@ class TwentyBNCsv(VideoSource):
 
     def load(self) -> list[Sample]:
         labels_file = self.annotation(f"{self.prefix}-labels.csv")
-        self.classes = tuple(text for _, text in self.lines(labels_file))
+        self.classes = unique_classes(self.lines(labels_file))
         self.classes_from = str(labels_file)
         lookup = {name: i for i, name in enumerate(self.classes)}
+        self.samples_from = self.annotation(f"{self.prefix}-{self.part}.csv", split=self.split)
         samples = []
-        for where, text in self.lines(self.annotation(f"{self.prefix}-{self.part}.csv", split=self.split)):
+        for where, text in self.lines(self.samples_from):
             video_id, labelled, name = text.partition(";")
             label = self.class_index(name, lookup, where) if labelled or self.part != "test" else -1
             if label is not None:
