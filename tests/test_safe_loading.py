@@ -1,4 +1,5 @@
-"""Weights files are untrusted: a pickle that runs code when unpickled is refused by every entry point."""
+"""Weights files are untrusted: a pickle that runs code when unpickled is refused by every entry point, and
+a file that is no torch.save archive at all is a DataError naming it and its role."""
 
 import os
 import subprocess
@@ -11,10 +12,11 @@ from conftest import TINY, compose_train
 
 from tsm.distill.cache import load_or_build
 from tsm.distill.teacher import load_teacher
+from tsm.errors import DataError
 from tsm.models import build_recognizer
 from tsm.models.checkpoints import load_recognizer
 from tsm.models.i3d import load_i3d
-from tsm.models.loading import UnsafeFileError
+from tsm.models.loading import UnsafeFileError, safe_load
 from tsm.models.official import load_official_tsm
 from tsm.training.module import TSMLitModule
 from tsm.training.task import train
@@ -93,6 +95,18 @@ def test_training_resume_and_eval_refuse_the_payload(evil_ckpt, marker, tmp_path
         data = [o for o in TINY if o.startswith("data.")]
         evaluate(compose_train([f"ckpt_path={evil_ckpt}", *data], tmp_path, "eval"))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", ["empty", "text", "truncated", "zip"])
+def test_a_file_that_is_no_torch_save_archive_says_so(content, tmp_path):
+    path = tmp_path / "teacher.ckpt"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(4, 4)}}, path)
+    whole = path.read_bytes()
+    data = {"empty": b"", "text": b"not a checkpoint", "truncated": whole[: len(whole) // 2], "zip": whole[:-30]}
+    path.write_bytes(data[content])
+    with pytest.raises(DataError, match="model.distill.teacher_ckpt is not a readable torch.save file") as error:
+        safe_load(path, "model.distill.teacher_ckpt")
+    assert error.value.path == str(path)
 
 
 @pytest.mark.slow

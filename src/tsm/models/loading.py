@@ -15,15 +15,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from tsm.errors import UnsafeFileError
+from tsm.errors import DataError, UnsafeFileError
+
+# How a torch.save file begins: a zip archive (PyTorch >= 1.6), or a pickle's protocol opcode (older files).
+TORCH_SAVE_STARTS = (b"PK\x03\x04", b"\x80")
 
 
 def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
     """The content of a ``torch.save`` file, read with ``weights_only=True``; ``what`` names the file's
-    role (a config key) in errors. Raises :class:`UnsafeFileError` rather than unpickle arbitrary objects."""
+    role (a config key) in errors. Raises :class:`UnsafeFileError` rather than unpickle arbitrary objects,
+    and :class:`DataError` for a file that is not a ``torch.save`` archive (empty, truncated, other bytes)."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{what}: no such file {file}")
+    with open(file, "rb") as stream:
+        if not stream.read(4).startswith(TORCH_SAVE_STARTS):
+            raise DataError(file, f"{what} is not a readable torch.save file (neither a zip archive nor a pickle)")
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -35,6 +42,9 @@ def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
             "timm, the TSM release and the I3D port need no such objects; if you trust this one, load it yourself "
             "with torch.load(..., weights_only=False) and save its tensors as a plain state dict."
         ) from error
+    except Exception as error:  # EOFError, RuntimeError (zip), KeyError, ...: what torch.load makes of other bytes
+        why = str(error).split("\n", 1)[0]
+        raise DataError(file, f"{what} is not a readable torch.save file ({type(error).__name__}: {why})") from error
 
 
 def load_backbone_file(net: nn.Module, path: str | Path) -> None:
