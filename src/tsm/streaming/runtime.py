@@ -19,7 +19,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from tsm.errors import DataError
+
 INFO_KEY = "tsm_info"
+BUFFERS_KEY = "tsm_buffers"
 
 
 def ort_session(path: str | Path) -> ort.InferenceSession:
@@ -27,19 +30,38 @@ def ort_session(path: str | Path) -> ort.InferenceSession:
     from whatever runs next (PyTorch, in a benchmark that alternates the two)."""
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime's errors share no base class but Exception
+        raise DataError(path, f"onnxruntime cannot load it: {error}") from error
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file as a dict (reads the graph, not the weights; needs ``onnx``)."""
     import onnx  # not needed to run a file: a device with onnxruntime alone can still import this module
+    from google.protobuf.message import DecodeError
 
-    return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except DecodeError as err:
+        raise DataError(path, f"not an ONNX file: {err}") from err
+    return {entry.key: entry.value for entry in model.metadata_props}
+
+
+def metadata_json(metadata: Mapping[str, str], key: str, path: str | Path) -> Any:
+    """The JSON value of metadata ``key``; a missing key or invalid JSON is a :class:`DataError` naming the file
+    and the key."""
+    if key not in metadata:
+        raise DataError(path, f"no metadata {key}")
+    try:
+        return json.loads(metadata[key])
+    except (ValueError, RecursionError) as err:
+        raise DataError(path, f"metadata {key} is not valid JSON: {err}") from err
 
 
 def buffer_zeros(metadata: Mapping[str, str], batch: int) -> dict[str, np.ndarray]:
     """Zeroed stream buffers for ``batch`` streams from a stream file's metadata (its ``tsm_buffers``)."""
-    spec = json.loads(metadata["tsm_buffers"])
+    spec = json.loads(metadata[BUFFERS_KEY])
     return {b["name"]: np.zeros([batch, *b["shape"][1:]], dtype=np.float32) for b in spec}
 
 
@@ -50,7 +72,54 @@ def model_info(metadata: Mapping[str, str], path: str | Path) -> dict[str, Any]:
             f"{path} has no {INFO_KEY} metadata (class names, input size, normalisation): export it again "
             "with src/export.py from its checkpoint"
         )
-    return json.loads(metadata[INFO_KEY])
+    info = metadata_json(metadata, INFO_KEY, path)
+    if not isinstance(info, dict):
+        raise DataError(path, f"metadata {INFO_KEY} is not a JSON object")
+    return info
+
+
+Node = tuple[str, list]  # a graph input's or output's name and shape (ints, dimension names or None)
+
+
+def stream_graph(session: ort.InferenceSession, path: str | Path) -> tuple[dict[str, str], list[Node], list[Node]]:
+    """A session's metadata and the ``(name, shape)`` of its inputs and of its outputs, each at least one (a
+    frame in, logits out). Names or metadata that are not UTF-8, which onnxruntime loads and Python cannot
+    read, and a graph without inputs or outputs are a :class:`DataError`."""
+    try:
+        metadata = session.get_modelmeta().custom_metadata_map
+        inputs, outputs = (
+            [(node.name, node.shape) for node in nodes] for nodes in (session.get_inputs(), session.get_outputs())
+        )
+    except UnicodeDecodeError as err:
+        raise DataError(path, f"names or metadata that are not UTF-8 text: {err}") from err
+    if not inputs or not outputs:
+        raise DataError(path, f"the graph has {len(inputs)} inputs and {len(outputs)} outputs")
+    return metadata, inputs, outputs
+
+
+def fixed_shape(node: Node, path: str | Path) -> list[int]:
+    """A graph input's or output's shape without the batch; a size that is not fixed is a :class:`DataError`."""
+    name, shape = node
+    if not all(type(size) is int for size in shape[1:]):
+        raise DataError(path, f"graph {name!r} has no fixed shape after the batch: {shape}")
+    return shape[1:]
+
+
+def buffer_shapes(
+    metadata: Mapping[str, str], inputs: list[Node], outputs: list[Node], path: str | Path
+) -> list[list[int]]:
+    """The shapes (without the batch) of a stream file's buffer ``inputs``, which its buffer ``outputs`` and
+    its ``tsm_buffers`` must state too: crafted metadata cannot decide how much memory the runner allocates."""
+    graph = [[node[0], fixed_shape(node, path)] for node in inputs]
+    try:
+        declared = [[b["name"], b["shape"][1:]] for b in metadata_json(metadata, BUFFERS_KEY, path)]
+    except (TypeError, KeyError) as err:
+        raise DataError(path, f"metadata {BUFFERS_KEY} is not a list of {{name, shape}} objects") from err
+    if declared != graph:
+        raise DataError(path, f"metadata {BUFFERS_KEY} does not match the graph's buffer inputs {graph}")
+    if [fixed_shape(node, path) for node in outputs] != [shape for _, shape in graph]:
+        raise DataError(path, f"the graph's buffer outputs {[name for name, _ in outputs]} do not match its inputs")
+    return [shape for _, shape in graph]
 
 
 class OnnxStreamSession:
@@ -61,28 +130,26 @@ class OnnxStreamSession:
 
     def __init__(self, path: str | Path, batch: int = 1) -> None:
         self.session = ort_session(path)
-        metadata = self.session.get_modelmeta().custom_metadata_map
+        metadata, (frame_input, *buffer_inputs), (logits_output, *buffer_outputs) = stream_graph(self.session, path)
         if metadata.get("tsm_mode") != "stream":
             raise ValueError(f"{path} is not a stream-mode export (tsm_mode={metadata.get('tsm_mode')!r})")
         self.info = model_info(metadata, path)
         self.precision = metadata.get("tsm_precision", "fp32")  # fp16 and int8 files take float32 frames too
         self.batch = batch
-        frame_input, *buffer_inputs = self.session.get_inputs()
-        logits_output, *buffer_outputs = self.session.get_outputs()
-        zeros = buffer_zeros(metadata, batch)
-        self._shapes = [zeros[b.name].shape for b in buffer_inputs]
-        self._frame = ort.OrtValue.ortvalue_from_numpy(np.zeros([batch, *frame_input.shape[1:]], np.float32))
-        self._logits = ort.OrtValue.ortvalue_from_numpy(np.zeros([batch, logits_output.shape[1]], np.float32))
+        self._shapes = [[batch, *shape] for shape in buffer_shapes(metadata, buffer_inputs, buffer_outputs, path)]
+        frame, logits = ([batch, *fixed_shape(node, path)] for node in (frame_input, logits_output))
+        self._frame = ort.OrtValue.ortvalue_from_numpy(np.zeros(frame, np.float32))
+        self._logits = ort.OrtValue.ortvalue_from_numpy(np.zeros(logits, np.float32))
         self._sets = [self._zeros(), self._zeros()]  # buffers read by the next step, and written by it
         self._bindings = []
         for source, target in ((0, 1), (1, 0)):
             binding = self.session.io_binding()
-            binding.bind_ortvalue_input(frame_input.name, self._frame)
-            binding.bind_ortvalue_output(logits_output.name, self._logits)
-            for value, node in zip(self._sets[source], buffer_inputs, strict=True):
-                binding.bind_ortvalue_input(node.name, value)
-            for value, node in zip(self._sets[target], buffer_outputs, strict=True):
-                binding.bind_ortvalue_output(node.name, value)
+            binding.bind_ortvalue_input(frame_input[0], self._frame)
+            binding.bind_ortvalue_output(logits_output[0], self._logits)
+            for value, (name, _) in zip(self._sets[source], buffer_inputs, strict=True):
+                binding.bind_ortvalue_input(name, value)
+            for value, (name, _) in zip(self._sets[target], buffer_outputs, strict=True):
+                binding.bind_ortvalue_output(name, value)
             self._bindings.append(binding)
         self._turn = 0
 
