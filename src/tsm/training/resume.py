@@ -97,12 +97,16 @@ def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrit
         temp.unlink()
     if (run_dir / RUN_RECORD).exists() and (ckpt_path or requeued):
         return  # resuming: the record stays the first attempt's
+    record = json.dumps({**slurm_attempt(), "pid": os.getpid()})
     draft = run_dir / f".{RUN_RECORD}.{os.getpid()}{TEMP_SUFFIX}"
-    write_text_atomic(draft, json.dumps({**slurm_attempt(), "pid": os.getpid()}))
+    write_text_atomic(draft, record)
     try:  # a hard link appears whole and only if the name is free: of two runs started at once, one wins
         os.link(draft, run_dir / RUN_RECORD)
     except FileExistsError:
         raise RunDirInUse(f"{run_dir} was claimed by another run started at the same time") from None
+    except OSError:  # a file system without hard links: an exclusive create (a reader may see it empty)
+        with open(run_dir / RUN_RECORD, "x", encoding="utf-8") as file:
+            file.write(record)
     finally:
         draft.unlink()
 
