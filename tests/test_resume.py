@@ -157,3 +157,17 @@ def test_atomic_files_get_the_mode_open_would_give(tmp_path):
     with atomic_open(tmp_path / "metrics.json", "w") as file:
         file.write("{}")
     assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_readme_quotes_the_reliability_figures():
+    """The README's reliability figures are the kill study's and the fuzz tests' own numbers."""
+    from pathlib import Path
+
+    from test_fuzz_readers import TOTAL_EXAMPLES
+
+    root = Path(__file__).resolve().parents[1]
+    readme = " ".join((root / "README.md").read_text().split())
+    study = json.loads((root / "experiments" / "reliability" / "results.json").read_text())
+    kills = f"Killed {study['kills']} times ({study['kills_during_writes']} during checkpoint writes)"
+    assert kills in readme and study["unreadable_checkpoints"] == 0 and study["max_abs_weight_diff"] == 0
+    assert f"{TOTAL_EXAMPLES:,} arbitrary and edited files per run" in readme
