@@ -20,6 +20,7 @@ from tsm.data.datamodule import ClipDataModule
 from tsm.data.dataset import Skipped
 from tsm.data.recorded import datamodule_from_record
 from tsm.export import to_onnx
+from tsm.files import write_text_atomic
 from tsm.models.checkpoints import DATA_KEY, data_config, load_recognizer
 from tsm.quantize import PRECISIONS, compare, to_fp16, to_int8
 from tsm.streaming.runtime import model_info, read_metadata
@@ -76,7 +77,7 @@ def main(cfg: DictConfig) -> None:
         to_int8(fp32_file, out, clips, {"split": cfg.calibration.split, "checkpoint": str(cfg.ckpt_path)})
     clips, labels = clips_of(data, cfg.compare.split, cfg.compare.clips)
     report = compare(fp32_file, out, clips, labels)
-    out.with_suffix(".report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
     unit = "clip" if cfg.mode == "clip" else "frame"
     rich.print(
         f"{out}: {cfg.precision} beside fp32 on {report['clips']} {cfg.compare.split} clips: "

@@ -16,6 +16,7 @@ values than the export example's, so such a graph is rejected.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from tsm.benchmark import median_ms
+from tsm.files import atomic_open
 from tsm.models.factory import for_deployment
 from tsm.models.patch import TemporalPool
 from tsm.models.recognizer import INFO_DEFAULTS, Recognizer
@@ -127,17 +129,18 @@ def _export(
         # Shape checks in the model read sizes into Python; the verification catches any that matter.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        traced = io.BytesIO()  # the file itself is written once, whole, below
         torch.onnx.export(
             module,
             args,
-            str(path),
+            traced,
             input_names=inputs,
             output_names=outputs,
             dynamic_axes={name: {0: BATCH} for name in inputs + outputs},
             opset_version=opset,
             dynamo=False,
         )
-    proto = onnx.load(str(path))
+    proto = onnx.load_model_from_string(traced.getvalue())
     for value, shape in zip(proto.graph.output, shapes, strict=True):
         # The tracer names sizes it derived from reshapes; all but the batch are fixed by the weights.
         for dim, size in zip(value.type.tensor_type.shape.dim[1:], shape[1:], strict=True):
@@ -145,7 +148,8 @@ def _export(
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
+    with atomic_open(path) as file:
+        onnx.save(proto, file)
 
 
 def _as_tuple(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

@@ -32,7 +32,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
     descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         os.chmod(temp, FILE_MODE)  # mkstemp's 0600 would hide results from the rest of a team
-        with open(descriptor, mode, **kwargs) as file:
+        os.close(descriptor)  # reopened by name: writers such as onnx.save read file.name
+        with open(temp, mode, **kwargs) as file:
             yield file
             file.flush()
             os.fsync(file.fileno())

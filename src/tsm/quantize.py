@@ -33,6 +33,7 @@ import onnx
 import onnxruntime as ort
 
 from tsm.benchmark import median_ms
+from tsm.files import atomic_open
 from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -55,7 +56,8 @@ def to_fp16(source: str | Path, target: str | Path) -> Path:
 
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
     _set_metadata(model, "fp16", {"io": "float32", "compute": "float16"})
-    onnx.save(model, str(target))
+    with atomic_open(target) as file:
+        onnx.save(model, file)
     return Path(target)
 
 
@@ -74,11 +76,11 @@ def to_int8(
     if not clips:
         raise ValueError("int8 calibration needs at least one clip (calibration.clips >= 1)")
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
+        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "quantized.onnx"
         quant_pre_process(str(source), str(prepared))  # shape inference and graph folding, as onnxruntime advises
         quantize_static(
             str(prepared),
-            str(target),
+            str(quantized),
             _Feeds(calibration_feeds(source, clips)),
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
@@ -87,6 +89,7 @@ def to_int8(
             reduce_range=weight_bits == 7,
             calibrate_method=CalibrationMethod.MinMax,
         )
+        model = onnx.load(str(quantized))  # target is written once, whole, below
     settings = {
         "format": "QDQ",
         "activations": "uint8, per tensor",
@@ -95,11 +98,11 @@ def to_int8(
         "clips": len(clips),
         **description,
     }
-    model = onnx.load(str(target))
     model.metadata_props.clear()
     model.metadata_props.extend(onnx.load(str(source), load_external_data=False).metadata_props)
     _set_metadata(model, "int8", settings)
-    onnx.save(model, str(target))
+    with atomic_open(target) as file:
+        onnx.save(model, file)
     return Path(target)
 
 

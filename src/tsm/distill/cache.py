@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from tsm.errors import UnsafeFileError
+from tsm.errors import DataError
 from tsm.files import atomic_open
 from tsm.models.loading import safe_load
 
@@ -76,10 +76,8 @@ def read_cache(path: Path) -> dict[str, Any] | None:
     it is rebuilt. A file holding Python objects is refused (:class:`~tsm.errors.UnsafeFileError`)."""
     try:
         saved = safe_load(path, "model.distill.cache_file")
-    except UnsafeFileError:
-        raise
-    except Exception as error:  # noqa: BLE001 (any reason it cannot be read: reported, then rebuilt)
-        log.warning("teacher logit cache %s cannot be read (%s: %s): rebuilding it", path, type(error).__name__, error)
+    except DataError as error:  # empty, truncated, not a torch.save file (a pickle asking for code raises)
+        log.warning("teacher logit cache %s cannot be read (%s): rebuilding it", path, error.reason)
         return None
     if not isinstance(saved, dict) or not isinstance(saved.get("logits"), torch.Tensor):
         log.warning("teacher logit cache %s holds no logits: rebuilding it", path)

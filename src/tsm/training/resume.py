@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tsm.errors import DataError, UnsafeFileError
+from tsm.errors import DataError
 from tsm.files import TEMP_SUFFIX, stale_temporaries, write_text_atomic
 from tsm.models.checkpoints import is_lightning_checkpoint
 from tsm.models.loading import safe_load
@@ -133,12 +133,8 @@ def newest_readable(folder: Path) -> str | None:
     for path in candidates:
         try:
             state = safe_load(path, "checkpoint")
-        except UnsafeFileError:
-            raise
-        except Exception as error:  # noqa: BLE001 (any reason it cannot be read: it is reported and passed over)
-            log.warning(
-                "%s cannot be read (%s: %s); trying the next newest checkpoint", path, type(error).__name__, error
-            )
+        except DataError as error:  # empty, truncated, not a torch.save file (a pickle asking for code raises)
+            log.warning("%s cannot be read (%s); trying the next newest", path, error.reason)
             continue
         if is_lightning_checkpoint(state) and "state_dict" in state:
             return str(path)
