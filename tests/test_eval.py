@@ -118,3 +118,9 @@ def test_eval_task_honours_on_error_skip(tmp_path):
     assert json.loads((tmp_path / "skip" / "metrics.json").read_text()) == metrics
     with pytest.raises(DataError, match="21.webm"):
         evaluate(compose_train([f"ckpt_path={ckpt}", *data], tmp_path / "raise", config_name="eval"))
+    other = video.with_name("20.webm")
+    other.write_bytes(other.read_bytes()[: other.stat().st_size // 3])
+    with pytest.raises(DataError, match="validation.json: none of its 2 videos could be read"):
+        evaluate(
+            compose_train([f"ckpt_path={ckpt}", *data, "data.on_error=skip"], tmp_path / "all", config_name="eval")
+        )

@@ -158,6 +158,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         where = datamodule.log_dir / SKIPPED_FILE if datamodule.log_dir else "the log"
         log.warning("%d %s videos skipped (data.on_error=skip), listed in %s", skipped, cfg.test.split, where)
     if not len(labels):
-        raise DataError(source.classes_from or cfg.test.split, f"none of the {len(views)} videos could be read")
+        where = getattr(source, "samples_from", None) or f"the {cfg.test.split} split"
+        raise DataError(where, f"none of its {len(views)} videos could be read (see {SKIPPED_FILE})")
     video_ids = [source.video_id(i) for i in indices.tolist()]
     return report(scores, labels, video_ids, source.classes, Path(cfg.paths.output_dir), skipped)
