@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from tsm.data.datamodule import SKIPPED_FILE
 from tsm.data.dataset import MultiViewDataset, collate_skipping
+from tsm.data.transforms import check_crop, scale_for
 from tsm.errors import DataError
 from tsm.files import atomic_open, write_text_atomic
 from tsm.metrics import classification_metrics
@@ -134,13 +135,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(
             f"the checkpoint has {model.num_classes} classes, the {cfg.test.split} data {len(source.classes)}"
         )
+    scale_size = scale_for(cfg.test.crop_size) if cfg.test.scale_size is None else cfg.test.scale_size
+    check_crop(cfg.test.crop_size, scale_size, "test")
     views = MultiViewDataset(
         source,
         num_segments=cfg.data.num_segments,
         num_clips=cfg.test.num_clips,
         num_crops=cfg.test.num_crops,
         crop_size=cfg.test.crop_size,
-        scale_size=cfg.test.scale_size,
+        scale_size=scale_size,
         mean=cfg.data.mean,
         std=cfg.data.std,
         mode=cfg.test.mode,

@@ -22,7 +22,7 @@ from tsm.data.dataset import ClipDataset, collate_skipping
 from tsm.data.decode import check_on_error
 from tsm.data.distributed import eval_sampler
 from tsm.data.sampling import FrameSampler
-from tsm.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
+from tsm.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform, check_crop, scale_for
 from tsm.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ class ClipDataModule(pl.LightningDataModule):
     ``root``, ``frames``, ``frame_template`` and ``split`` (the fold of three-split datasets) are
     the dataset keys users set as ``data.<key>``; the source config interpolates them.
     ``log_dir`` (the run directory) receives ``skipped_samples.txt`` and ``missing_<split>.txt``.
-    ``num_classes`` None (``data.num_classes: null``) takes the count from the train source's labels.
+    ``num_classes`` None (``data.num_classes: null``) takes the count from the train source's labels;
+    ``scale_size`` None resizes frames to :func:`~tsm.data.transforms.scale_for` ``(crop_size)``.
     """
 
     def __init__(
@@ -44,7 +45,7 @@ class ClipDataModule(pl.LightningDataModule):
         num_classes: int | None = None,
         num_segments: int = 8,
         crop_size: int = 224,
-        scale_size: int = 256,
+        scale_size: int | None = None,
         batch_size: int = 8,
         num_workers: int = 0,
         root: str | None = None,
@@ -79,7 +80,8 @@ class ClipDataModule(pl.LightningDataModule):
         view = dict(teacher_view or {})
         self.teacher_sampler = FrameSampler(view.pop("num_frames"), **view) if view else None
         self.crop_size = crop_size
-        self.scale_size = scale_size
+        self.scale_size = scale_for(crop_size) if scale_size is None else scale_size
+        check_crop(crop_size, self.scale_size)
         self.augment = dict(augment or {})
         self.norm = {"mean": tuple(mean), "std": tuple(std)}
         self.datasets: dict[str, ClipDataset] = {}

@@ -19,6 +19,20 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_COUNTS = (1, 3, 10)
 
 
+def scale_for(crop_size: int) -> int:
+    """The short side a frame is resized to before a ``crop_size`` crop: 256 for 224, as TSM evaluates."""
+    return round(crop_size * 256 / 224)
+
+
+def check_crop(crop_size: int, scale_size: int, keys: str = "data") -> None:
+    """A crop must fit in the resized frame; ``keys`` names the config group in the error."""
+    if crop_size > scale_size:
+        raise ValueError(
+            f"{keys}.crop_size={crop_size} is larger than {keys}.scale_size={scale_size}, the short side the frames "
+            f"are resized to before cropping: set {keys}.scale_size >= {crop_size}, or null ({scale_for(crop_size)})"
+        )
+
+
 def normalize(clip: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 ``(..., C, H, W)`` to float in [0, 1], then ``(x - mean) / std`` per channel."""
     return (clip.float().div_(255) - mean) / std
