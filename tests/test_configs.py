@@ -99,3 +99,22 @@ def test_a_crop_larger_than_the_resized_frame_is_refused(tmp_path):
     cfg = compose_train(["data=jester", f"data.root={tmp_path}", "data.crop_size=128", "data.scale_size=100"], tmp_path)
     with pytest.raises(Exception, match=r"data.crop_size=128 is larger than data.scale_size=100.*null \(146\)"):
         hydra.utils.instantiate(cfg.data)
+
+
+@pytest.mark.slow
+def test_jester_mbv2_online_trains_and_streams(tmp_path):
+    """The README's online-model command on a Jester-format folder (one batch each), then frame by frame."""
+    from fixtures_video import FDR, make_jester
+
+    from tsm.models.checkpoints import load_recognizer
+    from tsm.streaming.model import StreamingTSM
+    from tsm.training.task import train
+
+    root = make_jester(tmp_path / "jester")
+    run = tmp_path / "run"
+    small = [o for o in FDR if o != "debug=fdr" and not o.startswith("model.backbone")]
+    overrides = ["+experiment=jester_mbv2_online", f"data.root={root}", *small, "model.pretrained=false"]
+    train(compose_train([*overrides, "trainer.max_epochs=1", "data.num_workers=0"], run))
+    model = load_recognizer(run / "checkpoints" / "last.ckpt")
+    assert model.info["backbone"] == "mobilenetv2_100" and len(model.info["class_names"]) == 27
+    assert StreamingTSM.from_model(model).num_buffers == 10

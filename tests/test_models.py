@@ -75,6 +75,21 @@ def test_blocks_every_other_and_stage_list():
     assert not isinstance(last_two.backbone.layer1[0].conv1, TemporalShift)
 
 
+def test_blocks_last_n_counts_the_blocks_with_a_residual_branch():
+    """MobileNetV2 has 10 blocks with a residual branch (the ones TSM's online demo shifts): last:10 is
+    all of them; last:3 the three deepest; ResNet-18's 8 blocks all have one."""
+    names = lambda blocks, backbone="mobilenetv2_100", place="residual": patch_shift(  # noqa: E731
+        timm.create_model(backbone, num_classes=0), 8, place=place, blocks=blocks
+    )
+    assert names("last:10") == names("all") and len(names("all")) == 10
+    assert names("last:3") == ["stage 4 block 2.conv_pw", "stage 5 block 1.conv_pw", "stage 5 block 2.conv_pw"]
+    assert names("last:3", "resnet18") == ["stage 2 block 1.conv1", "stage 3 block 0.conv1", "stage 3 block 1.conv1"]
+    assert names("last:2", "resnet18", "inplace") == ["stage 3 block 0", "stage 3 block 1"]
+    for bad in ("last:0", "last:11", "last:x", "last:\u0663"):
+        with pytest.raises(ValueError, match=r"N of last:N must be 1..10"):
+            names(bad)
+
+
 def test_bad_stage_index_and_place_raise():
     with pytest.raises(ValueError, match="outside 0..3"):
         build_recognizer("resnet18", 3, 4, shift={**TSM, "blocks": [4]})

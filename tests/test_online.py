@@ -48,6 +48,17 @@ def test_step_matches_offline_frame_logits(backbone, place, clip):
     assert rel_error(stream.step(clip[:, 1]), offline[:, 1]) > 1e-2
 
 
+def test_a_shift_in_the_last_blocks_only_streams_too(clip):
+    torch.manual_seed(0)
+    model = build_recognizer("mobilenetv2_050", CLASSES, T, shift={"direction": "causal", "blocks": "last:3"})
+    model = randomize_norms(model).eval()
+    with torch.no_grad():
+        offline = model.frame_logits(clip)
+    stream = StreamingTSM.from_model(model)
+    assert stream.num_buffers == 3
+    assert rel_error(torch.stack([stream.step(clip[:, t]) for t in range(T)], dim=1), offline) <= 1e-5
+
+
 def test_reset_restarts_the_sequence(clip):
     model = causal_model("mobilenetv2_050")
     with torch.no_grad():

@@ -69,15 +69,32 @@ def block_site(block: nn.Module, where: str, backbone: nn.Module) -> Site:
     return site
 
 
-def _selected_stages(blocks: str | Sequence[int], num_stages: int) -> set[int]:
-    if blocks in ("all", "every_other"):
-        return set(range(num_stages))
+def _selected_blocks(blocks: str | Sequence[int], stages: list[nn.Module], sites: list[list[Site]]) -> set[tuple]:
+    """``(stage, block)`` indices ``model.shift.blocks`` selects: ``all``, ``every_other`` (even blocks of
+    each stage), a list of stage indices, or ``last:N`` (the last N blocks that have a residual branch)."""
+    everywhere = [(i, j) for i, stage_sites in enumerate(sites) for j in range(len(stage_sites))]
+    if blocks == "all":
+        return set(everywhere)
+    if blocks == "every_other":
+        return {(i, j) for i, j in everywhere if j % 2 == 0}
+    if isinstance(blocks, str) and blocks.startswith("last:"):
+        count = blocks.removeprefix("last:")
+        children = [list(stage.children()) for stage in stages]
+        residual = [(i, j) for i, j in everywhere if sites[i][j].branch and sites[i][j].has_skip(children[i][j])]
+        if not (count.isascii() and count.isdigit() and 1 <= int(count) <= len(residual)):
+            raise ValueError(
+                f"model.shift.blocks={blocks!r}: N of last:N must be 1..{len(residual)}, the blocks with a "
+                "residual branch in this backbone"
+            )
+        return set(residual[-int(count) :])
     if isinstance(blocks, str) or not all(isinstance(i, int) for i in blocks):
-        raise ValueError(f"model.shift.blocks must be 'all', 'every_other' or a list of stage indices, got {blocks!r}")
-    bad = [i for i in blocks if not 0 <= i < num_stages]
+        raise ValueError(
+            f"model.shift.blocks must be 'all', 'every_other', 'last:N' or a list of stage indices, got {blocks!r}"
+        )
+    bad = [i for i in blocks if not 0 <= i < len(stages)]
     if bad:
-        raise ValueError(f"model.shift.blocks has stage indices {bad} outside 0..{num_stages - 1}")
-    return set(blocks)
+        raise ValueError(f"model.shift.blocks has stage indices {bad} outside 0..{len(stages) - 1}")
+    return {(i, j) for i, j in everywhere if i in blocks}
 
 
 def patch_shift(
@@ -107,14 +124,14 @@ def patch_shift(
     ]
     if temporal_pool:
         add_temporal_pool(model, num_segments)
-    selected = _selected_stages(blocks, len(stages))
+    selected = _selected_blocks(blocks, stages, sites)
     shifted = []
     for stage_index, (stage, stage_sites) in enumerate(zip(stages, sites, strict=True)):
         segments = num_segments // 2 if temporal_pool and stage_index > 0 else num_segments
         children = list(stage.named_children())
         for block_index, ((name, block), site) in enumerate(zip(children, stage_sites, strict=True)):
             where = f"stage {stage_index} block {block_index}"
-            if stage_index not in selected or (blocks == "every_other" and block_index % 2):
+            if (stage_index, block_index) not in selected:
                 continue
             channel_dim = -1 if site.tokens else 1
             if place == "inplace":
