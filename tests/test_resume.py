@@ -10,6 +10,7 @@ from conftest import TINY, compose_train, tiny_checkpoint
 
 from tsm.distill.cache import load_or_build
 from tsm.files import atomic_open, stale_temporaries
+from tsm.training import resume
 from tsm.training.checkpoint_io import AtomicCheckpointIO
 from tsm.training.resume import RunDirInUse, claim_run_dir, is_requeue, newest_readable, resume_checkpoint
 from tsm.training.task import train
@@ -54,12 +55,13 @@ def test_only_a_later_attempt_of_the_same_slurm_job_is_a_requeue(tmp_path, monke
     assert not is_requeue(tmp_path)
 
 
-def test_two_runs_claiming_one_directory_at_once_do_not_share_it(tmp_path):
+def test_two_runs_claiming_one_directory_at_once_do_not_share_it(tmp_path, monkeypatch):
     claim_run_dir(tmp_path, None, requeued=False, overwrite=False)
-    (tmp_path / "run.json").unlink()  # as if both had checked before either wrote
-    (tmp_path / "run.json").write_text("{}")
-    with pytest.raises(RunDirInUse):
+    first = (tmp_path / "run.json").read_text()
+    monkeypatch.setattr(resume, "previous_run", lambda run_dir: [])  # both found it empty before either wrote
+    with pytest.raises(RunDirInUse, match="claimed by another run started at the same time"):
         claim_run_dir(tmp_path, None, requeued=False, overwrite=False)
+    assert (tmp_path / "run.json").read_text() == first and sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
 
 
 def test_run_directories_differ_within_a_second():
