@@ -16,14 +16,15 @@ import numpy as np
 import rich
 from omegaconf import DictConfig, OmegaConf
 
+from tsm.data.clips import Skipped
 from tsm.data.datamodule import ClipDataModule
-from tsm.data.dataset import Skipped
 from tsm.data.recorded import datamodule_from_record
 from tsm.export import to_onnx
 from tsm.files import write_text_atomic
-from tsm.models.checkpoints import DATA_KEY, data_config, load_recognizer
+from tsm.metadata import DATA_KEY
+from tsm.models.checkpoints import data_config, load_recognizer
 from tsm.quantize import PRECISIONS, compare, to_fp16, to_int8
-from tsm.streaming.runtime import model_info, read_metadata
+from tsm.streaming.runtime import read_info, read_metadata
 
 
 def spread(count: int, total: int) -> list[int]:
@@ -33,7 +34,7 @@ def spread(count: int, total: int) -> list[int]:
 
 def checkpoint_data(cfg: DictConfig, fp32_file: Path) -> ClipDataModule:
     """The checkpoint's data (or ``+data=NAME``'s), cropped to the exported file's input size."""
-    info = model_info(read_metadata(fp32_file), fp32_file)
+    info = read_info(read_metadata(fp32_file), fp32_file)
     side = info["input_size"] if isinstance(info["input_size"], int) else min(info["input_size"])
     fitted = {"crop_size": side, "scale_size": info["scale_size"], "log_dir": None, "num_workers": 0}
     if cfg.get("data"):  # the user's own config (command line, conf/)

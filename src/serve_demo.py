@@ -1,14 +1,14 @@
 """Serve the browser demo (``web/``) with a stream-mode ONNX file: ``python src/serve_demo.py model=PATH``.
 
 The page runs the file in onnxruntime-web (WebAssembly), frame by frame from the camera or a video file;
-this server only hands out files (:mod:`tsm.streaming.web`). Build the page once first:
+this server only hands out files (:mod:`tsm.streaming.demo_server`). Build the page once first:
 ``npm install --prefix web``.
 """
 
 import hydra
 from omegaconf import DictConfig
 
-from tsm.streaming.web import MODEL_URL, demo_server
+from tsm.streaming.demo_server import MODEL_URL, demo_server
 
 
 # its own config folder: in conf/, ``model=`` would select the model config group

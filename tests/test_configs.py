@@ -5,9 +5,9 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from conftest import CONF_DIR, compose_train
 from omegaconf import OmegaConf
 
+from tests.helpers.config import CONF_DIR, compose_train
 from tsm.models.i3d import I3D
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -104,8 +104,7 @@ def test_a_crop_larger_than_the_resized_frame_is_refused(tmp_path):
 @pytest.mark.slow
 def test_jester_mbv2_online_trains_and_streams(tmp_path):
     """The README's online-model command on a Jester-format folder (one batch each), then frame by frame."""
-    from fixtures_video import FDR, make_jester
-
+    from tests.helpers.videos import FDR, make_jester
     from tsm.models.checkpoints import load_recognizer
     from tsm.streaming.model import StreamingTSM
     from tsm.training.task import train

@@ -8,9 +8,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import randomize_norms
 
 import tsm.shift
+from tests.helpers.weights import randomize_norms
 from tsm.export import ExportVerificationError, read_metadata, to_onnx, verify_onnx, zero_buffers
 from tsm.models import build_recognizer
 from tsm.models.recognizer import Recognizer

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 import tsm
+from tests.helpers import ROOT
 from tsm.models.families import BACKBONES, BLOCKS
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = ROOT / "src"
 PACKAGE = SRC / "tsm"
 MAX_LINES = 400
 

@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_checkpoint
 
+from tests.helpers import ROOT
+from tests.helpers.config import tiny_checkpoint
 from tsm.data.recorded import datamodule_from_record
+from tsm.metadata import CALIBRATION_KEY, PRECISION_KEY
 from tsm.models.checkpoints import data_config, load_recognizer
-from tsm.quantize import CALIBRATION_KEY, PRECISION_KEY, calibration_feeds, clip_logits, node_census
+from tsm.quantize import calibration_feeds, clip_logits, node_census
 from tsm.shift import TemporalShift
 from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
 
-ROOT = Path(__file__).resolve().parents[1]
 CAUSAL = ["model/shift=causal", "model.shift.place=residual"]
 
 
@@ -128,7 +129,7 @@ def test_a_checkpoint_without_its_data_names_the_override(tmp_path):
 
 
 def test_stream_script_runs_an_int8_file(exports, tmp_path):
-    from fixtures_video import write_video
+    from tests.helpers.videos import write_video
 
     video = write_video(tmp_path / "video.mp4", num_frames=6)
     path = exports["stream", "int8"][0]

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+from tests.helpers import ROOT
+
+EXPERIMENTS = ROOT / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 from study import synthetic_overrides  # noqa: E402
 

@@ -1,6 +1,6 @@
 // The page: pick a model (or ?model=URL) and a source (camera or file), stream frames through it.
 // ?source=camera starts the camera at once; ?report=N keeps the first N frames' inputs and logits in
-// window.tsmReport (what tests/test_web_demo.py reads) and sets window.tsmDone after them.
+// window.tsmReport (what tests/streaming/test_web_demo.py reads) and sets window.tsmDone after them.
 import { PredictionSmoother, StreamSession, preprocess, softmax } from "./tsm_stream.js";
 
 const params = new URLSearchParams(location.search);

@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backbones.vit_sites import SITES, set_site  # noqa: E402  (experiments/backbones/vit_sites.py)
 from study import summary  # noqa: E402
 
-from tsm.data.datasets.synthetic import REVERSED, SyntheticGestures  # noqa: E402
 from tsm.data.sampling import segment_indices  # noqa: E402
+from tsm.data.sources.synthetic import REVERSED, SyntheticGestures  # noqa: E402
 from tsm.data.transforms import IMAGENET_MEAN, IMAGENET_STD, channel_stats, normalize  # noqa: E402
 from tsm.models.factory import build_recognizer  # noqa: E402
 

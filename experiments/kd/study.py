@@ -33,7 +33,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from tsm.models.loading import safe_load
+from tsm.models.weight_files import safe_load
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import ADAMW, MOBILENET, QUIET, ROOT, machine, run_many, runs_note, summary  # noqa: E402

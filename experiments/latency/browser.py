@@ -23,10 +23,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from tests.helpers.chromium import chromium_path, run_page, write_y4m
 from tsm.export import to_onnx
 from tsm.models import build_recognizer
 from tsm.streaming.runtime import OnnxStreamSession
-from tsm.streaming.web import chromium_path, run_page, write_y4m
 
 WARMUP = 5
 

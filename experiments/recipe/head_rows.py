@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import machine  # noqa: E402
 
-from tsm.data.datasets.synthetic import CLASSES, REVERSED  # noqa: E402
-from tsm.models.loading import safe_load  # noqa: E402
+from tsm.data.sources.synthetic import CLASSES, REVERSED  # noqa: E402
+from tsm.models.weight_files import safe_load  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PAIRS = sorted({tuple(sorted(pair)) for pair in REVERSED.items() if pair[0] != pair[1]})

@@ -34,7 +34,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import MOBILENET, QUIET, epoch_curve, machine, plot_band, summary, synthetic_overrides, timed_run  # noqa: E402
 
-from tsm.data.datasets.synthetic import SyntheticGestures  # noqa: E402
+from tsm.data.sources.synthetic import SyntheticGestures  # noqa: E402
 
 # The gestures rendered, each from the synthetic class that moves the same way: two time-reversed pairs.
 GESTURES = {"Swiping Left": 0, "Swiping Right": 1, "Swiping Up": 2, "Swiping Down": 3}

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from study import QUIET, ROOT, machine, shown  # noqa: E402
 
 from tsm.files import TEMP_SUFFIX  # noqa: E402
-from tsm.models.loading import safe_load  # noqa: E402
+from tsm.models.weight_files import safe_load  # noqa: E402
 from tsm.training.resume import newest_readable  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

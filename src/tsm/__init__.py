@@ -14,7 +14,7 @@ from typing import Any
 _API = {
     "build_recognizer": "tsm.models.factory",
     "load_recognizer": "tsm.models.checkpoints",
-    "load_official_tsm": "tsm.models.official",
+    "load_official_tsm": "tsm.models.official_weights",
     "temporal_shift": "tsm.shift",
     "TemporalShift": "tsm.shift",
     "StreamingTSM": "tsm.streaming.model",

@@ -17,8 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from tsm.data.clips import MultiViewDataset, collate_skipping
 from tsm.data.datamodule import SKIPPED_FILE
-from tsm.data.dataset import MultiViewDataset, collate_skipping
 from tsm.data.transforms import check_crop, scale_for
 from tsm.errors import DataError
 from tsm.files import atomic_open, write_text_atomic

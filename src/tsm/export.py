@@ -30,12 +30,13 @@ from torch import nn
 
 from tsm.benchmark import median_ms
 from tsm.files import atomic_open
+from tsm.metadata import BUFFERS_KEY, INFO_KEY, MODE_KEY
 from tsm.models.factory import for_deployment
 from tsm.models.patch import TemporalPool
 from tsm.models.recognizer import INFO_DEFAULTS, Recognizer
 from tsm.shift import TemporalShift
 from tsm.streaming.model import StreamingTSM
-from tsm.streaming.runtime import INFO_KEY, buffer_zeros, ort_session, read_metadata
+from tsm.streaming.runtime import buffer_zeros, ort_session, read_metadata
 
 MODES = ("clip", "stream")
 BATCH = "batch"
@@ -75,7 +76,7 @@ def to_onnx(
         num_frames = num_frames or model.num_segments
         reference: Recognizer | StreamingTSM = _with_frames(model, num_frames)
         clip = torch.randn(1, num_frames, 3, height, width, generator=generator)
-        _export(reference, (clip,), path, ["clip"], ["logits"], opset, {"tsm_mode": "clip", INFO_KEY: info})
+        _export(reference, (clip,), path, ["clip"], ["logits"], opset, {MODE_KEY: "clip", INFO_KEY: info})
     else:
         reference = StreamingTSM.from_model(model)
         _export_stream(reference, path, torch.randn(1, 3, height, width, generator=generator), opset, info)
@@ -163,7 +164,7 @@ def _export_stream(stream: StreamingTSM, path: Path, frame: torch.Tensor, opset:
     names = stream.buffer_names
     spec = [{"name": name, "shape": [BATCH, *shape[1:]]} for name, shape in zip(names, shapes, strict=True)]
     outputs = ["logits", *(f"{name}_out" for name in names)]
-    metadata = {"tsm_mode": "stream", "tsm_buffers": json.dumps(spec), INFO_KEY: info}
+    metadata = {MODE_KEY: "stream", BUFFERS_KEY: json.dumps(spec), INFO_KEY: info}
     _export(stream, (frame, *buffers), path, ["frame", *names], outputs, opset, metadata)
 
 
@@ -185,7 +186,7 @@ def verify_onnx(
     path = Path(path)
     session = ort_session(path)
     metadata = session.get_modelmeta().custom_metadata_map
-    mode = metadata.get("tsm_mode")
+    mode = metadata.get(MODE_KEY)
     generator = torch.Generator().manual_seed(2)
     shape = session.get_inputs()[0].shape[1:]
     inputs = torch.randn(VERIFY_BATCH, *shape, generator=generator)

@@ -34,17 +34,16 @@ import onnxruntime as ort
 
 from tsm.benchmark import median_ms
 from tsm.files import atomic_open
+from tsm.metadata import CALIBRATION_KEY, MODE_KEY, PRECISION_KEY
 from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
 
 PRECISIONS = ("fp32", "fp16", "int8")
-PRECISION_KEY = "tsm_precision"
-CALIBRATION_KEY = "tsm_calibration"
 WEIGHT_RANGES = {7: "[-64, 64] (reduce_range)", 8: "[-127, 127]"}  # int8 weight values for each weight_bits
 
 
 def file_mode(path: str | Path) -> str:
     """``clip`` or ``stream``, from the file's ``tsm_mode`` metadata."""
-    mode = read_metadata(path).get("tsm_mode")
+    mode = read_metadata(path).get(MODE_KEY)
     if mode not in ("clip", "stream"):
         raise ValueError(f"{path} is not an export of this project (tsm_mode={mode!r})")
     return mode
@@ -118,7 +117,7 @@ def calibration_feeds(fp32_path: str | Path, clips: Iterable[np.ndarray]) -> Ite
     session = ort_session(fp32_path)
     metadata = session.get_modelmeta().custom_metadata_map
     for clip in clips:
-        if metadata.get("tsm_mode") == "clip":
+        if metadata.get(MODE_KEY) == "clip":
             yield {"clip": clip[None]}
             continue
         buffers = buffer_zeros(metadata, 1)
@@ -159,7 +158,7 @@ def one_call(path: str | Path, frame_shape: tuple[int, ...]) -> Callable[[], obj
     session = ort_session(path)
     metadata = session.get_modelmeta().custom_metadata_map
     feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(frame_shape, np.float32)}
-    if metadata.get("tsm_mode") == "stream":
+    if metadata.get(MODE_KEY) == "stream":
         feed |= buffer_zeros(metadata, 1)
     return lambda: session.run(None, feed)
 

@@ -1,4 +1,4 @@
-"""The LightningDataModule: train/val/test clip loaders over a video source (:mod:`tsm.data.dataset`).
+"""The LightningDataModule: train/val/test clip loaders over a video source (:mod:`tsm.data.clips`).
 
 Bad data under ``on_error=skip``: the sample is dropped from its batch, logged to
 ``skipped_samples.txt`` in ``log_dir``, and counted per split for the ``SkippedReport`` callback
@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from tsm.data.dataset import ClipDataset, collate_skipping
+from tsm.data.clips import ClipDataset, collate_skipping
 from tsm.data.decode import check_on_error
 from tsm.data.distributed import eval_sampler
 from tsm.data.sampling import FrameSampler

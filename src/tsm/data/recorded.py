@@ -15,19 +15,19 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from tsm.data import datasets
+from tsm.data import sources
 from tsm.data.datamodule import ClipDataModule
-from tsm.data.datasets.synthetic import SyntheticGestures
+from tsm.data.sources.synthetic import SyntheticGestures
 from tsm.errors import UnsafeFileError
 
 _SOURCES = [
     SyntheticGestures,
-    *(getattr(datasets, name) for name in datasets.__all__ if name not in ("Sample", "VideoSource")),
+    *(getattr(sources, name) for name in sources.__all__ if name not in ("Sample", "VideoSource")),
 ]
 # ``_target_`` name -> class: the datamodule and every video source, by module path and by package alias
 DATA_CLASSES: dict[str, type] = {
     **{f"{cls.__module__}.{cls.__qualname__}": cls for cls in (ClipDataModule, *_SOURCES)},
-    **{f"tsm.data.datasets.{cls.__name__}": cls for cls in _SOURCES},
+    **{f"tsm.data.sources.{cls.__name__}": cls for cls in _SOURCES},
 }
 SPECIAL_KEYS = ("_target_", "_partial_")
 

@@ -19,7 +19,7 @@ import torch
 
 from tsm.errors import DataError
 from tsm.files import atomic_open
-from tsm.models.loading import safe_load
+from tsm.models.weight_files import safe_load
 
 log = logging.getLogger(__name__)
 

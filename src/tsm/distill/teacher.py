@@ -20,7 +20,7 @@ from tsm.distill.cache import compute_logits, file_digest, load_or_build
 from tsm.distill.loss import i3d_input
 from tsm.models.checkpoints import is_lightning_checkpoint, recognizer_from_checkpoint
 from tsm.models.i3d import load_i3d
-from tsm.models.loading import safe_load
+from tsm.models.weight_files import safe_load
 
 KINDS = ("i3d", "checkpoint")
 

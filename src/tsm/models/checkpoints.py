@@ -3,9 +3,9 @@
 A checkpoint written by ``src/train.py`` describes itself: its ``hyper_parameters`` rebuild the
 network (no pretrained download, no backbone file: the saved weights replace them anyway) and its
 ``tsm_info`` entry records class names, frames per clip, input size, mean and std (see
-:func:`model_info`); ``tsm_data`` is the resolved ``data`` config it was trained on (see
+:func:`checkpoint_info`); ``tsm_data`` is the resolved ``data`` config it was trained on (see
 :func:`data_config`). Checkpoints written before ``tsm_info`` existed still load; what they lack is
-filled with defaults and named in a warning. Every file is read by :func:`tsm.models.loading.safe_load`.
+filled with defaults and named in a warning. Every file is read by :func:`tsm.models.weight_files.safe_load`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import timm
 from torch import nn
 
 from tsm.errors import UnsafeFileError
+from tsm.metadata import DATA_KEY, INFO_KEY
 from tsm.models.factory import build_recognizer
-from tsm.models.loading import safe_load
-from tsm.models.official import official_from_state
+from tsm.models.official_weights import official_from_state
 from tsm.models.recognizer import INFO_DEFAULTS
+from tsm.models.weight_files import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ ARCHITECTURE_KEYS = (
     "partial_bn",
     "backbone_args",
 )
-INFO_KEY = "tsm_info"
-DATA_KEY = "tsm_data"
 
 
 def is_lightning_checkpoint(state: Any) -> bool:
@@ -76,7 +75,7 @@ def recorded_architecture(hparams: Any, source: str) -> dict[str, Any]:
     return arch
 
 
-def model_info(state: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Any]:
+def checkpoint_info(state: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Any]:
     """What using a checkpoint's network needs: ``class_names``, ``num_segments``, ``input_size``,
     ``scale_size``, ``mean``, ``std``, ``backbone``, ``shift``; defaults (and a warning naming them)
     for what an older checkpoint does not record."""
@@ -103,7 +102,7 @@ def model_info(state: Mapping[str, Any], source: str = "checkpoint") -> dict[str
 
 def recognizer_from_checkpoint(state: Mapping[str, Any], source: str = "checkpoint") -> nn.Module:
     """The network of a Lightning checkpoint of this project, rebuilt from its saved architecture alone,
-    in eval mode, with ``.info`` (:func:`model_info`) attached."""
+    in eval mode, with ``.info`` (:func:`checkpoint_info`) attached."""
     net = build_recognizer(**recorded_architecture(state["hyper_parameters"], source))
     weights = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
     missing, unexpected = net.load_state_dict(weights, strict=False)
@@ -112,7 +111,7 @@ def recognizer_from_checkpoint(state: Mapping[str, Any], source: str = "checkpoi
             f"{source}: its weights do not fit the architecture it records: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
-    net.info = model_info(state, source)
+    net.info = checkpoint_info(state, source)
     return net.eval()
 
 

@@ -14,9 +14,9 @@ from torch import nn
 
 from tsm.models import backbones  # noqa: F401  (registers this project's backbones in timm)
 from tsm.models.i3d import I3D, load_i3d
-from tsm.models.loading import load_backbone_file
 from tsm.models.patch import add_temporal_pool, patch_shift
 from tsm.models.recognizer import Recognizer
+from tsm.models.weight_files import load_backbone_file
 
 SHIFT_DEFAULTS = {"enabled": True, "fold_div": 8, "direction": "bidirectional", "place": "residual", "blocks": "all"}
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsm.models.loading import safe_load
+from tsm.models.weight_files import safe_load
 
 Triple = tuple[int, int, int]
 

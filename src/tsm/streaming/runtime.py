@@ -20,9 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from tsm.errors import DataError
-
-INFO_KEY = "tsm_info"
-BUFFERS_KEY = "tsm_buffers"
+from tsm.metadata import BUFFERS_KEY, INFO_KEY, MODE_KEY, PRECISION_KEY
 
 
 def ort_session(path: str | Path) -> ort.InferenceSession:
@@ -65,7 +63,7 @@ def buffer_zeros(metadata: Mapping[str, str], batch: int) -> dict[str, np.ndarra
     return {b["name"]: np.zeros([batch, *b["shape"][1:]], dtype=np.float32) for b in spec}
 
 
-def model_info(metadata: Mapping[str, str], path: str | Path) -> dict[str, Any]:
+def read_info(metadata: Mapping[str, str], path: str | Path) -> dict[str, Any]:
     """The ``tsm_info`` an export recorded; raises for files exported before it existed."""
     if INFO_KEY not in metadata:
         raise ValueError(
@@ -131,10 +129,10 @@ class OnnxStreamSession:
     def __init__(self, path: str | Path, batch: int = 1) -> None:
         self.session = ort_session(path)
         metadata, (frame_input, *buffer_inputs), (logits_output, *buffer_outputs) = stream_graph(self.session, path)
-        if metadata.get("tsm_mode") != "stream":
+        if metadata.get(MODE_KEY) != "stream":
             raise ValueError(f"{path} is not a stream-mode export (tsm_mode={metadata.get('tsm_mode')!r})")
-        self.info = model_info(metadata, path)
-        self.precision = metadata.get("tsm_precision", "fp32")  # fp16 and int8 files take float32 frames too
+        self.info = read_info(metadata, path)
+        self.precision = metadata.get(PRECISION_KEY, "fp32")  # fp16 and int8 files take float32 frames too
         self.batch = batch
         self._shapes = [[batch, *shape] for shape in buffer_shapes(metadata, buffer_inputs, buffer_outputs, path)]
         frame, logits = ([batch, *fixed_shape(node, path)] for node in (frame_input, logits_output))

@@ -16,8 +16,9 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from tsm.distill.loss import kd_loss
 from tsm.distill.teacher import Distiller
+from tsm.metadata import DATA_KEY, INFO_KEY
 from tsm.metrics import classification_metrics
-from tsm.models.checkpoints import DATA_KEY, INFO_KEY, architecture
+from tsm.models.checkpoints import architecture
 from tsm.models.checkpoints import init_from as load_weights
 from tsm.models.factory import CONV_INITS, build_recognizer, fan_in_init, fix_classifier
 from tsm.training.optim import build_optimizer, param_groups, scaled_lr, warmup_schedule

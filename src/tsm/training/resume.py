@@ -25,7 +25,7 @@ from typing import Any
 from tsm.errors import DataError
 from tsm.files import TEMP_SUFFIX, stale_temporaries, write_text_atomic
 from tsm.models.checkpoints import is_lightning_checkpoint
-from tsm.models.loading import safe_load
+from tsm.models.weight_files import safe_load
 
 log = logging.getLogger(__name__)
 RUN_RECORD = "run.json"

@@ -51,7 +51,7 @@ def instantiate_data(cfg: DictConfig) -> Any:
     datamodule = hydra.utils.instantiate(cfg.data)
     if cfg.data.get("num_classes") is None:
         cfg.data.num_classes = datamodule.num_classes
-    # recorded in checkpoints (tsm.models.checkpoints.DATA_KEY): int8 calibration reads the model's own data
+    # recorded in checkpoints (tsm.metadata.DATA_KEY): int8 calibration reads the model's own data
     datamodule.config = OmegaConf.to_container(cfg.data, resolve=True)
     return datamodule
 
@@ -89,7 +89,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         use_atomic_checkpoints(trainer)
         if cfg.train:
             ckpt_path = resume_checkpoint(output_dir, cfg.get("ckpt_path"), requeued)
-            # weights_only: a resumed checkpoint is read like every other weights file (tsm.models.loading)
+            # weights_only: a resumed checkpoint is read like every other weights file (tsm.models.weight_files)
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics.update(trainer.callback_metrics)
         if cfg.test:

@@ -1,0 +1,87 @@
+"""A checkpoint (and its ONNX export) is all that using a model needs: no dataset, no backbone file, no PyTorch."""
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from tests.helpers import ROOT
+from tests.helpers.config import compose_train
+from tests.helpers.videos import JESTER_CLASSES, make_jester, write_video
+from tsm.evaluate import evaluate
+from tsm.export import read_metadata
+from tsm.metadata import INFO_KEY
+from tsm.models.checkpoints import load_recognizer
+from tsm.training.task import train
+
+DATA = ["data=jester", "data.num_workers=0", "data.crop_size=32", "data.scale_size=36", "data.num_segments=4"]
+
+
+def run(args: list[str]) -> str:
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def orphan(tmp_path_factory) -> Path:
+    """A causal TSM trained one epoch on a Jester folder from a backbone file; both then deleted."""
+    tmp = tmp_path_factory.mktemp("orphan")
+    name = compose_train([], tmp / "default").model.backbone  # the default run's backbone
+    backbone = tmp / f"{name}_imagenet.pth"
+    torch.save(timm.create_model(name).state_dict(), backbone)
+    root = make_jester(tmp / "jester")
+    overrides = [*DATA, f"data.root={root}", f"model.pretrained_file={backbone}", "model/shift=causal"]
+    overrides += ["data.batch_size=2", "trainer.max_epochs=1", "trainer.accelerator=cpu", "logger=csv", "test=false"]
+    overrides += ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
+    train(compose_train(overrides, tmp / "run"))
+    shutil.rmtree(root)
+    backbone.unlink()
+    return tmp / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_checkpoint_records_what_using_it_needs(orphan):
+    model = load_recognizer(orphan)
+    assert model.info["class_names"] == list(JESTER_CLASSES)
+    assert model.info["num_segments"] == 4 and model.info["input_size"] == 32 and model.info["scale_size"] == 36
+    assert model.info["mean"] == [0.485, 0.456, 0.406] and model.info["shift"]["direction"] == "causal"
+
+
+@pytest.mark.slow
+def test_eval_stream_and_export_without_dataset_or_backbone_file(orphan, tmp_path):
+    """Eval needs data to evaluate on (a fresh folder); stream and export need the checkpoint only."""
+    fresh = make_jester(tmp_path / "other_jester")
+    metrics = evaluate(compose_train([*DATA, f"data.root={fresh}", f"ckpt_path={orphan}"], tmp_path / "eval", "eval"))
+    assert metrics["test/videos"] == 2
+
+    video = write_video(tmp_path / "gesture.mp4", num_frames=6)
+    out = run(["src/stream.py", f"ckpt_path={orphan}", f"source={video}", f"hydra.run.dir={tmp_path / 's'}"])
+    assert "frame     5:" in out and any(name in out for name in JESTER_CLASSES)
+
+    onnx_file = tmp_path / "stream.onnx"
+    run(["src/export.py", f"ckpt_path={orphan}", "mode=stream", f"out={onnx_file}", f"hydra.run.dir={tmp_path / 'e'}"])
+    info = json.loads(read_metadata(onnx_file)[INFO_KEY])
+    assert info["class_names"] == list(JESTER_CLASSES) and info["input_size"] == 32 and info["scale_size"] == 36
+
+    # the ONNX file alone runs a video on a machine without PyTorch or timm
+    blocked = "import sys; sys.modules.update(torch=None, timm=None); from tsm.streaming.app import main; "
+    code = blocked + f"main([{str(onnx_file)!r}, '--source', {str(video)!r}])"
+    out = run(["-c", code])
+    assert "frame     5:" in out and any(name in out for name in JESTER_CLASSES) and "median_ms" in out
+
+
+def test_old_checkpoint_without_info_still_loads_and_says_what_is_missing(orphan, tmp_path, caplog):
+    state = torch.load(orphan, weights_only=True)
+    del state[INFO_KEY]
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    with caplog.at_level(logging.WARNING):
+        model = load_recognizer(old)
+    assert model.info["class_names"] == [str(i) for i in range(27)] and model.info["num_segments"] == 4
+    assert "does not record class_names, input_size, scale_size, mean, std" in caplog.text

@@ -1,0 +1,125 @@
+"""The multi-view test protocol and the eval task's outputs."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers.config import compose_train, tiny_checkpoint
+from tsm.data.sampling import FrameSampler, segment_indices
+from tsm.data.transforms import crop_views
+from tsm.evaluate import evaluate, report, score_videos
+
+
+def test_one_segment_clip_is_the_centre_sampling():
+    rng = np.random.default_rng(0)
+    for frames in (5, 8, 37, 300):
+        assert FrameSampler(8, "segment", 8).clips(frames, 1) == [segment_indices(frames, 8, False, rng)]
+
+
+@pytest.mark.parametrize("mode", ["segment", "dense"])
+def test_clips_spread_over_the_video_and_stay_in_bounds(mode):
+    clips = FrameSampler(8, mode, 4).clips(100, 3)
+    assert len(clips) == 3 and all(len(c) == 8 for c in clips)
+    assert all(0 <= i < 100 for c in clips for i in c)
+    assert clips[0] != clips[1] != clips[2]
+    assert FrameSampler(8, mode, 4).clips(3, 2)[0][-1] < 3  # short videos repeat frames
+
+
+def test_three_crops_cover_the_long_side_at_full_resolution():
+    clip = torch.arange(40, dtype=torch.uint8).view(1, 1, 1, 40).expand(2, 3, 20, 40).contiguous()
+    views = crop_views(clip, 3, crop_size=16, scale_size=20)
+    assert [v.shape for v in views] == [(2, 3, 20, 20)] * 3
+    assert views[0][0, 0, 0, 0] == 0 and views[2][0, 0, 0, -1] == 39 and views[1][0, 0, 0, 0] == 10
+
+
+def test_ten_crops_are_five_and_their_flips():
+    clip = torch.randint(0, 255, (2, 3, 24, 32), dtype=torch.uint8)
+    views = crop_views(clip, 10, crop_size=16, scale_size=24)
+    assert len(views) == 10 and views[0].shape == (2, 3, 16, 16)
+    for a, b in zip(views[:5], views[5:], strict=True):
+        assert torch.equal(a.flip(-1), b)
+    with pytest.raises(ValueError, match="num_crops"):
+        crop_views(clip, 4, 16, 24)
+
+
+class FixedLogits(torch.nn.Module):
+    """Returns the first pixel of each clip's first frame as logits (so views choose their scores)."""
+
+    def forward(self, clips):
+        return clips[:, 0, :, 0, 0]
+
+
+@pytest.mark.parametrize("average", ["softmax", "logits"])
+def test_scores_average_views(average):
+    views = torch.randn(2, 4, 1, 3, 2, 2)  # 2 videos, 4 views, 1 frame, 3 classes
+    loader = [(views, torch.tensor([0, 2]), torch.tensor([0, 1]))]
+    scores, labels, _ = score_videos(FixedLogits(), loader, average)
+    per_view = views[:, :, 0, :, 0, 0].double()
+    expected = (per_view.softmax(-1) if average == "softmax" else per_view).mean(1)
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_unlabelled_videos_give_a_submission_file(tmp_path):
+    scores = torch.tensor([[0.1, 0.9], [0.8, 0.2]])
+    metrics = report(scores, torch.tensor([-1, -1]), ["a", "b"], ["left", "right"], tmp_path)
+    assert (tmp_path / "submission.csv").read_text() == "a;right\nb;left\n"
+    assert metrics["test/labelled_videos"] == 0 and "test/acc" not in metrics
+
+
+@pytest.mark.slow
+def test_eval_task_two_clips_three_crops(tmp_path, tiny_overrides):
+    ckpt = tiny_checkpoint(tmp_path, [])
+
+    data_overrides = [o for o in tiny_overrides if o.startswith("data.")]
+    cfg = compose_train(
+        [f"ckpt_path={ckpt}", "test.num_clips=2", "test.num_crops=3", *data_overrides],
+        tmp_path / "eval",
+        config_name="eval",
+    )
+    metrics = evaluate(cfg)
+    assert 0 <= metrics["test/acc"] <= 1 and metrics["test/videos"] == 4
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == metrics
+    rows = list(csv.reader(open(tmp_path / "eval" / "predictions.csv")))
+    assert len(rows) == 1 + 4 and rows[0][0] == "id"
+    confusion = list(csv.reader(open(tmp_path / "eval" / "confusion.csv")))
+    assert len(confusion) == 1 + 9 and sum(int(x) for row in confusion[1:] for x in row[1:]) == 4
+    assert (tmp_path / "eval" / "confusion.png").stat().st_size > 0
+
+    with pytest.raises(ValueError, match="data.num_segments=8"):
+        evaluate(compose_train([f"ckpt_path={ckpt}", "data.num_segments=8"], tmp_path / "bad", config_name="eval"))
+
+
+def test_eval_task_honours_on_error_skip(tmp_path):
+    """A truncated validation video: skipped, counted and listed under skip (the other one is scored);
+    under raise the run stops naming it."""
+    from tests.helpers.videos import make_sthv2
+    from tsm.data.datamodule import SKIPPED_FILE
+    from tsm.errors import DataError
+    from tsm.models import build_recognizer
+
+    root = make_sthv2(tmp_path / "sthv2")
+    video = root / "20bn-something-something-v2" / "21.webm"
+    video.write_bytes(video.read_bytes()[: video.stat().st_size // 3])
+    net = build_recognizer("resnet10t_050", 174, 4)
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    ckpt = tmp_path / "model.ckpt"
+    hparams = {"backbone": "resnet10t_050", "num_classes": 174, "num_segments": 4}
+    torch.save({"pytorch-lightning_version": "2.6.0", "hyper_parameters": hparams, "state_dict": state}, ckpt)
+    data = ["data=sthv2", f"data.root={root}", "data.num_segments=4", "data.crop_size=32", "data.scale_size=32"]
+    cfg = compose_train([f"ckpt_path={ckpt}", *data, "data.on_error=skip"], tmp_path / "skip", config_name="eval")
+    metrics = evaluate(cfg)
+    assert metrics["test/skipped"] == 1 and metrics["test/videos"] == 1
+    (line,) = (tmp_path / "skip" / SKIPPED_FILE).read_text().splitlines()
+    assert line.startswith(f"test\t{video}\t")
+    assert json.loads((tmp_path / "skip" / "metrics.json").read_text()) == metrics
+    with pytest.raises(DataError, match="21.webm"):
+        evaluate(compose_train([f"ckpt_path={ckpt}", *data], tmp_path / "raise", config_name="eval"))
+    other = video.with_name("20.webm")
+    other.write_bytes(other.read_bytes()[: other.stat().st_size // 3])
+    with pytest.raises(DataError, match="validation.json: none of its 2 videos could be read"):
+        evaluate(
+            compose_train([f"ckpt_path={ckpt}", *data, "data.on_error=skip"], tmp_path / "all", config_name="eval")
+        )

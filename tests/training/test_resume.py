@@ -1,0 +1,174 @@
+"""No silent resume, no lost run: a run resumes only when asked, refuses a directory holding another run,
+writes checkpoints and results atomically, and passes over a checkpoint it cannot read."""
+
+import json
+import logging
+
+import pytest
+import torch
+
+from tests.helpers import ROOT
+from tests.helpers.config import TINY, compose_train, tiny_checkpoint
+from tsm.distill.cache import load_or_build
+from tsm.files import atomic_open, stale_temporaries
+from tsm.training import resume
+from tsm.training.checkpoint_io import AtomicCheckpointIO
+from tsm.training.resume import RunDirInUse, claim_run_dir, is_requeue, newest_readable, resume_checkpoint
+from tsm.training.task import train
+
+ONE_EPOCH = [*TINY, "logger=csv", "test=false"]
+
+
+def saved_epoch(path) -> int:
+    return torch.load(path, weights_only=True)["epoch"]
+
+
+@pytest.mark.slow
+def test_a_rerun_in_a_used_directory_is_refused_unless_asked(tmp_path):
+    run = tmp_path / "run"
+    train(compose_train(ONE_EPOCH, run))
+    config = (run / "config.yaml").read_text()
+    with pytest.raises(RunDirInUse, match="ckpt_path=last.*overwrite=true") as error:
+        train(compose_train([*ONE_EPOCH, "seed=7"], run))
+    assert str(run) in str(error.value) and "checkpoints/" in str(error.value)
+    assert (run / "config.yaml").read_text() == config  # refused before anything was written
+
+    train(compose_train([*ONE_EPOCH, "trainer.max_epochs=2", "ckpt_path=last"], run))  # asked: resumes
+    assert saved_epoch(run / "checkpoints" / "last.ckpt") == 1
+    rows = (next(run.glob("csv/version_1/metrics.csv"))).read_text()
+    assert ",0," not in rows.replace("epoch", "")  # the second attempt trained epoch 1 only
+
+    train(compose_train([*ONE_EPOCH, "overwrite=true"], run))  # asked: starts afresh
+    assert saved_epoch(run / "checkpoints" / "last.ckpt") == 0
+
+
+def test_only_a_later_attempt_of_the_same_slurm_job_is_a_requeue(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    claim_run_dir(tmp_path, None, requeued=False, overwrite=False)
+    assert json.loads((tmp_path / "run.json").read_text())["slurm_job_id"] == "77"
+    assert not is_requeue(tmp_path)  # a second run in the same allocation
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert is_requeue(tmp_path)
+    monkeypatch.setenv("SLURM_JOB_ID", "78")
+    assert not is_requeue(tmp_path)
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert not is_requeue(tmp_path)
+
+
+def test_two_runs_claiming_one_directory_at_once_do_not_share_it(tmp_path, monkeypatch):
+    claim_run_dir(tmp_path, None, requeued=False, overwrite=False)
+    first = (tmp_path / "run.json").read_text()
+    monkeypatch.setattr(resume, "previous_run", lambda run_dir: [])  # both found it empty before either wrote
+    with pytest.raises(RunDirInUse, match="claimed by another run started at the same time"):
+        claim_run_dir(tmp_path, None, requeued=False, overwrite=False)
+    assert (tmp_path / "run.json").read_text() == first and sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+
+
+def test_run_directories_differ_within_a_second():
+    from test_slurm import run_dir
+
+    assert len({run_dir() for _ in range(5)}) == 5
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("resume"), [])
+
+
+def test_an_unreadable_last_checkpoint_falls_back_to_the_newest_readable(checkpoint, tmp_path, caplog):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    data = checkpoint.read_bytes()
+    (folder / "epoch_000.ckpt").write_bytes(data)
+    (folder / "epoch_001.ckpt").write_bytes(b"")  # a newer one, empty
+    (folder / "last.ckpt").write_bytes(data[: len(data) // 2])  # the newest, truncated
+    with caplog.at_level(logging.WARNING):
+        assert resume_checkpoint(tmp_path, "last", requeued=False) == str(folder / "epoch_000.ckpt")
+    assert f"{folder / 'last.ckpt'} cannot be read" in caplog.text and "epoch_001.ckpt cannot be read" in caplog.text
+    (folder / "epoch_000.ckpt").unlink()
+    assert newest_readable(folder) is None
+    with pytest.raises(FileNotFoundError, match="ckpt_path=last: no readable checkpoint"):
+        resume_checkpoint(tmp_path, "last", requeued=False)
+    assert resume_checkpoint(tmp_path, None, requeued=False) is None  # not asked: no resume
+
+
+class Interrupted(Exception):
+    pass
+
+
+def dies_halfway(obj, file):
+    """torch.save cut short: half the bytes written, then the process 'dies'."""
+    file.write(b"PK\x03\x04 half a checkpoint")
+    raise Interrupted
+
+
+def test_a_write_cut_short_leaves_the_old_checkpoint(checkpoint, tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    path.write_bytes(checkpoint.read_bytes())
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(Interrupted):
+        AtomicCheckpointIO().save_checkpoint({"epoch": 5}, path)
+    assert path.read_bytes() == checkpoint.read_bytes() and not stale_temporaries(tmp_path)
+    with pytest.raises(Interrupted), atomic_open(tmp_path / "metrics.json", "w") as file:
+        file.write("{")
+        raise Interrupted
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_training_writes_checkpoints_through_the_atomic_io(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(
+        AtomicCheckpointIO, "save_checkpoint", lambda self, c, path, storage_options=None: saved.append(path)
+    )
+    train(compose_train([*ONE_EPOCH, "callbacks.model_checkpoint=null"], tmp_path))
+    assert [p.endswith("last.ckpt") for p in saved] == [True]
+
+
+def test_an_unreadable_teacher_cache_is_rebuilt(tmp_path, caplog):
+    path = tmp_path / "teacher_logits.pt"
+    key, ids = {"teacher_sha256": "x"}, ["a", "b"]
+    logits = load_or_build(path, key, ids, lambda: torch.ones(2, 3))
+    path.write_bytes(path.read_bytes()[:40])  # truncated by a kill before writes were atomic
+    with caplog.at_level(logging.WARNING):
+        rebuilt = load_or_build(path, key, ids, lambda: torch.full((2, 3), 2.0))
+    assert f"{path} cannot be read" in caplog.text and torch.equal(rebuilt, 2 * logits)
+    assert torch.equal(load_or_build(path, key, ids, lambda: torch.zeros(2, 3)), rebuilt)  # read back
+
+
+@pytest.mark.slow
+def test_kill_and_resume_study_tiny(tmp_path):
+    """Killed three times (during checkpoint writes too), resumed each time: every checkpoint left readable,
+    and the final weights are the uninterrupted run's, bit for bit."""
+    import subprocess
+    import sys
+
+    script = ROOT / "experiments" / "reliability" / "kill_resume.py"
+    subprocess.run([sys.executable, str(script), "--kills", "3", "--epochs", "6", "--out", str(tmp_path)], check=True)
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["kills"] == 3 and result["kills_during_writes"] >= 1
+    assert result["unreadable_checkpoints"] == 0 and result["max_abs_weight_diff"] == 0
+    assert "| 3 |" in (tmp_path / "results.md").read_text()
+
+
+def test_atomic_files_get_the_mode_open_would_give(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with atomic_open(tmp_path / "metrics.json", "w") as file:
+        file.write("{}")
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_readme_quotes_the_reliability_figures():
+    """The README's reliability figures are the kill study's and the fuzz tests' own numbers."""
+
+    from test_fuzz_readers import TOTAL_EXAMPLES
+
+    root = ROOT
+    readme = " ".join((root / "README.md").read_text().split())
+    study = json.loads((root / "experiments" / "reliability" / "results.json").read_text())
+    kills = f"Killed {study['kills']} times ({study['kills_during_writes']} during checkpoint writes)"
+    assert kills in readme and study["unreadable_checkpoints"] == 0 and study["max_abs_weight_diff"] == 0
+    assert f"{TOTAL_EXAMPLES:,} arbitrary and edited files per run" in readme
