@@ -12,50 +12,13 @@ import json
 from pathlib import Path
 
 import hydra
-import numpy as np
 import rich
 from omegaconf import DictConfig, OmegaConf
 
-from tsm.data.clips import Skipped
-from tsm.data.datamodule import ClipDataModule
-from tsm.data.recorded import datamodule_from_record
 from tsm.export import to_onnx
 from tsm.files import write_text_atomic
-from tsm.metadata import DATA_KEY
-from tsm.models.checkpoints import data_config, load_recognizer
-from tsm.quantize import PRECISIONS, compare, to_fp16, to_int8
-from tsm.streaming.runtime import read_info, read_metadata
-
-
-def spread(count: int, total: int) -> list[int]:
-    """``count`` indices spread evenly over ``range(total)`` (every class of an ordered split is met)."""
-    return sorted({int(i) for i in np.linspace(0, total - 1, min(count, total))})
-
-
-def checkpoint_data(cfg: DictConfig, fp32_file: Path) -> ClipDataModule:
-    """The checkpoint's data (or ``+data=NAME``'s), cropped to the exported file's input size."""
-    info = read_info(read_metadata(fp32_file), fp32_file)
-    side = info["input_size"] if isinstance(info["input_size"], int) else min(info["input_size"])
-    fitted = {"crop_size": side, "scale_size": info["scale_size"], "log_dir": None, "num_workers": 0}
-    if cfg.get("data"):  # the user's own config (command line, conf/)
-        return hydra.utils.instantiate(OmegaConf.to_container(cfg.data, resolve=True) | fitted)
-    # read from the checkpoint: data, never instantiated (tsm.data.recorded)
-    return datamodule_from_record(data_config(cfg.ckpt_path) | fitted, str(cfg.ckpt_path), DATA_KEY)
-
-
-def clips_of(data: ClipDataModule, split: str, count: int) -> tuple[list[np.ndarray], list[int]]:
-    """``count`` unaugmented clips of ``split`` and their labels."""
-    dataset = data.unaugmented(split)
-    clips, labels = [], []
-    for index in spread(count, len(dataset)):
-        item = dataset[index]
-        if isinstance(item, Skipped):  # data.on_error=skip
-            rich.print(f"[yellow]skipped {split} clip {index}: {item.path}: {item.reason}")
-            continue
-        clip, label, _ = item
-        clips.append(clip.numpy())
-        labels.append(label)
-    return clips, labels
+from tsm.models.checkpoints import load_recognizer
+from tsm.quantize import PRECISIONS, calibration_data, clips_of, compare, to_fp16, to_int8
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
@@ -70,7 +33,8 @@ def main(cfg: DictConfig) -> None:
     to_onnx(model, fp32_file, mode=cfg.mode, input_size=cfg.input_size, opset=cfg.opset)
     if cfg.precision == "fp32":
         return
-    data = checkpoint_data(cfg, fp32_file)
+    user_data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
+    data = calibration_data(cfg.ckpt_path, fp32_file, user_data)
     if cfg.precision == "fp16":
         to_fp16(fp32_file, out)
     else:

@@ -11,11 +11,11 @@ import torch
 
 import tsm.shift
 from tests.helpers.weights import randomize_norms
-from tsm.export import ExportVerificationError, read_metadata, to_onnx, verify_onnx, zero_buffers
+from tsm.export import ExportVerificationError, to_onnx, verify_onnx
 from tsm.models import build_recognizer
 from tsm.models.recognizer import Recognizer
 from tsm.streaming.model import StreamingTSM
-from tsm.streaming.runtime import OnnxStreamSession
+from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, read_metadata
 
 T, SIZE, CLASSES, TOL = 4, 32, 5, 1e-4
 
@@ -84,7 +84,7 @@ def test_stream_round_trip_matches_offline_model(model, stream_file):
     with torch.no_grad():
         offline = model.frame_logits(clip)
     runner = session(stream_file)
-    buffers = zero_buffers(stream_file, batch=3)
+    buffers = buffer_zeros(read_metadata(stream_file), batch=3)
     for t in range(T):
         logits, *new_buffers = runner.run(None, {"frame": clip[:, t].numpy(), **buffers})
         assert rel_error(logits, offline[:, t]) <= TOL

@@ -26,10 +26,16 @@ COVERED_ELSEWHERE = {
     "hydra/launcher=slurm": "tests/training/test_slurm.py (a real one-node SLURM cluster)",
     "data.root=/data/sthv2": "tests/data/test_sources.py::test_eval_two_clips_three_crops_on_each_dataset",
     "TSM_something_resnet50": "tests/models/test_official_weights.py::test_eval_and_init_from_accept_an_official_file",
-    "+experiment=jester_i3d_teacher": "tests/distill/test_distill.py::test_jester_i3d_teacher_fast_dev_run_and_missing_weights",
+    "+experiment=jester_i3d_teacher": (
+        "tests/distill/test_distill.py::test_jester_i3d_teacher_fast_dev_run_and_missing_weights"
+    ),
     "+experiment=jester_mbv2_online": "tests/test_configs.py::test_jester_mbv2_online_trains_and_streams",
-    "+experiment=jester_mbv2_kd": "tests/distill/test_distill.py (jester_mbv2_kd fast_dev_run on a Jester-format folder)",
-    "+experiment=synthetic_i3d_teacher": "tests/distill/test_distill.py::test_synthetic_i3d_teacher_then_cached_kd_student",
+    "+experiment=jester_mbv2_kd": (
+        "tests/distill/test_distill.py (jester_mbv2_kd fast_dev_run on a Jester-format folder)"
+    ),
+    "+experiment=synthetic_i3d_teacher": (
+        "tests/distill/test_distill.py::test_synthetic_i3d_teacher_then_cached_kd_student"
+    ),
     "+experiment=synthetic_mbv2_kd": "tests/distill/test_distill.py::test_synthetic_i3d_teacher_then_cached_kd_student",
     "src/serve_demo.py": "tests/streaming/test_web_demo.py (the page in headless Chromium, the script prints its URL)",
     "npm install --prefix web": "CI (.ci/run builds the page before the tests)",

@@ -19,11 +19,11 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
-from tsm.export import ort_session, to_onnx, zero_buffers
+from tsm.export import to_onnx
 from tsm.models import build_recognizer
 from tsm.models.factory import plain_2d
 from tsm.streaming.model import StreamingTSM
-from tsm.streaming.runtime import OnnxStreamSession
+from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from study import interleaved  # noqa: E402
@@ -41,7 +41,7 @@ def per_frame(repeats: int, size: int, workdir: Path) -> dict[str, float]:
     plain_file = to_onnx(plain, workdir / "plain.onnx", mode="clip", input_size=size)
     stream_session, plain_session = ort_session(stream_file), ort_session(plain_file)
     bound_stream = OnnxStreamSession(stream_file)
-    feed_stream = {"frame": frame.numpy(), **zero_buffers(stream_file, 1)}
+    feed_stream = {"frame": frame.numpy(), **buffer_zeros(read_metadata(stream_file), 1)}
     feed_plain = {"clip": frame[:, None].numpy()}
     eager = {"eager_tsm_stream": lambda: stream.step(frame), "eager_plain_2d": lambda: plain(frame[:, None])}
     ort_fns = {

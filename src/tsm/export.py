@@ -36,7 +36,7 @@ from tsm.models.patch import TemporalPool
 from tsm.models.recognizer import INFO_DEFAULTS, Recognizer
 from tsm.shift import TemporalShift
 from tsm.streaming.model import StreamingTSM
-from tsm.streaming.runtime import buffer_zeros, ort_session, read_metadata
+from tsm.streaming.runtime import buffer_zeros, ort_session
 
 MODES = ("clip", "stream")
 BATCH = "batch"
@@ -166,11 +166,6 @@ def _export_stream(stream: StreamingTSM, path: Path, frame: torch.Tensor, opset:
     outputs = ["logits", *(f"{name}_out" for name in names)]
     metadata = {MODE_KEY: "stream", BUFFERS_KEY: json.dumps(spec), INFO_KEY: info}
     _export(stream, (frame, *buffers), path, ["frame", *names], outputs, opset, metadata)
-
-
-def zero_buffers(path: str | Path, batch: int) -> dict[str, np.ndarray]:
-    """Zeroed stream buffers for a batch of ``batch`` streams, from the file's ``tsm_buffers`` metadata."""
-    return buffer_zeros(read_metadata(path), batch)
 
 
 def verify_onnx(

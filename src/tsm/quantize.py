@@ -23,19 +23,27 @@ Both record ``tsm_precision`` and ``tsm_calibration`` (JSON) beside the fp32 fil
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from tsm.benchmark import median_ms
+from tsm.data.clips import Skipped
 from tsm.files import atomic_open
-from tsm.metadata import CALIBRATION_KEY, MODE_KEY, PRECISION_KEY
-from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
+from tsm.metadata import CALIBRATION_KEY, DATA_KEY, MODE_KEY, PRECISION_KEY
+from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_info, read_metadata
+
+if TYPE_CHECKING:
+    from tsm.data.datamodule import ClipDataModule
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 WEIGHT_RANGES = {7: "[-64, 64] (reduce_range)", 8: "[-127, 127]"}  # int8 weight values for each weight_bits
@@ -109,6 +117,43 @@ def _set_metadata(model: onnx.ModelProto, precision: str, calibration: dict) -> 
     for key, value in ((PRECISION_KEY, precision), (CALIBRATION_KEY, json.dumps(calibration))):
         entry = next((e for e in model.metadata_props if e.key == key), None) or model.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+def spread(count: int, total: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(total)`` (every class of an ordered split is met)."""
+    return sorted({int(i) for i in np.linspace(0, total - 1, min(count, total))})
+
+
+def calibration_data(ckpt_path: str | Path, fp32_file: str | Path, data: dict | None = None) -> ClipDataModule:
+    """The data the checkpoint records (or ``data``, the user's own resolved data config from the command line
+    or ``conf/``), cropped to the exported file's input size, unshuffled, read in this process."""
+    from tsm.data.recorded import datamodule_from_record
+    from tsm.models.checkpoints import data_config
+
+    info = read_info(read_metadata(fp32_file), fp32_file)
+    side = info["input_size"] if isinstance(info["input_size"], int) else min(info["input_size"])
+    fitted = {"crop_size": side, "scale_size": info["scale_size"], "log_dir": None, "num_workers": 0}
+    if data is not None:  # the user's own config, not a file's: instantiated as Hydra does
+        import hydra
+
+        return hydra.utils.instantiate(data | fitted)
+    # read from the checkpoint: data, never instantiated (tsm.data.recorded)
+    return datamodule_from_record(data_config(ckpt_path) | fitted, str(ckpt_path), DATA_KEY)
+
+
+def clips_of(data: ClipDataModule, split: str, count: int) -> tuple[list[np.ndarray], list[int]]:
+    """``count`` unaugmented clips of ``split`` and their labels."""
+    dataset = data.unaugmented(split)
+    clips, labels = [], []
+    for index in spread(count, len(dataset)):
+        item = dataset[index]
+        if isinstance(item, Skipped):  # data.on_error=skip
+            log.warning("skipped %s clip %d: %s: %s", split, index, item.path, item.reason)
+            continue
+        clip, label, _ = item
+        clips.append(clip.numpy())
+        labels.append(label)
+    return clips, labels
 
 
 def calibration_feeds(fp32_path: str | Path, clips: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
