@@ -1,10 +1,11 @@
 """How much to shift, and where: fold_div and placement on synthetic gestures, accuracy and step time.
 
-    python experiments/shift_ablation/study.py [--scale small|tiny] [--parallel 2] [--out experiments/shift_ablation]
+    python -m experiments.shift_ablation.study [--scale quick|small|tiny] [--parallel 1] [--out DIR]
 
-Variants of TSM-MobileNetV2 x0.5 from scratch (8 segments, bidirectional shift): fold_div 2, 4, 8,
-16 (shifting 1, 1/2, 1/4, 1/8 of the channels) in every residual branch; fold_div 8 in every other
-block, in the last stages only, and in-place; TSN (no shift) for reference. Each is trained with
+Variants of the default model (TSM over ResNet10-T x0.5, one BasicBlock per stage) from scratch (8 segments,
+bidirectional shift): fold_div 2, 4, 8, 16 (shifting 1, 1/2, 1/4, 1/8 of the channels) in every residual
+branch; fold_div 8 in every other stage's block, in the last two stages only, and in-place; TSN (no shift)
+for reference. Each is trained with
 the budget of the tsm_vs_tsn study at its last resolution and seeds (runs reused from
 ``<out>/runs/<scale>/``; TSN, fold_div 8 and in-place are that study's own runs), and its training step
 (forward, backward, SGD update) is timed in this process, interleaved, at the study's batch.
@@ -14,31 +15,29 @@ Writes ``results_<scale>.md`` and ``shift_ablation_<scale>.png``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 
+from experiments.common import crop_of, interleaved, machine, run_many, runs_note, summary
+from experiments.tsm_vs_tsn.study import SCALES as TSM_VS_TSN_SCALES
+from experiments.tsm_vs_tsn.study import budget_overrides
+from experiments.tsm_vs_tsn.study import run_dir as tsm_vs_tsn_run_dir
 from tsm.models import build_recognizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import crop_of, interleaved, machine, run_many, runs_note, summary  # noqa: E402
-from tsm_vs_tsn.study import SCALES as TSM_VS_TSN_SCALES  # noqa: E402
-from tsm_vs_tsn.study import budget_overrides  # noqa: E402
-from tsm_vs_tsn.study import run_dir as tsm_vs_tsn_run_dir  # noqa: E402
-
-BACKBONE = "mobilenetv2_050"
+BACKBONE = "resnet10t_050"  # the default model's (conf/model/default.yaml)
 # the fold_div 8, residual, all-blocks shift of the paper
 PAPER = {"enabled": True, "fold_div": 8, "direction": "bidirectional", "place": "residual", "blocks": "all"}
-LAST_STAGES = [4, 5, 6]  # MobileNetV2's last three stages: 4 of its 10 residual blocks
+# ResNet10-T has one block per stage: every other block is stages 0 and 2, the last stages are 2 and 3
+EVERY_OTHER, LAST_STAGES = [0, 2], [2, 3]
 VARIANTS = {
     "TSN (no shift)": {**PAPER, "enabled": False},
     "1/1 shifted (fold_div 2)": {**PAPER, "fold_div": 2},
     "1/2 shifted (fold_div 4)": {**PAPER, "fold_div": 4},
     "1/4 shifted (fold_div 8)": PAPER,
     "1/8 shifted (fold_div 16)": {**PAPER, "fold_div": 16},
-    "fold_div 8, every other block": {**PAPER, "blocks": "every_other"},
+    "fold_div 8, every other block": {**PAPER, "blocks": EVERY_OTHER},
     "fold_div 8, last stages only": {**PAPER, "blocks": LAST_STAGES},
     "fold_div 8, in-place": {**PAPER, "place": "inplace"},
 }
@@ -82,8 +81,8 @@ def step_times(s: dict, repeats: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--scale", choices=SCALES, default="small")
-    parser.add_argument("--parallel", type=int, default=2, help="training runs at a time, one thread each")
+    parser.add_argument("--scale", choices=SCALES, default="quick")
+    parser.add_argument("--parallel", type=int, default=1, help="training runs at a time, one thread each")
     parser.add_argument("--repeats", type=int, default=20, help="timed training steps per variant")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument(
@@ -112,8 +111,9 @@ def write_report(out: Path, scale: str, s: dict, metrics: dict, times: dict[str,
     crop = crop_of(s["frame"])
     baseline = times["TSN (no shift)"]
     lines = [
-        f"Scale `{scale}`: TSM-MobileNetV2 x0.5 from scratch, 8 segments of {crop}x{crop}, {s['train']} training "
-        f"clips, {s['epochs']} epochs, batch {s['batch']}, {s['eval']} test clips, seeds {list(s['seeds'])}; "
+        f"Scale `{scale}`: the default model (TSM over ResNet10-T x0.5) from scratch, 8 segments of "
+        f"{crop}x{crop}, {s['train']} training clips, {s['epochs']} epochs, batch {s['batch']}, "
+        f"{s['eval']} test clips, seeds {list(s['seeds'])}; "
         f"{note}; step time: forward + backward + SGD update at batch {s['batch']}, median of interleaved "
         f"repeats; {machine()}.",
         "",

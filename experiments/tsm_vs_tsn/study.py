@@ -1,10 +1,10 @@
-"""TSN vs TSM (residual, in-place, causal) on synthetic gestures, at two resolutions, over seeds.
+"""TSN vs TSM (residual, in-place, causal) on synthetic gestures, at one or two resolutions, over seeds.
 
-    python experiments/tsm_vs_tsn/study.py [--scale small|tiny] [--parallel 2] [--out experiments/tsm_vs_tsn]
+    python -m experiments.tsm_vs_tsn.study [--scale quick|small|tiny] [--parallel 1] [--out experiments/tsm_vs_tsn]
 
-Same budget for every variant: TSM-MobileNetV2 x0.5 from scratch, 8 segments; only
-``model/shift`` differs. Runs land in ``<out>/runs/<scale>/`` and are reused when present,
-so the table and the plot can be regenerated without training again.
+Same budget for every variant: the default model (``python src/train.py``: TSM over ResNet10-T x0.5 from
+scratch, 8 segments); only ``model/shift`` differs. Runs land in ``<out>/runs/<scale>/`` and are reused when
+present, so the table and the plot can be regenerated without training again.
 Writes ``results_<scale>.md`` (test top-1, mean and min-max over seeds) and ``tsm_vs_tsn_<scale>.png``
 (validation top-1 per epoch, mean and min-max band).
 """
@@ -12,14 +12,11 @@ Writes ``results_<scale>.md`` (test top-1, mean and min-max over seeds) and ``ts
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import (  # noqa: E402
-    MOBILENET,
+from experiments.common import (
     crop_of,
     epoch_curve,
     machine,
@@ -32,8 +29,9 @@ from study import (  # noqa: E402
 
 SCALES = {
     # frame size (the crop is 8/9 of it) -> seeds; training and evaluation clips, epochs, batch size.
-    # small: the default run's budget (python src/train.py) at its resolution and a lower one, three
-    # seeds: about 2.5 hours on 2 CPU cores (a shorter budget leaves every variant near chance, see README.md)
+    # quick: the default run's budget (python src/train.py) at its resolution, one seed (4 runs, about 40
+    # minutes on one core); small: that and a lower resolution, three seeds (24 runs, hours on 2 CPU cores)
+    "quick": {"frames": {72: (1,)}, "train": 3000, "eval": 200, "epochs": 7, "batch": 16},
     "small": {"frames": {72: (1, 2, 3), 54: (1, 2, 3)}, "train": 3000, "eval": 200, "epochs": 7, "batch": 16},
     "tiny": {"frames": {18: (1,), 27: (1,)}, "train": 8, "eval": 4, "epochs": 2, "batch": 4},
 }
@@ -42,10 +40,9 @@ COLORS = ("tab:gray", "tab:blue", "tab:green", "tab:orange")
 
 
 def budget_overrides(s: dict, frame: int, seed: int) -> list[str]:
-    """TSM-MobileNetV2 x0.5 (MOBILENET) and the data, schedule and seed of one run of scale ``s`` at
-    ``frame``-pixel frames."""
+    """The data, schedule and seed of one run of scale ``s`` at ``frame``-pixel frames (the default model)."""
     extra = [f"data.batch_size={s['batch']}", f"trainer.max_epochs={s['epochs']}", f"seed={seed}"]
-    return [*synthetic_overrides(s["train"], s["eval"], frame), *MOBILENET, *extra]
+    return [*synthetic_overrides(s["train"], s["eval"], frame), *extra]
 
 
 def overrides(s: dict, frame: int, shift: str, seed: int) -> list[str]:
@@ -58,8 +55,8 @@ def run_dir(runs: Path, frame: int, variant: str, seed: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--scale", choices=SCALES, default="small")
-    parser.add_argument("--parallel", type=int, default=2, help="training runs at a time, one thread each")
+    parser.add_argument("--scale", choices=SCALES, default="quick")
+    parser.add_argument("--parallel", type=int, default=1, help="training runs at a time, one thread each")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
     s = SCALES[args.scale]
@@ -75,8 +72,9 @@ def main() -> None:
 def write_report(out: Path, scale: str, s: dict, metrics: dict, curves: dict, note: str) -> None:
     crops = [crop_of(f) for f in s["frames"]]
     lines = [
-        f"Scale `{scale}`: TSM-MobileNetV2 x0.5 from scratch, 8 segments, {s['train']} training clips, "
-        f"{s['epochs']} epochs, batch {s['batch']}, {s['eval']} validation and test clips; {machine()}; {note}.",
+        f"Scale `{scale}`: the default model (TSM over ResNet10-T x0.5) from scratch, 8 segments, "
+        f"{s['train']} training clips, {s['epochs']} epochs, batch {s['batch']}, {s['eval']} validation and "
+        f"test clips; {machine()}; {note}.",
         "",
         "Test top-1 (mean and min-max where there are several seeds):",
         "",

@@ -1,7 +1,9 @@
-"""Shared pieces of the studies in experiments/: launch training runs, gather their metrics.
+"""Shared pieces of the studies in experiments/: launch training runs, gather their metrics, time calls.
 
 Each run is ``python src/train.py`` with overrides and its own ``hydra.run.dir``; a run whose
-``metrics.json`` exists is not run again, so a study can be resumed or re-reported cheaply.
+``metrics.json`` exists is not run again, so a study can be resumed or re-reported cheaply. Studies run
+as modules from the repository root (``python -m experiments.<study>.<script>``) and import this one
+as ``experiments.common``.
 """
 
 from __future__ import annotations
@@ -14,21 +16,24 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig
 
 from tsm.benchmark import median_ms
+from tsm.models import build_recognizer
+from tsm.models.recognizer import Recognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 # Quiet, file-only logging for study runs; the W&B dashboard is for interactive work.
 QUIET = ["logger=csv", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
-# The studies run while MobileNetV2 x0.5 was the from-scratch default pin it (conf/model/tsm_scratch.yaml now
-# trains resnet10t_050), so that their tables stay what their scripts regenerate.
+# TSM-MobileNetV2 x0.5 on the default recipe: for the studies whose question is about MobileNetV2 (the edge
+# model: distillation, int8); the others train the default model (conf/model/default.yaml).
 MOBILENET = ["model.backbone=mobilenetv2_050"]
 # The AdamW recipe the studies compare with the default SGD (lr 0.008 x batch/64, as the I3D teacher trains)
 ADAMW = ["model.optimizer.name=adamw", "model.optimizer.base_lr=0.008", "model.optimizer.weight_decay=0.05"]
@@ -162,3 +167,12 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, inference: b
             for name, fn in fns.items():
                 samples[name].append(median_ms(fn, repeats=1, warmup=0))
     return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def plain_2d(model: Recognizer, backbone: str, backbone_args: Mapping[str, Any] | None = None) -> Recognizer:
+    """The 2D network a TSM/TSN ``model`` over timm ``backbone`` is made of: the same weights, one frame
+    per clip, no shift (the baseline of per-frame cost), in eval mode."""
+    plain = build_recognizer(backbone, model.num_classes, 1, dropout=0.0, backbone_args=backbone_args)
+    # shifts and temporal pools wrap the module they precede as ``.net``
+    plain.load_state_dict({key.replace(".net.", "."): value for key, value in model.state_dict().items()})
+    return plain.eval()
