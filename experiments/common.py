@@ -32,9 +32,6 @@ from tsm.models.recognizer import Recognizer
 ROOT = Path(__file__).resolve().parents[1]
 # Quiet, file-only logging for study runs; the W&B dashboard is for interactive work.
 QUIET = ["logger=csv", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
-# TSM-MobileNetV2 x0.5 on the default recipe: for the studies whose question is about MobileNetV2 (the edge
-# model: distillation, int8); the others train the default model (conf/model/default.yaml).
-MOBILENET = ["model.backbone=mobilenetv2_050"]
 # The AdamW recipe the studies compare with the default SGD (lr 0.008 x batch/64, as the I3D teacher trains)
 ADAMW = ["model.optimizer.name=adamw", "model.optimizer.base_lr=0.008", "model.optimizer.weight_decay=0.05"]
 

@@ -1,6 +1,6 @@
 """Which backbone learns the synthetic gestures: TSM against TSN for the smallest member of each family.
 
-    python experiments/backbones/accuracy.py [--scale default|tiny] [--seeds 1] [--only NAME ...] [--parallel 2]
+    python -m experiments.backbones.accuracy [--scale default|tiny] [--seeds 1] [--only NAME ...] [--parallel 2]
 
 Each run is the default ``python src/train.py`` (synthetic gestures from scratch, 8 frames at 64x64,
 3,000 training clips, 7 epochs, the in-place shift) with ``model.backbone=`` the family's smallest
@@ -14,29 +14,17 @@ streaming latency per frame of results.md in the labels).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import sys
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from experiments.backbones import study as EFFICIENCY
+from experiments.common import ADAMW, QUIET, machine, read_run, summary, timed_run
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from study import ADAMW, QUIET, machine, read_run, summary, timed_run  # noqa: E402  (experiments/study.py)
-
-
-def _efficiency_study():
-    """experiments/backbones/study.py (its name clashes with experiments/study.py on sys.path)."""
-    spec = importlib.util.spec_from_file_location("backbones_study", HERE / "study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-EFFICIENCY = _efficiency_study()
 BACKBONES = EFFICIENCY.BACKBONES
 VARIANTS = {"TSM": [], "TSN": ["+experiment=synthetic_tsn"]}
 SCALES = {
@@ -54,7 +42,7 @@ SCALES = {
 
 # Families trained with AdamW, as they are published (LayerNorm, layer scale): with the default SGD
 # ConvNeXt atto stayed at chance for 4 epochs (val top-1 0.10-0.15, exploratory). Same lr and weight
-# decay as the AdamW arms of experiments/kd and experiments/recipe (study.ADAMW).
+# decay as the AdamW arms of experiments/kd and experiments/recipe (experiments.common.ADAMW).
 ADAMW_FAMILIES = ("convnext", "vit")
 
 
@@ -74,7 +62,7 @@ def report(results: dict, names: list[str], seeds: list[int], args: argparse.Nam
     if SCALES[args.scale]:
         budget = f"with `{' '.join(SCALES[args.scale])}`"
     lines = [
-        f"Command: `python experiments/backbones/accuracy.py --scale {args.scale} --seeds "
+        f"Command: `python -m experiments.backbones.accuracy --scale {args.scale} --seeds "
         f"{' '.join(map(str, seeds))} --parallel {args.parallel}` (runs reused when present)",
         "",
         f"Machine: {machine()}; {args.parallel} run(s) at a time, each on one torch thread. Each run: "

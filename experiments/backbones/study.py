@@ -1,6 +1,6 @@
 """Which backbone should I use? Size, compute and CPU speed of the smallest member of each timm family.
 
-    python experiments/backbones/study.py [--size 224] [--frames 8] [--repeats 5] [--out experiments/backbones]
+    python -m experiments.backbones.study [--size 224] [--frames 8] [--repeats 5] [--out experiments/backbones]
 
 For each backbone, as a TSM recognizer (the placement the family takes: the residual shift, MobileOne's
 on the block input) of 27 classes: parameters and MACs of a clip of ``--frames`` frames (and that TSN
@@ -13,7 +13,6 @@ as deployed: re-parameterised (MobileOne, GhostNetV3) as ``src/export.py`` does.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
@@ -22,14 +21,12 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from experiments.common import interleaved, machine
 from tsm.benchmark import count
 from tsm.export import ort_session, to_onnx
 from tsm.models import build_recognizer
 from tsm.models.factory import for_deployment
 from tsm.streaming.runtime import OnnxStreamSession
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import interleaved, machine  # noqa: E402
 
 # family -> its smallest timm member (the project's from-scratch default first, as the reference)
 BACKBONES = {
@@ -123,7 +120,7 @@ def read_results(path: Path) -> dict[str, dict[str, float]]:
 
 def report(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
     lines = [
-        f"Command: `python experiments/backbones/study.py --size {args.size} --frames {args.frames} "
+        f"Command: `python -m experiments.backbones.study --size {args.size} --frames {args.frames} "
         f"--repeats {args.repeats}`",
         "",
         f"Machine: {machine()}, onnxruntime {ort.__version__}; TSM (causal shift) at {args.frames}x{args.size}, "

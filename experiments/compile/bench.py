@@ -1,6 +1,6 @@
 """Is a ``model.compile`` switch worth having? torch.compile vs eager for TSM-MobileNetV2 x0.5, one run.
 
-    python experiments/compile/bench.py [--size 64] [--batch 16] [--steps 10] [--out experiments/compile]
+    python -m experiments.compile.bench [--size 64] [--batch 16] [--steps 10] [--out experiments/compile]
 
 Times, for TSM-MobileNetV2 x0.5 (8 frames, the default training run's batch; its model when this ran): the first
 compiled training step (compilation included), then the median training step (forward, backward,
@@ -11,17 +11,14 @@ SGD) of eager and compiled, and checks that the compiled logits equal the eager 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import machine  # noqa: E402
-
-from tsm.benchmark import median_ms  # noqa: E402
-from tsm.models import build_recognizer  # noqa: E402
+from experiments.common import machine
+from tsm.benchmark import median_ms
+from tsm.models import build_recognizer
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, clips: torch.Tensor, labels: torch.Tensor):
@@ -58,7 +55,7 @@ def main() -> None:
     lines = [
         "# torch.compile vs eager: one training step of TSM-MobileNetV2 x0.5",
         "",
-        f"`python experiments/compile/bench.py --size {args.size} --batch {args.batch} --steps {args.steps}`",
+        f"`python -m experiments.compile.bench --size {args.size} --batch {args.batch} --steps {args.steps}`",
         f"(TSM-MobileNetV2 x0.5, 8 frames at {args.size}x{args.size}, batch {args.batch}, SGD; {machine()})",
         "",
         "| | eager | compiled |",

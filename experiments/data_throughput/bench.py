@@ -1,6 +1,6 @@
 """Clip reading throughput per data-loader worker: frame folders, and videos read sparsely or whole.
 
-    python experiments/data_throughput/bench.py [--clips 40] [--out experiments/data_throughput/results.md]
+    python -m experiments.data_throughput.bench [--clips 40] [--out experiments/data_throughput/results.md]
 
 Builds three inputs in a temporary folder, then reads 8-frame TSN training clips (random frame
 per segment, fixed seed) from them in one process, as one loader worker does:

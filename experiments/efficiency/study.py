@@ -1,6 +1,6 @@
 """Parameters, MACs and CPU throughput of I3D, TSN-ResNet50, TSM-ResNet50 and TSM-MobileNetV2.
 
-    python experiments/efficiency/study.py [--size 224] [--repeats 5] [--out experiments/efficiency]
+    python -m experiments.efficiency.study [--size 224] [--repeats 5] [--out experiments/efficiency]
 
 Clips of 8 frames (I3D also at its usual 16), batch 1; MACs of convolutions and linear layers
 (tsm.benchmark.count); eager PyTorch and onnxruntime clips per second, timed interleaved in one run.
@@ -10,7 +10,6 @@ Writes results.md and efficiency.png (MACs vs onnxruntime throughput).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
@@ -18,14 +17,12 @@ import onnxruntime as ort
 import torch
 from matplotlib.figure import Figure
 
+from experiments.common import machine
+from experiments.latency.bench import by_runtime
 from tsm.benchmark import count
 from tsm.export import ort_session, to_onnx
 from tsm.models import build_recognizer
 from tsm.models.i3d import I3D
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from latency.bench import by_runtime  # noqa: E402
-from study import machine  # noqa: E402
 
 TSM = {"fold_div": 8, "direction": "bidirectional", "place": "residual", "blocks": "all"}
 

@@ -1,6 +1,6 @@
 """Does distillation help the TSM-MobileNetV2 student on synthetic gestures, on every seed?
 
-    python experiments/kd/study.py [--scale small|tiny] [--parallel 2] [--out experiments/kd] [--report-only]
+    python -m experiments.kd.study [--scale small|tiny] [--parallel 2] [--out experiments/kd] [--report-only]
 
 The MobileVFX pipeline as users run it (README, "Distillation"):
 
@@ -33,10 +33,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from experiments.common import ADAMW, QUIET, ROOT, machine, run_many, runs_note, summary
 from tsm.models.weight_files import safe_load
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import ADAMW, MOBILENET, QUIET, ROOT, machine, run_many, runs_note, summary  # noqa: E402
 
 SCALES = {
     # student's training clips and epochs; evaluation clips; seeds of the main comparison and of the
@@ -77,7 +75,9 @@ SCALES = {
     },
 }
 I3D_TEACHER = ["+experiment=synthetic_i3d_teacher"]
-MBV2_TEACHER = MOBILENET  # the default run when MobileNetV2 x0.5 was the default
+# The question is MobileVFX's: distillation into TSM-MobileNetV2, the edge model (the default recipe, that backbone)
+MOBILENET = ["model.backbone=mobilenetv2_050"]
+MBV2_TEACHER = MOBILENET  # the TSM-MobileNetV2 teacher: the student's own recipe, trained on all clips
 KD = ["+experiment=synthetic_mbv2_kd"]
 MAIN = (0.5, 4.0)  # alpha, temperature of synthetic_mbv2_kd
 ALPHA_HIGH = (0.9, 4.0)  # more weight on the teacher, for the AdamW student on every seed

@@ -1,6 +1,6 @@
 """What the streaming shift really costs, and clip throughput of the MobileNetV2 student vs ResNet50.
 
-    python experiments/latency/bench.py [--repeats 20] [--size 224] [--out experiments/latency/results.md]
+    python -m experiments.latency.bench [--repeats 20] [--size 224] [--out experiments/latency/results.md]
 
 Per-frame latency at batch 1: streaming TSM-MobileNetV2 (causal shift, 10 cached buffers) vs the plain
 2D MobileNetV2 it is made of (same weights, no shift), in eager PyTorch and in onnxruntime (buffers
@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
 import onnxruntime as ort
 import torch
 
+from experiments.common import interleaved, plain_2d
 from tsm.export import to_onnx
 from tsm.models import build_recognizer
-from tsm.models.factory import plain_2d
 from tsm.streaming.model import StreamingTSM
 from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import interleaved  # noqa: E402
 
 CAUSAL = {"fold_div": 8, "direction": "causal", "place": "residual", "blocks": "all"}
 BIDIRECTIONAL = {**CAUSAL, "direction": "bidirectional"}

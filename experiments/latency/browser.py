@@ -1,7 +1,7 @@
 """Per-frame latency of the browser demo (onnxruntime-web, WebAssembly, in headless Chromium) beside
 onnxruntime in Python, for the same stream-mode file.
 
-    python experiments/latency/browser.py [--size 224] [--frames 40] [--out experiments/latency/browser.md]
+    python -m experiments.latency.browser [--size 224] [--frames 40] [--out experiments/latency/browser.md]
 
 The model: streaming TSM-MobileNetV2 (causal shift, random weights, 27 classes). The page reads a fake
 camera (a ``.y4m`` file), runs each frame through onnxruntime-web with the shift buffers kept as
@@ -71,7 +71,7 @@ def main() -> None:
     browser_ms, python_median = statistics.median(page), statistics.median(python)
     text = "\n".join(
         [
-            f"Command: `python experiments/latency/browser.py --size {args.size} --frames {args.frames}`",
+            f"Command: `python -m experiments.latency.browser --size {args.size} --frames {args.frames}`",
             "",
             f"Machine: {torch.get_num_threads()} CPU threads; {Path(chromium_path()).name} headless (onnxruntime-web "
             f"1.30.0, WebAssembly SIMD, threads: 2 when the page is cross-origin isolated, as src/serve_demo.py "

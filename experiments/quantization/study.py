@@ -1,6 +1,6 @@
 """fp32 / fp16 / int8 TSM on this CPU: agreement, accuracy, size and speed, from one checkpoint.
 
-    python experiments/quantization/study.py [--ckpt PATH] [--clips 300] [--repeats 50] [--out experiments/quantization]
+    python -m experiments.quantization.study [--ckpt PATH] [--clips 300] [--repeats 50] [--out experiments/quantization]
 
 1. TSM-MobileNetV2 x0.5, the edge model, trained from scratch with the causal shift,
    ``python src/train.py model.backbone=mobilenetv2_050 model/shift=causal seed=1``
@@ -29,14 +29,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import MOBILENET, QUIET, ROOT, interleaved, machine, shown  # noqa: E402
-
-from tsm.export import to_onnx  # noqa: E402
-from tsm.models.checkpoints import load_recognizer  # noqa: E402
-from tsm.models.factory import plain_2d  # noqa: E402
-from tsm.quantize import calibration_feeds, node_census, to_fp16, to_int8  # noqa: E402
-from tsm.streaming.runtime import ort_session  # noqa: E402
+from experiments.common import QUIET, ROOT, interleaved, machine, plain_2d, shown
+from tsm.export import to_onnx
+from tsm.models.checkpoints import load_recognizer
+from tsm.quantize import calibration_feeds, node_census, to_fp16, to_int8
+from tsm.streaming.runtime import ort_session
 
 HERE = Path(__file__).resolve().parent
 EXPORTS = [("stream", "fp16"), ("stream", "int8"), ("clip", "int8")]
@@ -50,7 +47,7 @@ def trained_checkpoint(out: Path, extra: list[str]) -> Path:
             sys.executable,
             "src/train.py",
             *QUIET,
-            *MOBILENET,
+            "model.backbone=mobilenetv2_050",  # the edge model whose int8 deployment is the question
             "model/shift=causal",
             "seed=1",
             *extra,
@@ -156,7 +153,7 @@ def main() -> None:
 def report(result: dict, args: argparse.Namespace) -> str:
     ckpt = shown(result["ckpt"])
     lines = [
-        f"Command: `python experiments/quantization/study.py`; {result['machine']}, onnxruntime {ort.__version__}, "
+        f"Command: `python -m experiments.quantization.study`; {result['machine']}, onnxruntime {ort.__version__}, "
         f"{os.cpu_count()} threads; checkpoint `{ckpt}`.",
         "",
         f"## Agreement with fp32 on {args.clips} validation clips, at the trained size (`src/export.py`'s report)",

@@ -3,13 +3,13 @@ for one checkpoint, run on this CPU and on an emulated AVX2-only x86 CPU (qemu's
 onnxruntime then takes its AVX2 integer kernels, which sum uint8 x int8 products in int16 pairs), and with
 ``--arm-sysroot`` on an emulated ARM Cortex-A57 too (the sysroot from ``arm64_sysroot.sh``).
 
-    python experiments/quantization/weight_bits.py [--ckpt PATH] [--clips 300] [--arm-sysroot DIR]
+    python -m experiments.quantization.weight_bits [--ckpt PATH] [--clips 300] [--arm-sysroot DIR]
 
 Each stream file is calibrated as ``src/export.py`` does (64 unaugmented training clips) and run on
 ``--clips`` validation clips (per-frame logits averaged over each clip): top-1 agreement with the fp32
 file, top-1, and how far each emulated CPU's logits are from this CPU's. Needs ``qemu-x86_64`` (Debian's
-qemu-user). The checkpoint is study.py's (trained by it when absent). Writes ``weight_bits.md`` and
-``weight_bits.json``.
+qemu-user). The checkpoint is experiments.quantization.study's (trained by it when absent). Writes
+``weight_bits.md`` and ``weight_bits.json``.
 """
 
 from __future__ import annotations
@@ -26,16 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from omegaconf import OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from study import ROOT, machine, shown  # noqa: E402
-
-from export import checkpoint_data, clips_of  # noqa: E402
-from tsm.export import to_onnx  # noqa: E402
-from tsm.models.checkpoints import load_recognizer  # noqa: E402
-from tsm.quantize import clip_logits, to_int8  # noqa: E402
+from experiments.common import ROOT, machine, shown
+from tsm.export import to_onnx
+from tsm.models.checkpoints import load_recognizer
+from tsm.quantize import calibration_data, clip_logits, clips_of, to_int8
 
 HERE = Path(__file__).resolve().parent
 # clip_logits' stream path with numpy and onnxruntime alone: tsm.quantize imports torch, 24 s under emulation
@@ -85,11 +80,11 @@ def main() -> None:
     if args.arm_sysroot is not None and not (args.arm_sysroot / "usr/bin/python3.11").is_file():
         sys.exit(f"--arm-sysroot {args.arm_sysroot} holds no usr/bin/python3.11: make it with arm64_sysroot.sh")
     if not args.ckpt.is_file():
-        sys.exit(f"{args.ckpt} does not exist: run experiments/quantization/study.py first (it trains it)")
+        sys.exit(f"{args.ckpt} does not exist: run python -m experiments.quantization.study first (it trains it)")
     rows, cpus = {}, emulators(args.arm_sysroot)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = to_onnx(load_recognizer(args.ckpt), Path(tmp) / "stream_fp32.onnx", mode="stream")
-        data = checkpoint_data(OmegaConf.create({"ckpt_path": str(args.ckpt)}), fp32)
+        data = calibration_data(args.ckpt, fp32)
         calibration, _ = clips_of(data, "train", args.calibration)
         clips, labels = clips_of(data, "val", args.clips)
         labels = np.asarray(labels)

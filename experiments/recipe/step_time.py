@@ -1,6 +1,6 @@
 """What one training step of the from-scratch recipe costs, per backbone and input size, on this machine.
 
-    python experiments/recipe/step_time.py [--repeats 5] [--out experiments/recipe]
+    python -m experiments.recipe.step_time [--repeats 5] [--out experiments/recipe]
 
 Each candidate is the default run's model (``conf/model/tsm_scratch.yaml``: in-place shift, channels-last
 memory) with the overrides of ``CANDIDATES``, built as ``src/train.py`` builds it. A step is the forward
@@ -14,7 +14,6 @@ needs a tenth fewer steps to keep the default's wall time.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,10 +21,8 @@ import hydra
 import torch
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import compose_train, interleaved, machine  # noqa: E402
-
-from tsm.benchmark import count  # noqa: E402
+from experiments.common import compose_train, interleaved, machine
+from tsm.benchmark import count
 
 # name -> overrides of the default run (the default first: the reference of the ratios)
 CANDIDATES = {
@@ -66,7 +63,7 @@ def main() -> None:
     ms = interleaved({name: step for name, (step, _) in built.items()}, args.repeats, inference=False)
     reference = ms[chosen[0]]
     lines = [
-        f"Command: `python experiments/recipe/step_time.py --repeats {args.repeats} --batch {args.batch}`",
+        f"Command: `python -m experiments.recipe.step_time --repeats {args.repeats} --batch {args.batch}`",
         "",
         f"Machine: {machine()}. One training step: {args.batch} clips of 8 frames, forward, cross-entropy, "
         f"backward, SGD; median of {args.repeats} interleaved repeats. Ratio: to the first row.",

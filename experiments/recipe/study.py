@@ -1,6 +1,6 @@
 """Does the from-scratch recipe (conf/model/tsm_scratch.yaml) work on every seed?
 
-    python experiments/recipe/study.py [--scale small|tiny] [--parallel 2] [--out experiments/recipe]
+    python -m experiments.recipe.study [--scale small|tiny] [--parallel 2] [--out experiments/recipe]
 
 Two tasks, TSM beside TSN (the shift off), several seeds each, ``--parallel`` runs at a time on one thread each:
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,10 +30,16 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from study import MOBILENET, QUIET, epoch_curve, machine, plot_band, summary, synthetic_overrides, timed_run  # noqa: E402
-
-from tsm.data.sources.synthetic import SyntheticGestures  # noqa: E402
+from experiments.common import (
+    QUIET,
+    epoch_curve,
+    machine,
+    plot_band,
+    summary,
+    synthetic_overrides,
+    timed_run,
+)
+from tsm.data.sources.synthetic import SyntheticGestures
 
 # The gestures rendered, each from the synthetic class that moves the same way: two time-reversed pairs.
 GESTURES = {"Swiping Left": 0, "Swiping Right": 1, "Swiping Up": 2, "Swiping Down": 3}
@@ -68,7 +73,11 @@ SCALES = {
 # task -> variant -> overrides that make it (beside the task's own and the seed)
 VARIANTS = {
     # TSM-MobileNetV2: the previous from-scratch default (MobileNetV2 x0.5), which converged on 3 of 5 seeds
-    "synthetic": {"TSM": [], "TSM-MobileNetV2": MOBILENET, "TSN": ["+experiment=synthetic_tsn"]},
+    "synthetic": {
+        "TSM": [],
+        "TSM-MobileNetV2": ["model.backbone=mobilenetv2_050"],
+        "TSN": ["+experiment=synthetic_tsn"],
+    },
     "jester": {"TSM": [], "TSN": ["model/shift=none"]},
 }
 TITLES = {"synthetic": "synthetic gestures (python src/train.py)", "jester": "Jester-format folder, 4 gestures"}

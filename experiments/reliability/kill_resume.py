@@ -2,7 +2,7 @@
 time with ``ckpt_path=last``; does it always resume from a readable checkpoint, and do its final weights
 equal an uninterrupted run's?
 
-    python experiments/reliability/kill_resume.py [--kills 20] [--epochs 24] [--out DIR]
+    python -m experiments.reliability.kill_resume [--kills 20] [--epochs 24] [--out DIR]
 
 Half the kills land while a checkpoint is being written (the moment the temporary file of the first to
 fourth write of the attempt appears, polled every millisecond), the others at a random time in the first
@@ -26,13 +26,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from study import QUIET, ROOT, machine, shown  # noqa: E402
-
-from tsm.files import TEMP_SUFFIX  # noqa: E402
-from tsm.models.weight_files import safe_load  # noqa: E402
-from tsm.training.resume import newest_readable  # noqa: E402
+from experiments.common import QUIET, ROOT, machine, shown
+from tsm.files import TEMP_SUFFIX
+from tsm.models.weight_files import safe_load
+from tsm.training.resume import newest_readable
 
 HERE = Path(__file__).resolve().parent
 SMALL = [
@@ -162,7 +159,7 @@ def report(result: dict) -> str:
         f"| {a['kill']} | {a['when']} | {a['resumed_from'] or '(fresh start)'} | {len(a['unreadable_after'])} |"
         for a in result["attempts"]
     )
-    command = f"python experiments/reliability/kill_resume.py --kills {result['kills']} --epochs {result['epochs']}"
+    command = f"python -m experiments.reliability.kill_resume --kills {result['kills']} --epochs {result['epochs']}"
     return f"""# Kill and resume
 
 `{command}` ({result["machine"]}):

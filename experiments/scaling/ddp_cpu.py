@@ -1,6 +1,6 @@
 """DDP on this CPU: training throughput with 1 and 2 gloo processes, and one ResNet-50-sized all-reduce.
 
-    python experiments/scaling/ddp_cpu.py [--steps 8] [--clips 4] [--size 64]
+    python -m experiments.scaling.ddp_cpu [--steps 8] [--clips 4] [--size 64]
 
 Weak scaling, as on a cluster: every process is one device (one core, one thread) and trains ``--clips``
 clips per step (TSM-MobileNetV2 x0.5, 8 segments, the synthetic recipe's model) with

@@ -1,6 +1,6 @@
 """Temporal shift cost relative to a plain clone() of the same tensor, forward and backward.
 
-    python experiments/shift_speed/bench.py [--repeats 30] [--out experiments/shift_speed/results.md]
+    python -m experiments.latency.shift_op [--repeats 30] [--out experiments/latency/shift_op.md]
 
 Three ways of shifting are timed in one run, interleaved, median of repeats:
   clone   - x.clone(): one read and one write of the tensor, the floor for any shift that
@@ -70,7 +70,7 @@ def bench_shape(nt: int, c: int, h: int, w: int, repeats: int) -> dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.md"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("shift_op.md"))
     args = parser.parse_args()
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
