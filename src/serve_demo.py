@@ -1,4 +1,4 @@
-"""Serve the browser demo (``web/``) with a stream-mode ONNX file: ``python src/serve_demo.py model=PATH``.
+"""Serve the browser demo (``web/``) with a stream-mode ONNX file: ``python src/serve_demo.py onnx=PATH``.
 
 The page runs the file in onnxruntime-web (WebAssembly), frame by frame from the camera or a video file;
 this server only hands out files (:mod:`tsm.streaming.demo_server`). Build the page once first:
@@ -11,10 +11,9 @@ from omegaconf import DictConfig
 from tsm.streaming.demo_server import MODEL_URL, demo_server
 
 
-# its own config folder: in conf/, ``model=`` would select the model config group
-@hydra.main(version_base="1.3", config_path="../conf/web", config_name="serve_demo")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="serve_demo")
 def main(cfg: DictConfig) -> None:
-    server = demo_server(cfg.model, cfg.host, cfg.port)
+    server = demo_server(cfg.onnx, cfg.host, cfg.port)
     host, port = server.server_address[:2]
     query = f"?model={MODEL_URL.lstrip('/')}" + ("&source=camera" if cfg.camera else "")
     print(f"TSM browser demo: http://{host}:{port}/{query}  (Ctrl+C stops)", flush=True)

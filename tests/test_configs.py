@@ -7,6 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.helpers import ROOT
 from tests.helpers.config import CONF_DIR, compose_train
 from tsm.models.i3d import I3D
 
@@ -78,7 +79,22 @@ def test_shift_group_options(tmp_path):
     assert Path(CONF_DIR / "model" / "shift" / "inplace.yaml").is_file()
 
 
-DATASETS = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml") if p.stem != "synthetic")
+DATASETS = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml") if p.stem not in ("synthetic", "base"))
+
+
+def test_dataset_configs_extend_one_base_and_normalise_once(tmp_path):
+    """Every data config extends conf/data/base.yaml; ImageNet's mean and std are written once in the configs
+    and once in the package (tsm.imagenet)."""
+    for name in [*DATASETS, "synthetic"]:
+        text = (CONF_DIR / "data" / f"{name}.yaml").read_text()
+        assert "defaults:\n  - base\n  - _self_\n" in text, name
+        cfg = compose_train([f"data={name}", f"data.root={tmp_path}"], tmp_path)
+        assert list(cfg.data.mean) == [0.485, 0.456, 0.406] and list(cfg.data.std) == [0.229, 0.224, 0.225]
+    written = lambda folder, pattern: sorted(  # noqa: E731
+        str(p.relative_to(ROOT)) for p in (ROOT / folder).rglob(pattern) if "0.485" in p.read_text()
+    )
+    assert written("conf", "*.yaml") == ["conf/data/base.yaml"]
+    assert written("src", "*.py") == ["src/tsm/imagenet.py"]
 
 
 @pytest.mark.parametrize("name", DATASETS)

@@ -144,7 +144,7 @@ def test_page_and_server_refuse_files_they_cannot_stream(page_setup, tmp_path):
 
 
 def test_serve_demo_script_prints_the_url(page_setup):
-    command = [sys.executable, "src/serve_demo.py", f"model={page_setup['stream']}", "port=0"]
+    command = [sys.executable, "src/serve_demo.py", f"onnx={page_setup['stream']}", "port=0"]
     proc = subprocess.Popen(command, cwd=WEB.parent, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -155,8 +155,9 @@ def test_serve_demo_script_prints_the_url(page_setup):
 
 
 def test_browser_latency_bench_tiny(page_setup, tmp_path):
-    script = WEB.parent / "experiments" / "latency" / "browser.py"
     args = ["--size", "64", "--frames", "3", "--backbone", "mobilenetv2_050", "--out", str(tmp_path / "b.md")]
-    subprocess.run([sys.executable, str(script), *args], check=True, cwd=WEB.parent, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "experiments.latency.browser", *args], check=True, cwd=WEB.parent, timeout=600
+    )
     table = (tmp_path / "b.md").read_text()
     assert "| onnxruntime-web, headless Chromium (web/) |" in table and "over 3 frames" in table

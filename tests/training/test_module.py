@@ -108,7 +108,7 @@ def test_epoch_metrics_stay_separate_after_a_perfect_first_batch():
 def test_optimizer_by_name():
     model = build_recognizer("resnet18", 3, 2, shift={"fold_div": 8})
     groups = param_groups(model, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)
-    sgd = build_optimizer(groups, 0.1, {"momentum": 0.9, "nesterov": False})  # no name: the paper's SGD
+    sgd = build_optimizer(groups, 0.1, {"name": "sgd", "momentum": 0.9, "nesterov": False})  # the paper's SGD
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
     groups = param_groups(model, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)
     adamw = build_optimizer(groups, 0.1, {"name": "adamw", "betas": [0.9, 0.99]})
@@ -119,65 +119,9 @@ def test_optimizer_by_name():
         build_optimizer(groups, 0.1, {"name": "adam"})
 
 
-def test_conv_init_fan_in_draws_from_its_definition_and_yields_to_loaded_weights(tmp_path, caplog):
-    import logging
-
-    import timm
-    from torch import nn
-
+def test_the_optimizer_recipe_has_one_home():
+    """TSMLitModule keeps no optimizer defaults of its own: without the config's, it says where they are."""
     from tsm.training.module import TSMLitModule
 
-    torch.manual_seed(0)
-    module = TSMLitModule("mobilenetv2_050", 9, 4, conv_init="fan_in")
-    convs = [m for m in module.net.modules() if isinstance(m, nn.Conv2d)]
-    assert len(convs) == 52
-    for conv in convs:
-        out_channels, in_per_group, kh, kw = conv.weight.shape
-        expected = math.sqrt(2.0 / (in_per_group * kh * kw))  # He normal, fan-in, by definition
-        w = conv.weight.detach().double()
-        assert abs(w.mean()) < 4 * expected / math.sqrt(w.numel())
-        if w.numel() >= 2000:  # the sample std of N(0, s^2) is within 10% of s
-            assert abs(w.std().item() / expected - 1) < 0.1, (conv, w.std().item(), expected)
-    timm_init = TSMLitModule("mobilenetv2_050", 9, 4)  # the default: timm's own (fan-out)
-    head = timm_init.net.backbone.conv_head  # 1x1, 160 -> 1280: fan-out draws are sqrt(8) smaller
-    assert abs(head.weight.std().item() / math.sqrt(2.0 / head.out_channels) - 1) < 0.1
-
-    source = timm.create_model("mobilenetv2_050", num_classes=10)
-    path = tmp_path / "mbv2.pth"
-    torch.save(source.state_dict(), path)
-    with caplog.at_level(logging.INFO, logger="tsm.training.module"):
-        loaded = TSMLitModule("mobilenetv2_050", 9, 4, conv_init="fan_in", pretrained_file=str(path))
-    assert torch.equal(loaded.net.backbone.conv_stem.weight, source.conv_stem.weight)
-    assert "conv_init=fan_in not applied" in caplog.text
-    with pytest.raises(ValueError, match="model.conv_init must be one of"):
-        TSMLitModule("mobilenetv2_050", 9, 4, conv_init="xavier")
-
-
-def test_fixed_classifier_is_drawn_at_its_scale_and_never_trained():
-    from tsm.training.module import TSMLitModule
-
-    torch.manual_seed(0)
-    module = TSMLitModule("mobilenetv2_050", 9, 4, fixed_classifier=True, dropout=0.0)
-    fc = module.net.classifier
-    bound = 1 / math.sqrt(9)
-    w = fc.weight.detach().double()
-    assert not fc.weight.requires_grad and fc.bias.requires_grad
-    assert w.abs().max() <= bound and w.abs().max() > 0.99 * bound
-    assert abs(w.std().item() / (bound / math.sqrt(3)) - 1) < 0.05  # uniform(-b, b) has std b / sqrt(3)
-    groups = param_groups(module.net, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)
-    names = {g["name"] for g in groups}
-    assert "head_weight" not in names and "head_bias" in names
-
-    weight, bias = fc.weight.detach().clone(), fc.bias.detach().clone()
-    optimizer = build_optimizer(groups, 0.1, {"momentum": 0.9, "nesterov": False})
-    clips, labels = torch.randn(4, 4, 3, 32, 32), torch.tensor([0, 3, 6, 8])
-    for _ in range(3):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(module(clips), labels).backward()
-        optimizer.step()
-    assert torch.equal(fc.weight, weight) and not torch.equal(fc.bias, bias)
-
-    learned = TSMLitModule("mobilenetv2_050", 9, 4)
-    assert learned.net.classifier.weight.requires_grad
-    with pytest.raises(ValueError, match=r"model.fixed_classifier=true draws .* model.init_from='x.ckpt' loads"):
-        TSMLitModule("mobilenetv2_050", 9, 4, fixed_classifier=True, init_from="x.ckpt")
+    with pytest.raises(ValueError, match=r"model.optimizer is not set: .*conf/model/tsm.yaml"):
+        TSMLitModule("resnet18", 3, 2).configure_optimizers()

@@ -20,20 +20,6 @@ def test_fast_dev_run_writes_metrics(tmp_path, tiny_overrides):
     assert (tmp_path / "config.yaml").is_file()
 
 
-def test_fixed_classifier_trains_and_keeps_its_draw(tmp_path, tiny_overrides):
-    """``model.fixed_classifier=true`` through the train task: the saved classifier is still the draw
-    (uniform in +-1/sqrt(9), far wider than a trained nn.Linear's)."""
-    from tsm.models.weight_files import safe_load
-
-    cfg = compose_train(["logger=csv", "model.fixed_classifier=true", *tiny_overrides], tmp_path)
-    cfg.trainer.max_epochs = 1
-    train(cfg)
-    state = safe_load(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
-    weight = state["net.fc.weight"].double()
-    assert 0.99 / 3 < weight.abs().max() <= 1 / 3
-    assert abs(weight.std().item() / (1 / 3 / 3**0.5) - 1) < 0.05
-
-
 @pytest.mark.slow
 def test_two_epochs_checkpoint_resume_and_wandb_offline(tmp_path, tiny_overrides):
     first = compose_train(["trainer.max_epochs=1", *tiny_overrides], tmp_path / "a")

@@ -85,9 +85,7 @@ class ClipDataset(Dataset):
             num_frames = self.source.num_frames(index)
             indices = self.sampler(num_frames, self.train, rng)
             teacher = self.teacher_sampler(num_frames, self.train, rng) if self.teacher_sampler else []
-            backwards, label = self.transform.time_reversal(self.source.label(index), rng)
-            if backwards:  # both views play backwards
-                indices, teacher = indices[::-1], teacher[::-1]
+            label = self.source.label(index)
             wanted = sorted(set(indices) | set(teacher))  # each frame decoded once for both views
             decoded = self.source.read(index, wanted)
         except DataError as err:
@@ -100,7 +98,7 @@ class ClipDataset(Dataset):
         if teacher:
             clip = (clip[: len(indices)], clip[len(indices) :])
         elif self.cached_teacher:
-            perm = self.transform.class_permutation(len(self.source.classes), backwards, flipped)
+            perm = self.transform.class_permutation(len(self.source.classes), flipped)
             clip = (clip, perm)
         return clip, label, index
 

@@ -18,11 +18,12 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
+from tsm import imagenet
 from tsm.data.clips import ClipDataset, collate_skipping
 from tsm.data.decode import check_on_error
 from tsm.data.distributed import eval_sampler
 from tsm.data.sampling import FrameSampler
-from tsm.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform, check_crop, scale_for
+from tsm.data.transforms import ClipTransform, check_crop, scale_for
 from tsm.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,8 @@ class ClipDataModule(pl.LightningDataModule):
         split: int | None = None,
         sampling: Mapping[str, Any] | None = None,
         augment: Mapping[str, Any] | None = None,
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
+        mean: tuple[float, ...] = imagenet.MEAN,
+        std: tuple[float, ...] = imagenet.STD,
         seed: int = 0,
         pin_memory: bool = False,
         on_error: str = "raise",
@@ -101,7 +102,7 @@ class ClipDataModule(pl.LightningDataModule):
                 self._check_classes(split, source)
             self.report_source(split, source)
             train = split == "train"
-            augment = {**self._flip_settings(source), **self._reverse_settings(source)} if train else {}
+            augment = self._flip_settings(source) if train else {}
             transform = ClipTransform(train, self.crop_size, self.scale_size, **augment, **self.norm)
             teacher = self.teacher_sampler if train else None  # the teacher only takes part in the training loss
             self.datasets[split] = ClipDataset(
@@ -147,21 +148,6 @@ class ClipDataModule(pl.LightningDataModule):
                 never = ", ".join(source.classes[i] for i in sorted(lone))
                 log.info("%s: never flipped (their mirror class is not in the labels): %s", name, never)
         return {**augment, "flip_label_map": flip_map, "no_flip_classes": lone}
-
-    def _reverse_settings(self, source: Any) -> dict[str, Any]:
-        """``data.augment.reverse`` with the source's map from each class to its time reversal's class."""
-        if not self.augment.get("reverse", False):
-            return {}
-        reverse_map = getattr(source, "reverse_label_map", None)
-        if not reverse_map or set(reverse_map) != set(range(len(source.classes))):
-            raise ValueError(
-                f"data.augment.reverse=true needs a source whose every class has a time-reversed partner class "
-                f"(reverse_label_map); {type(source).__name__} has none: set data.augment.reverse=false"
-            )
-        pairs = sorted({tuple(sorted(pair)) for pair in reverse_map.items() if pair[0] != pair[1]})
-        swaps = "; ".join(f"{source.classes[a]} <-> {source.classes[b]}" for a, b in pairs)
-        log.info("%s: time reversal swaps %s", type(source).__name__, swaps or "no label")
-        return {"reverse_label_map": reverse_map}
 
     def teacher_view_loader(self) -> DataLoader:
         """The training videos in the teacher's fixed view (its frames sampled as for evaluation, centre

@@ -1,5 +1,4 @@
-"""Clip transforms: training augmentation (one crop and flip decision for all frames of a clip, and
-time reversal for sources whose classes come in time-reversed pairs),
+"""Clip transforms: training augmentation (one crop and flip decision for all frames of a clip),
 the one evaluation preprocessing (short side to ``scale_size``, centre crop), the multi-view test's
 crops, and normalisation.
 
@@ -14,8 +13,8 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from tsm import imagenet
+
 CROP_COUNTS = (1, 3, 10)
 
 
@@ -96,10 +95,6 @@ class ClipTransform:
     """Training: multi-scale crop, resize to ``crop_size``, horizontal flip with a label map (never
     for labels in ``no_flip_classes``, whose mirror class is absent). Evaluation: resize the short
     side to ``scale_size``, centre crop ``crop_size``.
-
-    ``reverse``: in training, half the clips play backwards with their label swapped for the class
-    their time reversal belongs to (``reverse_label_map``, every class in it); decided by
-    :meth:`time_reversal` before the frames are read, applied by the dataset to the frame order.
     """
 
     def __init__(
@@ -112,10 +107,8 @@ class ClipTransform:
         flip: bool = True,
         flip_label_map: Mapping[int, int] | None = None,
         no_flip_classes: Collection[int] = (),
-        reverse: bool = False,
-        reverse_label_map: Mapping[int, int] | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] = imagenet.MEAN,
+        std: Sequence[float] = imagenet.STD,
     ) -> None:
         self.train = train
         self.crop_size = crop_size
@@ -125,15 +118,7 @@ class ClipTransform:
         self.flip = flip
         self.flip_label_map = dict(flip_label_map or {})
         self.no_flip_classes = frozenset(no_flip_classes)
-        self.reverse = reverse
-        self.reverse_label_map = dict(reverse_label_map or {})
         self.mean, self.std = channel_stats(mean, std)
-
-    def time_reversal(self, label: int, rng: np.random.Generator) -> tuple[bool, int]:
-        """Whether this training clip plays backwards, and its label then."""
-        if not (self.train and self.reverse) or rng.random() >= 0.5:
-            return False, label
-        return True, self.reverse_label_map[label]
 
     def __call__(self, frames: torch.Tensor, label: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         clip, label, _ = self.augment(frames, label, rng)
@@ -154,12 +139,9 @@ class ClipTransform:
             (clip,) = crop_views(clip, 1, self.crop_size, self.scale_size)
         return normalize(clip, self.mean, self.std), label, flipped
 
-    def class_permutation(self, num_classes: int, backwards: bool, flipped: bool) -> torch.Tensor:
-        """For a clip played backwards and/or flipped: ``perm`` with ``perm[k]`` the class of the
-        original clip that class ``k`` of the augmented one corresponds to (a time-reversed clip of
-        "rotate clockwise" is one of "rotate counter-clockwise"), so that ``logits[perm]`` are the
-        original clip's logits seen as the augmented clip's (cached teacher logits, :mod:`tsm.distill`)."""
+    def class_permutation(self, num_classes: int, flipped: bool) -> torch.Tensor:
+        """For a flipped clip: ``perm`` with ``perm[k]`` the class of the original clip that class ``k``
+        of the flipped one corresponds to ("swipe left" mirrored is "swipe right"), so that ``logits[perm]``
+        are the original clip's logits seen as the augmented clip's (cached teacher logits, :mod:`tsm.distill`)."""
         flip = self.flip_label_map if flipped else {}
-        reverse = self.reverse_label_map if backwards else {}
-        mirrored = [flip.get(k, k) for k in range(num_classes)]
-        return torch.tensor([reverse.get(k, k) for k in mirrored])
+        return torch.tensor([flip.get(k, k) for k in range(num_classes)])

@@ -13,7 +13,7 @@ __all__ = ["resnet10t_050"]
 @register_model
 def resnet10t_050(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """timm's ResNet10-T at half width (stages of 32, 64, 128 and 256 channels, a 16-wide stem): the
-    from-scratch default (conf/model/tsm_scratch.yaml). A 3x3 convolution over all channels follows each
+    from-scratch default (conf/model/default.yaml). A 3x3 convolution over all channels follows each
     shift, so one layer can compare a shifted frame with the current one across pixels (a motion
     filter), which MobileNetV2's pointwise-then-depthwise blocks cannot (experiments/recipe)."""
     if pretrained:

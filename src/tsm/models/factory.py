@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import timm
-import torch
 from timm.utils import reparameterize_model
 from torch import nn
 
@@ -83,31 +81,6 @@ def _build_i3d(num_classes: int, num_segments: int, dropout: float, pretrained_f
     return model
 
 
-CONV_INITS = ("timm", "fan_in")
-
-
-def fan_in_init(net: nn.Module) -> nn.Module:
-    """Re-draw every 2D convolution's weights He-style from N(0, 2 / fan_in), fan_in = in_channels / groups
-    x kernel area (timm's MobileNets draw from 2 / fan_out). For networks trained from scratch."""
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d):
-            fan_in = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_in))
-    return net
-
-
-def fix_classifier(fc: nn.Module) -> nn.Module:
-    """Draw the classifier's weight uniform in +-1/sqrt(classes) (timm's MobileNet head scale, 12x the
-    rows' spread of ``nn.Linear``'s own draw for 1280 features and 9 classes) and freeze it; the bias
-    still learns. Learned rows of two classes drift together while the features do not tell the classes
-    apart, and with them goes the gradient that would make the features differ (experiments/recipe)."""
-    bound = 1.0 / math.sqrt(fc.weight.shape[0])  # a Linear's or (I3D) a 1x1x1 Conv3d's classes
-    with torch.no_grad():
-        fc.weight.uniform_(-bound, bound)
-    fc.weight.requires_grad_(False)
-    return fc
-
-
 def _shift_options(shift: Mapping[str, Any] | None) -> dict[str, Any]:
     if shift is None:
         return {**SHIFT_DEFAULTS, "enabled": False}
@@ -125,12 +98,3 @@ def for_deployment(model: nn.Module) -> nn.Module:
     ``reparameterize_model``: MobileOne's and GhostNetV3's branches folded into single convs; the
     shifts sit outside what is folded, so the copy computes what ``model`` computes)."""
     return reparameterize_model(copy.deepcopy(model).cpu().eval(), inplace=True)
-
-
-def plain_2d(model: Recognizer, backbone: str, backbone_args: Mapping[str, Any] | None = None) -> Recognizer:
-    """The 2D network a TSM/TSN ``model`` over timm ``backbone`` is made of: the same weights, one frame
-    per clip, no shift (the baseline of per-frame cost), in eval mode."""
-    plain = build_recognizer(backbone, model.num_classes, 1, dropout=0.0, backbone_args=backbone_args)
-    # shifts and temporal pools wrap the module they precede as ``.net``
-    plain.load_state_dict({key.replace(".net.", "."): value for key, value in model.state_dict().items()})
-    return plain.eval()

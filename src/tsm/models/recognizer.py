@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tsm import imagenet
+
 # What using a network needs besides its weights (its ``info``), as the TSM release and timm's
 # ImageNet models have it: 224 crops of frames whose short side is 256, ImageNet mean and std.
-INFO_DEFAULTS = {"input_size": 224, "scale_size": 256, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+INFO_DEFAULTS = {"input_size": 224, "scale_size": 256, "mean": list(imagenet.MEAN), "std": list(imagenet.STD)}
 
 
 class Recognizer(nn.Module):

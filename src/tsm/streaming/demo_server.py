@@ -26,14 +26,14 @@ IDLE_TIMEOUT_S = 30  # seconds a connection may wait for (the rest of) a request
 def check_model(path: Path) -> None:
     """Refuse a file the page cannot run, saying why (the page says the same of files picked in it)."""
     if not path.is_file():
-        raise FileNotFoundError(f"model={path}: no such file")
+        raise FileNotFoundError(f"onnx={path}: no such file")
     metadata = read_metadata(path)
     how = "export it with src/export.py mode=stream"
     if metadata.get(MODE_KEY, "stream") != "stream":
-        raise ValueError(f"model={path} is a {metadata[MODE_KEY]}-mode export: {how}")
+        raise ValueError(f"onnx={path} is a {metadata[MODE_KEY]}-mode export: {how}")
     missing = [key for key in (MODE_KEY, BUFFERS_KEY, INFO_KEY) if key not in metadata]
     if missing:
-        raise ValueError(f"model={path} lacks the metadata {', '.join(missing)}: {how}")
+        raise ValueError(f"onnx={path} lacks the metadata {', '.join(missing)}: {how}")
 
 
 def host_allowed(header: str | None, server_host: str, port: int) -> bool:

@@ -20,7 +20,7 @@ from tsm.metadata import DATA_KEY, INFO_KEY
 from tsm.metrics import classification_metrics
 from tsm.models.checkpoints import architecture
 from tsm.models.checkpoints import init_from as load_weights
-from tsm.models.factory import CONV_INITS, build_recognizer, fan_in_init, fix_classifier
+from tsm.models.factory import build_recognizer
 from tsm.training.optim import build_optimizer, param_groups, scaled_lr, warmup_schedule
 from tsm.training.rng import RNG_KEY, rng_states, set_rng_states
 
@@ -28,22 +28,16 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 HISTORY_KEY = "tsm_history"
-# The TSM paper's recipe; conf/model/*.yaml restates it, these serve Python users.
-DEFAULT_OPTIMIZER = {
-    "base_lr": 0.01,
-    "base_batch_size": 64,
-    "batch_size": 8,
-    "momentum": 0.9,
-    "nesterov": False,
-    "weight_decay": 5e-4,
-    "bias_lr_mult": 2.0,
-    "head_lr_mult_pretrained": {"weight": 5.0, "bias": 10.0},
-    "head_lr_mult_scratch": {"weight": 1.0, "bias": 2.0},
-}
-DEFAULT_SCHEDULER = {"name": "cosine", "warmup_epochs": 0, "milestones": [], "gamma": 0.1, "min_lr_ratio": 0.0}
 # Lightning asks for sync_dist=True on every epoch-level value logged under DDP; this module's are
 # synced already when logged (see _log_epoch_metrics), so the advice would only add a reduction.
 warnings.filterwarnings("ignore", r"It is recommended to use `self.log\('(train|val|test)/", PossibleUserWarning)
+
+
+def recipe(settings: Mapping[str, Any] | None, key: str) -> Mapping[str, Any]:
+    """``model.<key>``, which has no defaults of its own here: ``conf/model/tsm.yaml`` is where they live."""
+    if settings is None:
+        raise ValueError(f"model.{key} is not set: pass the recipe of conf/model/tsm.yaml (its {key} block)")
+    return settings
 
 
 class TSMLitModule(pl.LightningModule):
@@ -62,23 +56,14 @@ class TSMLitModule(pl.LightningModule):
         partial_bn: bool = False,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
-        optimizer: Mapping[str, Any] = DEFAULT_OPTIMIZER,
-        scheduler: Mapping[str, Any] = DEFAULT_SCHEDULER,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
         distill: Mapping[str, Any] | None = None,
         init_from: str | None = None,
         backbone_args: Mapping[str, Any] | None = None,
-        conv_init: str = "timm",
-        fixed_classifier: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if conv_init not in CONV_INITS:
-            raise ValueError(f"model.conv_init must be one of {CONV_INITS}, got {conv_init!r}")
-        if fixed_classifier and init_from is not None:
-            raise ValueError(
-                f"model.fixed_classifier=true draws the classifier at random, model.init_from={init_from!r} "
-                "loads one: set model.fixed_classifier=false to fine-tune a loaded classifier"
-            )
         self.net = build_recognizer(
             backbone,
             num_classes,
@@ -91,13 +76,6 @@ class TSMLitModule(pl.LightningModule):
             partial_bn=partial_bn,
             backbone_args=backbone_args,
         )
-        loaded = pretrained or pretrained_file or init_from
-        if conv_init == "fan_in" and loaded:
-            log.info("model.conv_init=fan_in not applied: the weights are loaded (pretrained, init_from)")
-        elif conv_init == "fan_in":
-            fan_in_init(self.net)
-        if fixed_classifier:
-            fix_classifier(self.net.classifier)
         if init_from is not None:
             load_weights(self.net, init_from)
         if channels_last:
@@ -245,7 +223,7 @@ class TSMLitModule(pl.LightningModule):
         self.test_confusion.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt, sched = self.hparams.optimizer, self.hparams.scheduler
+        opt, sched = recipe(self.hparams.optimizer, "optimizer"), recipe(self.hparams.scheduler, "scheduler")
         global_batch = opt["batch_size"] * self.trainer.world_size * self.trainer.accumulate_grad_batches
         lr = scaled_lr(opt["base_lr"], global_batch, opt["base_batch_size"])
         hp = self.hparams

@@ -23,8 +23,8 @@ def param_groups(
 ) -> list[dict]:
     """SGD groups: weights (lr, decay); biases (``bias_lr_mult`` x lr, no decay); norms (lr, no
     decay); the classifier's (``model.classifier``) weight and bias at ``head_lr_mult['weight']``
-    and ``['bias']`` x lr (no decay on the bias). Frozen parameters (a fixed classifier's weight
-    included) are left out."""
+    and ``['bias']`` x lr (no decay on the bias). Frozen parameters (partial BN's norms) are
+    left out."""
     norm_types = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
     weights, biases, norms = [], [], []
     head = model.classifier
@@ -55,13 +55,13 @@ def param_groups(
 
 
 def build_optimizer(groups: list[dict], lr: float, opt: Mapping) -> torch.optim.Optimizer:
-    """``opt['name']`` (default ``sgd``): SGD with ``momentum``/``nesterov``, or AdamW with ``betas``
-    (decoupled weight decay per group, as the groups set it)."""
-    name = opt.get("name", "sgd")
+    """``opt['name']``: ``sgd`` with ``momentum``/``nesterov``, or ``adamw`` with ``betas`` (decoupled
+    weight decay per group, as the groups set it). The recipe's values are in ``conf/model/tsm.yaml``."""
+    name = opt["name"]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=opt["momentum"], nesterov=opt["nesterov"])
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(opt.get("betas", (0.9, 0.999))))
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(opt["betas"]))
     raise ValueError(f"model.optimizer.name must be 'sgd' or 'adamw', got {name!r}")
 
 

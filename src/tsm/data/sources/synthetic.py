@@ -42,7 +42,6 @@ class SyntheticGestures:
 
     classes = CLASSES
     flip_label_map = FLIP_LABEL_MAP
-    reverse_label_map = REVERSED
 
     def __init__(
         self,
