@@ -124,3 +124,13 @@ def test_timm_is_pinned_to_the_tested_range():
     low, high = re.fullmatch(r"timm>=([\d.]+),<([\d.]+)", spec).groups()
     installed = tuple(int(x) for x in version("timm").split(".")[:3])
     assert tuple(int(x) for x in low.split(".")) <= installed < tuple(int(x) for x in high.split("."))
+
+
+def test_tests_mirror_the_package():
+    """Each test folder is named after the subpackage of tsm it tests (helpers aside); the package's own
+    modules are tested by the files at the top of tests/. Shared code is imported from tests.helpers."""
+    folders = {p.name for p in (ROOT / "tests").iterdir() if (p / "__init__.py").is_file()}
+    subpackages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and any(p.glob("*.py"))}
+    assert folders - {"helpers", "experiments"} <= subpackages, folders - subpackages
+    old_helper_import = re.compile(r"^\s*from (conftest|fixtures_video|slurm_cluster) import", re.M)
+    assert not [p for p in (ROOT / "tests").rglob("*.py") if old_helper_import.search(p.read_text())]
