@@ -215,3 +215,12 @@ def test_index_lists_every_study_with_figures_from_its_results():
         assert numbers and all(number in source.read_text() for number in numbers), row
         module = re.search(r"python -m (experiments\.\w+\.\w+)", command).group(1)
         assert (EXPERIMENTS.parent / (module.replace(".", "/") + ".py")).is_file(), row
+
+
+@pytest.mark.slow
+def test_compile_bench_tiny(tmp_path):
+    run_study("compile.bench", "--size", 32, "--batch", 2, "--steps", 1, "--out", tmp_path)
+    table = (tmp_path / "results.md").read_text()
+    assert "| median step | " in table
+    difference = re.search(r"\| eval logits, max relative difference to eager \| \| (\S+) \|", table).group(1)
+    assert float(difference) < 1e-4  # the compiled network computes what eager does

@@ -1,8 +1,8 @@
-"""Is a ``model.compile`` switch worth having? torch.compile vs eager for TSM-MobileNetV2 x0.5, one run.
+"""Is a ``model.compile`` switch worth having? torch.compile vs eager for the default model, one run.
 
-    python -m experiments.compile.bench [--size 64] [--batch 16] [--steps 10] [--out experiments/compile]
+    python -m experiments.compile.bench [--backbone resnet10t_050] [--size 64] [--batch 16] [--steps 10] [--out DIR]
 
-Times, for TSM-MobileNetV2 x0.5 (8 frames, the default training run's batch; its model when this ran): the first
+Times, for the default model (TSM over ResNet10-T x0.5, in-place shift, 8 frames, the default run's batch): the first
 compiled training step (compilation included), then the median training step (forward, backward,
 SGD) of eager and compiled, and checks that the compiled logits equal the eager ones. Writes
 ``results.md`` with the machine.
@@ -31,13 +31,14 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, clips: 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--backbone", default="resnet10t_050", help="timm name (default: the default model's)")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
     torch.manual_seed(0)
-    eager = build_recognizer("mobilenetv2_050", 9, 8, shift={})
+    eager = build_recognizer(args.backbone, 9, 8, shift={"place": "inplace"})
     clips = torch.randn(args.batch, 8, 3, args.size, args.size)
     labels = torch.randint(9, (args.batch,))
     compiled = torch.compile(eager)
@@ -53,10 +54,11 @@ def main() -> None:
         reference, got = eager(clips), compiled(clips)
     error = ((got - reference).abs().max() / reference.abs().max()).item()
     lines = [
-        "# torch.compile vs eager: one training step of TSM-MobileNetV2 x0.5",
+        f"# torch.compile vs eager: one training step of TSM over {args.backbone}",
         "",
-        f"`python -m experiments.compile.bench --size {args.size} --batch {args.batch} --steps {args.steps}`",
-        f"(TSM-MobileNetV2 x0.5, 8 frames at {args.size}x{args.size}, batch {args.batch}, SGD; {machine()})",
+        f"`python -m experiments.compile.bench --backbone {args.backbone} --size {args.size} --batch {args.batch} "
+        f"--steps {args.steps}`",
+        f"(in-place shift, 8 frames at {args.size}x{args.size}, batch {args.batch}, SGD; {machine()})",
         "",
         "| | eager | compiled |",
         "|---|---|---|",

@@ -3,7 +3,7 @@
     python -m experiments.scaling.ddp_cpu [--steps 8] [--clips 4] [--size 64]
 
 Weak scaling, as on a cluster: every process is one device (one core, one thread) and trains ``--clips``
-clips per step (TSM-MobileNetV2 x0.5, 8 segments, the synthetic recipe's model) with
+clips per step (the default model, TSM over ResNet10-T x0.5 with the in-place shift, 8 segments) with
 ``torch.nn.parallel.DistributedDataParallel`` over gloo. The speed-up is global clips/s over one process's;
 the efficiency is the speed-up over the number of processes. The all-reduce is the gradient traffic of
 one step of TSM-ResNet50 (24M float32 values, 94 MiB), timed between the processes.
@@ -49,7 +49,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, results: 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(0)
-    model = DistributedDataParallel(build_recognizer("mobilenetv2_050", 9, 8, shift={}, dropout=0.0))
+    model = DistributedDataParallel(build_recognizer("resnet10t_050", 9, 8, shift={"place": "inplace"}, dropout=0.0))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     clips = torch.randn(args.clips, 8, 3, args.size, args.size)
     labels = torch.randint(9, (args.clips,))
