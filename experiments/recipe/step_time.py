@@ -2,7 +2,7 @@
 
     python -m experiments.recipe.step_time [--repeats 5] [--out experiments/recipe]
 
-Each candidate is the default run's model (``conf/model/tsm_scratch.yaml``: in-place shift, channels-last
+Each candidate is the default run's model (``conf/model/default.yaml``: in-place shift, channels-last
 memory) with the overrides of ``CANDIDATES``, built as ``src/train.py`` builds it. A step is the forward
 pass of a training batch (16 clips of 8 frames, random pixels and labels), cross-entropy, the backward
 pass and an SGD step with momentum, on all of torch's threads; median of interleaved repeats, so that

@@ -1,4 +1,4 @@
-"""Does the from-scratch recipe (conf/model/tsm_scratch.yaml) work on every seed?
+"""Does the from-scratch recipe (conf/model/default.yaml) work on every seed?
 
     python -m experiments.recipe.study [--scale small|tiny] [--parallel 2] [--out experiments/recipe]
 
