@@ -211,7 +211,7 @@ def test_index_lists_every_study_with_figures_from_its_results():
         cells = row.split(" | ")
         figure, command = cells[2], cells[3]
         source = EXPERIMENTS / re.search(r"\]\(([\w/.]+\.(?:md|json))\)", figure).group(1)
-        numbers = re.findall(r"\d+\.\d+", figure.split("](")[0])
+        numbers = re.findall(r"\d+(?:\.\d+)?", figure.split("](")[0])
         assert numbers and all(number in source.read_text() for number in numbers), row
         module = re.search(r"python -m (experiments\.\w+\.\w+)", command).group(1)
         assert (EXPERIMENTS.parent / (module.replace(".", "/") + ".py")).is_file(), row
