@@ -3,13 +3,13 @@
 import copy
 import json
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
 
 import tsm.shift
+from tests.helpers.compare import rel_error
 from tests.helpers.weights import randomize_norms
 from tsm.export import ExportVerificationError, to_onnx, verify_onnx
 from tsm.models import build_recognizer
@@ -36,10 +36,6 @@ def session(path) -> ort.InferenceSession:
 
 def graph_shapes(values) -> dict[str, list]:
     return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
-
-
-def rel_error(got: np.ndarray, expected: torch.Tensor) -> float:
-    return float(np.abs(got - expected.numpy()).max() / expected.abs().max())
 
 
 @pytest.fixture(scope="module")

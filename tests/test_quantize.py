@@ -4,16 +4,15 @@ import json
 import os
 import platform
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ROOT
+from tests.helpers.compare import rel_error
 from tests.helpers.config import tiny_checkpoint
+from tests.helpers.scripts import run_python
 from tsm.data.recorded import datamodule_from_record
 from tsm.metadata import CALIBRATION_KEY, PRECISION_KEY
 from tsm.models.checkpoints import data_config, load_recognizer
@@ -26,9 +25,7 @@ CAUSAL = ["model/shift=causal", "model.shift.place=residual"]
 
 def export(ckpt: Path, out: Path, *overrides: str) -> dict:
     """Run the exporter as users do; the report it writes for fp16/int8 files."""
-    command = [sys.executable, "src/export.py", f"ckpt_path={ckpt}", f"out={out}", f"hydra.run.dir={out.parent}"]
-    done = subprocess.run([*command, *overrides], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_python(["src/export.py", f"ckpt_path={ckpt}", f"out={out}", f"hydra.run.dir={out.parent}", *overrides])
     report = out.with_suffix(".report.json")
     return json.loads(report.read_text()) if report.is_file() else {}
 
@@ -50,10 +47,6 @@ def exports(ckpt, tmp_path_factory) -> dict[tuple[str, str], tuple[Path, dict]]:
     return files
 
 
-def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(got - expected).max() / np.abs(expected).max())
-
-
 def val_clips(ckpt: Path, count: int = 4) -> list[np.ndarray]:
     dataset = datamodule_from_record({**data_config(ckpt), "log_dir": None}, str(ckpt), "tsm_data").unaugmented("val")
     return [dataset[i][0].numpy() for i in range(count)]
@@ -69,7 +62,7 @@ def test_quantized_files_compute_what_fp32_computes(ckpt, exports, mode, precisi
     path, report = exports[mode, precision]
     reference = path.with_suffix(".fp32.onnx")
     clips = val_clips(ckpt)
-    assert relative_error(clip_logits(path, clips), clip_logits(reference, clips)) < tolerance
+    assert rel_error(clip_logits(path, clips), clip_logits(reference, clips)) < tolerance
     assert report["clips"] == 3 and 0 <= report["agreement"] <= 1
     assert report["size_ratio"] == pytest.approx(path.stat().st_size / reference.stat().st_size)
     assert report["size_ratio"] < (0.45 if precision == "int8" else 0.6)
@@ -80,7 +73,7 @@ def test_stream_logits_averaged_over_a_clip_are_the_clip_files_logits(ckpt, expo
     clips = val_clips(ckpt)
     stream = exports["stream", "int8"][0].with_suffix(".fp32.onnx")
     clip = exports["clip", "int8"][0].with_suffix(".fp32.onnx")
-    assert relative_error(clip_logits(stream, clips), clip_logits(clip, clips)) < 1e-4
+    assert rel_error(clip_logits(stream, clips), clip_logits(clip, clips)) < 1e-4
 
 
 @pytest.mark.parametrize("mode", ["stream", "clip"])
@@ -133,9 +126,7 @@ def test_stream_script_runs_an_int8_file(exports, tmp_path):
 
     video = write_video(tmp_path / "video.mp4", num_frames=6)
     path = exports["stream", "int8"][0]
-    command = [sys.executable, "src/stream.py", f"ckpt_path={path}", f"source={video}", f"hydra.run.dir={tmp_path}"]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_python(["src/stream.py", f"ckpt_path={path}", f"source={video}", f"hydra.run.dir={tmp_path}"])
     assert "per-frame latency" in done.stdout
 
 
@@ -153,9 +144,7 @@ def logits_on_cpu(cpu: str, path: Path, frames: np.ndarray, tmp_path: Path) -> n
     onnxruntime picks its integer kernels by the CPU's features)."""
     np.save(tmp_path / "frames.npy", frames)
     out = tmp_path / f"{cpu}.npy"
-    command = ["qemu-x86_64", "-cpu", cpu, sys.executable, "-c", STEP_UNDER, str(path), str(tmp_path / "frames.npy")]
-    done = subprocess.run([*command, str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_python(["-c", STEP_UNDER, path, tmp_path / "frames.npy", out], launcher=["qemu-x86_64", "-cpu", cpu])
     return np.load(out)
 
 

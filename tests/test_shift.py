@@ -56,12 +56,6 @@ def test_input_is_not_modified():
     assert torch.equal(x, before)
 
 
-@pytest.mark.parametrize("direction", ["bidirectional", "causal"])
-def test_gradcheck(direction):
-    x = torch.randn(2 * 3, 9, 2, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v: temporal_shift(v, 3, 4, direction), (x,))
-
-
 def test_segments_that_do_not_divide_batch_raise():
     with pytest.raises(ValueError, match="not a multiple of num_segments=4"):
         temporal_shift(torch.randn(6, 8, 2, 2), 4)
@@ -109,12 +103,15 @@ def test_export_form_equals_the_reference(direction, monkeypatch):
     torch.testing.assert_close(temporal_shift(x, 3, 4, direction), reference_shift(x, 3, 4, direction), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("direction", ["bidirectional", "causal"])
-def test_backward_is_the_adjoint_of_the_reference(direction):
-    """<shift(x), g> == <x, shift^T(g)>: the gradient equals the reference's autograd gradient."""
-    x = torch.randn(3 * 5, 11, 2, 3, requires_grad=True)
-    g = torch.randn(3 * 5, 11, 2, 3)
+def test_backward_is_the_adjoint_of_the_reference(direction, dtype):
+    """<shift(x), g> == <x, shift^T(g)>: the gradient equals the reference's autograd gradient, exactly
+    (which a numerical gradcheck only approximates), in the input's dtype."""
+    x = torch.randn(3 * 5, 11, 2, 3, dtype=dtype, requires_grad=True)
+    g = torch.randn(3 * 5, 11, 2, 3, dtype=dtype)
     (grad,) = torch.autograd.grad(temporal_shift(x, 5, 4, direction), x, g)
+    assert grad.dtype == dtype
     x64 = x.detach().double().requires_grad_(True)
     (expected,) = torch.autograd.grad(reference_shift(x64, 5, 4, direction), x64, g.double())
     torch.testing.assert_close(grad.double(), expected, rtol=0, atol=0)

@@ -1,16 +1,14 @@
 """A config read from a file is data: a checkpoint's recorded data config and architecture are rebuilt from
 this project's own classes and plain values, never given to ``hydra.utils.instantiate``."""
 
-import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import ROOT
 from tests.helpers.config import tiny_checkpoint
+from tests.helpers.scripts import run_python
 from tsm.data.datamodule import ClipDataModule
 from tsm.data.recorded import datamodule_from_record
 from tsm.data.sources.synthetic import SyntheticGestures
@@ -76,14 +74,8 @@ def test_export_of_a_crafted_checkpoint_runs_nothing(ckpt, tmp_path):
     """The hole itself: ``export.py precision=int8`` rebuilt the checkpoint's data with hydra's instantiate."""
     marker = tmp_path / "code_ran"
     evil = crafted(ckpt, tmp_path / "evil.ckpt", lambda s: s[DATA_KEY].update(source=open_call(marker)))
-    done = subprocess.run(
-        [sys.executable, "src/export.py", f"ckpt_path={evil}", "precision=int8", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert done.returncode != 0
+    export = ["src/export.py", f"ckpt_path={evil}", "precision=int8", f"hydra.run.dir={tmp_path / 'run'}"]
+    done = run_python(export, ok=False)
     assert "UnsafeFileError" in done.stderr and "tsm_data.source._target_ is 'builtins.open'" in done.stderr
     assert not marker.exists()
 

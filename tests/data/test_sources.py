@@ -35,8 +35,8 @@ from tests.helpers.videos import (
 )
 from tsm.data.datamodule import ClipDataModule
 from tsm.data.sources import HMDB51, UCF101, Custom, Jester, Kinetics400, SomethingV1, SomethingV2
-from tsm.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tsm.evaluate import evaluate
+from tsm.imagenet import MEAN, STD
 from tsm.training.task import instantiate_data
 
 SPLITS = ("train", "val", "test")
@@ -162,7 +162,7 @@ def test_clips_hold_the_sampled_frames(build, tmp_path):
     data = ClipDataModule(source, len(source("val").classes), num_segments=4, crop_size=16, scale_size=16)
 
     def frames_of(clip):  # undo the normalisation: every frame is one gray level
-        gray = clip[:, 0].mean((1, 2)) * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+        gray = clip[:, 0].mean((1, 2)) * STD[0] + MEAN[0]
         return (gray * 255 / STEP).round().int().tolist()
 
     assert frames_of(data.dataset("val")[0][0]) == [1, 4, 7, 10]  # segment centres of 12 frames

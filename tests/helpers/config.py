@@ -41,6 +41,13 @@ def compose_train(overrides: list[str], run_dir: Path, config_name: str = "train
     return cfg
 
 
+def hydra_run_dir() -> str:
+    """The run directory ``src/train.py`` would use now (``hydra.run.dir`` of ``conf/train.yaml``)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", return_hydra_config=True).hydra.run.dir
+
+
 def tiny_checkpoint(run_dir: Path, overrides: list[str]) -> Path:
     """A Lightning checkpoint of one training step on tiny synthetic data, as src/train.py writes them."""
     cfg = compose_train([*TINY, *overrides], run_dir)

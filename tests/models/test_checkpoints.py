@@ -3,30 +3,22 @@
 import json
 import logging
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import timm
 import torch
 
-from tests.helpers import ROOT
 from tests.helpers.config import compose_train
+from tests.helpers.scripts import run_python
 from tests.helpers.videos import JESTER_CLASSES, make_jester, write_video
 from tsm.evaluate import evaluate
-from tsm.export import read_metadata
 from tsm.metadata import INFO_KEY
 from tsm.models.checkpoints import load_recognizer
+from tsm.streaming.runtime import read_metadata
 from tsm.training.task import train
 
 DATA = ["data=jester", "data.num_workers=0", "data.crop_size=32", "data.scale_size=36", "data.num_segments=4"]
-
-
-def run(args: list[str]) -> str:
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -61,18 +53,19 @@ def test_eval_stream_and_export_without_dataset_or_backbone_file(orphan, tmp_pat
     assert metrics["test/videos"] == 2
 
     video = write_video(tmp_path / "gesture.mp4", num_frames=6)
-    out = run(["src/stream.py", f"ckpt_path={orphan}", f"source={video}", f"hydra.run.dir={tmp_path / 's'}"])
+    stream = ["src/stream.py", f"ckpt_path={orphan}", f"source={video}", f"hydra.run.dir={tmp_path / 's'}"]
+    out = run_python(stream).stdout
     assert "frame     5:" in out and any(name in out for name in JESTER_CLASSES)
 
     onnx_file = tmp_path / "stream.onnx"
-    run(["src/export.py", f"ckpt_path={orphan}", "mode=stream", f"out={onnx_file}", f"hydra.run.dir={tmp_path / 'e'}"])
+    run_python(["src/export.py", f"ckpt_path={orphan}", "mode=stream", f"out={onnx_file}", f"hydra.run.dir={tmp_path}"])
     info = json.loads(read_metadata(onnx_file)[INFO_KEY])
     assert info["class_names"] == list(JESTER_CLASSES) and info["input_size"] == 32 and info["scale_size"] == 36
 
     # the ONNX file alone runs a video on a machine without PyTorch or timm
     blocked = "import sys; sys.modules.update(torch=None, timm=None); from tsm.streaming.app import main; "
     code = blocked + f"main([{str(onnx_file)!r}, '--source', {str(video)!r}])"
-    out = run(["-c", code])
+    out = run_python(["-c", code]).stdout
     assert "frame     5:" in out and any(name in out for name in JESTER_CLASSES) and "median_ms" in out
 
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tests.helpers.compare import rel_error
 from tests.helpers.weights import randomize_norms
 from tsm.models import build_recognizer
 from tsm.models.recognizer import Recognizer
@@ -20,10 +21,6 @@ def causal_model(backbone: str, place: str = "residual", **kwargs) -> Recognizer
     model = build_recognizer(backbone, CLASSES, T, shift={"direction": "causal", "place": place}, **kwargs)
     randomize_norms(model)
     return model.eval()
-
-
-def rel_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((got - expected).abs().max() / expected.abs().max()).item()
 
 
 @pytest.fixture(scope="module")

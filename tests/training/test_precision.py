@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from tests.helpers.compare import rel_error
 from tests.helpers.config import TINY, compose_train
 from tests.helpers.weights import randomize_norms
 from tsm.models import build_recognizer
@@ -17,10 +18,6 @@ from tsm.training.task import train
 
 BF16_TOLERANCE = 5e-2
 CHANNELS_LAST_TOLERANCE = 1e-5
-
-
-def rel_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((got.double() - expected).abs().max() / expected.abs().max()).item()
 
 
 @pytest.mark.parametrize("backbone", ["mobilenetv2_050", "resnet18"])

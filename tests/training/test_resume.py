@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.helpers import ROOT
-from tests.helpers.config import TINY, compose_train, tiny_checkpoint
+from tests.helpers.config import TINY, compose_train, hydra_run_dir, tiny_checkpoint
 from tsm.distill.cache import load_or_build
 from tsm.files import atomic_open, stale_temporaries
 from tsm.training import resume
@@ -66,9 +66,7 @@ def test_two_runs_claiming_one_directory_at_once_do_not_share_it(tmp_path, monke
 
 
 def test_run_directories_differ_within_a_second():
-    from test_slurm import run_dir
-
-    assert len({run_dir() for _ in range(5)}) == 5
+    assert len({hydra_run_dir() for _ in range(5)}) == 5
 
 
 @pytest.fixture(scope="module")
@@ -161,14 +159,9 @@ def test_atomic_files_get_the_mode_open_would_give(tmp_path):
     assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_readme_quotes_the_reliability_figures():
-    """The README's reliability figures are the kill study's and the fuzz tests' own numbers."""
-
-    from test_fuzz_readers import TOTAL_EXAMPLES
-
-    root = ROOT
-    readme = " ".join((root / "README.md").read_text().split())
-    study = json.loads((root / "experiments" / "reliability" / "results.json").read_text())
-    kills = f"Killed {study['kills']} times ({study['kills_during_writes']} during checkpoint writes)"
-    assert kills in readme and study["unreadable_checkpoints"] == 0 and study["max_abs_weight_diff"] == 0
-    assert f"{TOTAL_EXAMPLES:,} arbitrary and edited files per run" in readme
+def test_the_committed_kill_study_lost_nothing():
+    """The kill study's committed results (the figures README.md and docs/reliability.md quote, checked in
+    tests/test_docs.py): no checkpoint left unreadable, the final weights the uninterrupted run's."""
+    study = json.loads((ROOT / "experiments" / "reliability" / "results.json").read_text())
+    assert study["kills"] > 0 and study["kills_during_writes"] > 0
+    assert study["unreadable_checkpoints"] == 0 and study["max_abs_weight_diff"] == 0

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from tests.helpers import ROOT
-from tests.helpers.config import CONF_DIR, TINY
+from tests.helpers.config import TINY, hydra_run_dir
 from tests.helpers.slurm import SlurmCluster, start_cluster, unavailable_reason
 
 # one xdist worker runs the tests that start several processes each (SLURM daemons, DDP ranks, sweeps)
@@ -41,15 +39,9 @@ ON_SLURM = [
 def test_run_dir_is_named_by_the_slurm_job_id(monkeypatch):
     """A requeued job (same job id) and every task of it find one run directory; elsewhere a timestamp."""
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
-    assert run_dir() == "logs/train/runs/4242"
+    assert hydra_run_dir() == "logs/train/runs/4242"
     monkeypatch.delenv("SLURM_JOB_ID")
-    assert run_dir() != "logs/train/runs/4242"
-
-
-def run_dir() -> str:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", return_hydra_config=True).hydra.run.dir
+    assert hydra_run_dir() != "logs/train/runs/4242"
 
 
 @pytest.fixture(scope="module")
