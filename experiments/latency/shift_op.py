@@ -34,9 +34,14 @@ def naive_shift(x: torch.Tensor, t: int, fold_div: int = 8) -> torch.Tensor:
     clips = x.view(x.shape[0] // t, t, *x.shape[1:])
     fold = x.shape[1] // fold_div
     out = torch.zeros_like(clips)
-    out[:, :-1, :fold] = clips[:, 1:, :fold]
-    out[:, 1:, fold : 2 * fold] = clips[:, :-1, fold : 2 * fold]
-    out[:, :, 2 * fold :] = clips[:, :, 2 * fold :]
+    # (frames written, frames read, channels): the first fold from t+1, the second from t-1, the rest as they are
+    moves = [
+        (slice(None, -1), slice(1, None), slice(0, fold)),
+        (slice(1, None), slice(None, -1), slice(fold, 2 * fold)),
+        (slice(None), slice(None), slice(2 * fold, None)),
+    ]
+    for written, read, channels in moves:
+        out[:, written, channels] = clips[:, read, channels]
     return out.view_as(x)
 
 
