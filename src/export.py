@@ -18,17 +18,25 @@ from omegaconf import DictConfig, OmegaConf
 from tsm.export import to_onnx
 from tsm.files import write_text_atomic
 from tsm.models.checkpoints import load_recognizer
-from tsm.quantize import PRECISIONS, calibration_data, clips_of, compare, to_fp16, to_int8
+from tsm.quantize import calibration_data, clips_of, compare, to_fp16, to_int8
+
+# the precisions each format= writes
+FORMATS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32",)}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    if cfg.format != "onnx":
-        raise ValueError(f"format={cfg.format!r} is not supported; the exporter writes format=onnx")
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    if cfg.format not in FORMATS:
+        raise ValueError(f"format={cfg.format!r} is not supported; choose one of {', '.join(FORMATS)}")
+    if cfg.precision not in FORMATS[cfg.format]:
+        raise ValueError(f"format={cfg.format} takes precision={'|'.join(FORMATS[cfg.format])}, got {cfg.precision!r}")
     model = load_recognizer(cfg.ckpt_path, num_segments=cfg.num_segments)
     out = Path(cfg.out)
+    if cfg.format == "tflite":
+        from tsm.litert_export import to_tflite
+
+        to_tflite(model, out, mode=cfg.mode, input_size=cfg.input_size)
+        return
     fp32_file = out if cfg.precision == "fp32" else out.with_suffix(".fp32.onnx")
     to_onnx(model, fp32_file, mode=cfg.mode, input_size=cfg.input_size, opset=cfg.opset)
     if cfg.precision == "fp32":

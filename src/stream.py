@@ -1,8 +1,11 @@
 """Stream a video or camera through a causal TSM frame by frame: ``python src/stream.py ckpt_path=... source=...``.
 
-``ckpt_path`` is a checkpoint of this project (or a released TSM ``.pth``), or a stream-mode ONNX file
-(run in onnxruntime); class names, input size and normalisation come from the file itself.
+``ckpt_path`` is a checkpoint of this project (or a released TSM ``.pth``), or a stream-mode export: an ONNX
+file (run in onnxruntime) or a LiteRT ``.tflite`` file (run in LiteRT); class names, input size and
+normalisation come from the file itself.
 """
+
+from pathlib import Path
 
 import hydra
 import rich
@@ -12,11 +15,12 @@ from tsm.streaming.app import PredictionSmoother, open_frames, run_stream
 
 
 def load_stream(path: str, num_segments: int):
-    """``(step, info)``: a numpy ``step`` function over frames and the model's info, from a checkpoint or ONNX file."""
-    if path.endswith(".onnx"):
-        from tsm.streaming.runtime import OnnxStreamSession
+    """``(step, info)``: a numpy ``step`` function over frames and the model's info, from a checkpoint or an
+    exported stream file."""
+    from tsm.streaming.sessions import RUNTIMES, open_stream
 
-        session = OnnxStreamSession(path)
+    if Path(path).suffix in RUNTIMES:
+        session = open_stream(path)
         return session.step, session.info
     from tsm.models.checkpoints import load_recognizer
     from tsm.models.factory import for_deployment

@@ -84,7 +84,8 @@ def test_public_api_is_lazy_and_complete():
 
 
 def test_onnx_runtime_and_app_import_without_torch_or_timm():
-    code = "import sys; sys.modules.update(torch=None, timm=None); import tsm.streaming.runtime, tsm.streaming.app"
+    runners = "tsm.streaming.runtime, tsm.streaming.app, tsm.streaming.sessions, tsm.streaming.litert"
+    code = f"import sys; sys.modules.update(torch=None, timm=None); import {runners}"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

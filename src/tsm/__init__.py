@@ -2,7 +2,7 @@
 
 The public API, imported on first use (``import tsm`` itself loads nothing heavy)::
 
-    from tsm import build_recognizer, load_recognizer, temporal_shift, StreamingTSM, to_onnx
+    from tsm import build_recognizer, load_recognizer, temporal_shift, StreamingTSM, to_onnx, open_stream
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ _API = {
     "StreamingTSM": "tsm.streaming.model",
     "to_onnx": "tsm.export",
     "OnnxStreamSession": "tsm.streaming.runtime",
+    "open_stream": "tsm.streaming.sessions",
+    "to_tflite": "tsm.litert_export",
     "I3D": "tsm.models.i3d",
 }
 __all__ = sorted(_API)

@@ -1,5 +1,15 @@
 """The keys under which this project's files describe themselves: checkpoints (``.ckpt``) and exported
-models (ONNX metadata). One definition, read by the writers and the readers alike; torch-free."""
+models (ONNX and LiteRT metadata), and the checks of what an exported file declares. One definition, read by
+the writers and the readers alike; needs neither PyTorch nor a runtime."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tsm.errors import DataError
 
 INFO_KEY = "tsm_info"  # what using the model needs: class names, frames, input size, scale size, mean, std
 DATA_KEY = "tsm_data"  # checkpoints: the resolved data config the model was trained on
@@ -7,3 +17,55 @@ MODE_KEY = "tsm_mode"  # exported files: "clip" or "stream"
 BUFFERS_KEY = "tsm_buffers"  # stream files: the shift buffers' names and shapes
 PRECISION_KEY = "tsm_precision"  # exported files: fp32, fp16 or int8
 CALIBRATION_KEY = "tsm_calibration"  # int8 files: the data they were calibrated on
+
+
+def metadata_json(metadata: Mapping[str, str], key: str, path: str | Path) -> Any:
+    """The JSON value of metadata ``key``; a missing key or invalid JSON is a :class:`DataError` naming the file
+    and the key."""
+    if key not in metadata:
+        raise DataError(path, f"no metadata {key}")
+    try:
+        return json.loads(metadata[key])
+    except (ValueError, RecursionError) as err:
+        raise DataError(path, f"metadata {key} is not valid JSON: {err}") from err
+
+
+def read_info(metadata: Mapping[str, str], path: str | Path) -> dict[str, Any]:
+    """The ``tsm_info`` an export recorded; raises for files exported before it existed."""
+    if INFO_KEY not in metadata:
+        raise ValueError(
+            f"{path} has no {INFO_KEY} metadata (class names, input size, normalisation): export it again "
+            "with src/export.py from its checkpoint"
+        )
+    info = metadata_json(metadata, INFO_KEY, path)
+    if not isinstance(info, dict):
+        raise DataError(path, f"metadata {INFO_KEY} is not a JSON object")
+    return info
+
+
+Node = tuple[str, list]  # a graph input's or output's name and shape (ints, dimension names or None)
+
+
+def fixed_shape(node: Node, path: str | Path) -> list[int]:
+    """A graph input's or output's shape without the batch; a size that is not fixed is a :class:`DataError`."""
+    name, shape = node
+    if not all(type(size) is int for size in shape[1:]):
+        raise DataError(path, f"graph {name!r} has no fixed shape after the batch: {shape}")
+    return shape[1:]
+
+
+def buffer_shapes(
+    metadata: Mapping[str, str], inputs: list[Node], outputs: list[Node], path: str | Path
+) -> list[list[int]]:
+    """The shapes (without the batch) of a stream file's buffer ``inputs``, which its buffer ``outputs`` and
+    its ``tsm_buffers`` must state too: crafted metadata cannot decide how much memory the runner allocates."""
+    graph = [[node[0], fixed_shape(node, path)] for node in inputs]
+    try:
+        declared = [[b["name"], b["shape"][1:]] for b in metadata_json(metadata, BUFFERS_KEY, path)]
+    except (TypeError, KeyError) as err:
+        raise DataError(path, f"metadata {BUFFERS_KEY} is not a list of {{name, shape}} objects") from err
+    if declared != graph:
+        raise DataError(path, f"metadata {BUFFERS_KEY} does not match the graph's buffer inputs {graph}")
+    if [fixed_shape(node, path) for node in outputs] != [shape for _, shape in graph]:
+        raise DataError(path, f"the graph's buffer outputs {[name for name, _ in outputs]} do not match its inputs")
+    return [shape for _, shape in graph]

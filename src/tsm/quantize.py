@@ -37,8 +37,8 @@ import onnxruntime as ort
 from tsm.benchmark import median_ms
 from tsm.data.clips import Skipped
 from tsm.files import atomic_open
-from tsm.metadata import CALIBRATION_KEY, DATA_KEY, MODE_KEY, PRECISION_KEY
-from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_info, read_metadata
+from tsm.metadata import CALIBRATION_KEY, DATA_KEY, MODE_KEY, PRECISION_KEY, read_info
+from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
 
 if TYPE_CHECKING:
     from tsm.data.datamodule import ClipDataModule

@@ -22,6 +22,17 @@ def test_app_preprocessing_is_the_eval_crop(shape):
     assert np.abs(got - expected).max() <= 1.01 * ONE_GRAY_LEVEL
 
 
+def test_a_non_square_input_size_is_the_centre_of_the_square_crop():
+    """An export at ``input_size=[48, 56]`` takes the middle 48 rows of the 56 x 56 evaluation crop."""
+    frame = (np.random.default_rng(1).random((120, 171, 3)) * 255).astype(np.uint8)  # resized: 64 x 91
+    square = preprocess(frame, 64, 56, MEAN, STD)
+    got = preprocess(frame, 64, [48, 56], MEAN, STD)
+    assert got.shape == (1, 3, 48, 56)
+    np.testing.assert_array_equal(got, square[:, :, 4:52, :])
+    portrait = preprocess(frame.transpose(1, 0, 2).copy(), 64, [48, 100], MEAN, STD)  # resized to 100 x 140 then
+    assert portrait.shape == (1, 3, 48, 100)
+
+
 def test_smoother_waits_for_agreeing_frames():
     smoother = PredictionSmoother(window=1, agree=3)
     a, b = np.array([0.9, 0.1]), np.array([0.2, 0.8])

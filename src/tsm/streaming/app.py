@@ -64,18 +64,24 @@ def open_frames(source: str) -> Iterator[np.ndarray]:
 
 
 def preprocess(
-    frame: np.ndarray, scale_size: int, crop_size: int, mean: Sequence[float], std: Sequence[float]
+    frame: np.ndarray, scale_size: int, crop_size: int | Sequence[int], mean: Sequence[float], std: Sequence[float]
 ) -> np.ndarray:
-    """One RGB frame to a normalised float32 ``(1, 3, crop, crop)`` array, cropped as evaluation crops
+    """One RGB frame to a normalised float32 ``(1, 3, crop_h, crop_w)`` array, cropped as evaluation crops
     clips (short side to ``scale_size``, bilinear with antialiasing, centre crop; Pillow instead of
-    torchvision, so that no PyTorch is needed: pixel values differ from the data pipeline's by a rounding)."""
+    torchvision, so that no PyTorch is needed: pixel values differ from the data pipeline's by a rounding).
+    ``crop_size``: a side, or ``[height, width]`` (an export's ``input_size``); a frame whose shape cannot hold
+    that crop at ``scale_size`` is resized just enough to hold it."""
+    crop_h, crop_w = (crop_size, crop_size) if isinstance(crop_size, int) else crop_size
     height, width = frame.shape[:2]
     short, long = sorted((height, width))
     resized = int(scale_size * long / short)  # as torchvision's resize rounds the long side
     size = (resized, scale_size) if width >= height else (scale_size, resized)
+    if size[0] < crop_w or size[1] < crop_h:  # a crop wider (or taller) than the frame's shape allows
+        factor = max(crop_w / width, crop_h / height)
+        size = (max(crop_w, round(width * factor)), max(crop_h, round(height * factor)))
     image = np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR), dtype=np.float32) / 255
-    top, left = round((size[1] - crop_size) / 2), round((size[0] - crop_size) / 2)
-    crop = image[top : top + crop_size, left : left + crop_size]
+    top, left = round((size[1] - crop_h) / 2), round((size[0] - crop_w) / 2)
+    crop = image[top : top + crop_h, left : left + crop_w]
     normalised = (crop - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
 
@@ -161,18 +167,18 @@ class _VideoWriter:
 
 
 def main(argv: Sequence[str] | None = None) -> StreamResult:
-    """Stream a video or camera through a stream-mode ONNX file, with no PyTorch."""
-    from tsm.streaming.runtime import OnnxStreamSession
+    """Stream a video or camera through a stream-mode ONNX or LiteRT file, with no PyTorch."""
+    from tsm.streaming.sessions import open_stream
 
-    parser = argparse.ArgumentParser(description="Run a stream-mode TSM ONNX file over a video or camera.")
-    parser.add_argument("onnx", help="a file written by src/export.py mode=stream")
+    parser = argparse.ArgumentParser(description="Run a stream-mode TSM file (.onnx, .tflite) over a video or camera.")
+    parser.add_argument("file", help="a file written by src/export.py mode=stream (format=onnx or format=tflite)")
     parser.add_argument("--source", required=True, help="a video file, or a number N for the camera /dev/videoN")
     parser.add_argument("--out-video", default=None, help="write an annotated copy of the video here")
     parser.add_argument("--window", type=int, default=4, help="average the probabilities of this many frames")
     parser.add_argument("--agree", type=int, default=3, help="frames that must agree before the label changes")
     parser.add_argument("--top-k", type=int, default=3)
     args = parser.parse_args(argv)
-    session = OnnxStreamSession(args.onnx)
+    session = open_stream(args.file)
     smoother = PredictionSmoother(args.window, args.agree)
     frames = open_frames(args.source)
     result = run_stream(session.step, frames, session.info, smoother, args.top_k, args.out_video)

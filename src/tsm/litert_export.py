@@ -1,0 +1,163 @@
+"""Export a recognizer to LiteRT (TFLite) through Google's converter (``litert-torch``), and check the file.
+
+stream: the ``StreamingTSM`` of a causal model, one signature with the ONNX stream file's names: inputs
+``frame`` ``(1, 3, H, W)`` and ``buffer_00``, ... (zeros at the start of a stream), outputs ``logits`` and
+``buffer_00_out``, ...; every tensor of at most 4 dimensions (the LiteRT GPU delegate's limit), batch 1.
+clip: input ``clip`` ``(1, T, 3, H, W)``, output ``logits``.
+Both carry the ONNX file's metadata (``tsm_mode``, ``tsm_info``, ``tsm_buffers``, ``tsm_precision``) as
+flatbuffer metadata entries, so the file alone is enough to run it (:mod:`tsm.streaming.litert`).
+Needs the ``edge`` extra: ``pip install -e ".[edge]"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from tsm.export import BATCH, ExportVerificationError, file_info
+from tsm.files import atomic_open
+from tsm.metadata import BUFFERS_KEY, INFO_KEY, MODE_KEY, PRECISION_KEY
+from tsm.models.factory import for_deployment
+from tsm.models.recognizer import INFO_DEFAULTS, Recognizer
+from tsm.streaming.litert import TFLITE_IDENTIFIER, LiteRTStreamSession
+from tsm.streaming.model import StreamingTSM
+
+MAX_DIMS = 4  # the LiteRT GPU delegate's limit on a tensor's dimensions
+
+
+class NamedStream(nn.Module):
+    """A ``StreamingTSM`` with named inputs and outputs, which the converter keeps as the signature's names."""
+
+    def __init__(self, stream: StreamingTSM) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def forward(self, frame: torch.Tensor, **buffers: torch.Tensor) -> dict[str, torch.Tensor]:
+        names = self.stream.buffer_names
+        logits, *new = self.stream(frame, *(buffers[name] for name in names))
+        return {"logits": logits, **{f"{name}_out": b for name, b in zip(names, new, strict=True)}}
+
+
+class NamedClip(nn.Module):
+    """A clip recognizer whose output is named ``logits``."""
+
+    def __init__(self, model: Recognizer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, clip: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.model(clip)}
+
+
+def to_tflite(
+    model: Recognizer,
+    path: str | Path,
+    mode: Literal["clip", "stream"] = "stream",
+    input_size: int | tuple[int, int] | None = None,
+    tolerance: float = 1e-4,
+) -> Path:
+    """Convert ``model`` to a LiteRT file at ``path`` (fp32) and check a stream file frame by frame against
+    PyTorch (raises :class:`~tsm.export.ExportVerificationError` beyond ``tolerance``, relative to the largest
+    logit). ``input_size``: the frame side or ``(height, width)``; default the model's own."""
+    import litert_torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    input_size = input_size or getattr(model, "info", {}).get("input_size", INFO_DEFAULTS["input_size"])
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    info = json.dumps(file_info(model, height, width))
+    model = for_deployment(model)
+    generator = torch.Generator().manual_seed(0)
+    if mode == "stream":
+        stream = StreamingTSM.from_model(model)
+        frame = torch.randn(1, 3, height, width, generator=generator)
+        shapes = stream.buffer_shapes(frame.shape)
+        buffers = dict(zip(stream.buffer_names, shapes, strict=True))
+        sample = {"frame": frame, **{name: torch.randn(shape, generator=generator) for name, shape in buffers.items()}}
+        check_dims(sample)
+        spec = [{"name": name, "shape": [BATCH, *shape[1:]]} for name, shape in buffers.items()]
+        metadata = {MODE_KEY: "stream", BUFFERS_KEY: json.dumps(spec), INFO_KEY: info, PRECISION_KEY: "fp32"}
+        module: nn.Module = NamedStream(stream)
+    elif mode == "clip":
+        sample = {"clip": torch.randn(1, model.num_segments, 3, height, width, generator=generator)}
+        metadata = {MODE_KEY: "clip", INFO_KEY: info, PRECISION_KEY: "fp32"}
+        module = NamedClip(model)
+    else:
+        raise ValueError(f"mode must be 'clip' or 'stream', got {mode!r}")
+    with torch.no_grad():
+        converted = litert_torch.convert(module.eval(), sample_kwargs=sample)
+    with atomic_open(path) as file:
+        file.write(with_metadata(converted.model_content(), metadata))
+    error = verify_stream(stream, path, tolerance) if mode == "stream" else verify_clip(model, path, sample, tolerance)
+    print(f"{path}: {mode} mode, {path.stat().st_size / 2**20:.2f} MB, max relative error {error:.1e} (LiteRT)")
+    return path
+
+
+def check_dims(tensors: Mapping[str, torch.Tensor]) -> None:
+    """Every stream tensor has at most :data:`MAX_DIMS` dimensions (a ViT's token buffers have 3)."""
+    over = {name: tuple(t.shape) for name, t in tensors.items() if t.dim() > MAX_DIMS}
+    if over:
+        raise ValueError(
+            f"LiteRT's GPU delegate takes at most {MAX_DIMS} dimensions; these tensors have more: {over}"
+        )
+
+
+def with_metadata(content: bytes, metadata: Mapping[str, str]) -> bytes:
+    """The TFLite flatbuffer ``content`` with ``metadata`` added as named metadata buffers (UTF-8)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    model.metadata = list(model.metadata or [])
+    for key, value in metadata.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(value.encode("utf-8"), dtype=np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = key, len(model.buffers) - 1
+        model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(content) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-12))
+
+
+def verify_clip(model: Recognizer, path: Path, sample: Mapping[str, torch.Tensor], tolerance: float) -> float:
+    """The relative error of the LiteRT clip file's logits against ``model``'s on a fresh random clip."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    clip = torch.randn(sample["clip"].shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = model(clip).numpy()
+    got = Interpreter(model_path=str(path)).get_signature_runner()(clip=clip.numpy())["logits"]
+    return _checked(relative_error(got, expected), path, tolerance)
+
+
+def _checked(error: float, path: Path, tolerance: float) -> float:
+    if not error <= tolerance:
+        raise ExportVerificationError(f"{path}: LiteRT differs from PyTorch by a relative error of {error:.2e}")
+    return error
+
+
+def verify_stream(stream: StreamingTSM, path: Path, tolerance: float, num_frames: int = 8) -> float:
+    """The largest relative error of the LiteRT file's per-frame logits against ``stream``'s over ``num_frames``
+    random frames (buffers carried); raises beyond ``tolerance``."""
+    session = LiteRTStreamSession(path)
+    generator = torch.Generator().manual_seed(2)
+    frames = torch.randn(num_frames, *session._frame_shape, generator=generator)
+    stream.reset()
+    error = 0.0
+    for frame in frames:
+        expected = stream.step(frame).numpy()
+        got = session.step(frame.numpy())
+        error = max(error, relative_error(got, expected))
+    return _checked(error, path, tolerance)

@@ -1,0 +1,83 @@
+"""Run a stream-mode LiteRT (TFLite) file frame by frame: the runtime side of ``format=tflite``.
+
+Needs numpy and ``ai-edge-litert`` only (``pip install -e ".[edge]"``; no PyTorch, no timm), so a phone-class
+Linux device or a Raspberry Pi can run it. The file describes itself as the ONNX export does: its flatbuffer
+metadata holds ``tsm_mode``, ``tsm_info``, ``tsm_buffers`` and ``tsm_precision`` (UTF-8 JSON), and its one
+signature takes ``frame`` and ``buffer_00``, ``buffer_01``, ... and returns ``logits`` and ``buffer_00_out``, ....
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tsm.errors import DataError
+from tsm.metadata import MODE_KEY, PRECISION_KEY, buffer_shapes, read_info
+
+TFLITE_IDENTIFIER = b"TFL3"  # bytes 4-8 of every TFLite flatbuffer
+SIGNATURE = "serving_default"
+
+
+def read_tflite_metadata(path: str | Path) -> dict[str, str]:
+    """The ``tsm_*`` metadata entries of a TFLite file (the flatbuffer's ``metadata`` list; other entries, such
+    as the converter's own, are left out). A file that is not a TFLite flatbuffer is a :class:`DataError`."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    content = Path(path).read_bytes()
+    if content[4:8] != TFLITE_IDENTIFIER:
+        raise DataError(path, "not a LiteRT (TFLite) file: no TFL3 identifier")
+    try:
+        model = schema.Model.GetRootAs(content, 0)
+        entries = {}
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            name = (entry.Name() or b"").decode("utf-8")
+            if name.startswith("tsm_"):
+                entries[name] = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode("utf-8")
+    except (IndexError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as err:  # a damaged flatbuffer
+        raise DataError(path, f"its TFLite metadata cannot be read: {err}") from err
+    return entries
+
+
+class LiteRTStreamSession:
+    """``step(frame)`` with ``frame`` ``(1, 3, H, W)`` float32 returns that frame's logits ``(1, num_classes)``;
+    ``reset()`` starts a new stream; ``info`` and ``precision`` as :class:`~tsm.streaming.runtime.OnnxStreamSession`'s.
+    LiteRT files have a fixed batch of 1. ``threads``: the interpreter's CPU threads (XNNPACK)."""
+
+    def __init__(self, path: str | Path, threads: int = 2) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        metadata = read_tflite_metadata(path)
+        if metadata.get(MODE_KEY) != "stream":
+            raise ValueError(f"{path} is not a stream-mode export (tsm_mode={metadata.get(MODE_KEY)!r})")
+        self.info = read_info(metadata, path)
+        self.precision = metadata.get(PRECISION_KEY, "fp32")
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self.runner = self.interpreter.get_signature_runner(SIGNATURE)
+        except (ValueError, RuntimeError) as err:
+            raise DataError(path, f"LiteRT cannot load it: {err}") from err
+        inputs, outputs = self.runner.get_input_details(), self.runner.get_output_details()
+        if "frame" not in inputs or "logits" not in outputs:
+            raise DataError(path, f"signature {SIGNATURE!r} lacks the input 'frame' or the output 'logits'")
+        self.buffer_names = sorted(name for name in inputs if name != "frame")
+        shape = lambda details, name: [int(size) for size in details.get(name, {"shape": [0]})["shape"]]  # noqa: E731
+        nodes = [(name, shape(inputs, name)) for name in self.buffer_names]
+        out_nodes = [(f"{name}_out", shape(outputs, f"{name}_out")) for name in self.buffer_names]
+        self._shapes = [[1, *shape] for shape in buffer_shapes(metadata, nodes, out_nodes, path)]
+        self._frame_shape = tuple(int(size) for size in inputs["frame"]["shape"])
+        self.reset()
+
+    def reset(self) -> None:
+        zeros = [np.zeros(shape, np.float32) for shape in self._shapes]
+        self._buffers = dict(zip(self.buffer_names, zeros, strict=True))
+
+    def step(self, frame: np.ndarray) -> np.ndarray:
+        frame = np.ascontiguousarray(frame, dtype=np.float32)
+        if frame.shape != self._frame_shape:
+            raise ValueError(f"frame of shape {frame.shape}, expected {self._frame_shape}")
+        out: dict[str, Any] = self.runner(frame=frame, **self._buffers)
+        self._buffers = {name: out[f"{name}_out"] for name in self.buffer_names}
+        return out["logits"]

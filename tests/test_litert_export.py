@@ -1,0 +1,173 @@
+"""LiteRT (TFLite) export and its runner: the file alone streams, torch-free, what PyTorch computes frame by frame."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers.config import tiny_checkpoint
+from tests.helpers.scripts import run_python
+from tests.helpers.videos import write_video
+from tests.helpers.weights import randomize_norms
+from tsm.errors import DataError
+from tsm.export import ExportVerificationError
+from tsm.litert_export import NamedStream, check_dims, to_tflite, with_metadata
+from tsm.metadata import BUFFERS_KEY, INFO_KEY, MODE_KEY
+from tsm.models.checkpoints import load_recognizer
+from tsm.models.factory import for_deployment
+from tsm.streaming.litert import LiteRTStreamSession, read_tflite_metadata
+from tsm.streaming.model import StreamingTSM
+from tsm.streaming.sessions import open_stream
+
+SIZE = (33, 45)  # odd, not square
+CLIP_LENGTHS = (7, 11)
+# A runner under a meta-path hook that refuses torch and timm: what a device without PyTorch has.
+TORCH_FREE = """
+import sys
+import numpy as np
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "timm"):
+            raise ImportError(f"{name} is blocked: the runner must not need it")
+
+sys.meta_path.insert(0, Refuse())
+from tsm.streaming.sessions import open_stream
+
+session = open_stream(sys.argv[1])
+clips = np.load(sys.argv[2])
+logits = {}
+for name in clips.files:
+    session.reset()
+    logits[name] = np.concatenate([session.step(frame[None]) for frame in clips[name]])
+np.savez(sys.argv[3], precision=session.precision, classes=len(session.info["class_names"]), **logits)
+"""
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return tiny_checkpoint(tmp_path_factory.mktemp("causal"), ["model/shift=causal"])
+
+
+@pytest.fixture(scope="module")
+def model(ckpt):
+    """The checkpoint's causal network (the default backbone, in-place shift) with random norms everywhere, so
+    every residual branch and the shift in it count."""
+    return randomize_norms(load_recognizer(ckpt), seed=3).eval()
+
+
+@pytest.fixture(scope="module")
+def stream_file(model, tmp_path_factory) -> Path:
+    return to_tflite(model, tmp_path_factory.mktemp("tflite") / "stream.tflite", mode="stream", input_size=SIZE)
+
+
+def pytorch_logits(model, clip: torch.Tensor) -> np.ndarray:
+    stream = StreamingTSM.from_model(for_deployment(model))
+    return torch.cat([stream.step(frame[None]) for frame in clip]).numpy()
+
+
+def test_stream_file_gives_pytorchs_logits_on_every_frame_without_torch(model, stream_file, tmp_path):
+    generator = torch.Generator().manual_seed(5)
+    clips = {f"clip{n}": torch.randn(n, 3, *SIZE, generator=generator) for n in CLIP_LENGTHS}
+    np.savez(tmp_path / "clips.npz", **{name: clip.numpy() for name, clip in clips.items()})
+    run_python(["-c", TORCH_FREE, stream_file, tmp_path / "clips.npz", tmp_path / "logits.npz"])
+    got = np.load(tmp_path / "logits.npz")
+    assert str(got["precision"]) == "fp32" and int(got["classes"]) == model.num_classes
+    for name, clip in clips.items():
+        expected = pytorch_logits(model, clip)
+        assert got[name].shape == expected.shape == (len(clip), model.num_classes)
+        # relative to each frame's largest logit, frame by frame
+        error = np.abs(got[name] - expected).max(axis=1) / np.abs(expected).max(axis=1)
+        assert error.max() <= 1e-4, (name, error)
+    assert not np.allclose(got["clip7"][1:], got["clip7"][:-1], atol=1e-3)  # the logits move from frame to frame
+
+
+def test_stream_signature_has_the_onnx_names_and_at_most_four_dimensions(stream_file):
+    session = LiteRTStreamSession(stream_file)
+    inputs, outputs = session.runner.get_input_details(), session.runner.get_output_details()
+    buffers = [f"buffer_{i:02d}" for i in range(len(session.buffer_names))]
+    assert len(buffers) == 4 and sorted(inputs) == [*buffers, "frame"]  # ResNet10-T: one shift per block
+    assert sorted(outputs) == [*(f"{b}_out" for b in buffers), "logits"]
+    assert all(len(d["shape"]) <= 4 for d in [*inputs.values(), *outputs.values()])
+    metadata = read_tflite_metadata(stream_file)
+    assert metadata[MODE_KEY] == "stream" and '"input_size": [33, 45]' in metadata[INFO_KEY]
+    assert session.info["scale_size"] == 33  # the checkpoint's scale 32 for its crop 32, in proportion to side 33
+
+
+def test_export_command_writes_a_clip_file_the_stream_runner_refuses(ckpt, tmp_path):
+    out = tmp_path / "clip.tflite"
+    run_python(
+        ["src/export.py", f"ckpt_path={ckpt}", "format=tflite", "mode=clip", f"out={out}", f"hydra.run.dir={tmp_path}"]
+    )
+    assert read_tflite_metadata(out)[MODE_KEY] == "clip"
+    with pytest.raises(ValueError, match="not a stream-mode export"):
+        open_stream(out)
+
+
+def test_a_file_without_the_metadata_is_refused_naming_what_is_missing(stream_file, tmp_path):
+    bare = tmp_path / "bare.tflite"
+    content = stream_file.read_bytes()
+    keep = {MODE_KEY: "stream", BUFFERS_KEY: read_tflite_metadata(stream_file)[BUFFERS_KEY]}
+    bare.write_bytes(with_metadata(_without_tsm_metadata(content), keep))
+    with pytest.raises(ValueError, match="has no tsm_info metadata"):
+        open_stream(bare)
+    (tmp_path / "junk.tflite").write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError, match="not a LiteRT"):
+        open_stream(tmp_path / "junk.tflite")
+    with pytest.raises(ValueError, match=r"no stream runtime for \.pt; known: \.onnx"):
+        (tmp_path / "model.pt").write_bytes(b"x")
+        open_stream(tmp_path / "model.pt")
+
+
+def _without_tsm_metadata(content: bytes) -> bytes:
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    flat = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    flat.metadata = [entry for entry in flat.metadata or [] if not entry.name.decode().startswith("tsm_")]
+    builder = flatbuffers.Builder(len(content))
+    builder.Finish(flat.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["format=coreml"], "format='coreml' is not supported; choose one of onnx, tflite"),
+        (["format=tflite", "precision=fp16"], "format=tflite takes precision=fp32, got 'fp16'"),
+    ],
+)
+def test_bad_format_or_precision_names_the_key(ckpt, tmp_path, overrides, message):
+    done = run_python(["src/export.py", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}", *overrides], ok=False)
+    assert message in done.stderr
+
+
+def test_a_conversion_off_by_one_percent_is_caught(model, tmp_path, monkeypatch):
+    """The check compares the file with the PyTorch stream, not with what was converted."""
+    forward = NamedStream.forward
+
+    def one_percent_off(self, frame, **buffers):
+        outputs = forward(self, frame, **buffers)
+        return {**outputs, "logits": outputs["logits"] * 1.01}
+
+    monkeypatch.setattr(NamedStream, "forward", one_percent_off)
+    with pytest.raises(ExportVerificationError, match="LiteRT differs from PyTorch"):
+        to_tflite(model, tmp_path / "wrong.tflite", input_size=16)
+
+
+def test_tensors_over_four_dimensions_are_refused_naming_them():
+    with pytest.raises(
+        ValueError, match=r"at most 4 dimensions; these tensors have more: {'buffer_00': \(1, 2, 3, 4, 5\)}"
+    ):
+        check_dims({"frame": torch.zeros(1, 3, 8, 8), "buffer_00": torch.zeros(1, 2, 3, 4, 5)})
+
+
+def test_stream_script_and_app_run_the_tflite_file_on_a_video(stream_file, tmp_path):
+    """What users run: ``src/stream.py ckpt_path=FILE.tflite`` and ``python -m tsm.streaming.app FILE.tflite``."""
+    video = write_video(tmp_path / "v.mp4")
+    done = run_python(["src/stream.py", f"ckpt_path={stream_file}", f"source={video}", f"hydra.run.dir={tmp_path}"])
+    assert "per-frame latency" in done.stdout
+    done = run_python(["-m", "tsm.streaming.app", stream_file, "--source", video, "--out-video", tmp_path / "a.mp4"])
+    assert "per-frame latency" in done.stdout and (tmp_path / "a.mp4").stat().st_size > 0
