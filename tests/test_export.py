@@ -10,7 +10,7 @@ import torch
 
 import tsm.shift
 from tests.helpers.compare import rel_error
-from tests.helpers.weights import randomize_norms
+from tests.helpers.weights import random_recognizer
 from tsm.export import ExportVerificationError, to_onnx, verify_onnx
 from tsm.models import build_recognizer
 from tsm.models.recognizer import Recognizer
@@ -24,10 +24,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_model(num_segments: int = T) -> Recognizer:
-    torch.manual_seed(0)
-    model = build_recognizer("mobilenetv2_050", CLASSES, num_segments, shift={"direction": "causal"})
-    randomize_norms(model)
-    return model.eval()
+    return random_recognizer("mobilenetv2_050", CLASSES, num_segments, shift={"direction": "causal"})
 
 
 def session(path) -> ort.InferenceSession:

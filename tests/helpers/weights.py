@@ -4,6 +4,9 @@ in it) counts in a random-weight test."""
 import torch
 from torch import nn
 
+from tsm.models import build_recognizer
+from tsm.models.recognizer import Recognizer
+
 
 def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random BatchNorm affine and running stats: timm zero-inits the last BN of residual branches,
@@ -38,3 +41,10 @@ def randomize_constants(model: nn.Module, seed: int = 0) -> nn.Module:
         with torch.no_grad():
             tensor.copy_(values)
     return model
+
+
+def random_recognizer(backbone: str, num_classes: int, num_segments: int, **kwargs) -> Recognizer:
+    """``build_recognizer(...)`` from seed 0 with random BatchNorm affine and statistics (:func:`randomize_norms`),
+    in eval mode."""
+    torch.manual_seed(0)
+    return randomize_norms(build_recognizer(backbone, num_classes, num_segments, **kwargs)).eval()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.helpers.compare import rel_error
-from tests.helpers.weights import randomize_norms
+from tests.helpers.weights import random_recognizer
 from tsm.models import build_recognizer
 from tsm.models.recognizer import Recognizer
 from tsm.shift import TemporalShift
@@ -17,10 +17,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def causal_model(backbone: str, place: str = "residual", **kwargs) -> Recognizer:
-    torch.manual_seed(0)
-    model = build_recognizer(backbone, CLASSES, T, shift={"direction": "causal", "place": place}, **kwargs)
-    randomize_norms(model)
-    return model.eval()
+    return random_recognizer(backbone, CLASSES, T, shift={"direction": "causal", "place": place}, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +43,7 @@ def test_step_matches_offline_frame_logits(backbone, place, clip):
 
 
 def test_a_shift_in_the_last_blocks_only_streams_too(clip):
-    torch.manual_seed(0)
-    model = build_recognizer("mobilenetv2_050", CLASSES, T, shift={"direction": "causal", "blocks": "last:3"})
-    model = randomize_norms(model).eval()
+    model = random_recognizer("mobilenetv2_050", CLASSES, T, shift={"direction": "causal", "blocks": "last:3"})
     with torch.no_grad():
         offline = model.frame_logits(clip)
     stream = StreamingTSM.from_model(model)

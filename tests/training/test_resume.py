@@ -9,6 +9,7 @@ import torch
 
 from tests.helpers import ROOT
 from tests.helpers.config import TINY, compose_train, hydra_run_dir, tiny_checkpoint
+from tests.helpers.scripts import run_python
 from tsm.distill.cache import load_or_build
 from tsm.files import atomic_open, stale_temporaries
 from tsm.training import resume
@@ -138,11 +139,8 @@ def test_an_unreadable_teacher_cache_is_rebuilt(tmp_path, caplog):
 def test_kill_and_resume_study_tiny(tmp_path):
     """Killed three times (during checkpoint writes too), resumed each time: every checkpoint left readable,
     and the final weights are the uninterrupted run's, bit for bit."""
-    import subprocess
-    import sys
-
-    script = ROOT / "experiments" / "reliability" / "kill_resume.py"
-    subprocess.run([sys.executable, str(script), "--kills", "3", "--epochs", "6", "--out", str(tmp_path)], check=True)
+    study = ["-m", "experiments.reliability.kill_resume", "--kills", "3", "--epochs", "6", "--out", tmp_path]
+    run_python(study, timeout=600)  # as the docs run it
     result = json.loads((tmp_path / "results.json").read_text())
     assert result["kills"] == 3 and result["kills_during_writes"] >= 1
     assert result["unreadable_checkpoints"] == 0 and result["max_abs_weight_diff"] == 0
