@@ -5,21 +5,20 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
 
 from experiments.common import synthetic_overrides
 from tests.helpers import ROOT
+from tests.helpers.scripts import run_python
 
 EXPERIMENTS = ROOT / "experiments"
 
 
-def run_study(module: str, *args, **kwargs) -> subprocess.CompletedProcess:
-    """``python -m experiments.<module> args`` from the repository root, as the studies' READMEs run them."""
-    command = [sys.executable, "-m", f"experiments.{module}", *map(str, args)]
-    return subprocess.run(command, check=True, cwd=ROOT, **kwargs)
+def run_study(module: str, *args, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """``python -m experiments.<module> args`` in the repository root, as the studies' READMEs run them."""
+    return run_python(["-m", f"experiments.{module}", *args], timeout=timeout)
 
 
 @pytest.mark.slow
@@ -137,7 +136,7 @@ def test_data_throughput_bench_tiny(tmp_path):
 @pytest.mark.slow
 def test_scaling_and_shift_op_benches_tiny(tmp_path):
     args = ["--steps", "1", "--clips", "1", "--size", "32"]
-    run = run_study("scaling.ddp_cpu", *args, capture_output=True, text=True)
+    run = run_study("scaling.ddp_cpu", *args)
     assert "speed-up" in run.stdout and "all-reduce of 92 MiB" in run.stdout
     out = tmp_path / "shift.md"
     run_study("latency.shift_op", "--repeats", "1", "--out", out)
