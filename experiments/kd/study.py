@@ -6,7 +6,7 @@ The MobileVFX pipeline as users run it (README, "Distillation"):
 
 1. the I3D teacher, ``python src/train.py +experiment=synthetic_i3d_teacher`` (from scratch), and for
    comparison a TSM-MobileNetV2 teacher, the default run's recipe on MobileNetV2 x0.5
-   (``python src/train.py model.backbone=mobilenetv2_050``, the default when this study ran);
+   (``python src/train.py model.backbone=mobilenetv2_050``): the MobileVFX question, so MobileNetV2, not the default;
 2. the student (TSM-MobileNetV2 x0.5, the same recipe) on a short budget where it does not saturate, with
    and without distillation (``+experiment=synthetic_mbv2_kd``, teacher logits cached), on the same
    seeds;
