@@ -1,9 +1,10 @@
-"""Export a checkpoint to ONNX and verify it in onnxruntime:
-``python src/export.py ckpt_path=... mode=clip|stream precision=fp32|fp16|int8``.
+"""Export a checkpoint to ONNX (onnxruntime) or LiteRT (TFLite) and verify it against PyTorch:
+``python src/export.py ckpt_path=... mode=clip|stream format=onnx|tflite precision=fp32|fp16|int8``.
 
-fp16 and int8 files are made from the fp32 export (kept beside them as ``<out>.fp32.onnx``): int8 is
-calibrated on ``calibration.clips`` unaugmented clips of the checkpoint's own training data (the data
-config it records; ``+data=NAME`` names another). Both are then compared with the fp32 file on
+fp16 (ONNX) and int8 files are made from the fp32 export (kept beside them as ``<out>.fp32.onnx`` or
+``.fp32.tflite``): int8 is calibrated on ``calibration.clips`` unaugmented clips of the checkpoint's own
+training data (the data config it records; ``+data=NAME`` names another). Both are then compared with the
+fp32 file on
 ``compare.clips`` validation clips: agreement, both accuracies, sizes and latencies, printed and
 written to ``<out>.report.json``.
 """
@@ -21,7 +22,7 @@ from tsm.models.checkpoints import load_recognizer
 from tsm.quantize import calibration_data, clips_of, compare, to_fp16, to_int8
 
 # the precisions each format= writes
-FORMATS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32",)}
+FORMATS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "int8")}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
@@ -32,13 +33,13 @@ def main(cfg: DictConfig) -> None:
         raise ValueError(f"format={cfg.format} takes precision={'|'.join(FORMATS[cfg.format])}, got {cfg.precision!r}")
     model = load_recognizer(cfg.ckpt_path, num_segments=cfg.num_segments)
     out = Path(cfg.out)
+    fp32_file = out if cfg.precision == "fp32" else out.with_suffix(f".fp32{out.suffix}")
     if cfg.format == "tflite":
-        from tsm.litert_export import to_tflite
+        from tsm.litert_export import to_tflite, to_tflite_int8
 
-        to_tflite(model, out, mode=cfg.mode, input_size=cfg.input_size)
-        return
-    fp32_file = out if cfg.precision == "fp32" else out.with_suffix(".fp32.onnx")
-    to_onnx(model, fp32_file, mode=cfg.mode, input_size=cfg.input_size, opset=cfg.opset)
+        to_tflite(model, fp32_file, mode=cfg.mode, input_size=cfg.input_size)
+    else:
+        to_onnx(model, fp32_file, mode=cfg.mode, input_size=cfg.input_size, opset=cfg.opset)
     if cfg.precision == "fp32":
         return
     user_data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
@@ -47,7 +48,13 @@ def main(cfg: DictConfig) -> None:
         to_fp16(fp32_file, out)
     else:
         clips, _ = clips_of(data, cfg.calibration.split, cfg.calibration.clips)
-        to_int8(fp32_file, out, clips, {"split": cfg.calibration.split, "checkpoint": str(cfg.ckpt_path)})
+        if not clips:
+            raise ValueError(
+                f"int8 needs calibration clips: calibration.clips={cfg.calibration.clips} "
+                f"gave none of split {cfg.calibration.split!r}; set calibration.clips=64"
+            )
+        calibration = {"split": cfg.calibration.split, "checkpoint": str(cfg.ckpt_path)}
+        (to_tflite_int8 if cfg.format == "tflite" else to_int8)(fp32_file, out, clips, calibration)
     clips, labels = clips_of(data, cfg.compare.split, cfg.compare.clips)
     report = compare(fp32_file, out, clips, labels)
     write_text_atomic(out.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")

@@ -38,7 +38,7 @@ from tsm.benchmark import median_ms
 from tsm.data.clips import Skipped
 from tsm.files import atomic_open
 from tsm.metadata import CALIBRATION_KEY, DATA_KEY, MODE_KEY, PRECISION_KEY, read_info
-from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
+from tsm.streaming.sessions import open_clip, open_stream, read_file_metadata
 
 if TYPE_CHECKING:
     from tsm.data.datamodule import ClipDataModule
@@ -50,8 +50,8 @@ WEIGHT_RANGES = {7: "[-64, 64] (reduce_range)", 8: "[-127, 127]"}  # int8 weight
 
 
 def file_mode(path: str | Path) -> str:
-    """``clip`` or ``stream``, from the file's ``tsm_mode`` metadata."""
-    mode = read_metadata(path).get(MODE_KEY)
+    """``clip`` or ``stream``, from the file's ``tsm_mode`` metadata (an ONNX or a LiteRT file)."""
+    mode = read_file_metadata(path).get(MODE_KEY)
     if mode not in ("clip", "stream"):
         raise ValueError(f"{path} is not an export of this project (tsm_mode={mode!r})")
     return mode
@@ -130,7 +130,7 @@ def calibration_data(ckpt_path: str | Path, fp32_file: str | Path, data: dict | 
     from tsm.data.recorded import datamodule_from_record
     from tsm.models.checkpoints import data_config
 
-    info = read_info(read_metadata(fp32_file), fp32_file)
+    info = read_info(read_file_metadata(fp32_file), fp32_file)
     side = info["input_size"] if isinstance(info["input_size"], int) else min(info["input_size"])
     fitted = {"crop_size": side, "scale_size": info["scale_size"], "log_dir": None, "num_workers": 0}
     if data is not None:  # the user's own config, not a file's: instantiated as Hydra does
@@ -158,19 +158,16 @@ def clips_of(data: ClipDataModule, split: str, count: int) -> tuple[list[np.ndar
 
 def calibration_feeds(fp32_path: str | Path, clips: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
     """The inputs the file sees for ``clips``: one feed per clip (clip files), or one per frame with the
-    buffers the fp32 file carries from the frame before (stream files)."""
-    session = ort_session(fp32_path)
-    metadata = session.get_modelmeta().custom_metadata_map
+    buffers the fp32 file (ONNX or LiteRT) carries from the frame before (stream files)."""
+    if file_mode(fp32_path) == "clip":
+        yield from ({"clip": clip[None]} for clip in clips)
+        return
+    session = open_stream(fp32_path)
     for clip in clips:
-        if metadata.get(MODE_KEY) == "clip":
-            yield {"clip": clip[None]}
-            continue
-        buffers = buffer_zeros(metadata, 1)
+        session.reset()
         for frame in clip:
-            feed = {"frame": frame[None], **buffers}
-            yield feed
-            _, *carried = session.run(None, feed)
-            buffers = dict(zip(buffers, carried, strict=True))
+            yield {"frame": frame[None], **session.buffers()}
+            session.step(frame[None])
 
 
 class _Feeds:
@@ -185,11 +182,11 @@ class _Feeds:
 
 def clip_logits(path: str | Path, clips: Iterable[np.ndarray]) -> np.ndarray:
     """``(N, K)`` logits of each clip: a clip file's output, or a stream file's per-frame logits
-    averaged over the clip's frames (what the causal model computes offline)."""
+    averaged over the clip's frames (what the causal model computes offline); ONNX or LiteRT."""
     if file_mode(path) == "clip":
-        session = ort_session(path)
-        return np.concatenate([session.run(None, {"clip": clip[None]})[0] for clip in clips])
-    stream = OnnxStreamSession(path)
+        run = open_clip(path)
+        return np.concatenate([run(clip[None]) for clip in clips])
+    stream = open_stream(path)
     out = []
     for clip in clips:
         stream.reset()
@@ -198,14 +195,14 @@ def clip_logits(path: str | Path, clips: Iterable[np.ndarray]) -> np.ndarray:
 
 
 def one_call(path: str | Path, frame_shape: tuple[int, ...]) -> Callable[[], object]:
-    """One onnxruntime call of ``path`` at batch 1, ready to time: a clip (clip files) or a frame with
-    zeroed buffers (stream files); ``frame_shape`` is the first input's shape."""
-    session = ort_session(path)
-    metadata = session.get_modelmeta().custom_metadata_map
-    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(frame_shape, np.float32)}
-    if metadata.get(MODE_KEY) == "stream":
-        feed |= buffer_zeros(metadata, 1)
-    return lambda: session.run(None, feed)
+    """One call of ``path`` at batch 1 in its runtime, ready to time: a clip (clip files), or one step of a
+    stream (stream files: the buffers carried as in use); ``frame_shape`` is the input's shape."""
+    data = np.random.default_rng(0).standard_normal(frame_shape, np.float32)
+    if file_mode(path) == "clip":
+        run = open_clip(path)
+        return lambda: run(data)
+    session = open_stream(path)
+    return lambda: session.step(data)
 
 
 def node_census(path: str | Path) -> Counter[str]:

@@ -44,7 +44,12 @@ def read_tflite_metadata(path: str | Path) -> dict[str, str]:
 class LiteRTStreamSession:
     """``step(frame)`` with ``frame`` ``(1, 3, H, W)`` float32 returns that frame's logits ``(1, num_classes)``;
     ``reset()`` starts a new stream; ``info`` and ``precision`` as :class:`~tsm.streaming.runtime.OnnxStreamSession`'s.
-    LiteRT files have a fixed batch of 1. ``threads``: the interpreter's CPU threads (XNNPACK)."""
+    LiteRT files have a fixed batch of 1. ``threads``: the interpreter's CPU threads (XNNPACK).
+
+    A full-integer file (``precision`` int8) takes and gives int8 tensors: the frame is quantized and the logits
+    dequantized with the file's own scales and zero points, and the buffers stay int8 from step to step (an
+    output buffer is requantized only where its scale differs from the input's); a reset fills them with
+    their zero point, the int8 of 0."""
 
     def __init__(self, path: str | Path, threads: int = 2) -> None:
         from ai_edge_litert.interpreter import Interpreter
@@ -68,16 +73,61 @@ class LiteRTStreamSession:
         out_nodes = [(f"{name}_out", shape(outputs, f"{name}_out")) for name in self.buffer_names]
         self._shapes = [[1, *shape] for shape in buffer_shapes(metadata, nodes, out_nodes, path)]
         self._frame_shape = tuple(int(size) for size in inputs["frame"]["shape"])
+        self._inputs = {name: TensorType.of(details) for name, details in inputs.items()}
+        self._outputs = {name: TensorType.of(details) for name, details in outputs.items()}
         self.reset()
 
     def reset(self) -> None:
-        zeros = [np.zeros(shape, np.float32) for shape in self._shapes]
-        self._buffers = dict(zip(self.buffer_names, zeros, strict=True))
+        self._buffers = {
+            name: self._inputs[name].encode(np.zeros(shape, np.float32))
+            for name, shape in zip(self.buffer_names, self._shapes, strict=True)
+        }
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """The buffers the next ``step`` reads, as float32 copies."""
+        return {name: self._inputs[name].decode(value) for name, value in self._buffers.items()}
 
     def step(self, frame: np.ndarray) -> np.ndarray:
         frame = np.ascontiguousarray(frame, dtype=np.float32)
         if frame.shape != self._frame_shape:
             raise ValueError(f"frame of shape {frame.shape}, expected {self._frame_shape}")
-        out: dict[str, Any] = self.runner(frame=frame, **self._buffers)
-        self._buffers = {name: out[f"{name}_out"] for name in self.buffer_names}
-        return out["logits"]
+        out: dict[str, Any] = self.runner(frame=self._inputs["frame"].encode(frame), **self._buffers)
+        self._buffers = {
+            name: self._inputs[name].carry(out[f"{name}_out"], self._outputs[f"{name}_out"])
+            for name in self.buffer_names
+        }
+        return self._outputs["logits"].decode(out["logits"])
+
+
+class TensorType:
+    """A signature tensor's element type and, for integer tensors, its scale and zero point."""
+
+    def __init__(self, dtype: type, scale: float = 0.0, zero_point: int = 0) -> None:
+        self.dtype, self.scale, self.zero_point = np.dtype(dtype), float(scale), int(zero_point)
+
+    @classmethod
+    def of(cls, details: dict[str, Any]) -> TensorType:
+        return cls(details["dtype"], *details["quantization"])
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype.kind in "iu" and self.scale > 0
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """float32 values as this tensor takes them."""
+        if not self.quantized:
+            return values.astype(self.dtype, copy=False)
+        limits = np.iinfo(self.dtype)
+        q = np.round(values / self.scale) + self.zero_point
+        return np.clip(q, limits.min, limits.max).astype(self.dtype)
+
+    def decode(self, values: np.ndarray) -> np.ndarray:
+        """This tensor's values as float32 (a copy)."""
+        if not self.quantized:
+            return values.astype(np.float32, copy=True)
+        return ((values.astype(np.float32) - self.zero_point) * self.scale).astype(np.float32)
+
+    def carry(self, values: np.ndarray, source: TensorType) -> np.ndarray:
+        """``values`` of tensor type ``source`` as this tensor takes them: as they are where the types agree."""
+        same = (source.dtype, source.scale, source.zero_point) == (self.dtype, self.scale, self.zero_point)
+        return values if same else self.encode(source.decode(values))

@@ -81,6 +81,7 @@ class OnnxStreamSession:
         self.info = read_info(metadata, path)
         self.precision = metadata.get(PRECISION_KEY, "fp32")  # fp16 and int8 files take float32 frames too
         self.batch = batch
+        self.buffer_names = [name for name, _ in buffer_inputs]
         self._shapes = [[batch, *shape] for shape in buffer_shapes(metadata, buffer_inputs, buffer_outputs, path)]
         frame, logits = ([batch, *fixed_shape(node, path)] for node in (frame_input, logits_output))
         self._frame = ort.OrtValue.ortvalue_from_numpy(np.zeros(frame, np.float32))
@@ -104,6 +105,12 @@ class OnnxStreamSession:
     def reset(self) -> None:
         for value, shape in zip(self._sets[self._turn], self._shapes, strict=True):
             value.update_inplace(np.zeros(shape, np.float32))
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """A copy of the buffers the next ``step`` reads (int8 calibration sees what a stream holds)."""
+        return {
+            name: value.numpy().copy() for name, value in zip(self.buffer_names, self._sets[self._turn], strict=True)
+        }
 
     def step(self, frame: np.ndarray) -> np.ndarray:
         frame = np.ascontiguousarray(frame, dtype=np.float32)
