@@ -54,6 +54,12 @@ COVERED_ELSEWHERE = {
     "ckpt_path=last": "tests/training/test_resume.py::test_a_rerun_in_a_used_directory_is_refused_unless_asked",
     "python -m experiments.": "tests/test_studies.py (every study script at a tiny size)",
     "mkdocs build --strict": "tests/test_docs.py::test_docs_build_strict",
+    "format=tflite precision=int8": (
+        "tests/test_litert_export.py::test_int8_stream_file_runs_integer_io_and_stays_near_fp32"
+    ),
+    "tsm_stream_int8.tflite --source": (
+        "tests/test_litert_export.py::test_stream_script_and_app_run_the_tflite_file_on_a_video"
+    ),
     "src/serve_demo.py": "tests/streaming/test_web_demo.py (the page in headless Chromium, the script prints its URL)",
     "npm install --prefix web": "CI (.ci/run builds the page before the tests)",
     "pip install": "CI (.ci/run installs the project, then runs the test command)",
