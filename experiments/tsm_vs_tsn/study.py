@@ -89,7 +89,7 @@ def write_report(out: Path, scale: str, s: dict, metrics: dict, curves: dict, no
     (out / f"results_{scale}.md").write_text("\n".join(lines) + "\n")
     fig = Figure(figsize=(9, 3.5))
     for ax, (frame, seeds), crop in zip(
-        fig.subplots(1, len(crops), sharey=True), s["frames"].items(), crops, strict=True
+        fig.subplots(1, len(crops), sharey=True, squeeze=False)[0], s["frames"].items(), crops, strict=True
     ):
         for name, color in zip(VARIANTS, COLORS, strict=True):
             plot_band(ax, [curves[(frame, name, seed)] for seed in seeds], name, color)
