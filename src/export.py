@@ -21,8 +21,9 @@ from tsm.files import write_text_atomic
 from tsm.models.checkpoints import load_recognizer
 from tsm.quantize import calibration_data, clips_of, compare, to_fp16, to_int8
 
-# the precisions each format= writes
-FORMATS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "int8")}
+# the precisions each format= writes, and its files' suffix
+FORMATS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "int8"), "tvm": ("fp32",)}
+SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "tvm": ".so"}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
@@ -32,7 +33,17 @@ def main(cfg: DictConfig) -> None:
     if cfg.precision not in FORMATS[cfg.format]:
         raise ValueError(f"format={cfg.format} takes precision={'|'.join(FORMATS[cfg.format])}, got {cfg.precision!r}")
     model = load_recognizer(cfg.ckpt_path, num_segments=cfg.num_segments)
-    out = Path(cfg.out)
+    out = Path(cfg.out or f"{cfg.paths.output_dir}/model_{cfg.mode}_{cfg.precision}{SUFFIXES[cfg.format]}")
+    if cfg.format == "tvm":
+        from tsm.tvm_export import TARGETS, to_tvm
+
+        if cfg.target not in TARGETS:  # before the ONNX export: a wrong key fails at once
+            raise ValueError(f"target={cfg.target!r} is not known; choose one of {', '.join(TARGETS)}")
+        onnx_file = out.with_suffix(".onnx")
+        to_onnx(model, onnx_file, mode=cfg.mode, input_size=cfg.input_size, opset=cfg.opset)
+        to_tvm(onnx_file, out, cfg.target, cfg.tuning.trials, cfg.tuning.log)
+        rich.print(f"{out}: TVM library for target={cfg.target} (from {onnx_file})")
+        return
     fp32_file = out if cfg.precision == "fp32" else out.with_suffix(f".fp32{out.suffix}")
     if cfg.format == "tflite":
         from tsm.litert_export import to_tflite, to_tflite_int8

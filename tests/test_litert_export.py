@@ -10,6 +10,7 @@ import torch
 from tests.helpers.compare import rel_error
 from tests.helpers.config import tiny_checkpoint
 from tests.helpers.scripts import run_python
+from tests.helpers.streams import stream_without_torch
 from tests.helpers.videos import write_video
 from tests.helpers.weights import randomize_norms
 from tsm.data.recorded import datamodule_from_record
@@ -26,27 +27,6 @@ from tsm.streaming.sessions import open_stream
 
 SIZE = (33, 45)  # odd, not square
 CLIP_LENGTHS = (7, 11)
-# A runner under a meta-path hook that refuses torch and timm: what a device without PyTorch has.
-TORCH_FREE = """
-import sys
-import numpy as np
-
-class Refuse:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "timm"):
-            raise ImportError(f"{name} is blocked: the runner must not need it")
-
-sys.meta_path.insert(0, Refuse())
-from tsm.streaming.sessions import open_stream
-
-session = open_stream(sys.argv[1])
-clips = np.load(sys.argv[2])
-logits = {}
-for name in clips.files:
-    session.reset()
-    logits[name] = np.concatenate([session.step(frame[None]) for frame in clips[name]])
-np.savez(sys.argv[3], precision=session.precision, classes=len(session.info["class_names"]), **logits)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +55,7 @@ def pytorch_logits(model, clip: torch.Tensor) -> np.ndarray:
 def test_stream_file_gives_pytorchs_logits_on_every_frame_without_torch(model, stream_file, tmp_path):
     generator = torch.Generator().manual_seed(5)
     clips = {f"clip{n}": torch.randn(n, 3, *SIZE, generator=generator) for n in CLIP_LENGTHS}
-    np.savez(tmp_path / "clips.npz", **{name: clip.numpy() for name, clip in clips.items()})
-    run_python(["-c", TORCH_FREE, stream_file, tmp_path / "clips.npz", tmp_path / "logits.npz"])
-    got = np.load(tmp_path / "logits.npz")
+    got = stream_without_torch(stream_file, {name: clip.numpy() for name, clip in clips.items()}, tmp_path)
     assert str(got["precision"]) == "fp32" and int(got["classes"]) == model.num_classes
     for name, clip in clips.items():
         expected = pytorch_logits(model, clip)

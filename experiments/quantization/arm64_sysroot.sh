@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# An arm64 Python 3.11 with numpy and onnxruntime (the versions installed here), for qemu's user mode:
+# An arm64 Python 3.11 with numpy and onnxruntime (the versions installed here), and Apache TVM's runtime where
+# it is installed (tests/test_tvm_export.py runs a Cortex-A72 library with it), for qemu's user mode:
 #   sudo experiments/quantization/arm64_sysroot.sh [OUT]    (Debian, root; then weight_bits.py --arm-sysroot OUT)
 # Debian's arm64 packages are unpacked, not installed; the wheels come from PyPI.
 set -euo pipefail
@@ -12,7 +13,16 @@ packages="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 li
 # shellcheck disable=SC2086
 (cd "$out/debs" && apt-get download -qq $(printf '%s:arm64 ' $packages))
 for deb in "$out"/debs/*.deb; do dpkg -x "$deb" "$out"; done
-versions=$(python -c "import numpy, onnxruntime; print(f'numpy=={numpy.__version__} onnxruntime=={onnxruntime.__version__}')")
+versions=$(python -c "
+from importlib.metadata import PackageNotFoundError, version
+found = []
+for name in ('numpy', 'onnxruntime', 'apache-tvm', 'apache-tvm-ffi', 'ml_dtypes', 'typing_extensions'):
+    try:
+        found.append(f'{name}=={version(name)}')
+    except PackageNotFoundError:
+        pass
+print(' '.join(found))
+")
 # shellcheck disable=SC2086
 python -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
   --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 -d "$out/wheels" $versions

@@ -16,12 +16,13 @@ def run_python(
     launcher: Sequence[str] = (),
     env: dict[str, str] | None = None,
     timeout: float = 300,
+    python: str | None = None,
 ) -> subprocess.CompletedProcess:
     """``python ARGS`` in the repository root, output captured as text. ``ok=True``: it must exit 0 (the
     failure shows the end of its stderr); ``ok=False``: it must fail; ``None``: the caller looks.
     ``launcher`` runs the interpreter under another program (``qemu-x86_64 -cpu ...``); ``env`` adds
-    variables to this process's environment."""
-    command = [*launcher, sys.executable, *map(str, args)]
+    variables to this process's environment; ``python`` is another interpreter (an arm64 one under qemu)."""
+    command = [*launcher, python or sys.executable, *map(str, args)]
     environment = {**os.environ, **env} if env else None
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=environment, timeout=timeout)
     if ok is True:

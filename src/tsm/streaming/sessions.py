@@ -1,7 +1,8 @@
 """``open_stream(path)``: one runner for every stream-mode file this project exports, chosen by its suffix.
 
 ``.onnx`` runs in onnxruntime (:class:`~tsm.streaming.runtime.OnnxStreamSession`), ``.tflite`` in LiteRT
-(:class:`~tsm.streaming.litert.LiteRTStreamSession`, the ``edge`` extra). Each session has ``step(frame)``
+(:class:`~tsm.streaming.litert.LiteRTStreamSession`) and ``.so`` in Apache TVM
+(:class:`~tsm.streaming.tvm_runtime.TvmStreamSession`; both the ``edge`` extra). Each session has ``step(frame)``
 (a ``(1, 3, H, W)`` float32 frame in, its logits out), ``reset()``, ``buffers()``, ``info`` and
 ``precision``, and none imports PyTorch or timm. ``open_clip`` and ``read_file_metadata`` do the same for
 clip-mode files and for any file's ``tsm_*`` metadata.
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-RUNTIMES = {".onnx": "onnxruntime", ".tflite": "LiteRT (ai-edge-litert)"}
+RUNTIMES = {".onnx": "onnxruntime", ".tflite": "LiteRT (ai-edge-litert)", ".so": "Apache TVM (a library of format=tvm)"}
 
 
 def _checked(path: str | Path) -> Path:
@@ -35,6 +36,10 @@ def read_file_metadata(path: str | Path) -> dict[str, str]:
         from tsm.streaming.runtime import read_metadata
 
         return read_metadata(path)
+    if path.suffix == ".so":
+        from tsm.streaming.tvm_runtime import load_library, read_tvm_metadata
+
+        return read_tvm_metadata(load_library(path), path)
     from tsm.streaming.litert import read_tflite_metadata
 
     return read_tflite_metadata(path)
@@ -48,6 +53,8 @@ def open_clip(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
 
         session = ort_session(path)
         return lambda clip: session.run(None, {"clip": clip})[0]
+    if path.suffix == ".so":
+        raise ValueError(f"{path}: TVM libraries of this project are stream-mode only")
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_path=str(path), num_threads=2).get_signature_runner()
@@ -61,6 +68,10 @@ def open_stream(path: str | Path) -> Any:
         from tsm.streaming.runtime import OnnxStreamSession
 
         return OnnxStreamSession(path)
+    if path.suffix == ".so":
+        from tsm.streaming.tvm_runtime import TvmStreamSession
+
+        return TvmStreamSession(path)
     from tsm.streaming.litert import LiteRTStreamSession
 
     return LiteRTStreamSession(path)

@@ -1,0 +1,104 @@
+"""Compile a stream-mode ONNX file with Apache TVM into one deployable library, for this CPU or a 64-bit ARM board.
+
+The official online TSM demo compiled its ONNX file with TVM for a Jetson Nano and a Raspberry Pi 4: here
+``target=x86`` builds for this machine's CPU, ``cortex-a72`` (Raspberry Pi 4) and ``cortex-a57`` (Jetson
+Nano's CPU) cross-compile with ``aarch64-linux-gnu-gcc`` (Debian: ``gcc-aarch64-linux-gnu``). The batch is
+fixed at 1 and the library carries the ONNX file's ``tsm_*`` metadata in a VM function, ``tsm_metadata``
+(:mod:`tsm.streaming.tvm_runtime` runs it). ``trials`` > 0 tunes the operators with MetaSchedule on this
+machine (x86 only: tuning measures candidates on the CPU that runs them) and keeps the log in ``log_dir``;
+a later export with ``trials=0`` and the same ``log_dir`` reuses it. Needs ``apache-tvm`` (the ``edge`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tsm.files import atomic_open
+from tsm.metadata import BUFFERS_KEY, MODE_KEY, metadata_json
+from tsm.streaming.runtime import read_metadata
+from tsm.streaming.tvm_runtime import METADATA_FUNCTION
+
+# target name -> (llvm triple, CPU); x86's CPU is this machine's
+TARGETS = {
+    "x86": (None, None),
+    "cortex-a72": ("aarch64-linux-gnu", "cortex-a72"),
+    "cortex-a57": ("aarch64-linux-gnu", "cortex-a57"),
+}
+CROSS_COMPILER = "aarch64-linux-gnu-gcc"
+
+
+def llvm_target(name: str):
+    """The TVM target for ``name`` (a key of :data:`TARGETS`)."""
+    import tvm
+    from tvm.target import codegen
+
+    if name not in TARGETS:
+        raise ValueError(f"target={name!r} is not known; choose one of {', '.join(TARGETS)}")
+    triple, cpu = TARGETS[name]
+    if triple is None:
+        return tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu(), "num-cores": os.cpu_count()})
+    return tvm.target.Target({"kind": "llvm", "mtriple": triple, "mcpu": cpu, "mattr": ["+neon"], "num-cores": 4})
+
+
+def to_tvm(
+    onnx_path: str | Path, path: str | Path, target: str = "x86", trials: int = 0, log_dir: str | Path | None = None
+) -> Path:
+    """Compile the stream-mode ONNX file ``onnx_path`` into the TVM library ``path`` for ``target``."""
+    import onnx
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    metadata = read_metadata(onnx_path)
+    if metadata.get(MODE_KEY) != "stream":
+        raise ValueError(
+            f"format=tvm compiles stream-mode files; {onnx_path} is {metadata.get(MODE_KEY)!r}: set mode=stream"
+        )
+    if trials and target != "x86":
+        raise ValueError(f"tuning.trials={trials} tunes on this machine's CPU: set tuning.trials=0 for target={target}")
+    spec = metadata_json(metadata, BUFFERS_KEY, onnx_path)
+    side = json.loads(metadata["tsm_info"])["input_size"]
+    height, width = (side, side) if isinstance(side, int) else side
+    shapes = {"frame": [1, 3, height, width], **{b["name"]: [1, *b["shape"][1:]] for b in spec}}
+    module = from_onnx(onnx.load(str(onnx_path)), shape_dict=shapes, keep_params_in_input=False)
+    described = {key: value for key, value in metadata.items() if key.startswith("tsm_")}
+    module[METADATA_FUNCTION] = relax.Function([], relax.StringImm(json.dumps(described))).with_attr(
+        "global_symbol", METADATA_FUNCTION
+    )
+    llvm = llvm_target(target)
+    if trials or log_dir is not None:
+        work_dir = str(log_dir or Path(path).with_suffix(".tuning"))
+        module = relax.pipeline.static_shape_tuning_pipeline(
+            total_trials=trials,
+            target=llvm,
+            work_dir=work_dir,
+            max_trials_per_task=max(trials // 8, 1) if trials else None,
+        )(module)
+    executable = tvm.compile(module, target=llvm)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler = {} if target == "x86" else {"cc": CROSS_COMPILER}
+    tmp = path.with_name(f".{path.name}.building.so")
+    executable.export_library(str(tmp), **compiler)
+    with atomic_open(path) as file:
+        file.write(tmp.read_bytes())
+    tmp.unlink()
+    return path
+
+
+def compare_with_onnx(library: str | Path, onnx_path: str | Path, frames: np.ndarray) -> float:
+    """The largest relative error of the library's per-frame logits against onnxruntime's on ``frames``
+    ``(N, 1, 3, H, W)`` (x86 libraries: they run here)."""
+    from tsm.streaming.runtime import OnnxStreamSession
+    from tsm.streaming.tvm_runtime import TvmStreamSession
+
+    tvm_session, ort_session = TvmStreamSession(library), OnnxStreamSession(onnx_path)
+    error = 0.0
+    for frame in frames:
+        got, expected = tvm_session.step(frame), ort_session.step(frame)
+        error = max(error, float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-12)))
+    return error

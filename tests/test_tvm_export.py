@@ -1,0 +1,113 @@
+"""TVM libraries: this CPU's streams PyTorch's per-frame logits without torch; a Cortex-A72 build, cross-compiled,
+runs under qemu's aarch64 user mode and gives onnxruntime's logits."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import ROOT
+from tests.helpers.config import tiny_checkpoint
+from tests.helpers.scripts import run_python
+from tests.helpers.streams import stream_without_torch
+from tests.helpers.weights import randomize_norms
+from tsm.export import to_onnx
+from tsm.models.checkpoints import load_recognizer
+from tsm.models.factory import for_deployment
+from tsm.streaming.model import StreamingTSM
+from tsm.streaming.sessions import open_stream, read_file_metadata
+from tsm.tvm_export import to_tvm
+
+SIZE = (33, 45)
+# an arm64 Python with numpy and TVM's wheels, unpacked for qemu (.ci/run builds it with
+# experiments/quantization/arm64_sysroot.sh; TSM_ARM64_SYSROOT names another)
+SYSROOT = Path(os.environ.get("TSM_ARM64_SYSROOT", ROOT / "build" / "arm64"))
+ELF_MACHINE = {b"\x3e\x00": "x86-64", b"\xb7\x00": "aarch64"}  # e_machine, bytes 18-19 of an ELF header
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return tiny_checkpoint(tmp_path_factory.mktemp("causal"), ["model/shift=causal"])
+
+
+@pytest.fixture(scope="module")
+def model(ckpt):
+    return randomize_norms(load_recognizer(ckpt), seed=4).eval()
+
+
+@pytest.fixture(scope="module")
+def onnx_file(model, tmp_path_factory) -> Path:
+    return to_onnx(model, tmp_path_factory.mktemp("tvm") / "stream.onnx", mode="stream", input_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def clips() -> dict[str, np.ndarray]:
+    generator = torch.Generator().manual_seed(6)
+    return {f"clip{n}": torch.randn(n, 3, *SIZE, generator=generator).numpy() for n in (7, 11)}
+
+
+def test_x86_library_streams_pytorchs_logits_without_torch(model, onnx_file, clips, tmp_path):
+    library = to_tvm(onnx_file, tmp_path / "stream.so", target="x86")
+    assert ELF_MACHINE[library.read_bytes()[18:20]] == "x86-64"
+    got = stream_without_torch(library, clips, tmp_path)
+    stream = StreamingTSM.from_model(for_deployment(model))
+    for name, clip in clips.items():
+        stream.reset()
+        expected = torch.cat([stream.step(torch.from_numpy(frame)[None]) for frame in clip]).numpy()
+        error = np.abs(got[name] - expected).max(axis=1) / np.abs(expected).max(axis=1)
+        assert got[name].shape == expected.shape and error.max() <= 1e-4, (name, error)
+    assert str(got["precision"]) == "fp32" and read_file_metadata(library)["tsm_mode"] == "stream"
+
+
+@pytest.mark.skipif(not (SYSROOT / "usr" / "bin" / "python3.11").is_file(), reason=f"no arm64 sysroot at {SYSROOT}")
+def test_cortex_a72_library_runs_under_qemu_and_gives_onnxruntimes_logits(onnx_file, clips, tmp_path):
+    """Measured: 2e-6 of the largest logit (the same float32 arithmetic, another instruction set)."""
+    library = to_tvm(onnx_file, tmp_path / "stream_a72.so", target="cortex-a72")
+    assert ELF_MACHINE[library.read_bytes()[18:20]] == "aarch64"
+    emulated = {
+        "launcher": ["qemu-aarch64", "-L", str(SYSROOT)],
+        "python": str(SYSROOT / "usr" / "bin" / "python3.11"),
+        "env": {"PYTHONPATH": f"{SYSROOT / 'site'}:{ROOT / 'src'}"},
+    }
+    got = stream_without_torch(library, clips, tmp_path, **emulated)
+    reference = open_stream(onnx_file)
+    for name, clip in clips.items():
+        reference.reset()
+        expected = np.concatenate([reference.step(frame[None]) for frame in clip])
+        assert np.abs(got[name] - expected).max() / np.abs(expected).max() <= 1e-4, name
+
+
+def test_export_command_cross_compiles_for_a_jetson_nano(ckpt, tmp_path):
+    out = tmp_path / "nano.so"
+    args = ["src/export.py", f"ckpt_path={ckpt}", "format=tvm", "target=cortex-a57", "mode=stream", f"out={out}"]
+    run_python([*args, f"hydra.run.dir={tmp_path}"])
+    assert ELF_MACHINE[out.read_bytes()[18:20]] == "aarch64" and out.with_suffix(".onnx").is_file()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["format=tvm", "target=cortex-m4"],
+            "target='cortex-m4' is not known; choose one of x86, cortex-a72, cortex-a57",
+        ),
+        (["format=tvm", "mode=clip"], "format=tvm compiles stream-mode files"),
+        (
+            ["format=tvm", "mode=stream", "target=cortex-a72", "tuning.trials=8"],
+            "set tuning.trials=0 for target=cortex-a72",
+        ),
+        (["format=tvm", "precision=int8"], "format=tvm takes precision=fp32, got 'int8'"),
+    ],
+)
+def test_bad_target_mode_tuning_or_precision_names_the_key(ckpt, tmp_path, overrides, message):
+    done = run_python(["src/export.py", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}", *overrides], ok=False)
+    assert message in done.stderr
+
+
+def test_a_library_without_the_metadata_is_refused(tmp_path):
+    (tmp_path / "other.so").write_bytes(b"\x7fELF" + b"\x00" * 60)
+    with pytest.raises(Exception, match="TVM cannot load it"):
+        open_stream(tmp_path / "other.so")
