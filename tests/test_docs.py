@@ -57,6 +57,10 @@ COVERED_ELSEWHERE = {
     "format=tflite precision=int8": (
         "tests/test_litert_export.py::test_int8_stream_file_runs_integer_io_and_stays_near_fp32"
     ),
+    "scp -r tsm_a72.so": "a copy to a board: tests/test_tvm_export.py runs the same library under qemu-aarch64",
+    "tsm_a72.so --source": (
+        "tests/test_tvm_export.py::test_cortex_a72_library_runs_under_qemu_and_gives_onnxruntimes_logits"
+    ),
     "tsm_stream_int8.tflite --source": (
         "tests/test_litert_export.py::test_stream_script_and_app_run_the_tflite_file_on_a_video"
     ),
