@@ -164,7 +164,7 @@ def int8_stream(ckpt, tmp_path_factory) -> tuple[Path, dict]:
     return out, json.loads(out.with_suffix(".report.json").read_text())
 
 
-def test_int8_stream_file_runs_integer_io_and_stays_near_fp32(ckpt, int8_stream):
+def test_int8_stream_file_runs_integer_io_and_stays_near_fp32(ckpt, int8_stream, tmp_path):
     """Full-integer LiteRT: int8 frame, buffers and logits, calibrated on the checkpoint's own training clips;
     the runner quantizes at the edges. On validation clips its logits stay within the measured int8 error of the
     fp32 file's (measured: 0.03 of the largest logit; a broken scale or zero point gives errors near 1)."""
@@ -180,6 +180,9 @@ def test_int8_stream_file_runs_integer_io_and_stays_near_fp32(ckpt, int8_stream)
     val = datamodule_from_record({**data_config(ckpt), "log_dir": None}, str(ckpt), DATA_KEY).unaugmented("val")
     clips = [val[i][0].numpy() for i in range(4)]
     assert rel_error(clip_logits(path, clips), clip_logits(fp32, clips)) < 0.1
+    without_torch = stream_without_torch(path, {"clip": clips[0]}, tmp_path)
+    assert str(without_torch["precision"]) == "int8"
+    np.testing.assert_allclose(without_torch["clip"].mean(0), clip_logits(path, clips[:1])[0], rtol=0, atol=1e-6)
     assert report["clips"] == 4 and 0 <= report["agreement"] <= 1 and report["size_ratio"] < 0.8
     assert json.loads(read_tflite_metadata(path)[CALIBRATION_KEY])["split"] == "train"
 
