@@ -62,9 +62,9 @@ def to_tflite(
     input_size: int | tuple[int, int] | None = None,
     tolerance: float = 1e-4,
 ) -> Path:
-    """Convert ``model`` to a LiteRT file at ``path`` (fp32) and check a stream file frame by frame against
-    PyTorch (raises :class:`~tsm.export.ExportVerificationError` beyond ``tolerance``, relative to the largest
-    logit). ``input_size``: the frame side or ``(height, width)``; default the model's own."""
+    """Convert ``model`` to a LiteRT file at ``path`` (fp32) and check it against PyTorch, a stream file frame by
+    frame, a clip file on a random clip (raises :class:`~tsm.export.ExportVerificationError` beyond ``tolerance``,
+    relative to the largest logit). ``input_size``: the frame side or ``(height, width)``; default the model's."""
     import litert_torch
 
     path = Path(path)
