@@ -1,0 +1,89 @@
+"""Does int8 pay on the seeds' edge model? TSM-MobileNetV2 (x1.0, x0.5), causal, streamed frame by frame at
+224x224, batch 1, two threads: fp32 against full-integer int8, in LiteRT (XNNPACK) and in onnxruntime.
+
+``python -m experiments.deploy.int8_speed`` writes ``results_int8.md`` beside this file. Random weights (norms
+randomised) and random calibration frames: this measures time and size, not accuracy (the export's own report,
+``<out>.report.json``, gives agreement and accuracy on a checkpoint's data). The rounds of the files are
+interleaved so that a change in the machine's load hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from experiments.common import interleaved, machine
+from tsm.export import to_onnx
+from tsm.litert_export import to_tflite, to_tflite_int8
+from tsm.models import build_recognizer
+from tsm.quantize import to_int8
+from tsm.streaming.sessions import open_stream
+
+HERE = Path(__file__).resolve().parent
+
+
+def causal_model(backbone: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = build_recognizer(backbone, 27, 8, shift={"direction": "causal"}).eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):  # timm zero-initialises some; random values make every branch count
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.normal_(0, 0.1)
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def files_for(backbone: str, size: int, folder: Path, clips: list[np.ndarray]) -> dict[str, Path]:
+    model = causal_model(backbone)
+    files = {
+        "LiteRT fp32": to_tflite(model, folder / f"{backbone}.tflite", input_size=size),
+        "onnxruntime fp32": to_onnx(model, folder / f"{backbone}.onnx", mode="stream", input_size=size),
+    }
+    files["LiteRT int8"] = to_tflite_int8(files["LiteRT fp32"], folder / f"{backbone}_int8.tflite", clips, {})
+    files["onnxruntime int8"] = to_int8(files["onnxruntime fp32"], folder / f"{backbone}_int8.onnx", clips, {})
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbones", nargs="+", default=["mobilenetv2_100", "mobilenetv2_050"])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--out", type=Path, default=HERE / "results_int8.md")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal((8, 3, args.size, args.size), dtype=np.float32) for _ in range(2)]
+    rows, load = [], os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        for backbone in args.backbones:
+            files = files_for(backbone, args.size, Path(tmp), clips)
+            frame = clips[0][:1]
+            sessions = {name: open_stream(path) for name, path in files.items()}
+            ms = interleaved({name: (lambda s=s, f=frame: s.step(f)) for name, s in sessions.items()}, args.repeats)
+            mb = {name: path.stat().st_size / 2**20 for name, path in files.items()}
+            for runtime in ("LiteRT", "onnxruntime"):
+                fp32, int8 = f"{runtime} fp32", f"{runtime} int8"
+                rows.append(
+                    f"| {backbone} | {runtime} | {ms[fp32]:.2f} | {ms[int8]:.2f} | {ms[int8] / ms[fp32]:.2f}x "
+                    f"| {mb[fp32]:.2f} | {mb[int8]:.2f} | {mb[int8] / mb[fp32]:.2f}x |"
+                )
+    args.out.write_text(
+        f"# int8 against fp32, per streamed frame ({args.size}x{args.size}, batch 1, two threads)\n\n"
+        f"`python -m experiments.deploy.int8_speed` on {machine()} (load average {load:.2f} at the start); "
+        f"medians of {args.repeats} interleaved rounds.\n\n"
+        "| backbone | runtime | fp32 ms | int8 ms | time ratio | fp32 MB | int8 MB | size ratio |\n"
+        "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()
