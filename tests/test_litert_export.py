@@ -10,7 +10,7 @@ import torch
 from tests.helpers.compare import rel_error
 from tests.helpers.config import tiny_checkpoint
 from tests.helpers.scripts import run_python
-from tests.helpers.streams import stream_without_torch
+from tests.helpers.streams import logits_on_cpu, needs_qemu_x86, stream_without_torch
 from tests.helpers.videos import write_video
 from tests.helpers.weights import randomize_norms
 from tsm.data.recorded import datamodule_from_record
@@ -192,3 +192,17 @@ def test_int8_without_calibration_clips_names_the_key(ckpt, tmp_path):
     args = ["src/export.py", f"ckpt_path={ckpt}", "format=tflite", "mode=stream", "precision=int8", f"out={out}"]
     done = run_python([*args, "calibration.clips=0", f"hydra.run.dir={tmp_path}"], ok=False)
     assert "int8 needs calibration clips: calibration.clips=0" in done.stderr
+
+
+def test_int8_file_gives_the_same_logits_on_avx2_sse_and_this_cpu(ckpt, int8_stream, tmp_path):
+    """XNNPACK's int8 kernels sum exactly on every x86 level (checked: no saturation on AVX2, unlike
+    onnxruntime's 8-bit weights), so the file needs no 7-bit weights."""
+    needs_qemu_x86()
+    path, _ = int8_stream
+    frames = datamodule_from_record({**data_config(ckpt), "log_dir": None}, str(ckpt), DATA_KEY).unaugmented("val")
+    clip = frames[0][0].numpy()[:4]
+    avx2, sse = logits_on_cpu("Haswell", path, clip, tmp_path), logits_on_cpu("Nehalem", path, clip, tmp_path)
+    session = open_stream(path)
+    here = np.stack([session.step(frame[None])[0] for frame in clip])
+    np.testing.assert_array_equal(avx2, sse)
+    np.testing.assert_array_equal(avx2, here)

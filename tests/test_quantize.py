@@ -1,9 +1,6 @@
 """int8 and fp16 exports (``src/export.py precision=...``): they run, agree with fp32, describe themselves."""
 
 import json
-import os
-import platform
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +10,7 @@ import torch
 from tests.helpers.compare import rel_error
 from tests.helpers.config import tiny_checkpoint
 from tests.helpers.scripts import run_python
+from tests.helpers.streams import logits_on_cpu, needs_qemu_x86
 from tsm.data.recorded import datamodule_from_record
 from tsm.metadata import CALIBRATION_KEY, PRECISION_KEY
 from tsm.models.checkpoints import data_config, load_recognizer
@@ -130,32 +128,11 @@ def test_stream_script_runs_an_int8_file(exports, tmp_path):
     assert "per-frame latency" in done.stdout
 
 
-STEP_UNDER = """
-import sys
-import numpy as np
-from tsm.streaming.runtime import OnnxStreamSession
-session, frames = OnnxStreamSession(sys.argv[1]), np.load(sys.argv[2])
-np.save(sys.argv[3], np.stack([session.step(frame[None])[0] for frame in frames]))
-"""
-
-
-def logits_on_cpu(cpu: str, path: Path, frames: np.ndarray, tmp_path: Path) -> np.ndarray:
-    """The stream file's logits for ``frames`` in onnxruntime on an emulated x86 ``cpu`` (qemu's user mode:
-    onnxruntime picks its integer kernels by the CPU's features)."""
-    np.save(tmp_path / "frames.npy", frames)
-    out = tmp_path / f"{cpu}.npy"
-    run_python(["-c", STEP_UNDER, path, tmp_path / "frames.npy", out], launcher=["qemu-x86_64", "-cpu", cpu])
-    return np.load(out)
-
-
 def test_int8_file_gives_the_same_logits_on_avx2_as_without_it(ckpt, exports, tmp_path):
     """x86 CPUs without VNNI run uint8 x int8 products through int16 pair sums (AVX2's vpmaddubsw), which
     saturate for 8-bit weights; the exporter's 7-bit weights must give the integers the SSE kernels give
     (exact int32 sums, as VNNI and the browser compute; checked: fails with 8-bit weights)."""
-    if platform.machine() != "x86_64" or shutil.which("qemu-x86_64") is None:
-        if os.environ.get("CI") and platform.machine() == "x86_64":
-            pytest.fail("CI installs qemu-user (.ci/run) for the AVX2 int8 test")
-        pytest.skip("needs qemu-x86_64 (Debian's qemu-user) on an x86_64 machine")
+    needs_qemu_x86()
     path = exports["stream", "int8"][0]
     frames = val_clips(ckpt, 1)[0]
     avx2 = logits_on_cpu("Haswell", path, frames, tmp_path)

@@ -1,9 +1,13 @@
 """Streaming an exported file the way a device without PyTorch does: a fresh process in which importing torch or
 timm fails, running :func:`tsm.open_stream`."""
 
+import os
+import platform
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.helpers.scripts import run_python
 
@@ -37,3 +41,29 @@ def stream_without_torch(path: Path, clips: dict[str, np.ndarray], tmp: Path, **
     np.savez(tmp / "clips.npz", **clips)
     run_python(["-c", TORCH_FREE, path, tmp / "clips.npz", tmp / "logits.npz"], timeout=600, **run)
     return dict(np.load(tmp / "logits.npz"))
+
+
+STEP_UNDER = """
+import sys
+import numpy as np
+from tsm.streaming.sessions import open_stream
+session, frames = open_stream(sys.argv[1]), np.load(sys.argv[2])
+np.save(sys.argv[3], np.stack([session.step(frame[None])[0] for frame in frames]))
+"""
+
+
+def needs_qemu_x86() -> None:
+    """Skip where qemu's x86 user mode cannot run (CI installs it: there, fail)."""
+    if platform.machine() != "x86_64" or shutil.which("qemu-x86_64") is None:
+        if os.environ.get("CI") and platform.machine() == "x86_64":
+            pytest.fail("CI installs qemu-user (.ci/run) for the emulated-CPU tests")
+        pytest.skip("needs qemu-x86_64 (Debian's qemu-user) on an x86_64 machine")
+
+
+def logits_on_cpu(cpu: str, path: Path, frames: np.ndarray, tmp_path: Path) -> np.ndarray:
+    """A stream file's logits for ``frames`` ``(T, 3, H, W)`` on an emulated x86 ``cpu`` (qemu's user mode: the
+    runtimes pick their integer kernels by the CPU's features)."""
+    np.save(tmp_path / "frames.npy", frames)
+    out = tmp_path / f"{cpu}.npy"
+    run_python(["-c", STEP_UNDER, path, tmp_path / "frames.npy", out], launcher=["qemu-x86_64", "-cpu", cpu])
+    return np.load(out)
