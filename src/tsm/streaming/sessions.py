@@ -6,6 +6,9 @@
 (a ``(1, 3, H, W)`` float32 frame in, its logits out), ``reset()``, ``buffers()``, ``info`` and
 ``precision``, and none imports PyTorch or timm. ``open_clip`` and ``read_file_metadata`` do the same for
 clip-mode files and for any file's ``tsm_*`` metadata.
+
+ONNX and LiteRT files are data: opening one runs no code it carries. A TVM ``.so`` is native code, which loading
+runs: open only libraries you compiled yourself (``src/export.py format=tvm``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def _checked(path: str | Path) -> Path:
 
 
 def read_file_metadata(path: str | Path) -> dict[str, str]:
-    """The ``tsm_*`` metadata of an exported file (``.onnx`` or ``.tflite``)."""
+    """The ``tsm_*`` metadata of an exported file (``.onnx``, ``.tflite`` or a TVM ``.so``)."""
     path = _checked(path)
     if path.suffix == ".onnx":
         from tsm.streaming.runtime import read_metadata

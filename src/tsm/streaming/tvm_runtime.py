@@ -4,6 +4,9 @@ Needs numpy and Apache TVM's runtime only (no PyTorch, no timm), on the board th
 (this CPU, a Raspberry Pi 4's Cortex-A72 or a Jetson Nano's Cortex-A57). The library describes itself: its
 VM function ``tsm_metadata`` returns the ONNX stream file's ``tsm_*`` metadata (JSON), and ``main`` takes
 ``frame`` and the buffers in the order of ``tsm_buffers`` and returns the logits and the new buffers.
+
+A library is native code, and loading it runs code: unlike an ONNX or a LiteRT file, it must come from a
+source you trust (your own ``src/export.py format=tvm``).
 """
 
 from __future__ import annotations
