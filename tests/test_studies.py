@@ -183,6 +183,15 @@ def test_quantization_study_tiny(tmp_path):
 
 
 @pytest.mark.slow
+def test_int8_speed_tiny(tmp_path):
+    out = tmp_path / "int8.md"
+    args = ["--backbones", "mobilenetv2_050", "--size", "32", "--repeats", "2", "--out", out]
+    run_study("quantization.int8_speed", *args)
+    table = out.read_text()
+    assert "| mobilenetv2_050 | LiteRT |" in table and "| mobilenetv2_050 | onnxruntime |" in table
+
+
+@pytest.mark.slow
 def test_recipe_step_time_tiny(tmp_path):
     run_study("recipe.step_time", "--repeats", "1", "--batch", "2", "--out", tmp_path)
     rows = [

@@ -1,7 +1,7 @@
 """Does int8 pay on the seeds' edge model? TSM-MobileNetV2 (x1.0, x0.5), causal, streamed frame by frame at
 224x224, batch 1, two threads: fp32 against full-integer int8, in LiteRT (XNNPACK) and in onnxruntime.
 
-``python -m experiments.deploy.int8_speed`` writes ``results_int8.md`` beside this file. Random weights (norms
+``python -m experiments.quantization.int8_speed`` writes ``results_int8.md`` beside this file. Random weights (norms
 randomised) and random calibration frames: this measures time and size, not accuracy (the export's own report,
 ``<out>.report.json``, gives agreement and accuracy on a checkpoint's data). The rounds of the files are
 interleaved so that a change in the machine's load hits all of them alike.
@@ -77,7 +77,7 @@ def main() -> None:
                 )
     args.out.write_text(
         f"# int8 against fp32, per streamed frame ({args.size}x{args.size}, batch 1, two threads)\n\n"
-        f"`python -m experiments.deploy.int8_speed` on {machine()} (load average {load:.2f} at the start); "
+        f"`python -m experiments.quantization.int8_speed` on {machine()} (load average {load:.2f} at the start); "
         f"medians of {args.repeats} interleaved rounds.\n\n"
         "| backbone | runtime | fp32 ms | int8 ms | time ratio | fp32 MB | int8 MB | size ratio |\n"
         "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
