@@ -7,6 +7,7 @@ from hydra.errors import InstantiationException
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from tests.helpers.config import optimizer_recipe
 from tsm.distill.loss import kd_loss
 from tsm.distill.teacher import load_teacher
 from tsm.models.i3d import I3D
@@ -72,7 +73,7 @@ def tiny_batches(n_batches=2, b=2, t=4, k=3):
 
 
 def fit_student(distill, tmp_path):
-    student = TSMLitModule("mobilenetv2_050", 3, 4, shift=SHIFT, distill=distill)
+    student = TSMLitModule("mobilenetv2_050", 3, 4, shift=SHIFT, distill=distill, **optimizer_recipe())
     trainer = pl.Trainer(
         max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path
     )

@@ -56,3 +56,12 @@ def tiny_checkpoint(run_dir: Path, overrides: list[str]) -> Path:
     path = run_dir / "model.ckpt"
     trainer.save_checkpoint(path)
     return path
+
+
+def optimizer_recipe(batch_size: int = 2) -> dict:
+    """``optimizer`` and ``scheduler`` as conf/model/tsm.yaml sets them (their one home), for a TSMLitModule
+    built in Python; ``batch_size`` replaces the config's ``${data.batch_size}``."""
+    from omegaconf import OmegaConf
+
+    model = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "tsm.yaml"), resolve=False)
+    return {"optimizer": {**model["optimizer"], "batch_size": batch_size}, "scheduler": model["scheduler"]}
