@@ -18,3 +18,12 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def causal_ckpt(tmp_path_factory):
+    """A tiny checkpoint of the default model with the causal shift (one training step), the same on every run."""
+    from tests.helpers.config import tiny_checkpoint
+
+    torch.manual_seed(0)
+    return tiny_checkpoint(tmp_path_factory.mktemp("causal"), ["model/shift=causal"])

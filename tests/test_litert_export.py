@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from tests.helpers.compare import rel_error
-from tests.helpers.config import tiny_checkpoint
 from tests.helpers.scripts import run_python
 from tests.helpers.streams import logits_on_cpu, needs_qemu_x86, stream_without_torch
 from tests.helpers.videos import write_video
@@ -30,9 +29,8 @@ CLIP_LENGTHS = (7, 11)
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return tiny_checkpoint(tmp_path_factory.mktemp("causal"), ["model/shift=causal"])
+def ckpt(causal_ckpt) -> Path:
+    return causal_ckpt
 
 
 @pytest.fixture(scope="module")

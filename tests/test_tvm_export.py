@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from tests.helpers import ROOT
-from tests.helpers.config import tiny_checkpoint
 from tests.helpers.scripts import run_python
 from tests.helpers.streams import stream_without_torch
 from tests.helpers.weights import randomize_norms
@@ -28,9 +27,8 @@ ELF_MACHINE = {b"\x3e\x00": "x86-64", b"\xb7\x00": "aarch64"}  # e_machine, byte
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return tiny_checkpoint(tmp_path_factory.mktemp("causal"), ["model/shift=causal"])
+def ckpt(causal_ckpt) -> Path:
+    return causal_ckpt
 
 
 @pytest.fixture(scope="module")

@@ -66,11 +66,7 @@ def to_onnx(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    input_size = input_size or getattr(model, "info", {}).get("input_size", INFO_DEFAULTS["input_size"])
-    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
-    info = json.dumps(file_info(model, height, width))
-    model = for_deployment(model)
+    model, height, width, info = deployed(model, path, input_size)
     generator = torch.Generator().manual_seed(0)
     if mode == "clip":
         num_frames = num_frames or model.num_segments
@@ -86,6 +82,17 @@ def to_onnx(
         f"(batch 1, median), max relative error {report['max_rel_error']:.1e}"
     )
     return path
+
+
+def deployed(
+    model: Recognizer, path: Path, input_size: int | tuple[int, int] | None
+) -> tuple[Recognizer, int, int, str]:
+    """What every export starts from: the deployment copy of ``model``, the frame's height and width
+    (``input_size``, default the model's own) and the file's ``tsm_info`` as JSON; ``path``'s folder is made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    input_size = input_size or getattr(model, "info", {}).get("input_size", INFO_DEFAULTS["input_size"])
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    return for_deployment(model), height, width, json.dumps(file_info(model, height, width))
 
 
 def file_info(model: nn.Module, height: int, width: int) -> dict:

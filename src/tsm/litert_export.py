@@ -20,11 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tsm.export import BATCH, ExportVerificationError, file_info
+from tsm.export import BATCH, ExportVerificationError, deployed
 from tsm.files import atomic_open
 from tsm.metadata import BUFFERS_KEY, CALIBRATION_KEY, INFO_KEY, MODE_KEY, PRECISION_KEY
-from tsm.models.factory import for_deployment
-from tsm.models.recognizer import INFO_DEFAULTS, Recognizer
+from tsm.models.recognizer import Recognizer
 from tsm.streaming.litert import SIGNATURE, TFLITE_IDENTIFIER, LiteRTStreamSession, read_tflite_metadata
 from tsm.streaming.model import StreamingTSM
 
@@ -68,11 +67,7 @@ def to_tflite(
     import litert_torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    input_size = input_size or getattr(model, "info", {}).get("input_size", INFO_DEFAULTS["input_size"])
-    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
-    info = json.dumps(file_info(model, height, width))
-    model = for_deployment(model)
+    model, height, width, info = deployed(model, path, input_size)
     generator = torch.Generator().manual_seed(0)
     if mode == "stream":
         stream = StreamingTSM.from_model(model)
