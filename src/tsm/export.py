@@ -210,12 +210,17 @@ def verify_onnx(
         timed = {"frame": frames[0, :1].numpy(), **buffer_zeros(metadata, 1)}
     else:
         raise ValueError(f"{path} has no tsm_mode 'clip' or 'stream' in its metadata (found {mode!r})")
-    error = max(float(np.abs(g - e).max() / max(np.abs(e).max(), 1e-12)) for g, e in zip(got, expected, strict=True))
+    error = max(relative_error(g, e) for g, e in zip(got, expected, strict=True))
     if not error <= tolerance:
         raise ExportVerificationError(
             f"{path}: onnxruntime differs from PyTorch by a relative error of {error:.2e} > {tolerance:.0e}"
         )
     return {"max_rel_error": error, "size_mb": path.stat().st_size / 2**20, "ort_ms": _latency(session, timed, runs)}
+
+
+def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
+    """max |got - expected| / max |expected|: how far an exported file's outputs are from PyTorch's."""
+    return float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-12))
 
 
 def _run(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

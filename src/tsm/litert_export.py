@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tsm.export import BATCH, ExportVerificationError, deployed
+from tsm.export import BATCH, ExportVerificationError, deployed, relative_error
 from tsm.files import atomic_open
 from tsm.metadata import BUFFERS_KEY, CALIBRATION_KEY, INFO_KEY, MODE_KEY, PRECISION_KEY
 from tsm.models.recognizer import Recognizer
@@ -145,10 +145,6 @@ def with_metadata(content: bytes, metadata: Mapping[str, str]) -> bytes:
     builder = flatbuffers.Builder(len(content) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
     return bytes(builder.Output())
-
-
-def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-12))
 
 
 def verify_clip(model: Recognizer, path: Path, sample: Mapping[str, torch.Tensor], tolerance: float) -> float:

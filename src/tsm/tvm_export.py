@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tsm.export import relative_error
 from tsm.files import atomic_open
-from tsm.metadata import BUFFERS_KEY, MODE_KEY, metadata_json
+from tsm.metadata import BUFFERS_KEY, MODE_KEY, metadata_json, read_info
 from tsm.streaming.runtime import read_metadata
 from tsm.streaming.tvm_runtime import METADATA_FUNCTION
 
@@ -61,7 +62,7 @@ def to_tvm(
     if trials and target != "x86":
         raise ValueError(f"tuning.trials={trials} tunes on this machine's CPU: set tuning.trials=0 for target={target}")
     spec = metadata_json(metadata, BUFFERS_KEY, onnx_path)
-    side = json.loads(metadata["tsm_info"])["input_size"]
+    side = read_info(metadata, onnx_path)["input_size"]
     height, width = (side, side) if isinstance(side, int) else side
     shapes = {"frame": [1, 3, height, width], **{b["name"]: [1, *b["shape"][1:]] for b in spec}}
     module = from_onnx(onnx.load(str(onnx_path)), shape_dict=shapes, keep_params_in_input=False)
@@ -100,5 +101,5 @@ def compare_with_onnx(library: str | Path, onnx_path: str | Path, frames: np.nda
     error = 0.0
     for frame in frames:
         got, expected = tvm_session.step(frame), ort_session.step(frame)
-        error = max(error, float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-12)))
+        error = max(error, relative_error(got, expected))
     return error
