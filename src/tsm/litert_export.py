@@ -6,7 +6,7 @@ stream: the ``StreamingTSM`` of a causal model, one signature with the ONNX stre
 clip: input ``clip`` ``(1, T, 3, H, W)``, output ``logits``.
 Both carry the ONNX file's metadata (``tsm_mode``, ``tsm_info``, ``tsm_buffers``, ``tsm_precision``) as
 flatbuffer metadata entries, so the file alone is enough to run it (:mod:`tsm.streaming.litert`).
-Needs the ``edge`` extra: ``pip install -e ".[edge]"``.
+Needs ``pip install -r requirements-edge.txt``.
 """
 
 from __future__ import annotations

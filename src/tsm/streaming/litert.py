@@ -1,6 +1,6 @@
 """Run a stream-mode LiteRT (TFLite) file frame by frame: the runtime side of ``format=tflite``.
 
-Needs numpy and ``ai-edge-litert`` only (``pip install -e ".[edge]"``; no PyTorch, no timm), so a phone-class
+Needs numpy and ``ai-edge-litert`` only (``pip install -r requirements-edge.txt``; no PyTorch, no timm), so a phone-class
 Linux device or a Raspberry Pi can run it. The file describes itself as the ONNX export does: its flatbuffer
 metadata holds ``tsm_mode``, ``tsm_info``, ``tsm_buffers`` and ``tsm_precision`` (UTF-8 JSON), and its one
 signature takes ``frame`` and ``buffer_00``, ``buffer_01``, ... and returns ``logits`` and ``buffer_00_out``, ....
