@@ -14,7 +14,7 @@ from tests.helpers.streams import logits_on_cpu, needs_qemu_x86
 from tsm.data.recorded import datamodule_from_record
 from tsm.metadata import CALIBRATION_KEY, PRECISION_KEY
 from tsm.models.checkpoints import data_config, load_recognizer
-from tsm.quantize import calibration_feeds, clip_logits, node_census
+from tsm.quantize import calibration_feeds, clip_logits, node_census, to_int8
 from tsm.shift import TemporalShift
 from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
 
@@ -110,6 +110,13 @@ def test_stream_calibration_carries_the_fp32_buffers(exports):
     for name, value in zip(names, carried, strict=True):  # what the second frame reads
         np.testing.assert_array_equal(feeds[1][name], value)
     np.testing.assert_array_equal(feeds[2]["frame"][0], clips[0][2])
+
+
+def test_int8_without_clips_names_the_key(exports, tmp_path):
+    fp32 = exports["stream", "int8"][0].with_suffix(".fp32.onnx")
+    with pytest.raises(ValueError, match=r"calibration.clips >= 1"):
+        to_int8(fp32, tmp_path / "int8.onnx", [], {"split": "train"})
+    assert not (tmp_path / "int8.onnx").exists()
 
 
 def test_a_checkpoint_without_its_data_names_the_override(tmp_path):

@@ -101,12 +101,10 @@ def to_tflite_int8(source: str | Path, target: str | Path, clips: Iterable[np.nd
     file carries; inputs and outputs stay float32. ``description`` (where the clips came from) is recorded."""
     from ai_edge_quantizer import quantizer, recipe
 
-    from tsm.quantize import calibration_feeds
+    from tsm.quantize import calibration_clips, calibration_feeds
 
     engine = quantizer.Quantizer(str(source), recipe.static_wi8_ai8())
-    feeds = list(calibration_feeds(source, clips))
-    if not feeds:
-        raise ValueError("int8 needs calibration clips: calibration.clips=0 or an empty calibration.split")
+    feeds = list(calibration_feeds(source, calibration_clips(clips)))
     result = engine.quantize(
         engine.calibrate({SIGNATURE: feeds}), enable_progress_bar=False, enable_progress_report=False
     )
@@ -169,7 +167,7 @@ def verify_stream(stream: StreamingTSM, path: Path, tolerance: float, num_frames
     random frames (buffers carried); raises beyond ``tolerance``."""
     session = LiteRTStreamSession(path)
     generator = torch.Generator().manual_seed(2)
-    frames = torch.randn(num_frames, *session._frame_shape, generator=generator)
+    frames = torch.randn(num_frames, *session.frame_shape, generator=generator)
     stream.reset()
     error = 0.0
     for frame in frames:

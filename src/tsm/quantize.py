@@ -79,9 +79,7 @@ def to_int8(
         raise ValueError(f"weight_bits must be one of {sorted(WEIGHT_RANGES)}, got {weight_bits!r}")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
-    clips = list(clips)
-    if not clips:
-        raise ValueError("int8 calibration needs at least one clip (calibration.clips >= 1)")
+    clips = calibration_clips(clips)
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "quantized.onnx"
         quant_pre_process(str(source), str(prepared))  # shape inference and graph folding, as onnxruntime advises
@@ -111,6 +109,17 @@ def to_int8(
     with atomic_open(target) as file:
         onnx.save(model, file)
     return Path(target)
+
+
+def calibration_clips(clips: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """``clips`` as a list; raises naming the keys to change when there is none to calibrate on."""
+    clips = list(clips)
+    if not clips:
+        raise ValueError(
+            "int8 needs calibration clips and got none: set calibration.clips >= 1 (e.g. calibration.clips=64) "
+            "and a calibration.split that has clips"
+        )
+    return clips
 
 
 def _set_metadata(model: onnx.ModelProto, precision: str, calibration: dict) -> None:

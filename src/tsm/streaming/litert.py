@@ -1,7 +1,7 @@
 """Run a stream-mode LiteRT (TFLite) file frame by frame: the runtime side of ``format=tflite``.
 
-Needs numpy and ``ai-edge-litert`` only (``pip install -r requirements-edge.txt``; no PyTorch, no timm), so a phone-class
-Linux device or a Raspberry Pi can run it. The file describes itself as the ONNX export does: its flatbuffer
+Needs numpy and ``ai-edge-litert`` only (``pip install -r requirements-edge.txt``; no PyTorch, no timm), so a
+phone-class Linux device or a Raspberry Pi can run it. The file describes itself as the ONNX export does: its flatbuffer
 metadata holds ``tsm_mode``, ``tsm_info``, ``tsm_buffers`` and ``tsm_precision`` (UTF-8 JSON), and its one
 signature takes ``frame`` and ``buffer_00``, ``buffer_01``, ... and returns ``logits`` and ``buffer_00_out``, ....
 """
@@ -44,7 +44,7 @@ def read_tflite_metadata(path: str | Path) -> dict[str, str]:
 class LiteRTStreamSession:
     """``step(frame)`` with ``frame`` ``(1, 3, H, W)`` float32 returns that frame's logits ``(1, num_classes)``;
     ``reset()`` starts a new stream; ``info`` and ``precision`` as :class:`~tsm.streaming.runtime.OnnxStreamSession`'s.
-    LiteRT files have a fixed batch of 1. ``threads``: the interpreter's CPU threads (XNNPACK).
+    LiteRT files have a fixed batch of 1 (``frame_shape``). ``threads``: the interpreter's CPU threads (XNNPACK).
 
     A full-integer file (``precision`` int8) takes and gives int8 tensors: the frame is quantized and the logits
     dequantized with the file's own scales and zero points, and the buffers stay int8 from step to step (an
@@ -72,7 +72,7 @@ class LiteRTStreamSession:
         nodes = [(name, shape(inputs, name)) for name in self.buffer_names]
         out_nodes = [(f"{name}_out", shape(outputs, f"{name}_out")) for name in self.buffer_names]
         self._shapes = [[1, *shape] for shape in buffer_shapes(metadata, nodes, out_nodes, path)]
-        self._frame_shape = tuple(int(size) for size in inputs["frame"]["shape"])
+        self.frame_shape = tuple(int(size) for size in inputs["frame"]["shape"])
         self._inputs = {name: TensorType.of(details) for name, details in inputs.items()}
         self._outputs = {name: TensorType.of(details) for name, details in outputs.items()}
         self.reset()
@@ -89,8 +89,8 @@ class LiteRTStreamSession:
 
     def step(self, frame: np.ndarray) -> np.ndarray:
         frame = np.ascontiguousarray(frame, dtype=np.float32)
-        if frame.shape != self._frame_shape:
-            raise ValueError(f"frame of shape {frame.shape}, expected {self._frame_shape}")
+        if frame.shape != self.frame_shape:
+            raise ValueError(f"frame of shape {frame.shape}, expected {self.frame_shape}")
         out: dict[str, Any] = self.runner(frame=self._inputs["frame"].encode(frame), **self._buffers)
         self._buffers = {
             name: self._inputs[name].carry(out[f"{name}_out"], self._outputs[f"{name}_out"])

@@ -2,8 +2,8 @@
 
 ``.onnx`` runs in onnxruntime (:class:`~tsm.streaming.runtime.OnnxStreamSession`), ``.tflite`` in LiteRT
 (:class:`~tsm.streaming.litert.LiteRTStreamSession`) and ``.so`` in Apache TVM
-(:class:`~tsm.streaming.tvm_runtime.TvmStreamSession`; both in ``requirements-edge.txt``). Each session has ``step(frame)``
-(a ``(1, 3, H, W)`` float32 frame in, its logits out), ``reset()``, ``buffers()``, ``info`` and
+(:class:`~tsm.streaming.tvm_runtime.TvmStreamSession`; both in ``requirements-edge.txt``). Each session has
+``step(frame)`` (a ``(1, 3, H, W)`` float32 frame in, its logits out), ``reset()``, ``buffers()``, ``info`` and
 ``precision``, and none imports PyTorch or timm. ``open_clip`` and ``read_file_metadata`` do the same for
 clip-mode files and for any file's ``tsm_*`` metadata.
 

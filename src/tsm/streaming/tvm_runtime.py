@@ -46,7 +46,7 @@ def read_tvm_metadata(vm, path: str | Path) -> dict[str, str]:
 
 class TvmStreamSession:
     """``step(frame)`` with ``frame`` ``(1, 3, H, W)`` float32 returns that frame's logits ``(1, num_classes)``;
-    ``reset()``, ``buffers()``, ``info`` and ``precision`` as the other stream sessions'. Batch 1."""
+    ``reset()``, ``buffers()``, ``info`` and ``precision`` as the other stream sessions'. Batch 1 (``frame_shape``)."""
 
     def __init__(self, path: str | Path) -> None:
         import tvm
@@ -68,7 +68,7 @@ class TvmStreamSession:
         self.buffer_names = [name for name, _ in spec]
         self._shapes = [shape for _, shape in spec]
         side = self.info["input_size"]
-        self._frame_shape = (1, 3, *((side, side) if isinstance(side, int) else side))
+        self.frame_shape = (1, 3, *((side, side) if isinstance(side, int) else side))
         self.reset()
 
     def reset(self) -> None:
@@ -80,7 +80,7 @@ class TvmStreamSession:
 
     def step(self, frame: np.ndarray) -> np.ndarray:
         frame = np.ascontiguousarray(frame, dtype=np.float32)
-        if frame.shape != self._frame_shape:
-            raise ValueError(f"frame of shape {frame.shape}, expected {self._frame_shape}")
+        if frame.shape != self.frame_shape:
+            raise ValueError(f"frame of shape {frame.shape}, expected {self.frame_shape}")
         logits, *self._buffers = self.vm["main"](self._tensor(frame), *self._buffers)
         return logits.numpy()
