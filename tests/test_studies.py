@@ -210,7 +210,8 @@ def test_studies_run_as_modules_without_path_edits():
 
 
 def test_index_lists_every_study_with_figures_from_its_results():
-    """experiments/README.md has a row per study folder; its headline figures stand in the file it links."""
+    """experiments/README.md has a row per study folder; its headline figures stand in the file it links (or it
+    says that none is measured yet)."""
     index = (EXPERIMENTS / "README.md").read_text()
     rows = [line for line in index.splitlines() if line.startswith("| ") and "](" in line]
     folders = {path.parent.name for path in EXPERIMENTS.glob("*/README.md")}
@@ -220,7 +221,8 @@ def test_index_lists_every_study_with_figures_from_its_results():
         figure, command = cells[2], cells[3]
         source = EXPERIMENTS / re.search(r"\]\(([\w/.]+\.(?:md|json))\)", figure).group(1)
         numbers = re.findall(r"\d+(?:\.\d+)?", figure.split("](")[0])
-        assert numbers and all(number in source.read_text() for number in numbers), row
+        assert numbers or "not measured yet" in figure, row  # a study still waiting for its hardware (gpu)
+        assert all(number in source.read_text() for number in numbers), row
         module = re.search(r"python -m (experiments\.\w+\.\w+)", command).group(1)
         assert (EXPERIMENTS.parent / (module.replace(".", "/") + ".py")).is_file(), row
 
