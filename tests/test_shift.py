@@ -29,17 +29,26 @@ def reference_shift(x: torch.Tensor, t: int, fold_div: int, direction: str) -> t
 
 
 SHAPES = [(2, 8, 16, 4, 4), (3, 5, 17, 3, 7), (1, 1, 8, 1, 1), (2, 3, 9, 5, 2)]
+# (dtype, memory format): float32 NCHW, and channels_last (NHWC) in float32 and in bf16, as under bf16-mixed
+LAYOUTS = [
+    (torch.float32, torch.contiguous_format),
+    (torch.float32, torch.channels_last),
+    (torch.bfloat16, torch.channels_last),
+]
+LAYOUT_IDS = ["fp32", "fp32_nhwc", "bf16_nhwc"]
 
 
+@pytest.mark.parametrize("dtype,memory_format", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("direction", ["bidirectional", "causal"])
 @pytest.mark.parametrize("n,t,c,h,w", SHAPES)
 @pytest.mark.parametrize("fold_div", [2, 4, 8])
-def test_matches_reference(direction, n, t, c, h, w, fold_div):
+def test_matches_reference(direction, n, t, c, h, w, fold_div, dtype, memory_format):
+    """Exact in every dtype (the shift only moves values), the output in the input's memory format."""
     if c // fold_div == 0 or (direction == "bidirectional" and 2 * (c // fold_div) > c):
         pytest.skip("fold does not fit these channels")
-    x = torch.randn(n * t, c, h, w)
+    x = torch.randn(n * t, c, h, w).to(dtype).contiguous(memory_format=memory_format)
     out = temporal_shift(x, t, fold_div, direction)
-    assert out.shape == x.shape and out.dtype == x.dtype
+    assert out.shape == x.shape and out.dtype == x.dtype and out.stride() == x.stride()
     torch.testing.assert_close(out.double(), reference_shift(x, t, fold_div, direction), rtol=0, atol=0)
 
 
@@ -103,15 +112,15 @@ def test_export_form_equals_the_reference(direction, monkeypatch):
     torch.testing.assert_close(temporal_shift(x, 3, 4, direction), reference_shift(x, 3, 4, direction), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype,memory_format", [*LAYOUTS, (torch.float64, torch.contiguous_format)])
 @pytest.mark.parametrize("direction", ["bidirectional", "causal"])
-def test_backward_is_the_adjoint_of_the_reference(direction, dtype):
+def test_backward_is_the_adjoint_of_the_reference(direction, dtype, memory_format):
     """<shift(x), g> == <x, shift^T(g)>: the gradient equals the reference's autograd gradient, exactly
-    (which a numerical gradcheck only approximates), in the input's dtype."""
-    x = torch.randn(3 * 5, 11, 2, 3, dtype=dtype, requires_grad=True)
-    g = torch.randn(3 * 5, 11, 2, 3, dtype=dtype)
+    (which a numerical gradcheck only approximates), in the input's dtype and memory format."""
+    x = torch.randn(3 * 5, 11, 2, 3).to(dtype).contiguous(memory_format=memory_format).requires_grad_(True)
+    g = torch.randn(3 * 5, 11, 2, 3).to(dtype).contiguous(memory_format=memory_format)
     (grad,) = torch.autograd.grad(temporal_shift(x, 5, 4, direction), x, g)
-    assert grad.dtype == dtype
+    assert grad.dtype == dtype and grad.stride() == x.stride()
     x64 = x.detach().double().requires_grad_(True)
     (expected,) = torch.autograd.grad(reference_shift(x64, 5, 4, direction), x64, g.double())
     torch.testing.assert_close(grad.double(), expected, rtol=0, atol=0)

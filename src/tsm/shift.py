@@ -1,8 +1,8 @@
 """The temporal shift: move a fraction of the channels one frame along time.
 
 Frames of one clip are stacked in the batch dimension as ``(N*T, C, H, W)`` (or, for a
-transformer's tokens, ``(N*T, L, C)``); the shift views them as ``(N, T, C, ...)`` and writes
-every output element exactly once (one pass over memory, no ``zeros_like`` followed by copies).
+transformer's tokens, ``(N*T, L, C)``); the shift views them as ``(N, T, C, ...)`` and returns a
+new tensor in the input's memory format, in about one pass over memory (``_shift_clips``).
 """
 
 from __future__ import annotations
@@ -57,8 +57,15 @@ def temporal_shift(
 
 
 def _shift_clips(clips: torch.Tensor, moves: tuple[tuple[int, int, int], ...]) -> torch.Tensor:
-    """Write each element of the output once: moved channel blocks, zeros past the ends, the rest copied."""
-    out = torch.empty_like(clips)
+    """The moved channel blocks, zeros past the clip's ends and the rest copied, in ``clips``' memory format.
+
+    Channels outermost (NCHW): each output element is written once. Channels innermost (channels_last
+    maps, tokens): a channel block is a short strided run per pixel, slow to copy, so the whole tensor
+    is cloned in one contiguous pass and only the moved blocks are written again
+    (experiments/latency/shift_op.md).
+    """
+    channels_innermost = clips.stride(2) == 1
+    out = clips.clone() if channels_innermost else torch.empty_like(clips)
     for start, stop, step in moves:
         if step > 0:
             out[:, :-1, start:stop] = clips[:, 1:, start:stop]
@@ -66,8 +73,9 @@ def _shift_clips(clips: torch.Tensor, moves: tuple[tuple[int, int, int], ...]) -
         else:
             out[:, 1:, start:stop] = clips[:, :-1, start:stop]
             out[:, :1, start:stop] = 0
-    rest = moves[-1][1]
-    out[:, :, rest:] = clips[:, :, rest:]
+    if not channels_innermost:
+        rest = moves[-1][1]
+        out[:, :, rest:] = clips[:, :, rest:]
     return out
 
 
