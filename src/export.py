@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tsm.export import to_onnx
 from tsm.files import write_text_atomic
 from tsm.models.checkpoints import load_recognizer
-from tsm.quantize import calibration_data, clips_of, compare, to_fp16, to_int8
+from tsm.quantize import NO_CALIBRATION_CLIPS, calibration_data, clips_of, compare, to_fp16, to_int8
 
 # the precisions each format= writes, and its files' suffix
 FORMATS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "int8"), "tvm": ("fp32",)}
@@ -32,6 +32,8 @@ def main(cfg: DictConfig) -> None:
         raise ValueError(f"format={cfg.format!r} is not supported; choose one of {', '.join(FORMATS)}")
     if cfg.precision not in FORMATS[cfg.format]:
         raise ValueError(f"format={cfg.format} takes precision={'|'.join(FORMATS[cfg.format])}, got {cfg.precision!r}")
+    if cfg.precision == "int8" and not cfg.calibration.clips > 0:  # before minutes of conversion
+        raise ValueError(NO_CALIBRATION_CLIPS)
     model = load_recognizer(cfg.ckpt_path, num_segments=cfg.num_segments)
     out = Path(cfg.out or f"{cfg.paths.output_dir}/model_{cfg.mode}_{cfg.precision}{SUFFIXES[cfg.format]}")
     if cfg.format == "tvm":

@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 WEIGHT_RANGES = {7: "[-64, 64] (reduce_range)", 8: "[-127, 127]"}  # int8 weight values for each weight_bits
+NO_CALIBRATION_CLIPS = (
+    "int8 needs calibration clips and got none: set calibration.clips >= 1 (e.g. calibration.clips=64) "
+    "and a calibration.split that has clips"
+)
 
 
 def file_mode(path: str | Path) -> str:
@@ -115,10 +119,7 @@ def calibration_clips(clips: Iterable[np.ndarray]) -> list[np.ndarray]:
     """``clips`` as a list; raises naming the keys to change when there is none to calibrate on."""
     clips = list(clips)
     if not clips:
-        raise ValueError(
-            "int8 needs calibration clips and got none: set calibration.clips >= 1 (e.g. calibration.clips=64) "
-            "and a calibration.split that has clips"
-        )
+        raise ValueError(NO_CALIBRATION_CLIPS)
     return clips
 
 
