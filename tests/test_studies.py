@@ -198,8 +198,9 @@ def test_recipe_step_time_tiny(tmp_path):
         line for line in (tmp_path / "step_time.md").read_text().splitlines() if line.startswith("| ") and "`" in line
     ]
     assert rows[0].startswith("| default (resnet10t_050, 64x64) | `-` | 1.23 | 180 |") and rows[0].endswith("| 1.00 |")
-    assert "| mobilenetv2_050 (the previous default), 64x64 | `model.backbone=mobilenetv2_050` | 0.70 | 63 |" in rows[1]
-    assert len(rows) == 6
+    assert rows[1].startswith("| default in bf16 mixed precision | `trainer.precision=bf16-mixed` | 1.23 | 180 |")
+    assert "| mobilenetv2_050 (the previous default), 64x64 | `model.backbone=mobilenetv2_050` | 0.70 | 63 |" in rows[2]
+    assert len(rows) == 7
 
 
 def test_studies_run_as_modules_without_path_edits():

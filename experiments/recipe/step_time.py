@@ -5,7 +5,8 @@
 Each candidate is the default run's model (``conf/model/default.yaml``: in-place shift, channels-last
 memory) with the overrides of ``CANDIDATES``, built as ``src/train.py`` builds it. A step is the forward
 pass of a training batch (16 clips of 8 frames, random pixels and labels), cross-entropy, the backward
-pass and an SGD step with momentum, on all of torch's threads; median of interleaved repeats, so that
+pass and an SGD step with momentum (``trainer.precision=bf16-mixed``: the forward and the loss in bf16
+autocast, as Lightning runs them), on all of torch's threads; median of interleaved repeats, so that
 machine drift hits every candidate alike. Writes ``step_time.md`` with each step's time and its ratio to
 the default's: a run's training takes about its steps x this, so a candidate 1.1x slower per step
 needs a tenth fewer steps to keep the default's wall time.
@@ -27,6 +28,7 @@ from tsm.benchmark import count
 # name -> overrides of the default run (the default first: the reference of the ratios)
 CANDIDATES = {
     "default (resnet10t_050, 64x64)": [],
+    "default in bf16 mixed precision": ["trainer.precision=bf16-mixed"],
     "mobilenetv2_050 (the previous default), 64x64": ["model.backbone=mobilenetv2_050"],
     "mobilenetv2_050, 80x80": ["model.backbone=mobilenetv2_050", "data.crop_size=80"],
     "mobilenetv2_100, 64x64": ["model.backbone=mobilenetv2_100"],
@@ -43,10 +45,13 @@ def training_step(overrides: list[str], batch: int) -> tuple[Callable[[], None],
     clips = torch.rand(batch, frames, 3, size, size)
     labels = torch.randint(cfg.data.num_classes, (batch,))
     optimizer = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
+    bf16 = cfg.trainer.precision == "bf16-mixed"  # as Lightning runs it: the forward and the loss under autocast
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(module(clips), labels).backward()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(module(clips), labels)
+        loss.backward()
         optimizer.step()
 
     return step, count(module.net, (1, frames, 3, size, size))
