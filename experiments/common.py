@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig
@@ -156,14 +157,22 @@ def runs_note(parallel: int) -> str:
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, inference: bool = True) -> dict[str, float]:
     """Median ms of each function, rounds interleaved so that machine drift hits all alike
     (under ``torch.inference_mode`` unless ``inference`` is False, e.g. for training steps)."""
+    return {k: statistics.median(v) for k, v in interleaved_samples(fns, repeats, inference).items()}
+
+
+def interleaved_samples(
+    fns: dict[str, Callable[[], object]], repeats: int, inference: bool = True, burst: int = 1
+) -> dict[str, list[float]]:
+    """ms of every call of each function: ``repeats`` rounds, each calling every function ``burst`` times in a
+    row (after one warm-up call each)."""
     samples: dict[str, list[float]] = {k: [] for k in fns}
     with torch.inference_mode(inference):
         for fn in fns.values():
             fn()
         for _ in range(repeats):
             for name, fn in fns.items():
-                samples[name].append(median_ms(fn, repeats=1, warmup=0))
-    return {k: statistics.median(v) for k, v in samples.items()}
+                samples[name] += [median_ms(fn, repeats=1, warmup=0) for _ in range(burst)]
+    return samples
 
 
 def plain_2d(model: Recognizer, backbone: str, backbone_args: Mapping[str, Any] | None = None) -> Recognizer:
@@ -173,3 +182,42 @@ def plain_2d(model: Recognizer, backbone: str, backbone_args: Mapping[str, Any] 
     # shifts and temporal pools wrap the module they precede as ``.net``
     plain.load_state_dict({key.replace(".net.", "."): value for key, value in model.state_dict().items()})
     return plain.eval()
+
+
+def random_causal_model(backbone: str, num_classes: int = 27, seed: int = 0) -> Recognizer:
+    """A causal TSM over timm ``backbone`` with random weights and random norms, in eval mode: for timing and
+    size (timm zero-initialises some norms, whose branches a converter would fold away)."""
+    torch.manual_seed(seed)
+    model = build_recognizer(backbone, num_classes, 8, shift={"direction": "causal"}).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.normal_(0, 0.1)
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def fp32_edge_files(model: Recognizer, stem: Path, size: int) -> dict[str, Path]:
+    """``model``'s stream file at ``size`` for onnxruntime (``stem.onnx``) and LiteRT (``stem.tflite``), as
+    ``{"onnxruntime fp32": ..., "LiteRT fp32": ...}`` (needs ``requirements-edge.txt``)."""
+    from tsm.export import to_onnx
+    from tsm.litert_export import to_tflite
+
+    return {
+        "onnxruntime fp32": to_onnx(model, stem.with_suffix(".onnx"), mode="stream", input_size=size),
+        "LiteRT fp32": to_tflite(model, stem.with_suffix(".tflite"), input_size=size),
+    }
+
+
+def int8_edge_files(fp32: dict[str, Path], clips: list[np.ndarray], description: dict) -> dict[str, Path]:
+    """The int8 files of :func:`fp32_edge_files`' ``fp32`` (``stem_int8.onnx``, ``stem_int8.tflite``), calibrated on
+    ``clips`` (``(T, 3, H, W)`` float32 each) described by ``description``."""
+    from tsm.litert_export import to_tflite_int8
+    from tsm.quantize import to_int8
+
+    files = {}
+    for runtime, convert in (("onnxruntime", to_int8), ("LiteRT", to_tflite_int8)):
+        source = fp32[f"{runtime} fp32"]
+        files[f"{runtime} int8"] = convert(source, source.with_stem(f"{source.stem}_int8"), clips, description)
+    return files

@@ -16,39 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from experiments.common import interleaved, machine
-from tsm.export import to_onnx
-from tsm.litert_export import to_tflite, to_tflite_int8
-from tsm.models import build_recognizer
-from tsm.quantize import to_int8
+from experiments.common import fp32_edge_files, int8_edge_files, interleaved, machine, random_causal_model
 from tsm.streaming.sessions import open_stream
 
 HERE = Path(__file__).resolve().parent
-
-
-def causal_model(backbone: str, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = build_recognizer(backbone, 27, 8, shift={"direction": "causal"}).eval()
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):  # timm zero-initialises some; random values make every branch count
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.normal_(0, 0.1)
-            module.running_mean.normal_(0, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    return model
-
-
-def files_for(backbone: str, size: int, folder: Path, clips: list[np.ndarray]) -> dict[str, Path]:
-    model = causal_model(backbone)
-    files = {
-        "LiteRT fp32": to_tflite(model, folder / f"{backbone}.tflite", input_size=size),
-        "onnxruntime fp32": to_onnx(model, folder / f"{backbone}.onnx", mode="stream", input_size=size),
-    }
-    files["LiteRT int8"] = to_tflite_int8(files["LiteRT fp32"], folder / f"{backbone}_int8.tflite", clips, {})
-    files["onnxruntime int8"] = to_int8(files["onnxruntime fp32"], folder / f"{backbone}_int8.onnx", clips, {})
-    return files
 
 
 def main() -> None:
@@ -64,7 +36,8 @@ def main() -> None:
     rows, load = [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for backbone in args.backbones:
-            files = files_for(backbone, args.size, Path(tmp), clips)
+            files = fp32_edge_files(random_causal_model(backbone), Path(tmp) / backbone, args.size)
+            files |= int8_edge_files(files, clips, {})
             frame = clips[0][:1]
             sessions = {name: open_stream(path) for name, path in files.items()}
             ms = interleaved({name: (lambda s=s, f=frame: s.step(f)) for name, s in sessions.items()}, args.repeats)
