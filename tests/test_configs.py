@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from tests.helpers import ROOT
 from tests.helpers.config import CONF_DIR, compose_train
 from tsm.models.i3d import I3D
+from tsm.training.precision import resolve_precision
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
@@ -38,6 +39,7 @@ def test_experiment_composes_and_instantiates(name, tmp_path, tiny_overrides):
     model = hydra.utils.instantiate(cfg.model)
     assert model.net.num_classes == datamodule.num_classes == cfg.data.num_classes
     assert model.net.num_segments == cfg.data.num_segments
+    resolve_precision(cfg)  # as src/train.py does: Lightning takes no precision=auto
     hydra.utils.instantiate(cfg.trainer)
 
 

@@ -12,6 +12,7 @@ import torch
 from experiments.common import synthetic_overrides
 from tests.helpers import ROOT
 from tests.helpers.scripts import run_python
+from tsm.training.precision import auto_precision
 
 EXPERIMENTS = ROOT / "experiments"
 
@@ -197,9 +198,12 @@ def test_recipe_step_time_tiny(tmp_path):
     rows = [
         line for line in (tmp_path / "step_time.md").read_text().splitlines() if line.startswith("| ") and "`" in line
     ]
-    assert rows[0].startswith("| default (resnet10t_050, 64x64) | `-` | 1.23 | 180 |") and rows[0].endswith("| 1.00 |")
-    assert rows[1].startswith("| default in bf16 mixed precision | `trainer.precision=bf16-mixed` | 1.23 | 180 |")
-    assert "| mobilenetv2_050 (the previous default), 64x64 | `model.backbone=mobilenetv2_050` | 0.70 | 63 |" in rows[2]
+    auto = auto_precision("auto")[0]  # the default's precision on this machine
+    assert rows[0].startswith(f"| default (resnet10t_050, 64x64) | `-` | {auto} | 1.23 | 180 |")
+    assert rows[0].endswith("| 1.00 |")
+    assert rows[1].startswith("| default in float32 | `trainer.precision=32-true` | 32-true | 1.23 | 180 |")
+    previous = "| mobilenetv2_050 (the previous default), 64x64 | `model.backbone=mobilenetv2_050`"
+    assert f"{previous} | {auto} | 0.70 | 63 |" in rows[2]
     assert len(rows) == 7
 
 

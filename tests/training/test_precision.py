@@ -1,18 +1,23 @@
-"""The pieces of ``trainer=gpu`` that run on a CPU: bf16 mixed precision and channels_last memory.
+"""The pieces of ``trainer=gpu`` that run on a CPU: bf16 mixed precision and channels_last memory; and the
+default ``trainer.precision=auto`` (bf16-mixed on a CPU with native bf16, 32-true elsewhere).
 
 Tolerances (relative to the largest logit, against the float64 model): bf16 autocast 5e-2 (measured
 2.3e-2 for MobileNetV2, 4.3e-3 for ResNet-18: bf16 keeps 8 bits of mantissa through every layer);
 channels_last 1e-5 (measured 1.2e-6: only the summation order of the convolutions changes).
 """
 
+import logging
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tests.helpers.compare import rel_error
 from tests.helpers.config import TINY, compose_train
 from tests.helpers.weights import random_recognizer
+from tsm.training.precision import auto_precision, cpu_has_bf16, resolve_precision
 from tsm.training.task import train
 
 BF16_TOLERANCE = 5e-2
@@ -49,3 +54,55 @@ def test_gpu_trainer_config_runs_on_cpu(overrides, tmp_path):
     assert cfg.trainer.precision == "bf16-mixed"
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"]) and 0 <= metrics["test/acc"] <= 1
+
+
+def cpuinfo_flags() -> set[str]:
+    """The CPU flags Linux reports (``flags`` on x86), read independently of torch."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to check the detection against")
+    return {flag for line in cpuinfo.read_text().splitlines() if line.startswith("flags") for flag in line.split()}
+
+
+def test_bf16_detection_agrees_with_the_kernel():
+    flags = cpuinfo_flags()
+    if not flags:
+        pytest.skip("not an x86 CPU: bf16 detection is x86 only")
+    assert cpu_has_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "cuda", "bf16", "expected"),
+    [
+        ("cpu", False, True, "bf16-mixed"),
+        ("cpu", False, False, "32-true"),
+        ("auto", False, True, "bf16-mixed"),
+        ("auto", True, True, "32-true"),  # auto picks the GPU
+        ("gpu", True, True, "32-true"),
+        ("cpu", True, True, "bf16-mixed"),  # asked for the CPU beside a GPU
+    ],
+)
+def test_auto_precision_rules(accelerator, cuda, bf16, expected, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    precision, why = auto_precision(accelerator, bf16=bf16)
+    assert precision == expected and why
+
+
+def test_explicit_precision_is_kept(tmp_path):
+    for precision in ("32-true", "bf16-mixed", "16-mixed"):
+        cfg = compose_train([f"trainer.precision={precision}"], tmp_path)
+        resolve_precision(cfg)
+        assert cfg.trainer.precision == precision
+
+
+def test_default_run_records_and_logs_the_resolved_precision(tmp_path, caplog):
+    """``python src/train.py``'s config says ``auto``; its saved config.yaml and its log say what ran."""
+    cfg = compose_train(["debug=fdr", "logger=csv", *TINY], tmp_path)
+    assert cfg.trainer.precision == "auto"
+    expected = "bf16-mixed" if cpu_has_bf16() else "32-true"
+    with caplog.at_level(logging.INFO, logger="tsm.training.precision"):
+        metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"])
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["trainer"]["precision"] == expected
+    assert f"trainer.precision=auto: {expected}" in caplog.text

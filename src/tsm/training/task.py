@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,11 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from tsm.files import write_text_atomic
 from tsm.training.checkpoint_io import use_atomic_checkpoints
 from tsm.training.cluster import group_sweep_runs
+from tsm.training.precision import resolve_precision
 from tsm.training.resume import claim_run_dir, is_requeue, resume_checkpoint
+
+# Mixed precision keeps float32 weights: the summary's size in MB, counted at 32 bits, is right as printed.
+warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
 
 
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -75,6 +80,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.train and rank_zero_only.rank == 0:  # before anything is written into the run directory
         claim_run_dir(output_dir, cfg.get("ckpt_path"), requeued, bool(cfg.get("overwrite")))
     group_sweep_runs(cfg)
+    resolve_precision(cfg)  # before the config is printed and saved: config.yaml records what ran
     pl.seed_everything(cfg.seed, workers=True)
     metrics: dict[str, Any] = {}
     try:
