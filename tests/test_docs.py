@@ -215,3 +215,21 @@ def test_the_reliability_page_quotes_the_study_and_the_fuzz_tests():
         text = " ".join((ROOT / page).read_text().split())
         assert f"illed {study['kills']} times ({study['kills_during_writes']} during checkpoint writes)" in text
         assert f"{TOTAL_EXAMPLES:,} arbitrary and edited files per run" in text
+
+
+def deploy_rows(text: str, columns: int) -> dict[tuple[str, str, str], list[str]]:
+    """Rows of a deployment table by (model, runtime, precision): the first word of the model, the runtime
+    without its qualifier, and the numbers (median, p95, stream / 2D, MB, agreement)."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == columns and cells[2] in ("fp32", "int8") and cells[3] != "-":
+            rows[cells[0].split()[0], cells[1].split()[0], cells[2]] = cells[3:8]
+    return rows
+
+
+def test_the_readme_deployment_table_is_the_deploy_study_s():
+    """Every row of the README's deployment table is the deploy study's results file's, number for number."""
+    readme = deploy_rows((ROOT / "README.md").read_text(), 8)
+    study = deploy_rows((ROOT / "experiments/deploy/results.md").read_text(), 9)
+    assert len(readme) == len(study) == 14 and readme == study
