@@ -239,3 +239,39 @@ def test_compile_bench_tiny(tmp_path):
     assert "| median step | " in table
     difference = re.search(r"\| eval logits, max relative difference to eager \| \| (\S+) \|", table).group(1)
     assert float(difference) < 1e-4  # the compiled network computes what eager does
+
+
+OFFICIAL_STAND_IN = '''
+from torch import nn
+
+
+class TSN(nn.Module):
+    """Stands in for the official code's TSN (no checkout of it here): its constructor, its input layout."""
+
+    def __init__(self, num_class, num_segments, modality, base_model, is_shift, shift_div, shift_place, **kwargs):
+        super().__init__()
+        assert (modality, base_model, is_shift, shift_div, shift_place) == ("RGB", "resnet50", True, 8, "blockres")
+        assert kwargs == {"pretrain": "none", "print_spec": False}
+        self.num_segments = num_segments
+        self.fc = nn.Linear(3, num_class)
+
+    def forward(self, x):  # (B, T*3, H, W), as the official training script feeds it
+        return self.fc(x.view(x.shape[0], self.num_segments, 3, -1).mean((1, 3)))
+'''
+
+
+@pytest.mark.slow
+def test_speed_bench_tiny(tmp_path):
+    """experiments/speed at a tiny size, the official checkout stood in for by a package of the same layout."""
+    (tmp_path / "checkout" / "ops").mkdir(parents=True)
+    (tmp_path / "checkout" / "ops" / "__init__.py").write_text("")
+    (tmp_path / "checkout" / "ops" / "models.py").write_text(OFFICIAL_STAND_IN)
+    args = ["--official", tmp_path / "checkout", "--sizes", "32", "--batch", "1", "--repeats", "1"]
+    run_study("speed.bench", *args, "--out", tmp_path)
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    rows = [line.split(" | ") for line in lines if line.startswith("| 32 |")]
+    auto = auto_precision("auto")[0]
+    expected = [("official", "32-true"), ("fp32", "32-true"), ("channels_last", "32-true"), ("defaults", auto)]
+    for row, (word, precision) in zip(rows, expected, strict=True):
+        assert word in row[1] and row[2] == precision and float(row[3]) > 0
+    assert rows[0][4] == "1.00 |"

@@ -1,0 +1,112 @@
+"""One training step of TSM-ResNet50 in the official TSM code and in this project, interleaved.
+
+    python -m experiments.speed.bench --official PATH [--sizes 112 224] [--batch 2] [--repeats 5] [--out DIR]
+
+``PATH`` is a checkout of https://github.com/mit-han-lab/temporal-shift-module (never vendored here): its
+``ops.models.TSN`` is imported from there (the package is registered under its own name, ``ops``) and built
+as its training script builds TSM-ResNet50 (8 segments, ``shift_div=8``, ``shift_place=blockres``, partial
+BatchNorm, no ImageNet weights), on input ``(B, T*3, H, W)``. This project's TSM-ResNet50 is
+``model=tsm model.backbone=resnet50`` (the residual shift, as blockres) built as ``src/train.py`` builds it,
+in float32, in float32 with channels_last memory, and as ``conf/model/default.yaml`` and the default
+``trainer.precision=auto`` set it up (channels_last; bf16 mixed precision on a CPU with native bf16). A step
+is the forward pass of ``batch`` random clips of 8 frames, cross-entropy over 400 classes, the backward pass
+and an SGD step with momentum (no gradient clipping in either), on all of torch's threads; the candidates take
+turns repeat by repeat (``experiments.common.interleaved``), so machine drift hits all alike. Writes
+``results.md``: ms per step and the ratio to the official step at each size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from experiments.common import interleaved, machine
+from experiments.recipe.step_time import training_step
+
+FRAMES, CLASSES = 8, 400
+OFFICIAL = "official TSM code (fp32)"
+# name -> overrides of src/train.py's config for this project's TSM-ResNet50
+OURS = {
+    "this project, fp32": ["trainer.precision=32-true"],
+    "this project, fp32 + channels_last": ["trainer.precision=32-true", "model.channels_last=true"],
+    "this project as its defaults set it up (channels_last, trainer.precision=auto)": ["model.channels_last=true"],
+}
+RESNET50 = ["model=tsm", "model.backbone=resnet50", "model.pretrained=false", f"data.num_classes={CLASSES}"]
+
+
+def official_models(checkout: Path):
+    """The checkout's ``ops.models`` module, its package registered as ``ops`` (how its own scripts import it)."""
+    init = checkout / "ops" / "__init__.py"
+    if not (checkout / "ops" / "models.py").is_file():
+        raise SystemExit(f"--official {checkout}: no ops/models.py there; give a temporal-shift-module checkout")
+    spec = importlib.util.spec_from_file_location("ops", init, submodule_search_locations=[str(init.parent)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["ops"] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module("ops.models")
+
+
+def official_step(models, size: int, batch: int) -> Callable[[], None]:
+    """One SGD step of the official TSM-ResNet50 on random clips, as its main.py trains it."""
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its configuration
+        model = models.TSN(
+            CLASSES, FRAMES, "RGB", base_model="resnet50", is_shift=True, shift_div=8, shift_place="blockres",
+            pretrain="none", print_spec=False,
+        )  # fmt: skip
+        model.train()  # partial BatchNorm: all but the first BatchNorm frozen, as in its training
+    clips = torch.rand(batch, FRAMES * 3, size, size)
+    labels = torch.randint(CLASSES, (batch,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(clips), labels).backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--official", type=Path, required=True, help="a temporal-shift-module checkout")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[112, 224])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args()
+    models = official_models(args.official.resolve())
+    lines = [
+        f"Command: `python -m experiments.speed.bench --official PATH --sizes {' '.join(map(str, args.sizes))} "
+        f"--batch {args.batch} --repeats {args.repeats}`",
+        "",
+        f"Machine: {machine()}. One training step of TSM-ResNet50: {args.batch} clips of {FRAMES} frames, "
+        f"{CLASSES} classes, forward, cross-entropy, backward, SGD; median of {args.repeats} interleaved repeats. "
+        "Ratio: to the official step at the same size.",
+        "",
+        "| size | code | precision | ms per step | ratio to official |",
+        "|---|---|---|---|---|",
+    ]
+    for size in args.sizes:
+        steps, precisions = {OFFICIAL: official_step(models, size, args.batch)}, {OFFICIAL: "32-true"}
+        for name, overrides in OURS.items():
+            step, _, precision = training_step([*RESNET50, *overrides, f"data.crop_size={size}"], args.batch)
+            steps[name], precisions[name] = step, precision
+        ms = interleaved(steps, args.repeats, inference=False)
+        for name in steps:
+            lines.append(f"| {size} | {name} | {precisions[name]} | {ms[name]:.0f} | {ms[name] / ms[OFFICIAL]:.2f} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
