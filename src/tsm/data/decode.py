@@ -195,12 +195,12 @@ def _decode(
     """Decode runs of ``packets`` (by decode position) that cover ``wanted`` (ascending frame numbers); RGB
     arrays of those frames."""
     keep = set(wanted)
-    wanted_packets = {int(index.order[frame]) for frame in wanted}
+    wanted_packets = {index.order[frame] for frame in wanted}
     out: dict[int, np.ndarray] = {}
 
     def collect(frames: Iterable[av.VideoFrame]) -> None:
         for frame in frames:
-            i = index.frame_of.get(stamp(frame))
+            i = index.frame_of(stamp(frame))
             if i in keep and i not in out:
                 out[i] = to_rgb(frame)
 

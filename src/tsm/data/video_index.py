@@ -1,28 +1,29 @@
 """A video stream's demuxed index, kept across reads: where its frames and keyframes are, without their data.
 
 The first read of a video demuxes every packet (:func:`tsm.data.decode.read_video`); the index it builds is
-kept in this process (each loader worker has its own) and later reads of the file seek straight to the
-keyframe they need and demux only from there (:class:`SeekingPackets`). An index is dropped when the file's
-size, modification time or inode change, and the least recently used ones go once the kept indexes hold more
-than :data:`CACHE_PACKETS` packets (about 40 bytes of memory each).
+kept in this process (each loader worker has its own; the loaders' workers persist across epochs) and later
+reads of the file seek straight to the keyframe they need and demux only from there (:class:`SeekingPackets`).
+An index is dropped when the file's size, modification time or inode change, and the least recently used ones
+go once the kept indexes hold more than :data:`CACHE_PACKETS` packets (about 24 bytes of memory each).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from bisect import bisect_right
+from array import array
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
 import av
-import numpy as np
 
 from tsm.errors import DataError
 
-# Packets the kept indexes of one process may hold together: 1M is ~40 MB, ~9 h of 30 fps video.
-CACHE_PACKETS = 1_000_000
+# Packets the kept indexes of one process may hold together: ~50 MB, ~18 h of 30 fps video (HMDB51's ~0.65M
+# frames whole, most of UCF101's ~2.5M; a worker keeps the videos it read last of a larger set).
+CACHE_PACKETS = 2_000_000
 
 
 class IndexMismatch(RuntimeError):
@@ -35,18 +36,18 @@ def stamp(packet: av.Packet) -> int | None:
 
 
 class PacketIndex:
-    """The packets of a video stream in decode order: their timestamps, presentation order and keyframes."""
+    """The packets of a video stream in decode order: their timestamps, presentation order and keyframes, in
+    flat integer arrays (about 24 bytes a packet)."""
 
     def __init__(self, stamps: list[int | None], keyframes: list[bool], path: Path) -> None:
         if any(s is None for s in stamps):
             raise DataError(path, "video packets carry no timestamps")
-        self.stamps_by_position = np.asarray(stamps, dtype=np.int64)  # decode position -> timestamp
-        self.order = np.argsort(self.stamps_by_position, kind="stable")  # frame i -> decode position
-        self.stamps = self.stamps_by_position[self.order]  # frame i -> timestamp
-        self.frame_of = {int(s): i for i, s in enumerate(self.stamps)}
-        self.position_of = {int(s): k for k, s in enumerate(self.stamps_by_position)}
-        self.keyframes = np.flatnonzero(np.asarray(keyframes, dtype=bool))
-        self.keystamps = self.stamps_by_position[self.keyframes]
+        order = sorted(range(len(stamps)), key=stamps.__getitem__)
+        self.stamps_by_position = array("q", stamps)  # decode position -> timestamp
+        self.order = array("q", order)  # frame i -> decode position
+        self.stamps = array("q", (stamps[k] for k in order))  # frame i -> timestamp, ascending
+        self.keyframes = array("q", (k for k, key in enumerate(keyframes) if key))  # decode positions
+        self.keystamps = array("q", (stamps[k] for k in self.keyframes))
 
     @classmethod
     def of(cls, packets: list[av.Packet], path: Path) -> PacketIndex:
@@ -55,13 +56,25 @@ class PacketIndex:
     def __len__(self) -> int:
         return len(self.stamps_by_position)
 
+    def frame_of(self, timestamp: int | None) -> int | None:
+        """The frame number shown at ``timestamp``; None for a timestamp no packet has."""
+        if timestamp is None:
+            return None
+        i = bisect_left(self.stamps, timestamp)
+        return i if i < len(self.stamps) and self.stamps[i] == timestamp else None
+
+    def position_of(self, timestamp: int | None) -> int | None:
+        """The decode position of the packet with ``timestamp``; None for a timestamp no packet has."""
+        frame = self.frame_of(timestamp)
+        return None if frame is None else self.order[frame]
+
     def start(self, frame: int) -> int:
         """Packet position to start decoding at for ``frame``: the last keyframe before its packet
         (in decode order) that is not shown after it; 0 when there is none."""
         position, frame_stamp = self.order[frame], self.stamps[frame]
         for j in range(bisect_right(self.keyframes, position) - 1, -1, -1):
             if self.keystamps[j] <= frame_stamp:
-                return int(self.keyframes[j])
+                return self.keyframes[j]
         return 0
 
 
@@ -80,7 +93,7 @@ class SeekingPackets:
             self._seek(position)
         for packet in self.packets:
             self.demuxed += 1
-            found = self.index.position_of.get(stamp(packet)) if packet.size else None
+            found = self.index.position_of(stamp(packet)) if packet.size else None
             if found is None or found < position:  # the demuxer's end marker, or a packet before the one wanted
                 continue
             if found > position:  # the seek went past it: the container's own index disagrees with the packets
