@@ -8,7 +8,8 @@ per segment, fixed seed) from them in one process, as one loader worker does:
   (b) Kinetics-like: 10 s of 340x256 H.264 mp4 at 30 fps, a keyframe every 60 frames;
   (c) Something-V2-like: 3 s of 427x240 VP9 webm at 12 fps (libvpx-vp9's default keyframe spacing).
 Each video is read ``sparse`` (tsm.data.decode.read_video: from the keyframe before each wanted
-frame, skipping unwanted non-reference frames, RGB only for kept frames, one decoder thread), by the
+frame, skipping unwanted non-reference frames, RGB only for kept frames, one decoder thread; the video's
+demuxed index kept from the worker's earlier reads, as across epochs; also without it), by the
 peers decord and torchcodec (each opening the file per clip as a dataset does, one thread; installed
 with ``pip install -e .[bench]``, torchcodec also needs FFmpeg's shared libraries), and five ways
 that decode every frame and pick 8 (see :func:`read_all`). Before timing, every reader's frames are
@@ -33,9 +34,11 @@ import torch
 import torchvision
 from PIL import Image
 
+from tsm.data import decode
 from tsm.data.decode import DecodeStats, read_frames, read_video, to_rgb, video_num_frames
 from tsm.data.sampling import segment_indices
 from tsm.data.transforms import ClipTransform
+from tsm.data.video_index import IndexCache
 
 SEGMENTS = 8
 PEERS = ("decord (one thread)", "torchcodec (one thread, exact seeks)")
@@ -96,6 +99,15 @@ def read_all(path: Path, indices: list[int], convert: str, thread_type: str) -> 
             elif convert == "all" or i in keep:
                 frames[i] = to_rgb(frame)
     return torch.from_numpy(np.stack([frames[i] for i in indices]))
+
+
+def read_unindexed(path: Path, indices: list[int]) -> torch.Tensor:
+    """``read_video`` as on a video's first read in a worker: every packet demuxed, no index kept."""
+    kept, decode.INDEXES = decode.INDEXES, IndexCache(max_packets=0)
+    try:
+        return read_video(path, indices)
+    finally:
+        decode.INDEXES = kept
 
 
 def decord_read(path: Path, indices: list[int]) -> torch.Tensor:
@@ -195,6 +207,7 @@ def main() -> None:
             readers: dict[str, Reader] = {
                 "sparse": lambda i, p=path: read_video(p, i),
                 "sparse + transform": lambda i, p=path: transform(read_video(p, i), 0, rng),
+                "sparse, demuxing every packet (no kept index)": partial(read_unindexed, path),
                 "decord (one thread)": partial(decord_read, path),
                 "torchcodec (one thread, exact seeks)": partial(torchcodec_read, path),
             }
@@ -213,7 +226,8 @@ def main() -> None:
             rows.append(("", f"same frames as sparse (max per-frame mean abs difference, 0-255): {rounding}", None))
             stats = DecodeStats()
             read_video(path, segment_indices(n, SEGMENTS, False, rng), stats)
-            rows.append(("", f"centre clip: {stats.packets}/{n} packets to the decoder, {stats.seeks} seeks", None))
+            centre = f"{stats.packets}/{n} packets to the decoder, {stats.seeks} seeks, {stats.demuxed}/{n} demuxed"
+            rows.append(("", f"centre clip: {centre} (with the kept index)", None))
 
     load = f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
     machine = (

@@ -8,6 +8,7 @@ from PIL import Image
 
 from tests.helpers.videos import SIZE, frame_numbers, write_frames, write_video
 from tsm.data.decode import MIN_SIDE, DataError, DecodeStats, count_frames, read_frames, read_video, video_num_frames
+from tsm.data.video_index import INDEXES, IndexCache
 
 NUM_FRAMES, GOP = 30, 8  # keyframes at 0, 8, 16, 24
 
@@ -144,3 +145,53 @@ def test_frames_under_the_minimum_side_are_a_data_error(tmp_path):
         container.mux(stream.encode())
     with pytest.raises(DataError, match="dot.webm: frames of 1x1 pixels"):
         read_video(video, [0, 2])
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm", ".avi"])
+def test_a_kept_index_reads_the_frames_a_fresh_open_reads(suffix, tmp_path):
+    """The second read of a file seeks by the index the first one kept: the same frames, fewer packets demuxed."""
+    path = write_video(tmp_path / f"clip{suffix}", NUM_FRAMES, gop=GOP)
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        indices = rng.integers(0, NUM_FRAMES, rng.integers(1, 9)).tolist()
+        INDEXES.clear()
+        fresh, fresh_stats = read(path, indices)
+        kept, kept_stats = read(path, indices)
+        assert fresh == kept == indices
+        assert fresh_stats.demuxed == NUM_FRAMES and kept_stats.packets == fresh_stats.packets
+    INDEXES.clear()
+    read(path, [0])
+    numbers, stats = read(path, [26, 27])  # after the keyframe at 24: demuxed from there
+    assert numbers == [26, 27] and stats.demuxed <= NUM_FRAMES - 24 + 2
+
+
+def test_a_changed_file_is_indexed_again(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", NUM_FRAMES, gop=GOP)
+    assert read(path, [25, 3])[0] == [25, 3]
+    write_video(path, 20, gop=5)  # the same name, other packets
+    numbers, stats = read(path, [25, 3, 12])
+    assert numbers == [19, 3, 12] and stats.demuxed == 20  # clamped to the new last frame; demuxed afresh
+
+
+def test_a_wrong_kept_index_falls_back_to_demuxing(tmp_path):
+    """An index that does not match the file's packets (kept under the file's own signature) is replaced."""
+    path = write_video(tmp_path / "clip.mp4", NUM_FRAMES, gop=GOP)
+    other = write_video(tmp_path / "other.mp4", NUM_FRAMES, fps=25, gop=GOP)  # other timestamps
+    read(other, [0])
+    INDEXES.put(path, INDEXES.signature(path), INDEXES.get(other, INDEXES.signature(other)))
+    numbers, stats = read(path, [17, 2])
+    assert numbers == [17, 2] and stats.demuxed >= NUM_FRAMES
+    assert read(path, [17, 2])[1].demuxed < NUM_FRAMES  # its own index is kept now
+
+
+def test_kept_indexes_are_bounded_least_recently_used_first(tmp_path):
+    cache = IndexCache(max_packets=2 * NUM_FRAMES)
+    paths = [write_video(tmp_path / f"clip{i}.mp4", NUM_FRAMES, gop=GOP) for i in range(3)]
+    for path in paths[:2]:
+        read(path, [0])
+        cache.put(path, cache.signature(path), INDEXES.get(path, cache.signature(path)))
+    assert cache.get(paths[0], cache.signature(paths[0])) is not None  # now the most recently used
+    read(paths[2], [0])
+    cache.put(paths[2], cache.signature(paths[2]), INDEXES.get(paths[2], cache.signature(paths[2])))
+    kept = [cache.get(path, cache.signature(path)) is not None for path in paths]
+    assert kept == [True, False, True] and cache.packets == 2 * NUM_FRAMES

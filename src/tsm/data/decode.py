@@ -1,11 +1,12 @@
 """Read the sampled frames of a clip, and only those: from a video file (PyAV) or a JPEG frame folder.
 
-Videos: the packets of the video stream are demuxed once (no decoding), which gives the exact
-frame count, the presentation order of frames (frame ``i`` is the packet with the ``i``-th
-smallest timestamp, so B-frame reordering and variable frame rates need no fps arithmetic) and
-where the keyframes are. Decoding then starts at the keyframe before each wanted frame when that
-keyframe lies past what has been decoded so far (a seek), and continues forward otherwise; it
-stops at the packet of the last wanted frame of a run and drains the decoder, so no frame after
+Videos: the first read of a file in a process demuxes every packet of its video stream (no decoding),
+which gives the exact frame count, the presentation order of frames (frame ``i`` is the packet with the
+``i``-th smallest timestamp, so B-frame reordering and variable frame rates need no fps arithmetic) and
+where the keyframes are; that index is kept (:mod:`tsm.data.video_index`), so later reads of the file seek
+the container straight to the packets they decode. Decoding then starts at the keyframe before each
+wanted frame when that keyframe lies past what has been decoded so far (a seek), and continues forward
+otherwise; it stops at the packet of the last wanted frame of a run and drains the decoder, so no frame after
 it is decoded. On the way, frames that no other frame refers to (most B-frames) are skipped by
 the decoder (``skip_frame="NONREF"``) unless they are wanted. Only the frames kept are
 converted to RGB. The decoder runs single-threaded: loader workers already take one core each,
@@ -23,7 +24,6 @@ import os
 import re
 import string
 import threading
-from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ import torch
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
+from tsm.data.video_index import INDEXES, IndexMismatch, PacketIndex, SeekingPackets, stamp
 from tsm.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
@@ -61,38 +62,12 @@ def check_on_error(on_error: str) -> str:
 
 @dataclass
 class DecodeStats:
-    """What :func:`read_video` did: packets sent to the decoder (including the non-reference ones it
-    skips) and keyframe jumps (seeks)."""
+    """What :func:`read_video` did: packets read from the file (``demuxed``), packets sent to the decoder
+    (including the non-reference ones it skips) and keyframe jumps (seeks)."""
 
+    demuxed: int = 0
     packets: int = 0
     seeks: int = 0
-
-
-class _PacketIndex:
-    """The demuxed packets of a video stream in decode order, with presentation order and keyframes."""
-
-    def __init__(self, packets: list[av.Packet], path: Path) -> None:
-        self.packets = packets
-        stamps = [p.pts if p.pts is not None else p.dts for p in packets]
-        if any(s is None for s in stamps):
-            raise DataError(path, "video packets carry no timestamps")
-        self.order = sorted(range(len(packets)), key=stamps.__getitem__)  # frame i -> packet position
-        self.stamps = [stamps[k] for k in self.order]  # frame i -> timestamp
-        self.frame_of = {stamp: i for i, stamp in enumerate(self.stamps)}
-        self.keyframes = [k for k, p in enumerate(packets) if p.is_keyframe]
-        self.keystamps = [stamps[k] for k in self.keyframes]
-
-    def __len__(self) -> int:
-        return len(self.packets)
-
-    def start(self, frame: int) -> int:
-        """Packet position to start decoding at for ``frame``: the last keyframe before its packet
-        (in decode order) that is not shown after it; 0 when there is none."""
-        position, stamp = self.order[frame], self.stamps[frame]
-        for j in range(bisect_right(self.keyframes, position) - 1, -1, -1):
-            if self.keystamps[j] <= stamp:
-                return self.keyframes[j]
-        return 0
 
 
 def _why(err: Exception) -> str:
@@ -126,8 +101,8 @@ def _header_frames(container: av.container.InputContainer, stream: av.VideoStrea
     return 0.0
 
 
-def _index(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> _PacketIndex:
-    """Demux every packet of ``stream``; a file holding clearly fewer than its header promises is truncated."""
+def _demux(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> list[av.Packet]:
+    """Every packet of ``stream`` with data; a file holding clearly fewer than its header promises is truncated."""
     try:  # all but the empty packet that ends demuxing; empty ones with a timestamp are dropped frames (AVI)
         demuxed = [p for p in container.demux(stream) if p.size or p.dts is not None]
     except (av.FFmpegError, OSError) as err:
@@ -137,34 +112,73 @@ def _index(container: av.container.InputContainer, stream: av.VideoStream, path:
     packets = [p for p in demuxed if p.size]
     if not packets or len(demuxed) < expected * (1 - relative) - absolute:
         raise DataError(path, f"truncated video: {len(demuxed)} frames in the file, ~{expected:.0f} in its header")
-    return _PacketIndex(packets, path)
+    return packets
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    try:
+        return INDEXES.signature(path)
+    except FileNotFoundError as err:
+        raise DataError(path, "video file not found") from err
+    except (OSError, ValueError) as err:  # ValueError: a NUL character in the path
+        raise DataError(path, f"cannot open video: {_why(err)}") from err
 
 
 def video_num_frames(path: str | os.PathLike) -> int:
-    """Frames in a video: the stream's frame count from the header, else the packets counted by demuxing."""
+    """Frames in a video: the stream's frame count from the header, else the packets counted by demuxing
+    (whose index is kept for the reads that follow)."""
     path = Path(path)
+    signature = _signature(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
         if stream.frames > 0:
             return stream.frames
-        return len(_index(container, stream, path))
+        index = INDEXES.get(path, signature)
+        if index is None:
+            index = PacketIndex.of(_demux(container, stream, path), path)
+            INDEXES.put(path, signature, index)
+        return len(index)
 
 
 def read_video(path: str | os.PathLike, indices: Sequence[int], stats: DecodeStats | None = None) -> torch.Tensor:
     """Frames ``indices`` (0-based, any order, repeats allowed) of a video as uint8 ``(T, H, W, 3)``.
 
-    Indices past the last frame (a header count slightly above the true one) read the last frame.
+    Indices past the last frame (a header count slightly above the true one) read the last frame. A video
+    read before in this process is not demuxed again: its kept index (:mod:`tsm.data.video_index`) seeks
+    straight to the packets wanted.
     """
     path = Path(path)
     stats = stats if stats is not None else DecodeStats()
+    signature = _signature(path)
+    index = INDEXES.get(path, signature)
+    if index is not None:
+        try:
+            return _read(path, indices, stats, index, signature)
+        except IndexMismatch:  # the file's packets are not the indexed ones: index it again
+            pass
+    return _read(path, indices, stats, None, signature)
+
+
+def _read(
+    path: Path, indices: Sequence[int], stats: DecodeStats, index: PacketIndex | None, signature: tuple[int, int, int]
+) -> torch.Tensor:
+    """:func:`read_video` seeking by ``index``, or (None) demuxing every packet and keeping their index."""
     with _open(path) as container:
         stream = _video_stream(container, path)
-        index = _index(container, stream, path)
+        if index is None:
+            packets = _demux(container, stream, path)
+            stats.demuxed += len(packets)
+            index = PacketIndex.of(packets, path)
+            INDEXES.put(path, signature, index)
+        else:
+            packets = SeekingPackets(container, stream, index)
         clamped = [min(max(int(i), 0), len(index) - 1) for i in indices]
         try:
-            frames = _decode(stream.codec_context, index, sorted(set(clamped)), stats)
+            frames = _decode(stream.codec_context, index, packets, sorted(set(clamped)), stats)
         except (av.FFmpegError, OSError) as err:
             raise DataError(path, f"cannot decode video: {_why(err)}") from err
+        finally:
+            stats.demuxed += getattr(packets, "demuxed", 0)
     missing = sorted(set(clamped) - frames.keys())
     if missing:
         raise DataError(path, f"frames {missing} could not be decoded")
@@ -172,16 +186,21 @@ def read_video(path: str | os.PathLike, indices: Sequence[int], stats: DecodeSta
 
 
 def _decode(
-    codec: av.CodecContext, index: _PacketIndex, wanted: list[int], stats: DecodeStats
+    codec: av.CodecContext,
+    index: PacketIndex,
+    packets: Sequence[av.Packet] | SeekingPackets,
+    wanted: list[int],
+    stats: DecodeStats,
 ) -> dict[int, np.ndarray]:
-    """Decode runs of packets that cover ``wanted`` (ascending frame numbers); RGB arrays of those frames."""
+    """Decode runs of ``packets`` (by decode position) that cover ``wanted`` (ascending frame numbers); RGB
+    arrays of those frames."""
     keep = set(wanted)
     wanted_packets = {index.order[frame] for frame in wanted}
     out: dict[int, np.ndarray] = {}
 
     def collect(frames: Iterable[av.VideoFrame]) -> None:
         for frame in frames:
-            i = index.frame_of.get(frame.pts if frame.pts is not None else frame.dts)
+            i = index.frame_of(stamp(frame))
             if i in keep and i not in out:
                 out[i] = to_rgb(frame)
 
@@ -200,7 +219,7 @@ def _decode(
         while position <= index.order[frame]:
             # Frames no other frame refers to are skipped by the decoder unless they are wanted.
             codec.skip_frame = "DEFAULT" if position in wanted_packets else "NONREF"
-            collect(codec.decode(index.packets[position]))
+            collect(codec.decode(packets[position]))
             position += 1
             stats.packets += 1
     drain()
