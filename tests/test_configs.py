@@ -39,7 +39,7 @@ def test_experiment_composes_and_instantiates(name, tmp_path, tiny_overrides):
     model = hydra.utils.instantiate(cfg.model)
     assert model.net.num_classes == datamodule.num_classes == cfg.data.num_classes
     assert model.net.num_segments == cfg.data.num_segments
-    resolve_precision(cfg)  # as src/train.py does: Lightning takes no precision=auto
+    resolve_precision(cfg, model)  # as src/train.py does: Lightning takes no precision=auto
     hydra.utils.instantiate(cfg.trainer)
 
 

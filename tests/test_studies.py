@@ -126,12 +126,13 @@ def test_shift_ablation_study_tiny(tmp_path):
 @pytest.mark.slow
 def test_data_throughput_bench_tiny(tmp_path):
     out = tmp_path / "data.md"
-    run_study("data_throughput.bench", "--clips", "1", "--out", out)
+    run_study("data_throughput.bench", "--clips", "1", "--long-seconds", "4", "--out", out)
     table = out.read_text()
-    assert "| (a) Jester-like" in table and "| (c) Something-V2-like" in table
+    assert "| (a) Jester-like" in table and "| (c) Something-V2-like" in table and "| (d) long, 4 s H.264" in table
     assert "sparse speed-up over the 5 decode-all reads" in table and "packets to the decoder" in table
     assert "| decord (one thread) |" in table and "| torchcodec (one thread, exact seeks) |" in table
-    assert table.count("same frames as sparse") == 2  # checked on both videos before timing
+    assert table.count("same frames as sparse") == 3  # checked on every video before timing
+    assert table.count("the kept index:") == 3 and table.count("decode-all reads") == 2  # none on the long one
 
 
 @pytest.mark.slow
@@ -198,13 +199,14 @@ def test_recipe_step_time_tiny(tmp_path):
     rows = [
         line for line in (tmp_path / "step_time.md").read_text().splitlines() if line.startswith("| ") and "`" in line
     ]
-    auto = auto_precision("auto")[0]  # the default's precision on this machine
+    auto = auto_precision("auto", depthwise=False)[0]  # the default's precision on this machine
     assert rows[0].startswith(f"| default (resnet10t_050, 64x64) | `-` | {auto} | 1.23 | 180 |")
     assert rows[0].endswith("| 1.00 |")
     assert rows[1].startswith("| default in float32 | `trainer.precision=32-true` | 32-true | 1.23 | 180 |")
     previous = "| mobilenetv2_050 (the previous default), 64x64 | `model.backbone=mobilenetv2_050`"
-    assert f"{previous} | {auto} | 0.70 | 63 |" in rows[2]
-    assert len(rows) == 7
+    assert f"{previous} | 32-true | 0.70 | 63 |" in rows[2]  # depthwise: float32 on any CPU
+    assert rows[3].startswith("| mobilenetv2_050 in bf16 mixed precision | `model.backbone=mobilenetv2_050 trainer")
+    assert "| bf16-mixed | 0.70 | 63 |" in rows[3] and len(rows) == 8
 
 
 def test_studies_run_as_modules_without_path_edits():
@@ -270,7 +272,7 @@ def test_speed_bench_tiny(tmp_path):
     run_study("speed.bench", *args, "--out", tmp_path)
     lines = (tmp_path / "results.md").read_text().splitlines()
     rows = [line.split(" | ") for line in lines if line.startswith("| 32 |")]
-    auto = auto_precision("auto")[0]
+    auto = auto_precision("auto", depthwise=False)[0]
     expected = [("official", "32-true"), ("fp32", "32-true"), ("channels_last", "32-true"), ("defaults", auto)]
     for row, (word, precision) in zip(rows, expected, strict=True):
         assert word in row[1] and row[2] == precision and float(row[3]) > 0

@@ -32,6 +32,7 @@ CANDIDATES = {
     "default (resnet10t_050, 64x64)": [],
     "default in float32": ["trainer.precision=32-true"],
     "mobilenetv2_050 (the previous default), 64x64": ["model.backbone=mobilenetv2_050"],
+    "mobilenetv2_050 in bf16 mixed precision": ["model.backbone=mobilenetv2_050", "trainer.precision=bf16-mixed"],
     "mobilenetv2_050, 80x80": ["model.backbone=mobilenetv2_050", "data.crop_size=80"],
     "mobilenetv2_100, 64x64": ["model.backbone=mobilenetv2_100"],
     "resnet10t (full width), 64x64": ["model.backbone=resnet10t"],
@@ -43,8 +44,8 @@ def training_step(overrides: list[str], batch: int) -> tuple[Callable[[], None],
     """One SGD step of the default run's model with ``overrides``, its parameters and MACs per clip, and its
     precision (``auto`` resolved as ``src/train.py`` resolves it)."""
     cfg = compose_train(overrides)
-    resolve_precision(cfg)
     module = hydra.utils.instantiate(cfg.model).train()
+    resolve_precision(cfg, module.net)
     size, frames = cfg.data.crop_size, cfg.data.num_segments
     clips = torch.rand(batch, frames, 3, size, size)
     labels = torch.randint(cfg.data.num_classes, (batch,))

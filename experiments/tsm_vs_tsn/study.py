@@ -42,6 +42,7 @@ COLORS = ("tab:gray", "tab:blue", "tab:green", "tab:orange")
 def budget_overrides(s: dict, frame: int, seed: int) -> list[str]:
     """The data, schedule and seed of one run of scale ``s`` at ``frame``-pixel frames (the default model)."""
     extra = [f"data.batch_size={s['batch']}", f"trainer.max_epochs={s['epochs']}", f"seed={seed}"]
+    extra.append("trainer.precision=32-true")  # as its runs were made (the default is now bf16 where the CPU has it)
     return [*synthetic_overrides(s["train"], s["eval"], frame), *extra]
 
 

@@ -17,7 +17,7 @@ import yaml
 from tests.helpers.compare import rel_error
 from tests.helpers.config import TINY, compose_train
 from tests.helpers.weights import random_recognizer
-from tsm.training.precision import auto_precision, cpu_has_bf16, resolve_precision
+from tsm.training.precision import auto_precision, cpu_has_bf16, has_depthwise, resolve_precision
 from tsm.training.task import train
 
 BF16_TOLERANCE = 5e-2
@@ -72,35 +72,44 @@ def test_bf16_detection_agrees_with_the_kernel():
 
 
 @pytest.mark.parametrize(
-    ("accelerator", "cuda", "bf16", "expected"),
+    ("accelerator", "cuda", "bf16", "depthwise", "expected"),
     [
-        ("cpu", False, True, "bf16-mixed"),
-        ("cpu", False, False, "32-true"),
-        ("auto", False, True, "bf16-mixed"),
-        ("auto", True, True, "32-true"),  # auto picks the GPU
-        ("gpu", True, True, "32-true"),
-        ("cpu", True, True, "bf16-mixed"),  # asked for the CPU beside a GPU
+        ("cpu", False, True, False, "bf16-mixed"),
+        ("cpu", False, False, False, "32-true"),
+        ("cpu", False, True, True, "32-true"),  # depthwise convolutions: slower in bf16 on a CPU
+        ("auto", False, True, False, "bf16-mixed"),
+        ("auto", True, True, False, "32-true"),  # auto picks the GPU
+        ("gpu", True, True, False, "32-true"),
+        ("cpu", True, True, False, "bf16-mixed"),  # asked for the CPU beside a GPU
     ],
 )
-def test_auto_precision_rules(accelerator, cuda, bf16, expected, monkeypatch):
+def test_auto_precision_rules(accelerator, cuda, bf16, depthwise, expected, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    precision, why = auto_precision(accelerator, bf16=bf16)
+    precision, why = auto_precision(accelerator, depthwise, bf16=bf16)
     assert precision == expected and why
 
 
+@pytest.mark.parametrize(("backbone", "depthwise"), [("resnet10t_050", False), ("mobilenetv2_050", True)])
+def test_depthwise_convolutions_are_found(backbone, depthwise):
+    assert has_depthwise(random_recognizer(backbone, 9, 4, shift={})) == depthwise
+
+
 def test_explicit_precision_is_kept(tmp_path):
+    model = random_recognizer("resnet10t_050", 9, 4, shift={})
     for precision in ("32-true", "bf16-mixed", "16-mixed"):
         cfg = compose_train([f"trainer.precision={precision}"], tmp_path)
-        resolve_precision(cfg)
+        resolve_precision(cfg, model)
         assert cfg.trainer.precision == precision
 
 
-def test_default_run_records_and_logs_the_resolved_precision(tmp_path, caplog):
-    """``python src/train.py``'s config says ``auto``; its saved config.yaml and its log say what ran."""
-    cfg = compose_train(["debug=fdr", "logger=csv", *TINY], tmp_path)
+@pytest.mark.parametrize(("backbone", "bf16"), [("resnet10t_050", True), ("mobilenetv2_050", False)])
+def test_default_run_records_and_logs_the_resolved_precision(backbone, bf16, tmp_path, caplog):
+    """``python src/train.py``'s config says ``auto``; its saved config.yaml and its log say what ran: bf16 for
+    the default model on a CPU with bf16, float32 for MobileNetV2 (depthwise) on any CPU."""
+    cfg = compose_train(["debug=fdr", "logger=csv", *TINY, f"model.backbone={backbone}"], tmp_path)
     assert cfg.trainer.precision == "auto"
-    expected = "bf16-mixed" if cpu_has_bf16() else "32-true"
+    expected = "bf16-mixed" if bf16 and cpu_has_bf16() else "32-true"
     with caplog.at_level(logging.INFO, logger="tsm.training.precision"):
         metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"])

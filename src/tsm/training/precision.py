@@ -1,8 +1,9 @@
-"""``trainer.precision=auto``: bf16 mixed precision where the CPU trains in it natively, float32 elsewhere.
+"""``trainer.precision=auto``: bf16 mixed precision where the CPU trains the network faster in it, float32 elsewhere.
 
-On this project's CPUs with AVX-512 BF16 a training step of the default model takes 0.79x float32's and
-reaches the same accuracy on every seed (experiments/recipe); on a CPU without bf16 units, bf16 is
-emulated and slower, and on a GPU the choice is the user's (``trainer=gpu`` sets ``bf16-mixed``).
+On this project's CPU with AVX-512 BF16, a training step of the default model is faster in bf16 and reaches the
+same accuracy on every seed, while MobileNetV2's is slower: bf16 depthwise convolutions have no fast CPU kernels
+(``experiments/recipe/step_time.md``, ``experiments/recipe/results_small.md``). On a CPU without bf16 units bf16
+is emulated and slower, and on a GPU the choice is the user's (``trainer=gpu`` sets ``bf16-mixed``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 
 import torch
 from omegaconf import DictConfig, open_dict
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +33,30 @@ def trains_on_cpu(accelerator: str) -> bool:
     return accelerator == "cpu"
 
 
-def auto_precision(accelerator: str, bf16: bool | None = None) -> tuple[str, str]:
-    """The precision ``auto`` stands for with ``accelerator``, and why (``bf16``: the CPU's, detected if None)."""
+def has_depthwise(model: nn.Module) -> bool:
+    """Whether ``model`` has a depthwise convolution (one group per input channel, more than one channel)."""
+    return any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels for m in model.modules())
+
+
+def auto_precision(accelerator: str, depthwise: bool, bf16: bool | None = None) -> tuple[str, str]:
+    """The precision ``auto`` stands for with ``accelerator`` for a network with or without ``depthwise``
+    convolutions, and why (``bf16``: the CPU's, detected if None)."""
     if not trains_on_cpu(accelerator):
         return FP32, f"trainer.accelerator={accelerator} is not the CPU (set trainer.precision for a GPU)"
-    if cpu_has_bf16() if bf16 is None else bf16:
-        return BF16, "this CPU has native bf16 (AVX-512 BF16 or AMX)"
-    return FP32, "this CPU has no native bf16"
+    if not (cpu_has_bf16() if bf16 is None else bf16):
+        return FP32, "this CPU has no native bf16"
+    if depthwise:
+        return FP32, "the network has depthwise convolutions, slower in bf16 on CPUs"
+    return BF16, "this CPU has native bf16 (AVX-512 BF16 or AMX)"
 
 
-def resolve_precision(cfg: DictConfig) -> None:
-    """Replace ``cfg.trainer.precision=auto`` by what it stands for, logged; any other value is kept."""
+def resolve_precision(cfg: DictConfig, model: nn.Module) -> None:
+    """Replace ``cfg.trainer.precision=auto`` by what it stands for with ``model``, logged; any other value is
+    kept."""
     trainer = cfg.trainer
     if str(trainer.get("precision")) != AUTO:
         return
-    precision, why = auto_precision(str(trainer.get("accelerator", "auto")))
+    precision, why = auto_precision(str(trainer.get("accelerator", "auto")), has_depthwise(model))
     with open_dict(trainer):
         trainer.precision = precision
     log.info("trainer.precision=auto: %s, as %s (trainer.precision=%s or %s to choose)", precision, why, FP32, BF16)

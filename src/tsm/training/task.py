@@ -80,14 +80,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.train and rank_zero_only.rank == 0:  # before anything is written into the run directory
         claim_run_dir(output_dir, cfg.get("ckpt_path"), requeued, bool(cfg.get("overwrite")))
     group_sweep_runs(cfg)
-    resolve_precision(cfg)  # before the config is printed and saved: config.yaml records what ran
     pl.seed_everything(cfg.seed, workers=True)
     metrics: dict[str, Any] = {}
     try:
         datamodule = instantiate_data(cfg)
-        if rank_zero_only.rank == 0:  # other ranks write nothing here: rank 0 may not have claimed the directory yet
-            print_config(cfg, output_dir)  # with data.num_classes as read from the labels
         model = hydra.utils.instantiate(cfg.model)
+        resolve_precision(cfg, model)
+        if rank_zero_only.rank == 0:  # other ranks write nothing here: rank 0 may not have claimed the directory yet
+            print_config(cfg, output_dir)  # with data.num_classes as read from the labels, the precision resolved
         loggers = instantiate_group(cfg.get("logger"))
         trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
