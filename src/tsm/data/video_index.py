@@ -104,8 +104,11 @@ class SeekingPackets:
 
     def _seek(self, position: int) -> None:
         if position or self.packets is not None:  # a fresh container already stands at the first packet
-            target = int(self.index.stamps_by_position[position])
-            self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+            target = self.index.stamps_by_position[position]
+            try:
+                self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+            except (av.FFmpegError, OSError) as err:  # a container that cannot seek is read from its start
+                raise IndexMismatch(f"cannot seek to packet {position}: {err}") from err
         self.packets = self.container.demux(self.stream)
 
 
