@@ -115,6 +115,16 @@ def _demux(container: av.container.InputContainer, stream: av.VideoStream, path:
     return packets
 
 
+def _index_afresh(
+    container: av.container.InputContainer, stream: av.VideoStream, path: Path, signature: tuple[int, int, int]
+) -> tuple[list[av.Packet], PacketIndex]:
+    """Every packet of ``stream`` (:func:`_demux`) and their index, kept for later reads of the file."""
+    packets = _demux(container, stream, path)
+    index = PacketIndex.of(packets, path)
+    INDEXES.put(path, signature, index)
+    return packets, index
+
+
 def _signature(path: Path) -> tuple[int, int, int]:
     try:
         return INDEXES.signature(path)
@@ -134,10 +144,7 @@ def video_num_frames(path: str | os.PathLike) -> int:
         if stream.frames > 0:
             return stream.frames
         index = INDEXES.get(path, signature)
-        if index is None:
-            index = PacketIndex.of(_demux(container, stream, path), path)
-            INDEXES.put(path, signature, index)
-        return len(index)
+        return len(index if index is not None else _index_afresh(container, stream, path, signature)[1])
 
 
 def read_video(path: str | os.PathLike, indices: Sequence[int], stats: DecodeStats | None = None) -> torch.Tensor:
@@ -166,10 +173,8 @@ def _read(
     with _open(path) as container:
         stream = _video_stream(container, path)
         if index is None:
-            packets = _demux(container, stream, path)
+            packets, index = _index_afresh(container, stream, path, signature)
             stats.demuxed += len(packets)
-            index = PacketIndex.of(packets, path)
-            INDEXES.put(path, signature, index)
         else:
             packets = SeekingPackets(container, stream, index)
         clamped = [min(max(int(i), 0), len(index) - 1) for i in indices]
