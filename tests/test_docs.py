@@ -228,8 +228,8 @@ def deploy_rows(text: str, columns: int) -> dict[tuple[str, str, str], list[str]
     return rows
 
 
-def test_the_readme_deployment_table_is_the_deploy_study_s():
-    """Every row of the README's deployment table is the deploy study's results file's, number for number."""
-    readme = deploy_rows((ROOT / "README.md").read_text(), 8)
+def test_the_deployment_guide_s_table_is_the_deploy_study_s():
+    """Every row of the deployment guide's table is the deploy study's results file's, number for number."""
+    guide = deploy_rows((ROOT / "docs/deployment.md").read_text(), 8)
     study = deploy_rows((ROOT / "experiments/deploy/results.md").read_text(), 9)
-    assert len(readme) == len(study) == 14 and readme == study
+    assert len(guide) == len(study) == 14 and guide == study
