@@ -221,3 +221,34 @@ def int8_edge_files(fp32: dict[str, Path], clips: list[np.ndarray], description:
         source = fp32[f"{runtime} fp32"]
         files[f"{runtime} int8"] = convert(source, source.with_stem(f"{source.stem}_int8"), clips, description)
     return files
+
+
+def write_jester_folder(
+    root: Path, classes: tuple[str, ...], counts: Mapping[str, int], render: Callable[[str, int, str], np.ndarray]
+) -> Path:
+    """A folder in Jester V1's publisher layout (``jester-v1-labels.csv``, ``id;label`` train and validation
+    CSVs, an empty test CSV, ``20bn-jester-v1/<id>/00001.jpg`` ...), ``counts[part]`` clips per part
+    (``train``, ``validation``) labelled with ``classes`` in turn, each clip's uint8 ``(T, H, W, 3)`` frames
+    from ``render(part, index, class_name)``; kept as it is once complete."""
+    from PIL import Image
+
+    done = root / "complete"
+    if done.is_file():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "jester-v1-labels.csv").write_text("".join(f"{c}\n" for c in classes))
+    next_id = 1
+    for part in ("train", "validation"):
+        lines = []
+        for index in range(counts[part]):
+            name = classes[index % len(classes)]
+            folder = root / "20bn-jester-v1" / str(next_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            for t, frame in enumerate(render(part, index, name)):
+                Image.fromarray(frame).save(folder / f"{t + 1:05d}.jpg", quality=90)
+            lines.append(f"{next_id};{name}\n")
+            next_id += 1
+        (root / f"jester-v1-{part}.csv").write_text("".join(lines))
+    (root / "jester-v1-test.csv").write_text("")
+    done.write_text("")
+    return root

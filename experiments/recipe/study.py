@@ -29,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from PIL import Image
 
 from experiments.common import (
     QUIET,
@@ -39,6 +38,7 @@ from experiments.common import (
     summary,
     synthetic_overrides,
     timed_run,
+    write_jester_folder,
 )
 from tsm.data.sources.synthetic import SyntheticGestures
 
@@ -93,32 +93,15 @@ COLORS = {"TSM": "tab:blue", "TSM-MobileNetV2": "tab:orange", "TSM-fp32": "tab:g
 def write_jester(root: Path, j: dict) -> Path:
     """A Jester V1 folder of synthetic Swiping Left/Right/Up/Down clips (labelled in turn), ``j['train']``
     and ``j['validation']`` of them, ``j['frames']`` JPEG frames of ``j['size']`` pixels each; kept if complete."""
-    done = root / "complete"
-    if done.is_file():
-        return root
-    names = list(GESTURES)
-    for c in names:
-        if c not in LABELS:
-            raise ValueError(f"gesture {c!r} is not in the labels file's classes")
-    (root / "jester-v1-labels.csv").parent.mkdir(parents=True, exist_ok=True)
-    (root / "jester-v1-labels.csv").write_text("".join(f"{c}\n" for c in LABELS))
-    next_id = 1
-    for split, part in (("train", "train"), ("val", "validation")):
-        source = SyntheticGestures(split, {split: j[part]}, num_frames=j["frames"], frame_size=j["size"], seed=7)
-        lines = []
-        for index in range(j[part]):
-            name = names[index % len(names)]
-            frames = source.render(index, list(range(j["frames"])), GESTURES[name]).numpy()
-            folder = root / "20bn-jester-v1" / str(next_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            for t, frame in enumerate(frames):
-                Image.fromarray(frame).save(folder / f"{t + 1:05d}.jpg", quality=90)
-            lines.append(f"{next_id};{name}\n")
-            next_id += 1
-        (root / f"jester-v1-{part}.csv").write_text("".join(lines))
-    (root / "jester-v1-test.csv").write_text("")
-    done.write_text("")
-    return root
+    sources = {
+        part: SyntheticGestures(split, {split: j[part]}, num_frames=j["frames"], frame_size=j["size"], seed=7)
+        for split, part in (("train", "train"), ("val", "validation"))
+    }
+
+    def render(part: str, index: int, name: str):
+        return sources[part].render(index, list(range(j["frames"])), GESTURES[name]).numpy()
+
+    return write_jester_folder(root, LABELS, j, render)
 
 
 def task_overrides(s: dict, task: str, root: Path, variant: str) -> list[str]:

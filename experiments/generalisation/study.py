@@ -1,0 +1,191 @@
+"""Does the Jester recipe hold on Jester-format data it was not tuned on?
+
+    python -m experiments.generalisation.study [--scale small|tiny] [--parallel 2] [--out experiments/generalisation]
+
+Three folders in Jester's publisher layout, four swipes each (Swiping Left/Right/Up/Down, two time-reversed
+pairs), rendered by three different pieces of code that differ in what moves, its texture, size and speed,
+the background and the noise (``folders.png`` shows them):
+
+- ``objects``: ``tsm.data.sources.synthetic`` (a textured square or disc over a smooth colour field), 100x100;
+- ``hand``: :func:`~experiments.generalisation.scenes.hand_swipe` (a hand crossing a cluttered room), 100x150;
+- ``particles``: :func:`~experiments.generalisation.scenes.particle_drift` (a cloud of blobs, no object), 96x128.
+
+Each is trained from scratch with the command a user types for a Jester-format folder,
+``python src/train.py data=jester data.root=FOLDER model.backbone=mobilenetv2_100 data.crop_size=64
+trainer.max_epochs=12`` (TSM), and the same with ``model/shift=none`` (TSN), on fixed seeds; nothing about
+the recipe was tuned on these folders. Runs land in ``<out>/runs/<scale>/`` and are reused when present.
+Writes ``results_<scale>.md`` and ``generalisation_<scale>.png`` (validation top-1 per epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
+
+from experiments.common import QUIET, epoch_curve, machine, plot_band, summary, timed_run, write_jester_folder
+from experiments.generalisation.scenes import SWIPES, hand_swipe, particle_drift, swipe
+from tsm.data.sources.synthetic import SyntheticGestures
+
+CLASSES = tuple(SWIPES)
+# folder -> (frame height, width)
+FRAMES = {"objects": (100, 100), "hand": (100, 150), "particles": (96, 128)}
+# the synthetic class that moves as each swipe: two time-reversed pairs
+OBJECT_CLASS = {"Swiping Left": 0, "Swiping Right": 1, "Swiping Up": 2, "Swiping Down": 3}
+SCALES = {
+    # clips per part, frames per clip, epochs, frame side factor, seeds per variant (TSN: the baseline, fewer)
+    "small": {
+        "train": 360,
+        "validation": 120,
+        "frames": 16,
+        "epochs": 12,
+        "shrink": 1,
+        "seeds": {"TSM": (1, 2, 3), "TSN": (1,)},
+    },
+    "tiny": {"train": 8, "validation": 4, "frames": 8, "epochs": 1, "shrink": 2, "seeds": {"TSM": (1,), "TSN": ()}},
+}
+RECIPE = ["data=jester", "model.backbone=mobilenetv2_100", "data.crop_size=64"]
+VARIANTS = {"TSM": [], "TSN": ["model/shift=none"]}
+COLORS = {"TSM": "tab:blue", "TSN": "tab:gray"}
+PASS = 0.90  # TSM's validation top-1 at the last epoch, every seed
+
+
+def renderer(folder: str, s: dict):
+    """``render(part, index, name)`` for :func:`write_jester_folder`: the folder's frames of one clip."""
+    height, width = (side // s["shrink"] for side in FRAMES[folder])
+    parts = ("train", "validation")
+    if folder == "objects":
+        sources = {
+            part: SyntheticGestures(split, {split: s[part]}, s["frames"], frame_size=height, seed=11)
+            for split, part in zip(("train", "val"), parts, strict=True)
+        }
+        return lambda part, i, name: sources[part].render(i, list(range(s["frames"])), OBJECT_CLASS[name]).numpy()
+    scene = {"hand": hand_swipe, "particles": particle_drift}[folder]
+    seed = list(FRAMES).index(folder)
+
+    def render(part: str, index: int, name: str) -> np.ndarray:
+        rng = np.random.default_rng([seed, parts.index(part), index])
+        return swipe(scene, rng, name, s["frames"], height, width)
+
+    return render
+
+
+def preview(folders: dict[str, Path], out: Path) -> None:
+    """``folders.png``: the first validation clip of each swipe per folder, every third frame."""
+    rows = []
+    for root in folders.values():
+        ids = [line.split(";")[0] for line in (root / "jester-v1-validation.csv").read_text().splitlines()[:4]]
+        for clip_id in ids:
+            frames = sorted((root / "20bn-jester-v1" / clip_id).glob("*.jpg"))[::3]
+            strip = np.concatenate([np.asarray(Image.open(f).resize((96, 72))) for f in frames], axis=1)
+            rows.append(np.pad(strip, ((0, 3), (0, 0), (0, 0)), constant_values=255))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    Image.fromarray(np.concatenate(rows)).save(out / "folders.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", choices=SCALES, default="small")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--report-only", action="store_true", help="tabulate the runs already there, train none")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time, one torch thread each")
+    args = parser.parse_args()
+    s = SCALES[args.scale]
+    runs = args.out / "runs" / args.scale
+    folders = {f: write_jester_folder(runs / f"{f}_data", CLASSES, s, renderer(f, s)) for f in FRAMES}
+    preview(folders, args.out)
+    jobs = []
+    for variant, seeds in s["seeds"].items():  # TSM first (the pass criterion), the folders interleaved
+        for seed in seeds:
+            for folder, root in folders.items():
+                run_dir = runs / f"{folder}_{variant.lower()}_seed{seed}"
+                if not args.report_only or (run_dir / "metrics.json").is_file():
+                    overrides = [*overrides_of(s, root), *VARIANTS[variant], f"seed={seed}"]
+                    jobs.append(((folder, variant, seed), overrides, run_dir))
+    results: dict = {}
+    lock = threading.Lock()
+
+    def run(job: tuple) -> None:
+        key, overrides, run_dir = job
+        metrics, wall = timed_run(overrides, run_dir)
+        with lock:
+            results[key] = (metrics["val/acc_best"], epoch_curve(run_dir), wall)
+            write_report(args.out, args.scale, s, results, args.parallel)
+
+    with ThreadPoolExecutor(args.parallel) as pool:  # the report is rewritten after every run
+        list(pool.map(run, jobs))
+    write_report(args.out, args.scale, s, results, args.parallel)
+
+
+def overrides_of(s: dict, root: Path) -> list[str]:
+    # num_workers=0: one core for the whole run (loader processes would take the other)
+    return [*RECIPE, f"data.root={root}", f"trainer.max_epochs={s['epochs']}", "data.num_workers=0"]
+
+
+def write_report(out: Path, scale: str, s: dict, results: dict, parallel: int) -> None:
+    lines = [
+        f"Scale `{scale}`: {s['train']} training and {s['validation']} validation clips of {s['frames']} JPEG frames "
+        f"per folder; seeds fixed in the study's SCALES. {machine()}; {parallel} run(s) at a time, one torch "
+        "thread each.",
+        "",
+        "Command (FOLDER: the folder; N: the seed; TSN adds `model/shift=none`; the study adds hydra.run.dir):",
+        f"`OMP_NUM_THREADS=1 python src/train.py {' '.join([*QUIET, *overrides_of(s, Path('FOLDER'))])} seed=N`",
+        "",
+        f"Validation top-1, mean (min-max) over seeds; pass: TSM >= {PASS:.2f} at the last epoch on every seed.",
+        "",
+        "| folder | frames | variant | seeds run | val top-1 last epoch | val top-1 best | wall time per run (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    per_seed = []
+    for folder, (height, width) in FRAMES.items():
+        size = f"{height // s['shrink']}x{width // s['shrink']}"
+        for variant, seeds in s["seeds"].items():
+            done = [x for x in seeds if (folder, variant, x) in results]
+            if not done:
+                lines.append(f"| {folder} | {size} | {variant} | none | - | - | - |")
+                continue
+            best, curves, walls = zip(*(results[(folder, variant, x)] for x in done), strict=True)
+            last = [c[-1] for c in curves]
+            lines.append(
+                f"| {folder} | {size} | {variant} | {done} | {summary(last)} | {summary(list(best))} | "
+                f"{statistics.mean(walls):.0f} |"
+            )
+            per_seed += [
+                f"| {folder} | {variant} | {x} | {la:.3f} | {b:.3f} |"
+                for x, la, b in zip(done, last, best, strict=True)
+            ]
+    lines += [
+        "",
+        "Per seed:",
+        "",
+        "| folder | variant | seed | val last | val best |",
+        "|---|---|---|---|---|",
+        *per_seed,
+    ]
+    (out / f"results_{scale}.md").write_text("\n".join(lines) + "\n")
+    fig = Figure(figsize=(10, 3.3))
+    for ax, folder in zip(fig.subplots(1, len(FRAMES), sharey=True), FRAMES, strict=True):
+        for variant, seeds in s["seeds"].items():
+            done = [x for x in seeds if (folder, variant, x) in results]
+            if done:
+                curves = [results[(folder, variant, x)][1] for x in done]
+                plot_band(ax, curves, f"{variant}, {len(done)} seed(s)", COLORS[variant])
+        ax.axhline(PASS, color="tab:red", linewidth=0.8, linestyle="--")
+        ax.set_title(folder, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.legend(loc="lower right")
+    fig.axes[0].set_ylabel("validation top-1")
+    fig.tight_layout()
+    fig.savefig(out / f"generalisation_{scale}.png", dpi=120)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
