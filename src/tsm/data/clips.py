@@ -79,11 +79,16 @@ class ClipDataset(Dataset):
             return np.random.default_rng(int(torch.randint(2**62, ())))
         return np.random.default_rng([self.seed, index])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor], int, int] | Skipped:
+    def __getitem__(
+        self, key: int | tuple[int, int, int]
+    ) -> tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor], int, int] | Skipped:
+        """Item ``key``: an index, or ``(index, frames, crop)`` for a clip of another shape (multigrid)."""
+        index, frames_per_clip, crop = key if isinstance(key, tuple) else (key, None, None)
+        sampler = self.sampler.with_segments(frames_per_clip) if frames_per_clip else self.sampler
         rng = self._rng(index)
         try:
             num_frames = self.source.num_frames(index)
-            indices = self.sampler(num_frames, self.train, rng)
+            indices = sampler(num_frames, self.train, rng)
             teacher = self.teacher_sampler(num_frames, self.train, rng) if self.teacher_sampler else []
             label = self.source.label(index)
             wanted = sorted(set(indices) | set(teacher))  # each frame decoded once for both views
@@ -94,7 +99,7 @@ class ClipDataset(Dataset):
             return Skipped(index, err.path, err.reason)
         row = {frame: i for i, frame in enumerate(wanted)}
         frames = decoded[[row[i] for i in indices + teacher]]
-        clip, label, flipped = self.transform.augment(frames, label, rng)  # one crop and flip for all
+        clip, label, flipped = self.transform.augment(frames, label, rng, crop)  # one crop and flip for all
         if teacher:
             clip = (clip[: len(indices)], clip[len(indices) :])
         elif self.cached_teacher:

@@ -16,15 +16,17 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_warn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from tsm import imagenet
 from tsm.data.clips import ClipDataset, collate_skipping
 from tsm.data.decode import check_on_error
 from tsm.data.distributed import eval_sampler
+from tsm.data.multigrid_sampler import MultigridBatchSampler
 from tsm.data.sampling import FrameSampler
 from tsm.data.transforms import ClipTransform, check_crop, scale_for
 from tsm.files import write_text_atomic
+from tsm.training.multigrid import MultigridSchedule
 
 log = logging.getLogger(__name__)
 SKIPPED_FILE = "skipped_samples.txt"
@@ -88,6 +90,8 @@ class ClipDataModule(pl.LightningDataModule):
         self.datasets: dict[str, ClipDataset] = {}
         self.skipped: Counter[str] = Counter()  # per split, since its last epoch-end report
         self.config: dict[str, Any] | None = None  # the resolved data config, set by the train task
+        # multigrid training (tsm.training.multigrid): training batches of the shapes of each epoch
+        self.multigrid: MultigridSchedule | None = None
 
     @property
     def num_classes(self) -> int:
@@ -232,6 +236,8 @@ class ClipDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)
+        if split == "train" and self.multigrid is not None:
+            return self._multigrid_loader(dataset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -243,6 +249,17 @@ class ClipDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
             collate_fn=self._collate(split),
+        )
+
+    def _multigrid_loader(self, dataset: ClipDataset) -> DataLoader:
+        """This epoch's training batches (the trainer reloads the loaders every epoch under multigrid)."""
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        return DataLoader(
+            dataset,
+            batch_sampler=MultigridBatchSampler(RandomSampler(dataset), self.multigrid, epoch),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=self._collate("train"),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -67,6 +67,12 @@ class FrameSampler:
             return segment_indices(num_frames, self.num_segments, train, rng, clip, num_clips)
         return dense_indices(num_frames, self.num_segments, self.stride, train, rng, clip, num_clips)
 
+    def with_segments(self, num_segments: int) -> FrameSampler:
+        """The same sampling at ``num_segments`` frames per clip over the same span (multigrid's shorter
+        clips): segments cover the whole video anyway; a dense window keeps its length, its stride grows."""
+        stride = max(1, self.stride * self.num_segments // num_segments)
+        return FrameSampler(num_segments, self.mode, stride)
+
     def clips(self, num_frames: int, num_clips: int) -> list[list[int]]:
         """The ``num_clips`` fixed evaluation clips of a video (the multi-view test's temporal views)."""
         unused = np.random.default_rng(0)  # evaluation sampling draws nothing

@@ -124,14 +124,18 @@ class ClipTransform:
         clip, label, _ = self.augment(frames, label, rng)
         return clip, label
 
-    def augment(self, frames: torch.Tensor, label: int, rng: np.random.Generator) -> tuple[torch.Tensor, int, bool]:
-        """The clip ``(T, C, H, W)`` normalised, its label, and whether it was flipped."""
+    def augment(
+        self, frames: torch.Tensor, label: int, rng: np.random.Generator, crop_size: int | None = None
+    ) -> tuple[torch.Tensor, int, bool]:
+        """The clip ``(T, C, H, W)`` normalised, its label, and whether it was flipped; ``crop_size`` (training
+        only, multigrid's smaller crops) replaces the configured one."""
         clip = frames.permute(0, 3, 1, 2)  # (T, C, H, W) uint8
         height, width = clip.shape[-2:]
         flipped = False
         if self.train:
-            left, top, w, h = multiscale_crop_box(width, height, self.crop_size, self.scales, self.max_distort, rng)
-            clip = TF.resized_crop(clip, top, left, h, w, [self.crop_size, self.crop_size], antialias=True)
+            crop = crop_size or self.crop_size
+            left, top, w, h = multiscale_crop_box(width, height, crop, self.scales, self.max_distort, rng)
+            clip = TF.resized_crop(clip, top, left, h, w, [crop, crop], antialias=True)
             if self.flip and rng.random() < 0.5 and label not in self.no_flip_classes:
                 clip, flipped = TF.horizontal_flip(clip), True
                 label = self.flip_label_map.get(label, label)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,8 +22,10 @@ from tsm.metadata import DATA_KEY, INFO_KEY
 from tsm.metrics import classification_metrics
 from tsm.models.checkpoints import architecture
 from tsm.models.checkpoints import init_from as load_weights
+from tsm.models.clip_length import clip_length
 from tsm.models.factory import build_recognizer
-from tsm.training.optim import build_optimizer, param_groups, scaled_lr, warmup_schedule
+from tsm.training.multigrid import MultigridSchedule, multigrid_lr, rank_clips
+from tsm.training.optim import build_optimizer, param_groups, scaled_lr, schedule_factor, warmup_schedule
 from tsm.training.rng import RNG_KEY, rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
@@ -30,7 +34,7 @@ SPLITS = ("train", "val", "test")
 HISTORY_KEY = "tsm_history"
 # Lightning asks for sync_dist=True on every epoch-level value logged under DDP; this module's are
 # synced already when logged (see _log_epoch_metrics), so the advice would only add a reduction.
-warnings.filterwarnings("ignore", r"It is recommended to use `self.log\('(train|val|test)/", PossibleUserWarning)
+warnings.filterwarnings("ignore", r"It is recommended to use `self.log\('(train|val|test|time)/", PossibleUserWarning)
 
 
 def recipe(settings: Mapping[str, Any] | None, key: str) -> Mapping[str, Any]:
@@ -142,7 +146,8 @@ class TSMLitModule(pl.LightningModule):
         """``batch``: (clips, labels, indices); clips may be a (student, teacher) pair of views."""
         clips, labels, indices = batch[0], batch[1], batch[2]
         student_clips, teacher_clips = clips if isinstance(clips, (tuple, list)) else (clips, clips)
-        logits = self(student_clips)
+        with clip_length(self.net, student_clips.shape[1]):  # multigrid's clips may be shorter
+            logits = self(student_clips)
         loss = self._loss(logits, labels, teacher_clips, indices, split)
         self.losses[f"{split}_loss"].update(loss.detach(), weight=len(labels))  # a mean over clips, not batches
         self.metrics[f"{split}_metrics"].update(logits.detach(), labels)
@@ -211,11 +216,16 @@ class TSMLitModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
 
+    def on_train_start(self) -> None:
+        self._train_started = time.perf_counter()
+
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch_metrics("val")
         if not self.trainer.sanity_checking:
             self.val_acc_best(values["acc"])
             self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+            if hasattr(self, "_train_started"):  # seconds since this process started training: time to accuracy
+                self.log("time/train_s", time.perf_counter() - self._train_started)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
@@ -231,6 +241,9 @@ class TSMLitModule(pl.LightningModule):
         head_mult = opt["head_lr_mult_pretrained" if pretrained else "head_lr_mult_scratch"]
         groups = param_groups(self.net, lr, opt["weight_decay"], head_mult, opt["bias_lr_mult"])
         optimizer = build_optimizer(groups, lr, opt)
+        multigrid = getattr(self.trainer.datamodule, "multigrid", None)
+        if multigrid is not None:
+            return {"optimizer": optimizer, "lr_scheduler": self._multigrid_schedule(optimizer, multigrid, sched)}
         total_steps = self.trainer.estimated_stepping_batches
         steps_per_epoch = max(int(total_steps // max(self.trainer.max_epochs, 1)), 1)
         schedule = warmup_schedule(
@@ -243,3 +256,21 @@ class TSMLitModule(pl.LightningModule):
             min_lr_ratio=sched["min_lr_ratio"],
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _multigrid_schedule(self, optimizer: torch.optim.Optimizer, multigrid: MultigridSchedule, sched) -> dict:
+        """The recipe's warm-up and decay over epochs done, times the long cycle's linear-scaling factor, per
+        optimizer step (epochs differ in their number of batches)."""
+        clips = rank_clips(len(self.trainer.datamodule.dataset("train")), self.trainer.world_size)
+        accumulate = self.trainer.accumulate_grad_batches
+        steps = [math.ceil(len(multigrid.batches(e, clips)) / accumulate) for e in range(self.trainer.max_epochs)]
+        per_epoch = 1000  # the epoch-based recipe at a fine resolution
+        factor = schedule_factor(
+            self.trainer.max_epochs * per_epoch,
+            int(sched["warmup_epochs"] * per_epoch),
+            name=sched["name"],
+            milestones=tuple(int(e * per_epoch) for e in sched["milestones"]),
+            gamma=sched["gamma"],
+            min_lr_ratio=sched["min_lr_ratio"],
+        )
+        lr = multigrid_lr(lambda epochs: factor(int(epochs * per_epoch)), multigrid, steps)
+        return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, lr), "interval": "step"}

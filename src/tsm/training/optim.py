@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 
 def scaled_lr(base_lr: float, global_batch: int, base_batch: int) -> float:
@@ -65,16 +66,15 @@ def build_optimizer(groups: list[dict], lr: float, opt: Mapping) -> torch.optim.
     raise ValueError(f"model.optimizer.name must be 'sgd' or 'adamw', got {name!r}")
 
 
-def warmup_schedule(
-    optimizer: torch.optim.Optimizer,
+def schedule_factor(
     total_steps: int,
     warmup_steps: int,
     name: str = "cosine",
     milestones: tuple[int, ...] = (),
     gamma: float = 0.1,
     min_lr_ratio: float = 0.0,
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step multiplier: linear warm-up from 1/warmup_steps to 1, then cosine decay to
+) -> Callable[[int], float]:
+    """The lr multiplier at a step: linear warm-up from 1/warmup_steps to 1, then cosine decay to
     ``min_lr_ratio`` or step decay by ``gamma`` at each milestone step."""
     if name not in ("cosine", "step"):
         raise ValueError(f"model.scheduler.name must be 'cosine' or 'step', got {name!r}")
@@ -87,4 +87,10 @@ def warmup_schedule(
         progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return factor
+
+
+def warmup_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, **kwargs) -> LambdaLR:
+    """:func:`schedule_factor` per optimizer step (``kwargs``: its ``name``, ``milestones``, ``gamma``,
+    ``min_lr_ratio``)."""
+    return LambdaLR(optimizer, schedule_factor(total_steps, warmup_steps, **kwargs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import warnings
@@ -17,11 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from tsm.files import write_text_atomic
+from tsm.training import multigrid
 from tsm.training.checkpoint_io import use_atomic_checkpoints
 from tsm.training.cluster import group_sweep_runs
 from tsm.training.precision import resolve_precision
 from tsm.training.resume import claim_run_dir, is_requeue, resume_checkpoint
 
+log = logging.getLogger(__name__)
 # Mixed precision keeps float32 weights: the summary's size in MB, counted at 32 bits, is right as printed.
 warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
 
@@ -84,6 +87,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, Any] = {}
     try:
         datamodule = instantiate_data(cfg)
+        datamodule.multigrid = multigrid.from_config(cfg)
+        if datamodule.multigrid is not None:
+            log.info("multigrid schedule:\n%s", "\n".join(datamodule.multigrid.rows()))
         model = hydra.utils.instantiate(cfg.model)
         resolve_precision(cfg, model)
         if rank_zero_only.rank == 0:  # other ranks write nothing here: rank 0 may not have claimed the directory yet
