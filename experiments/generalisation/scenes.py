@@ -6,9 +6,9 @@ Each renders a clip of one axis moving one way (left, or up) as uint8 ``(frames,
 partner gesture (right, or down) is the same clip played backwards, so a single frame says nothing about
 the direction and only temporal reasoning tells a pair apart.
 
-- :func:`hand_swipe`: a skin-toned hand (palm, four fingers, thumb; any tilt) crossing a cluttered,
-  static room of rectangles and lines, under a lighting gain, with camera shake and sensor noise; the
-  stroke eases in and out and fills a random part of the clip.
+- :func:`hand_swipe`: a skin-toned hand (palm, four fingers, thumb; any tilt) crossing a cluttered room of
+  rectangles and lines, under a lighting gain, the camera drifting slowly, with sensor noise; the stroke
+  eases in and out and fills a random part of the clip.
 - :func:`particle_drift`: no object at all: a cloud of soft blobs of many sizes drifting the same way at
   their own speeds, wrapping around the frame, over a dark, blotchy, vignetted background.
 """
@@ -84,7 +84,9 @@ def _ease(t: np.ndarray, start: float, end: float, power: float) -> np.ndarray:
 
 def hand_swipe(rng: np.random.Generator, axis: str, frames: int, height: int, width: int) -> np.ndarray:
     """A hand crossing a room towards smaller ``axis`` (``"x"``: left, ``"y"``: up); see the module."""
-    room = _room(rng, height, width)
+    margin = 4  # the camera drifts over a slightly larger room
+    room = _room(rng, height + 2 * margin, width + 2 * margin)
+    drift = rng.uniform(-margin, margin, size=2)
     hand = _hand(rng, int(rng.uniform(0.45, 0.7) * min(height, width)))
     along, across = (width, height) if axis == "x" else (height, width)
     start = rng.uniform(0.6, 0.95) * along
@@ -99,8 +101,8 @@ def hand_swipe(rng: np.random.Generator, axis: str, frames: int, height: int, wi
         position = start + (end - start) * progress[t]
         offset = lane + arc[t]
         x, y = (position, offset) if axis == "x" else (offset, position)
-        shake = rng.integers(-1, 2, size=2)
-        frame = room.rotate(0, translate=tuple(int(s) for s in shake))
+        dx, dy = (margin + drift * (t / (frames - 1) - 0.5)).round().astype(int)
+        frame = room.crop((dx, dy, dx + width, dy + height))
         frame.paste(hand, (int(x - hand.width / 2), int(y - hand.height / 2)), hand)
         clip[t] = np.asarray(frame, dtype=np.float64) / 255 * gain
     return _to_uint8(clip, rng, rng.uniform(0.02, 0.06))
