@@ -136,6 +136,22 @@ def test_data_throughput_bench_tiny(tmp_path):
 
 
 @pytest.mark.slow
+def test_data_throughput_loader_tiny(tmp_path):
+    out = tmp_path / "loader.md"
+    args = ["--clips", "4", "--workers", "0", "1", "--size", "32", "--batch", "2", "--seconds", "1", "--repeats", "1"]
+    run_study("data_throughput.loader", *args, "--out", out)
+    table = out.read_text()
+    for name in ("(a) Jester-format folder", "(b) video tree"):
+        rows = {
+            int(m[0]): float(m[1]) for m in re.findall(rf"^\| {re.escape(name)} \| (\d+) \| ([\d.]+) \|", table, re.M)
+        }
+        assert set(rows) == {0, 1} and all(rate > 0 for rate in rows.values())
+        assert f"| {name} | 1 | {rows[1]:.1f} | 1.00 |" in table
+    assert re.search(r"Training step on this CPU .*: [\d.]+ clips/s\.", table)
+    assert "needs ceil(C / clips-per-worker) workers" in table
+
+
+@pytest.mark.slow
 def test_scaling_and_shift_op_benches_tiny(tmp_path):
     args = ["--steps", "1", "--clips", "1", "--size", "32"]
     run = run_study("scaling.ddp_cpu", *args)

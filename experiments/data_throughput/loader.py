@@ -109,8 +109,9 @@ def report(args: argparse.Namespace, rates: dict[str, dict[int, float]], step: f
             relative = f"{rate / by_workers[1]:.2f}" if 1 in by_workers else "-"
             lines.append(f"| {name} | {workers} | {rate:.1f} | {relative} |")
     needed = ", ".join(
-        f"{name} {workers_needed(step, by_workers[1])}" for name, by_workers in rates.items() if 1 in by_workers
+        f"{workers_needed(step, by_workers[1])} for {name}" for name, by_workers in rates.items() if 1 in by_workers
     )
+    here = f" (this CPU's step: {needed})" if needed else ""
     lines += [
         "",
         f"Training step on this CPU (default model, TSM over resnet10t_050, float32, batch {args.batch} of "
@@ -118,7 +119,7 @@ def report(args: argparse.Namespace, rates: dict[str, dict[int, float]], step: f
         f"warm-up steps): {step:.1f} clips/s.",
         "",
         "A step consuming C clips/s needs ceil(C / clips-per-worker) workers, clips-per-worker being the input's "
-        f"1-worker rate{f' (for this CPU step: {needed})' if needed else ''}; on a GPU, "
+        f"1-worker rate{here}; on a GPU, "
         "`python -m experiments.gpu.check` measures C (the GPU's own step figure; none measured yet).",
     ]
     return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ import torch
 from lightning_fabric.utilities.data import _replace_dunder_methods, _update_dataloader
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
 
+from tests.helpers import ROOT
 from tests.helpers.config import TINY, compose_train
 from tsm.data.clips import ClipDataset
 from tsm.data.multigrid_sampler import MultigridBatchSampler
@@ -188,3 +189,10 @@ def test_multigrid_needs_loaders_reloaded_every_epoch(tmp_path):
     cfg.trainer.reload_dataloaders_every_n_epochs = 0
     with pytest.raises(ValueError, match="trainer.reload_dataloaders_every_n_epochs=1"):
         train(cfg)
+
+
+def test_the_training_guide_s_schedule_is_the_default_run_s():
+    """The schedule the training guide prints is what the default run at 12 epochs logs."""
+    rows = MultigridSchedule(T, S, B, 12).rows()
+    shown = [line for line in (ROOT / "docs" / "training.md").read_text().splitlines() if line.startswith("epoch ")]
+    assert len(shown) >= 3 and set(shown) <= set(rows)
