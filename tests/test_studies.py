@@ -8,8 +8,10 @@ import subprocess
 
 import pytest
 import torch
+from PIL import Image
 
 from experiments.common import synthetic_overrides
+from experiments.generalisation.scenes import SWIPES
 from tests.helpers import ROOT
 from tests.helpers.scripts import run_python
 from tsm.training.precision import auto_precision
@@ -178,6 +180,26 @@ def test_recipe_study_tiny(tmp_path):
     root = tmp_path / "runs" / "tiny" / "jester_data"
     assert (root / "jester-v1-train.csv").read_text().splitlines()[:2] == ["1;Swiping Left", "2;Swiping Right"]
     assert (root / "20bn-jester-v1" / "1" / "00008.jpg").is_file()
+
+
+@pytest.mark.slow
+def test_generalisation_study_tiny(tmp_path):
+    run_study("generalisation.study", "--scale", "tiny", "--out", tmp_path, "--folders", "hand")
+    table = (tmp_path / "results_tiny.md").read_text()
+    assert "| hand | 50x75 | TSM | [1] |" in table and "| objects | 50x50 | TSM | none |" in table
+    assert "motion probe" in table and (tmp_path / "folders.png").stat().st_size > 0
+    for folder, width in (("objects", 50), ("hand", 75), ("particles", 64)):
+        root = tmp_path / "runs" / "tiny" / f"{folder}_data"
+        assert (root / "jester-v1-labels.csv").read_text().splitlines() == list(SWIPES)
+        assert Image.open(root / "20bn-jester-v1" / "1" / "00008.jpg").size[0] == width
+
+
+@pytest.mark.slow
+def test_multigrid_study_tiny(tmp_path):
+    run_study("multigrid.study", "--scale", "tiny", "--out", tmp_path)
+    table = (tmp_path / "results_tiny.md").read_text()
+    assert "| default | " in table and "| multigrid | " in table and "+multigrid=default" in table
+    assert (tmp_path / "multigrid_tiny.png").stat().st_size > 0
 
 
 @pytest.mark.slow
