@@ -39,25 +39,26 @@ def _to_uint8(frames: np.ndarray, rng: np.random.Generator, noise: float) -> np.
     return (np.clip(noisy, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
-def _room(rng: np.random.Generator, height: int, width: int) -> Image.Image:
-    """A static cluttered scene: a wall gradient, furniture-like rectangles, a few lines, slightly blurred."""
+def _room(rng: np.random.Generator, height: int, width: int, clutter: bool = True) -> Image.Image:
+    """A static scene: a wall gradient and (``clutter``) furniture-like rectangles and a few lines, slightly blurred."""
     top, bottom = rng.uniform(0.2, 0.8, size=(2, 3))
     ramp = np.linspace(0.0, 1.0, height)[:, None, None]
     wall = np.broadcast_to(top + (bottom - top) * ramp, (height, width, 3))
     image = Image.fromarray((wall * 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
-    for _ in range(rng.integers(5, 12)):
+    for _ in range(rng.integers(5, 12) if clutter else 0):
         x0, y0 = rng.uniform(-0.2, 1.0) * width, rng.uniform(-0.2, 1.0) * height
         w, h = rng.uniform(0.1, 0.5) * width, rng.uniform(0.1, 0.5) * height
         draw.rectangle([x0, y0, x0 + w, y0 + h], fill=tuple(int(c) for c in rng.integers(20, 236, size=3)))
-    for _ in range(rng.integers(2, 6)):
+    for _ in range(rng.integers(2, 6) if clutter else 0):
         points = rng.uniform(0, 1, size=4) * [width, height, width, height]
         draw.line(list(points), fill=tuple(int(c) for c in rng.integers(0, 256, size=3)), width=int(rng.integers(1, 4)))
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
 
 
-def _hand(rng: np.random.Generator, size: int) -> Image.Image:
-    """An RGBA hand ``size`` pixels tall: a palm, four fingers of uneven length and a thumb, tilted at random."""
+def _hand(rng: np.random.Generator, size: int, textured: bool = False) -> Image.Image:
+    """An RGBA hand ``size`` pixels tall: a palm, four fingers of uneven length and a thumb, tilted at random; flat
+    skin tones, or (``textured``) a 4x4 checker of random colours over its shape."""
     skin = rng.uniform([150, 90, 60], [245, 200, 170])
     shade = tuple(int(c) for c in skin * rng.uniform(0.75, 0.95))
     canvas = 4 * size
@@ -73,7 +74,12 @@ def _hand(rng: np.random.Generator, size: int) -> Image.Image:
         )
     draw.rounded_rectangle([cx + 2 * unit, cy - 0.5 * unit, cx + 4.2 * unit, cy + 0.8 * unit], 0.6 * unit, fill=shade)
     hand = hand.rotate(rng.uniform(-35, 35), resample=Image.BILINEAR, center=(cx, cy))
-    return hand.crop(hand.getbbox())
+    hand = np.asarray(hand.crop(hand.getbbox())).copy()
+    if textured:
+        cells = rng.integers(30, 226, size=(4, 4, 3))
+        rows, cols = (np.minimum(np.arange(n) * 4 // n, 3) for n in hand.shape[:2])
+        hand[..., :3] = cells[rows][:, cols]
+    return Image.fromarray(hand, "RGBA")
 
 
 def _ease(t: np.ndarray, start: float, end: float, power: float) -> np.ndarray:
@@ -82,18 +88,30 @@ def _ease(t: np.ndarray, start: float, end: float, power: float) -> np.ndarray:
     return u**power / (u**power + (1 - u) ** power)
 
 
-def hand_swipe(rng: np.random.Generator, axis: str, frames: int, height: int, width: int) -> np.ndarray:
-    """A hand crossing a room towards smaller ``axis`` (``"x"``: left, ``"y"``: up); see the module."""
+def hand_swipe(
+    rng: np.random.Generator,
+    axis: str,
+    frames: int,
+    height: int,
+    width: int,
+    clutter: bool = True,
+    textured: bool = False,
+    slow: bool = False,
+    small: bool = False,
+) -> np.ndarray:
+    """A hand crossing a room towards smaller ``axis`` (``"x"``: left, ``"y"``: up); see the module. For diagnosis,
+    one thing changed: ``clutter`` False, a bare wall; ``textured``, a checkered hand; ``slow``, a quarter of the
+    frame crossed at constant speed over the whole clip; ``small``, a hand 0.2-0.3 of the frame's short side."""
     margin = 4  # the camera drifts over a slightly larger room
-    room = _room(rng, height + 2 * margin, width + 2 * margin)
+    room = _room(rng, height + 2 * margin, width + 2 * margin, clutter)
     drift = rng.uniform(-margin, margin, size=2)
-    hand = _hand(rng, int(rng.uniform(0.45, 0.7) * min(height, width)))
+    hand = _hand(rng, int(rng.uniform(*((0.2, 0.3) if small else (0.45, 0.7))) * min(height, width)), textured)
     along, across = (width, height) if axis == "x" else (height, width)
-    start = rng.uniform(0.6, 0.95) * along
-    end = rng.uniform(0.05, 0.4) * along
+    start = rng.uniform(*((0.55, 0.65) if slow else (0.6, 0.95))) * along
+    end = rng.uniform(*((0.3, 0.4) if slow else (0.05, 0.4))) * along
     lane = rng.uniform(0.3, 0.7) * across
-    lead, tail = rng.uniform(0.0, 0.3, size=2)
-    progress = _ease(np.linspace(0, 1, frames), lead, 1 - tail, rng.uniform(1.0, 2.5))
+    lead, tail = (0.0, 0.0) if slow else rng.uniform(0.0, 0.3, size=2)
+    progress = _ease(np.linspace(0, 1, frames), lead, 1 - tail, 1.0 if slow else rng.uniform(1.0, 2.5))
     arc = rng.uniform(-0.1, 0.1) * across * np.sin(np.pi * progress)
     gain = rng.uniform(0.7, 1.2)
     clip = np.empty((frames, height, width, 3), dtype=np.float64)

@@ -25,6 +25,7 @@ import argparse
 import statistics
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,14 @@ from tsm.data.sources.synthetic import SyntheticGestures
 CLASSES = tuple(SWIPES)
 # folder -> (frame height, width)
 FRAMES = {"objects": (100, 100), "hand": (100, 150), "particles": (96, 128)}
+# the hand folder with one thing changed (hand_swipe's options), to find what defeats it; TSM only, no pass criterion
+DIAGNOSTICS = {
+    "hand-bare": {"clutter": False},
+    "hand-textured": {"textured": True},
+    "hand-slow": {"slow": True},
+    "hand-small": {"small": True},
+}
+ALL = {**FRAMES, **dict.fromkeys(DIAGNOSTICS, FRAMES["hand"])}
 # the synthetic class that moves as each swipe: two time-reversed pairs
 OBJECT_CLASS = {"Swiping Left": 0, "Swiping Right": 1, "Swiping Up": 2, "Swiping Down": 3}
 SCALES = {
@@ -49,6 +58,7 @@ SCALES = {
         "epochs": 12,
         "shrink": 1,
         "seeds": {"TSM": (1, 2, 3), "TSN": (1,), "TSM-MobileNetV2": (1,)},
+        "diagnostic_seeds": (1, 2),
     },
     "tiny": {
         "train": 8,
@@ -57,17 +67,34 @@ SCALES = {
         "epochs": 1,
         "shrink": 2,
         "seeds": {"TSM": (1,), "TSN": (), "TSM-MobileNetV2": ()},
+        "diagnostic_seeds": (),
     },
 }
 RECIPE = ["data=jester", "data.crop_size=64"]
 VARIANTS = {"TSM": [], "TSN": ["model/shift=none"], "TSM-MobileNetV2": ["model.backbone=mobilenetv2_100"]}
-COLORS = {"TSM": "tab:blue", "TSN": "tab:gray", "TSM-MobileNetV2": "tab:orange"}
+COLORS = {
+    "TSM": "tab:blue",
+    "TSN": "tab:gray",
+    "TSM-MobileNetV2": "tab:orange",
+    "hand-bare": "tab:green",
+    "hand-textured": "tab:purple",
+    "hand-slow": "tab:brown",
+    "hand-small": "tab:pink",
+}
+DIAGNOSTIC_LINES = [(folder, "TSM") for folder in DIAGNOSTICS]
 PASS = 0.90  # TSM's validation top-1 at the last epoch, every seed
+
+
+def seeds_of(s: dict, folder: str, variant: str) -> tuple[int, ...]:
+    """The seeds ``variant`` trains on ``folder``: the scale's, or for a diagnostic folder TSM's diagnostic seeds."""
+    if folder in DIAGNOSTICS:
+        return s["diagnostic_seeds"] if variant == "TSM" else ()
+    return s["seeds"][variant]
 
 
 def renderer(folder: str, s: dict):
     """``render(part, index, name)`` for :func:`write_jester_folder`: the folder's frames of one clip."""
-    height, width = (side // s["shrink"] for side in FRAMES[folder])
+    height, width = (side // s["shrink"] for side in ALL[folder])
     parts = ("train", "validation")
     if folder == "objects":
         sources = {
@@ -75,8 +102,8 @@ def renderer(folder: str, s: dict):
             for split, part in zip(("train", "val"), parts, strict=True)
         }
         return lambda part, i, name: sources[part].render(i, list(range(s["frames"])), OBJECT_CLASS[name]).numpy()
-    scene = {"hand": hand_swipe, "particles": particle_drift}[folder]
-    seed = list(FRAMES).index(folder)
+    scene = {"hand": hand_swipe, "particles": particle_drift}.get(folder) or partial(hand_swipe, **DIAGNOSTICS[folder])
+    seed = list(FRAMES).index(folder if folder in FRAMES else "hand")  # a diagnostic draws as the hand folder
 
     def render(part: str, index: int, name: str) -> np.ndarray:
         rng = np.random.default_rng([seed, parts.index(part), index])
@@ -131,18 +158,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--report-only", action="store_true", help="tabulate the runs already there, train none")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time, one torch thread each")
-    parser.add_argument("--folders", nargs="+", choices=FRAMES, default=list(FRAMES), help="train on these only")
+    parser.add_argument("--folders", nargs="+", choices=ALL, default=list(ALL), help="train on these only")
     args = parser.parse_args()
     s = SCALES[args.scale]
     runs = args.out / "runs" / args.scale
-    folders = {f: write_jester_folder(runs / f"{f}_data", CLASSES, s, renderer(f, s)) for f in FRAMES}
-    preview(folders, args.out)
+    wanted = [f for f in ALL if f in FRAMES or s["diagnostic_seeds"]]
+    folders = {f: write_jester_folder(runs / f"{f}_data", CLASSES, s, renderer(f, s)) for f in wanted}
+    preview({f: folders[f] for f in FRAMES}, args.out)
     probes = {folder: motion_probe(root) for folder, root in folders.items()}
     jobs = []
-    for variant, seeds in s["seeds"].items():  # TSM first (the pass criterion), the folders interleaved
-        for seed in seeds:
+    for variant in VARIANTS:  # TSM first (the pass criterion), the folders interleaved
+        for seed in sorted({x for f in folders for x in seeds_of(s, f, variant)}):
             for folder, root in folders.items():
-                if folder not in args.folders:
+                if folder not in args.folders or seed not in seeds_of(s, folder, variant):
                     continue
                 run_dir = runs / f"{folder}_{variant.lower()}_seed{seed}"
                 if not args.report_only or (run_dir / "metrics.json").is_file():
@@ -180,7 +208,7 @@ def write_report(out: Path, scale: str, s: dict, results: dict, probes: dict, pa
         "",
         "The swipes are in the frames: a hand-written motion probe (`motion_probe`: the centroid of large frame "
         "differences, its steeper slope) names the swipe of "
-        + ", ".join(f"{probes[f]:.3f} of the {f} folder's" for f in FRAMES)
+        + ", ".join(f"{probes[f]:.3f} of the {f} folder's" for f in probes)
         + " validation clips (drifting blobs that wrap around the frame defeat a centroid).",
         "",
         f"Validation top-1, mean (min-max) over seeds; pass: TSM >= {PASS:.2f} at the last epoch on every seed.",
@@ -189,9 +217,12 @@ def write_report(out: Path, scale: str, s: dict, results: dict, probes: dict, pa
         "|---|---|---|---|---|---|---|",
     ]
     per_seed = []
-    for folder, (height, width) in FRAMES.items():
+    for folder, (height, width) in ALL.items():
         size = f"{height // s['shrink']}x{width // s['shrink']}"
-        for variant, seeds in s["seeds"].items():
+        for variant in VARIANTS:
+            seeds = seeds_of(s, folder, variant)
+            if folder in DIAGNOSTICS and not seeds:
+                continue
             done = [x for x in seeds if (folder, variant, x) in results]
             if not done:
                 lines.append(f"| {folder} | {size} | {variant} | none | - | - | - |")
@@ -215,17 +246,20 @@ def write_report(out: Path, scale: str, s: dict, results: dict, probes: dict, pa
         *per_seed,
     ]
     (out / f"results_{scale}.md").write_text("\n".join(lines) + "\n")
-    fig = Figure(figsize=(10, 3.3))
-    for ax, folder in zip(fig.subplots(1, len(FRAMES), sharey=True), FRAMES, strict=True):
-        for variant, seeds in s["seeds"].items():
-            done = [x for x in seeds if (folder, variant, x) in results]
+    fig = Figure(figsize=(13, 3.3))
+    panels = {**{f: [(f, v) for v in VARIANTS] for f in FRAMES}, "hand, one thing changed (TSM)": DIAGNOSTIC_LINES}
+    for ax, (title, lines_of) in zip(fig.subplots(1, len(panels), sharey=True), panels.items(), strict=True):
+        for folder, variant in lines_of:
+            done = [x for x in seeds_of(s, folder, variant) if (folder, variant, x) in results]
             if done:
                 curves = [results[(folder, variant, x)][1] for x in done]
-                plot_band(ax, curves, f"{variant}, {len(done)} seed(s)", COLORS[variant])
+                label = f"{variant if folder in FRAMES else folder}, {len(done)} seed(s)"
+                plot_band(ax, curves, label, COLORS.get(variant if folder in FRAMES else folder))
         ax.axhline(PASS, color="tab:red", linewidth=0.8, linestyle="--")
-        ax.set_title(folder, fontsize=10)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
-        ax.legend(loc="lower right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right")
     fig.axes[0].set_ylabel("validation top-1")
     fig.tight_layout()
     fig.savefig(out / f"generalisation_{scale}.png", dpi=120)
