@@ -48,6 +48,8 @@ COVERED_ELSEWHERE = {
     "data=jester data.root=/data/jester": "tests/data/test_sources.py::test_fast_dev_run_trains_on_each_dataset",
     "data=ucf101 data.root=/data/ucf101": "tests/data/test_sources.py::test_fast_dev_run_trains_on_each_dataset",
     "data=list data.root=/data/mine": "tests/data/test_sources.py::test_fast_dev_run_trains_on_each_dataset",
+    "data=jester data.root=FOLDER": "tests/test_studies.py::test_generalisation_study_tiny (on a Jester-format folder)",
+    "+multigrid=default": "tests/training/test_multigrid.py::test_train_with_multigrid",
     "data.source.format=tree": (
         "tests/data/test_sources.py::test_fast_dev_run_on_a_folder_tree_and_kinetics_missing_list"
     ),
@@ -233,3 +235,14 @@ def test_the_deployment_guide_s_table_is_the_deploy_study_s():
     guide = deploy_rows((ROOT / "docs/deployment.md").read_text(), 8)
     study = deploy_rows((ROOT / "experiments/deploy/results.md").read_text(), 9)
     assert len(guide) == len(study) == 14 and guide == study
+
+
+@pytest.mark.parametrize("study", ["generalisation", "multigrid"])
+def test_a_study_s_readme_tables_are_its_results(study):
+    """Every row of the study's README shaped as its results table is a row of its results file."""
+    results = (ROOT / "experiments" / study / "results_small.md").read_text().splitlines()
+    header = next(line for line in results if line.startswith("| "))
+    readme = (ROOT / "experiments" / study / "README.md").read_text().splitlines()
+    rows = [line for line in readme if line.startswith("| ") and line.count("|") == header.count("|")]
+    rows = [line for line in rows if line != header]
+    assert len(rows) >= 2 and set(rows) <= set(results)

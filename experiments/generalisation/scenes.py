@@ -98,13 +98,15 @@ def hand_swipe(
     textured: bool = False,
     slow: bool = False,
     small: bool = False,
+    steady: bool = False,
 ) -> np.ndarray:
     """A hand crossing a room towards smaller ``axis`` (``"x"``: left, ``"y"``: up); see the module. For diagnosis,
     one thing changed: ``clutter`` False, a bare wall; ``textured``, a checkered hand; ``slow``, a quarter of the
-    frame crossed at constant speed over the whole clip; ``small``, a hand 0.2-0.3 of the frame's short side."""
+    frame crossed at constant speed over the whole clip; ``small``, a hand 0.2-0.3 of the frame's short side;
+    ``steady``, no camera drift."""
     margin = 4  # the camera drifts over a slightly larger room
     room = _room(rng, height + 2 * margin, width + 2 * margin, clutter)
-    drift = rng.uniform(-margin, margin, size=2)
+    drift = rng.uniform(-margin, margin, size=2) * (not steady)
     hand = _hand(rng, int(rng.uniform(*((0.2, 0.3) if small else (0.45, 0.7))) * min(height, width)), textured)
     along, across = (width, height) if axis == "x" else (height, width)
     start = rng.uniform(*((0.55, 0.65) if slow else (0.6, 0.95))) * along

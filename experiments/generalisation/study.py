@@ -45,6 +45,7 @@ DIAGNOSTICS = {
     "hand-textured": {"textured": True},
     "hand-slow": {"slow": True},
     "hand-small": {"small": True},
+    "hand-steady": {"steady": True},
 }
 ALL = {**FRAMES, **dict.fromkeys(DIAGNOSTICS, FRAMES["hand"])}
 # the synthetic class that moves as each swipe: two time-reversed pairs
@@ -80,6 +81,7 @@ COLORS = {
     "hand-textured": "tab:purple",
     "hand-slow": "tab:brown",
     "hand-small": "tab:pink",
+    "hand-steady": "tab:olive",
 }
 DIAGNOSTIC_LINES = [(folder, "TSM") for folder in DIAGNOSTICS]
 PASS = 0.90  # TSM's validation top-1 at the last epoch, every seed
@@ -259,7 +261,7 @@ def write_report(out: Path, scale: str, s: dict, results: dict, probes: dict, pa
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="lower right")
+            ax.legend(loc="center right", fontsize=8)
     fig.axes[0].set_ylabel("validation top-1")
     fig.tight_layout()
     fig.savefig(out / f"generalisation_{scale}.png", dpi=120)
