@@ -147,6 +147,11 @@ def summary(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
+def per_seed_table(columns: list[str], rows: list[str]) -> list[str]:
+    """A report's "Per seed:" section: a markdown table of ``columns`` over the rows already formatted."""
+    return ["", "Per seed:", "", f"| {' | '.join(columns)} |", "|" + "---|" * len(columns), *rows]
+
+
 def runs_note(parallel: int) -> str:
     """How the training runs shared the machine, for a study's report."""
     if parallel == 1:

@@ -32,7 +32,16 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from experiments.common import QUIET, epoch_curve, machine, plot_band, summary, timed_run, write_jester_folder
+from experiments.common import (
+    QUIET,
+    epoch_curve,
+    machine,
+    per_seed_table,
+    plot_band,
+    summary,
+    timed_run,
+    write_jester_folder,
+)
 from experiments.generalisation.scenes import SWIPES, hand_swipe, particle_drift, swipe
 from tsm.data.sources.synthetic import SyntheticGestures
 
@@ -239,14 +248,7 @@ def write_report(out: Path, scale: str, s: dict, results: dict, probes: dict, pa
                 f"| {folder} | {variant} | {x} | {la:.3f} | {b:.3f} |"
                 for x, la, b in zip(done, last, best, strict=True)
             ]
-    lines += [
-        "",
-        "Per seed:",
-        "",
-        "| folder | variant | seed | val last | val best |",
-        "|---|---|---|---|---|",
-        *per_seed,
-    ]
+    lines += per_seed_table(["folder", "variant", "seed", "val last", "val best"], per_seed)
     (out / f"results_{scale}.md").write_text("\n".join(lines) + "\n")
     fig = Figure(figsize=(13, 3.3))
     panels = {**{f: [(f, v) for v in VARIANTS] for f in FRAMES}, "hand, one thing changed (TSM)": DIAGNOSTIC_LINES}

@@ -34,6 +34,7 @@ from experiments.common import (
     QUIET,
     epoch_curve,
     machine,
+    per_seed_table,
     plot_band,
     summary,
     synthetic_overrides,
@@ -196,12 +197,7 @@ def write_report(out: Path, scale: str, s: dict, results: dict, curves: dict, co
             for x, b, la, te, w in zip(done, best, last, test, wall, strict=True):
                 per_seed.append(f"| {task} | {variant} | {x} | {b:.3f} | {la:.3f} | {te:.3f} | {w:.0f} |")
     lines += [
-        "",
-        "Per seed:",
-        "",
-        "| task | variant | seed | val best | val last | test | wall (s) |",
-        "|---|---|---|---|---|---|---|",
-        *per_seed,
+        *per_seed_table(["task", "variant", "seed", "val best", "val last", "test", "wall (s)"], per_seed),
         "",
         "Commands (N: the seed; the study adds hydra.run.dir):",
         "",

@@ -11,6 +11,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Rando
 
 from tests.helpers import ROOT
 from tests.helpers.config import TINY, compose_train
+from tests.helpers.weights import randomize_norms
 from tsm.data.clips import ClipDataset
 from tsm.data.multigrid_sampler import MultigridBatchSampler
 from tsm.data.sampling import FrameSampler
@@ -129,21 +130,10 @@ def test_a_dataset_key_with_a_shape_gives_that_clip():
     assert (dense.num_segments, dense.stride) == (4, 4)
 
 
-def randomised(net):
-    """Random norms (timm zero-initialises some, which would hide a shift inside their branch)."""
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.normal_(0, 0.1)
-            module.running_mean.normal_(0, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    return net.eval()
-
-
 @pytest.mark.parametrize(("backbone", "temporal_pool"), [("resnet10t_050", False), ("resnet18", True)])
 def test_a_network_at_another_clip_length_is_the_one_built_for_it(backbone, temporal_pool):
     torch.manual_seed(0)
-    net = randomised(build_recognizer(backbone, 5, 8, temporal_pool=temporal_pool))
+    net = randomize_norms(build_recognizer(backbone, 5, 8, temporal_pool=temporal_pool)).eval()
     short = build_recognizer(backbone, 5, 4, temporal_pool=temporal_pool).eval()
     short.load_state_dict(net.state_dict())
     x = torch.randn(2, 4, 3, 33, 37)
