@@ -23,7 +23,7 @@ from experiments.common import QUIET, epoch_curve, machine, run_many, runs_note,
 
 SCALES = {
     "small": {"seeds": (1, 2, 3), "extra": []},
-    "tiny": {"seeds": (1,), "extra": [*synthetic_overrides(48, 12, 72), "data.batch_size=4"]},
+    "tiny": {"seeds": (1,), "extra": [*synthetic_overrides(96, 8, 36), "data.batch_size=4"]},
 }
 # variant -> its overrides (beside the scale's and the seed)
 VARIANTS = {"default": [], "multigrid": ["+multigrid=default", "trainer.max_epochs=12"]}
