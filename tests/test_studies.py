@@ -196,10 +196,16 @@ def test_generalisation_study_tiny(tmp_path):
 
 @pytest.mark.slow
 def test_multigrid_study_tiny(tmp_path):
+    """Also ``python src/train.py +multigrid=default`` as users run it: its schedule logged, time to accuracy too."""
     run_study("multigrid.study", "--scale", "tiny", "--out", tmp_path)
     table = (tmp_path / "results_tiny.md").read_text()
     assert "| default | " in table and "| multigrid | " in table and "+multigrid=default" in table
     assert (tmp_path / "multigrid_tiny.png").stat().st_size > 0
+    run = tmp_path / "runs" / "tiny" / "multigrid_seed1"
+    log = (run / "train.log").read_text()  # 8 frames at 32x32 in batches of 4, two epochs
+    assert "epoch 0: 32 x 4 x 16^2, 15 x 4 x 23^2, 15 x 4 x 23^2 (lr x 3.75)" in log and "epoch 1: " in log
+    header = next((run / "csv").glob("version_*/metrics.csv")).read_text().splitlines()[0]
+    assert "time/train_s" in header.split(",")
 
 
 @pytest.mark.slow

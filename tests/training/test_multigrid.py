@@ -1,8 +1,6 @@
 """Multigrid training: the schedule against the paper's definition, the batches, the network at other clip
-lengths, the learning rate, and a run of ``python src/train.py +multigrid=default``."""
-
-import logging
-import math
+lengths, the learning rate (a run of ``python src/train.py +multigrid=default``: tests/test_studies.py's
+multigrid study at its tiny size)."""
 
 import pytest
 import torch
@@ -160,18 +158,6 @@ def test_the_learning_rate_follows_epochs_and_the_long_cycle_batch():
             assert lr(start + i) == pytest.approx((1 - (epoch + i / n) / 5) * schedule.lr_factor(epoch))
         start += n
     assert lr(start + 7) == lr(start - 1)
-
-
-def test_train_with_multigrid(tmp_path, caplog):
-    """``python src/train.py +multigrid=default``: it trains, logs its schedule and the time to each validation."""
-    sizes = ["data.source.sizes.train=48", "trainer.max_epochs=3", "logger=csv"]
-    with caplog.at_level(logging.INFO, logger="tsm.training.task"):
-        metrics = train(compose_train([*TINY, *sizes, "+multigrid=default"], tmp_path))
-    assert 0 <= metrics["test/acc"] <= 1 and math.isfinite(metrics["lr-SGD/weights"])
-    log = caplog.text
-    assert "multigrid schedule:" in log and "epoch 0: 32 x 1 x 16^2, 15 x 1 x 23^2, 15 x 1 x 23^2 (lr x 7.5)" in log
-    header = next((tmp_path / "csv").glob("version_*/metrics.csv")).read_text().splitlines()[0]
-    assert "time/train_s" in header.split(",")
 
 
 def test_multigrid_needs_loaders_reloaded_every_epoch(tmp_path):
