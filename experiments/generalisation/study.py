@@ -181,10 +181,11 @@ def main() -> None:
     for variant in VARIANTS:  # TSM first (the pass criterion), the folders interleaved
         for seed in sorted({x for f in folders for x in seeds_of(s, f, variant)}):
             for folder, root in folders.items():
-                if folder not in args.folders or seed not in seeds_of(s, folder, variant):
+                if seed not in seeds_of(s, folder, variant):
                     continue
                 run_dir = runs / f"{folder}_{variant.lower()}_seed{seed}"
-                if not args.report_only or (run_dir / "metrics.json").is_file():
+                trains = not args.report_only and folder in args.folders  # runs already there are reported anyway
+                if trains or (run_dir / "metrics.json").is_file():
                     overrides = [*overrides_of(s, root), *VARIANTS[variant], f"seed={seed}"]
                     jobs.append(((folder, variant, seed), overrides, run_dir))
     results: dict = {}
