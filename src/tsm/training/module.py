@@ -25,7 +25,14 @@ from tsm.models.checkpoints import init_from as load_weights
 from tsm.models.clip_length import clip_length
 from tsm.models.factory import build_recognizer
 from tsm.training.multigrid import MultigridSchedule, multigrid_lr, rank_clips
-from tsm.training.optim import build_optimizer, param_groups, scaled_lr, schedule_factor, warmup_schedule
+from tsm.training.optim import (
+    build_optimizer,
+    param_groups,
+    scaled_lr,
+    schedule_factor,
+    scheduler_steps,
+    warmup_schedule,
+)
 from tsm.training.rng import RNG_KEY, rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
@@ -246,15 +253,7 @@ class TSMLitModule(pl.LightningModule):
             return {"optimizer": optimizer, "lr_scheduler": self._multigrid_schedule(optimizer, multigrid, sched)}
         total_steps = self.trainer.estimated_stepping_batches
         steps_per_epoch = max(int(total_steps // max(self.trainer.max_epochs, 1)), 1)
-        schedule = warmup_schedule(
-            optimizer,
-            total_steps=int(total_steps),
-            warmup_steps=int(sched["warmup_epochs"] * steps_per_epoch),
-            name=sched["name"],
-            milestones=tuple(int(e * steps_per_epoch) for e in sched["milestones"]),
-            gamma=sched["gamma"],
-            min_lr_ratio=sched["min_lr_ratio"],
-        )
+        schedule = warmup_schedule(optimizer, int(total_steps), **scheduler_steps(sched, steps_per_epoch))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def _multigrid_schedule(self, optimizer: torch.optim.Optimizer, multigrid: MultigridSchedule, sched) -> dict:
@@ -264,13 +263,6 @@ class TSMLitModule(pl.LightningModule):
         accumulate = self.trainer.accumulate_grad_batches
         steps = [math.ceil(len(multigrid.batches(e, clips)) / accumulate) for e in range(self.trainer.max_epochs)]
         per_epoch = 1000  # the epoch-based recipe at a fine resolution
-        factor = schedule_factor(
-            self.trainer.max_epochs * per_epoch,
-            int(sched["warmup_epochs"] * per_epoch),
-            name=sched["name"],
-            milestones=tuple(int(e * per_epoch) for e in sched["milestones"]),
-            gamma=sched["gamma"],
-            min_lr_ratio=sched["min_lr_ratio"],
-        )
+        factor = schedule_factor(self.trainer.max_epochs * per_epoch, **scheduler_steps(sched, per_epoch))
         lr = multigrid_lr(lambda epochs: factor(int(epochs * per_epoch)), multigrid, steps)
         return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, lr), "interval": "step"}

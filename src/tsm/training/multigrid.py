@@ -65,7 +65,7 @@ class MultigridSchedule:
         self.short_cycle = tuple(float(f) for f in short_cycle)
         self.max_epochs = max_epochs
         self.long_shapes = [self._shape(frames * t, crop * s) for t, s in long_cycle]
-        for shape in self.long_shapes + [s for long in self.long_shapes for s in self.batch_shapes_of(long)]:
+        for shape in (s for long in self.long_shapes for s in self.batch_shapes_of(long)):  # the long shape last
             if shape.crop < 8:
                 raise ValueError(f"multigrid would crop {shape.crop} pixels at data.crop_size={crop}: use larger crops")
         self.ends = self._epoch_ends(max_epochs - final_epochs, cycles)

@@ -94,3 +94,15 @@ def warmup_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
     """:func:`schedule_factor` per optimizer step (``kwargs``: its ``name``, ``milestones``, ``gamma``,
     ``min_lr_ratio``)."""
     return LambdaLR(optimizer, schedule_factor(total_steps, warmup_steps, **kwargs))
+
+
+def scheduler_steps(scheduler: Mapping, steps_per_epoch: int) -> dict:
+    """``model.scheduler`` (warm-up and milestones in epochs) as :func:`schedule_factor`'s arguments besides
+    ``total_steps``, at ``steps_per_epoch`` steps an epoch."""
+    return {
+        "warmup_steps": int(scheduler["warmup_epochs"] * steps_per_epoch),
+        "name": scheduler["name"],
+        "milestones": tuple(int(e * steps_per_epoch) for e in scheduler["milestones"]),
+        "gamma": scheduler["gamma"],
+        "min_lr_ratio": scheduler["min_lr_ratio"],
+    }
