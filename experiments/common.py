@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig
 
@@ -138,6 +139,30 @@ def plot_band(ax, curves: list[list[float]], label: str, color: str) -> None:
     ax.plot(epochs, [statistics.mean(v) for v in stacked], color=color, label=label)
     ax.fill_between(epochs, [min(v) for v in stacked], [max(v) for v in stacked], color=color, alpha=0.2)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_panels(
+    path: Path,
+    panels: Mapping[str, list[tuple[str, str, list[list[float]]]]],
+    panel_width: float = 4.5,
+    target: float | None = None,
+    legend: str = "lower right",
+) -> None:
+    """Validation top-1 per epoch, one panel per title, each line a ``(label, colour, per-seed curves)`` band
+    labelled with its seed count; ``target``, a dashed line."""
+    fig = Figure(figsize=(panel_width * len(panels), 3.5))
+    for ax, (title, lines) in zip(fig.subplots(1, len(panels), sharey=True), panels.items(), strict=True):
+        for label, color, curves in lines:
+            plot_band(ax, curves, f"{label}, {len(curves)} seed{'s' if len(curves) > 1 else ''}", color)
+        if target is not None:
+            ax.axhline(target, color="tab:red", linewidth=0.8, linestyle="--")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        if lines:
+            ax.legend(loc=legend, fontsize=8)
+    fig.axes[0].set_ylabel("validation top-1")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def summary(values: list[float]) -> str:

@@ -29,7 +29,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 from PIL import Image
 
 from experiments.common import (
@@ -37,7 +36,7 @@ from experiments.common import (
     epoch_curve,
     machine,
     per_seed_table,
-    plot_band,
+    plot_panels,
     summary,
     timed_run,
     write_jester_folder,
@@ -251,23 +250,17 @@ def write_report(out: Path, scale: str, s: dict, results: dict, probes: dict, pa
             ]
     lines += per_seed_table(["folder", "variant", "seed", "val last", "val best"], per_seed)
     (out / f"results_{scale}.md").write_text("\n".join(lines) + "\n")
-    fig = Figure(figsize=(13, 3.3))
+
+    def band(folder: str, variant: str) -> tuple[str, str, list[list[float]]]:
+        name = variant if folder in FRAMES else folder  # a diagnostic folder's line is named by its folder
+        curves = [
+            results[(folder, variant, x)][1] for x in seeds_of(s, folder, variant) if (folder, variant, x) in results
+        ]
+        return name, COLORS[name], curves
+
     panels = {**{f: [(f, v) for v in VARIANTS] for f in FRAMES}, "hand, one thing changed (TSM)": DIAGNOSTIC_LINES}
-    for ax, (title, lines_of) in zip(fig.subplots(1, len(panels), sharey=True), panels.items(), strict=True):
-        for folder, variant in lines_of:
-            done = [x for x in seeds_of(s, folder, variant) if (folder, variant, x) in results]
-            if done:
-                curves = [results[(folder, variant, x)][1] for x in done]
-                label = f"{variant if folder in FRAMES else folder}, {len(done)} seed(s)"
-                plot_band(ax, curves, label, COLORS.get(variant if folder in FRAMES else folder))
-        ax.axhline(PASS, color="tab:red", linewidth=0.8, linestyle="--")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="center right", fontsize=8)
-    fig.axes[0].set_ylabel("validation top-1")
-    fig.tight_layout()
-    fig.savefig(out / f"generalisation_{scale}.png", dpi=120)
+    bands = {title: [b for b in (band(*line) for line in lines_of) if b[2]] for title, lines_of in panels.items()}
+    plot_panels(out / f"generalisation_{scale}.png", bands, panel_width=3.3, target=PASS, legend="center right")
     print("\n".join(lines))
 
 

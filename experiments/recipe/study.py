@@ -28,14 +28,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from matplotlib.figure import Figure
-
 from experiments.common import (
     QUIET,
     epoch_curve,
     machine,
     per_seed_table,
-    plot_band,
+    plot_panels,
     summary,
     synthetic_overrides,
     timed_run,
@@ -204,19 +202,15 @@ def write_report(out: Path, scale: str, s: dict, results: dict, curves: dict, co
         *[f"- {TITLES[t]}, {v}: `{c}`" for (t, v), c in commands.items()],
     ]
     (out / f"results_{scale}.md").write_text("\n".join(lines) + "\n")
-    fig = Figure(figsize=(9, 3.5))
-    for ax, task in zip(fig.subplots(1, len(VARIANTS), sharey=True), VARIANTS, strict=True):
-        for variant in VARIANTS[task]:
-            done = [x for x in s["seeds"][(task, variant)] if (task, variant, x) in curves]
-            if done:
-                label = f"{variant}, {len(done)} seed{'s' if len(done) > 1 else ''}"
-                plot_band(ax, [curves[(task, variant, x)] for x in done], label, COLORS[variant])
-        ax.set_title(TITLES[task], fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.legend(loc="lower right")
-    fig.axes[0].set_ylabel("validation top-1")
-    fig.tight_layout()
-    fig.savefig(out / f"recipe_{scale}.png", dpi=120)
+    panels = {
+        TITLES[task]: [
+            (variant, COLORS[variant], [curves[(task, variant, x)] for x in done])
+            for variant in VARIANTS[task]
+            if (done := [x for x in s["seeds"][(task, variant)] if (task, variant, x) in curves])
+        ]
+        for task in VARIANTS
+    }
+    plot_panels(out / f"recipe_{scale}.png", panels)
     print("\n".join(lines))
 
 
