@@ -1,9 +1,12 @@
 """int8 and fp16 exports (``src/export.py precision=...``): they run, agree with fp32, describe themselves."""
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -12,7 +15,7 @@ from tests.helpers.config import tiny_checkpoint
 from tests.helpers.scripts import run_python
 from tests.helpers.streams import logits_on_cpu, needs_qemu_x86
 from tsm.data.recorded import datamodule_from_record
-from tsm.metadata import CALIBRATION_KEY, PRECISION_KEY
+from tsm.metadata import BUFFERS_KEY, CALIBRATION_KEY, PRECISION_KEY
 from tsm.models.checkpoints import data_config, load_recognizer
 from tsm.quantize import calibration_feeds, clip_logits, node_census, to_int8
 from tsm.shift import TemporalShift
@@ -76,13 +79,40 @@ def test_stream_logits_averaged_over_a_clip_are_the_clip_files_logits(ckpt, expo
 
 @pytest.mark.parametrize("mode", ["stream", "clip"])
 def test_int8_graph_runs_integer_convolutions(ckpt, exports, mode):
-    """Every convolution runs in int8; the graph leaves int8 only at the shifts (the clip file's reshapes
-    and slices, the stream file's buffers), its input and its logits."""
+    """Every convolution but the one reading the frame runs in int8; the graph leaves int8 only at the clip
+    file's shifts (its reshapes and slices), the input and the logits. A stream file's shifts concatenate
+    its uint8 buffers in int8 (no QLinearConcat, which onnxruntime's layout pass cannot see through)."""
     census = node_census(exports[mode, "int8"][0])
     print(mode, dict(census))  # the note's node census
     shifts = sum(isinstance(m, TemporalShift) for m in load_recognizer(ckpt).modules())
-    assert census["QLinearConv"] > 0 and census["Conv"] == 0
-    assert census["QuantizeLinear"] <= shifts + 1 and census["DequantizeLinear"] <= 2 * shifts + 1
+    assert census["QLinearConv"] > 0 and census["Conv"] == 1  # the stem's first convolution (3 channels in)
+    if mode == "clip":
+        assert census["QuantizeLinear"] <= shifts + 1 and census["DequantizeLinear"] <= 2 * shifts + 1
+    else:
+        assert census["QuantizeLinear"] == census["DequantizeLinear"] == 1  # after the stem, the logits
+        assert census["Concat"] == shifts and census["QLinearConcat"] == 0
+
+
+def test_int8_stream_buffers_are_nhwc_uint8_reset_to_their_zero_point(exports):
+    """onnxruntime's full optimisation (NHWC integer convolutions on this CPU) then leaves no transpose at the
+    shifts: two remain, after the float stem and before the pooled logits."""
+    path = exports["stream", "int8"][0]
+    spec = json.loads(read_metadata(path)[BUFFERS_KEY])
+    fp32 = json.loads(read_metadata(path.with_suffix(".fp32.onnx"))[BUFFERS_KEY])
+    assert [b["shape"] for b in spec] == [[b["shape"][i] for i in (0, 2, 3, 1)] for b in fp32]
+    assert all(b["dtype"] == "uint8" and 0 <= b["zero_point"] <= 255 for b in spec)
+    session = OnnxStreamSession(path)
+    session.step(np.random.default_rng(0).standard_normal((1, 3, 32, 32), np.float32))
+    assert any(values.any() for values in session.buffers().values())
+    session.reset()
+    for b, values in zip(spec, session.buffers().values(), strict=True):
+        assert values.dtype == np.uint8 and (values == b["zero_point"]).all()
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        ops = [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
+    assert ops.count("Transpose") <= 2 and ops.count("Concat") == len(spec)
 
 
 def test_metadata_round_trips(ckpt, exports):

@@ -110,10 +110,13 @@ export class StreamSession {
     this.reset();
   }
 
+  // each buffer's reset state: float32 zeros, or an int8 file's uint8 buffers filled with their zero point
   reset() {
-    this.buffers = this.bufferSpecs.map(({ shape }) => {
+    this.buffers = this.bufferSpecs.map(({ shape, dtype = "float32", zero_point: zeroPoint = 0 }) => {
       const dims = [1, ...shape.slice(1)];
-      return new ort.Tensor("float32", new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
+      const size = dims.reduce((a, b) => a * b, 1);
+      const values = dtype === "uint8" ? new Uint8Array(size).fill(zeroPoint) : new Float32Array(size);
+      return new ort.Tensor(dtype, values, dims);
     });
   }
 

@@ -54,6 +54,7 @@ DIAGNOSTICS = {
     "hand-slow": {"slow": True},
     "hand-small": {"small": True},
     "hand-steady": {"steady": True},
+    "hand-4x-clips": {"clips": 4},  # the same renderer, 4x the training clips (the first quarter: the hand folder's)
 }
 ALL = {**FRAMES, **dict.fromkeys(DIAGNOSTICS, FRAMES["hand"])}
 # the synthetic class that moves as each swipe: two time-reversed pairs
@@ -67,7 +68,7 @@ SCALES = {
         "epochs": 12,
         "shrink": 1,
         "seeds": {"TSM": (1, 2, 3), "TSN": (1,), "TSM-MobileNetV2": (1,)},
-        "diagnostic_seeds": (1, 2),
+        "diagnostic_seeds": (1, 2, 3),
     },
     "tiny": {
         "train": 8,
@@ -90,6 +91,7 @@ COLORS = {
     "hand-slow": "tab:brown",
     "hand-small": "tab:pink",
     "hand-steady": "tab:olive",
+    "hand-4x-clips": "tab:red",
 }
 DIAGNOSTIC_LINES = [(folder, "TSM") for folder in DIAGNOSTICS]
 PASS = 0.90  # TSM's validation top-1 at the last epoch, every seed
@@ -112,7 +114,8 @@ def renderer(folder: str, s: dict):
             for split, part in zip(("train", "val"), parts, strict=True)
         }
         return lambda part, i, name: sources[part].render(i, list(range(s["frames"])), OBJECT_CLASS[name]).numpy()
-    scene = {"hand": hand_swipe, "particles": particle_drift}.get(folder) or partial(hand_swipe, **DIAGNOSTICS[folder])
+    options = {key: value for key, value in DIAGNOSTICS.get(folder, {}).items() if key != "clips"}
+    scene = {"hand": hand_swipe, "particles": particle_drift}.get(folder) or partial(hand_swipe, **options)
     seed = list(FRAMES).index(folder if folder in FRAMES else "hand")  # a diagnostic draws as the hand folder
 
     def render(part: str, index: int, name: str) -> np.ndarray:
@@ -120,6 +123,11 @@ def renderer(folder: str, s: dict):
         return swipe(scene, rng, name, s["frames"], height, width)
 
     return render
+
+
+def clips_of(s: dict, folder: str) -> dict[str, int]:
+    """Training and validation clips of ``folder``: the scale's, times a diagnostic's ``clips`` for training."""
+    return {"train": s["train"] * DIAGNOSTICS.get(folder, {}).get("clips", 1), "validation": s["validation"]}
 
 
 def motion_probe(root: Path) -> float:
@@ -173,7 +181,7 @@ def main() -> None:
     s = SCALES[args.scale]
     runs = args.out / "runs" / args.scale
     wanted = [f for f in ALL if f in FRAMES or s["diagnostic_seeds"]]
-    folders = {f: write_jester_folder(runs / f"{f}_data", CLASSES, s, renderer(f, s)) for f in wanted}
+    folders = {f: write_jester_folder(runs / f"{f}_data", CLASSES, clips_of(s, f), renderer(f, s)) for f in wanted}
     preview({f: folders[f] for f in FRAMES}, args.out)
     probes = {folder: motion_probe(root) for folder, root in folders.items()}
     jobs = []
@@ -210,7 +218,8 @@ def overrides_of(s: dict, root: Path) -> list[str]:
 def write_report(out: Path, scale: str, s: dict, results: dict, probes: dict, parallel: int) -> None:
     lines = [
         f"Scale `{scale}`: {s['train']} training and {s['validation']} validation clips of {s['frames']} JPEG frames "
-        f"per folder; seeds fixed in the study's SCALES. {machine()}; {parallel} run(s) at a time, one torch "
+        f"per folder (hand-4x-clips: {clips_of(s, 'hand-4x-clips')['train']} training clips); seeds fixed in the "
+        f"study's SCALES. {machine()}; {parallel} run(s) at a time, one torch "
         "thread each.",
         "",
         "Command (FOLDER: the folder; N: the seed; the variants add their overrides, TSN `model/shift=none`, "

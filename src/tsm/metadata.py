@@ -14,7 +14,7 @@ from tsm.errors import DataError
 INFO_KEY = "tsm_info"  # what using the model needs: class names, frames, input size, scale size, mean, std
 DATA_KEY = "tsm_data"  # checkpoints: the resolved data config the model was trained on
 MODE_KEY = "tsm_mode"  # exported files: "clip" or "stream"
-BUFFERS_KEY = "tsm_buffers"  # stream files: the shift buffers' names and shapes
+BUFFERS_KEY = "tsm_buffers"  # stream files: the shift buffers' names, shapes and (int8 ONNX files) uint8 zero points
 PRECISION_KEY = "tsm_precision"  # exported files: fp32, fp16 or int8
 CALIBRATION_KEY = "tsm_calibration"  # int8 files: the data they were calibrated on
 
@@ -69,3 +69,25 @@ def buffer_shapes(
     if [fixed_shape(node, path) for node in outputs] != [shape for _, shape in graph]:
         raise DataError(path, f"the graph's buffer outputs {[name for name, _ in outputs]} do not match its inputs")
     return [shape for _, shape in graph]
+
+
+BUFFER_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}  # tsm_buffers dtype -> onnxruntime's type name
+
+
+def buffer_fills(metadata: Mapping[str, str], path: str | Path) -> list[tuple[str, int]]:
+    """Each buffer's dtype and the value of its reset state, from ``tsm_buffers``: float32 zeros, or (int8 ONNX
+    files) uint8 filled with the ``zero_point`` its entry states; anything else is a :class:`DataError`."""
+    fills = []
+    for entry in metadata_json(metadata, BUFFERS_KEY, path):
+        if not isinstance(entry, dict):
+            raise DataError(path, f"metadata {BUFFERS_KEY} is not a list of {{name, shape}} objects")
+        dtype, zero_point = entry.get("dtype", "float32"), entry.get("zero_point", 0)
+        if not isinstance(dtype, str) or dtype not in BUFFER_TYPES:
+            known = list(BUFFER_TYPES)
+            raise DataError(path, f"metadata {BUFFERS_KEY} has a buffer of dtype {dtype!r}; known: {known}")
+        if dtype == "float32" and "zero_point" in entry:
+            raise DataError(path, f"metadata {BUFFERS_KEY} has a float32 buffer with a zero_point: only uint8 has one")
+        if type(zero_point) is not int or not 0 <= zero_point <= 255:
+            raise DataError(path, f"metadata {BUFFERS_KEY}: a uint8 buffer's zero_point must be an int in 0..255")
+        fills.append((dtype, zero_point))
+    return fills

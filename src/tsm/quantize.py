@@ -8,10 +8,11 @@ which saturates for 8-bit weights (255 x 127 x 2 > 32767) and then gives other l
 or the browser; with 7 bits they compute the same integers (tested; onnxruntime's ARM kernels give
 close but not equal logits for either width: experiments/quantization). When a session loads the
 file, onnxruntime fuses each DequantizeLinear -> op -> QuantizeLinear into one integer op (QLinearConv,
-QLinearAdd, QLinearConcat, QGemm, ...): :func:`node_census` lists what it runs. Calibration (min-max)
-reads clips of the model's own training data, unaugmented; a stream file is calibrated on whole clips
-streamed frame by frame, its shift buffers carried from frame to frame by the fp32 file, so they hold
-the values a stream holds.
+QLinearAdd, QGemm, ...): :func:`node_census` lists what it runs. The convolutions that read the frame stay
+float32, and a stream file's buffers are uint8 in NHWC layout, reset to their zero point (:mod:`tsm.int8_graph`
+says why: both make the file faster). Calibration (min-max) reads clips of the model's own training data,
+unaugmented; a stream file is calibrated on whole clips streamed frame by frame, its shift buffers carried from
+frame to frame by the fp32 file, so they hold the values a stream holds.
 
 fp16: weights and compute in half precision for GPUs; inputs and outputs stay float32 (a cast at
 each), so every runtime of this project feeds all three precisions the same way. onnxruntime's
@@ -37,7 +38,8 @@ import onnxruntime as ort
 from tsm.benchmark import median_ms
 from tsm.data.clips import Skipped
 from tsm.files import atomic_open
-from tsm.metadata import CALIBRATION_KEY, DATA_KEY, MODE_KEY, PRECISION_KEY, read_info
+from tsm.int8_graph import compact, frame_convolutions, integer_buffers
+from tsm.metadata import BUFFERS_KEY, CALIBRATION_KEY, DATA_KEY, MODE_KEY, PRECISION_KEY, metadata_json, read_info
 from tsm.streaming.sessions import open_clip, open_stream, read_file_metadata
 
 if TYPE_CHECKING:
@@ -97,18 +99,26 @@ def to_int8(
             per_channel=True,
             reduce_range=weight_bits == 7,
             calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=frame_convolutions(onnx.load(str(prepared))),
         )
         model = onnx.load(str(quantized))  # target is written once, whole, below
     settings = {
         "format": "QDQ",
         "activations": "uint8, per tensor",
         "weights": f"int8 in {WEIGHT_RANGES[weight_bits]}, per output channel, symmetric",
+        "float32": "the convolutions that read the frame",
         "method": "minmax",
         "clips": len(clips),
         **description,
     }
     model.metadata_props.clear()
     model.metadata_props.extend(onnx.load(str(source), load_external_data=False).metadata_props)
+    metadata = {entry.key: entry.value for entry in model.metadata_props}
+    if metadata.get(MODE_KEY) == "stream":
+        spec = integer_buffers(model, metadata_json(metadata, BUFFERS_KEY, source))
+        _set_entry(model, BUFFERS_KEY, json.dumps(spec))
+        settings["buffers"] = "uint8 in NHWC layout, in their activation's quantization; reset to its zero point"
+    compact(model)
     _set_metadata(model, "int8", settings)
     with atomic_open(target) as file:
         onnx.save(model, file)
@@ -124,9 +134,13 @@ def calibration_clips(clips: Iterable[np.ndarray]) -> list[np.ndarray]:
 
 
 def _set_metadata(model: onnx.ModelProto, precision: str, calibration: dict) -> None:
-    for key, value in ((PRECISION_KEY, precision), (CALIBRATION_KEY, json.dumps(calibration))):
-        entry = next((e for e in model.metadata_props if e.key == key), None) or model.metadata_props.add()
-        entry.key, entry.value = key, value
+    _set_entry(model, PRECISION_KEY, precision)
+    _set_entry(model, CALIBRATION_KEY, json.dumps(calibration))
+
+
+def _set_entry(model: onnx.ModelProto, key: str, value: str) -> None:
+    entry = next((e for e in model.metadata_props if e.key == key), None) or model.metadata_props.add()
+    entry.key, entry.value = key, value
 
 
 def spread(count: int, total: int) -> list[int]:

@@ -159,9 +159,10 @@ def test_folder_tree_reader(tmp_path_factory, tree):
 # ONNX stream files.
 
 BUFFER_SHAPE = ["batch", 3, 4, 4]
+BUFFER = {"name": "buffer_00", "shape": BUFFER_SHAPE}
 METADATA = {
     "tsm_mode": "stream",
-    BUFFERS_KEY: json.dumps([{"name": "buffer_00", "shape": BUFFER_SHAPE}]),
+    BUFFERS_KEY: json.dumps([BUFFER]),
     INFO_KEY: json.dumps({"class_names": ["a", "b"], "input_size": 4, "scale_size": 4, "mean": [0.5] * 3}),
 }
 
@@ -212,6 +213,10 @@ MISMATCH = r"tsm_buffers does not match the graph's buffer inputs \[\['buffer_00
         (BUFFERS_KEY, [{"name": "buffer_01", "shape": BUFFER_SHAPE}], "tsm_buffers does not match the graph"),
         (BUFFERS_KEY, [], "tsm_buffers does not match the graph"),
         (BUFFERS_KEY, [{"name": "buffer_00"}], "tsm_buffers is not a list of {name, shape} objects"),
+        (BUFFERS_KEY, [{**BUFFER, "dtype": "float64"}], r"tsm_buffers has a buffer of dtype 'float64'; known: \["),
+        (BUFFERS_KEY, [{**BUFFER, "zero_point": 3}], "tsm_buffers has a float32 buffer with a zero_point"),
+        (BUFFERS_KEY, [{**BUFFER, "dtype": "uint8", "zero_point": 256}], "tsm_buffers: a uint8 buffer's zero_point"),
+        (BUFFERS_KEY, [{**BUFFER, "dtype": "uint8", "zero_point": 9}], "tsm_buffers's dtypes do not match the graph"),
         (BUFFERS_KEY, "[{", "tsm_buffers is not valid JSON"),
         (INFO_KEY, "{", "tsm_info is not valid JSON"),
         (INFO_KEY, ["a", "b"], "tsm_info is not a JSON object"),

@@ -88,8 +88,12 @@ def test_page_logits_are_onnxruntime_frame_by_frame(page_setup):
 
 
 def test_page_runs_an_int8_file(page_setup):
-    """An int8 export streams in the page too: onnxruntime-web's integer kernels compute what x86's do (the
-    exporter's 7-bit weights keep AVX2-only CPUs from saturating), so the logits agree to one int8 step."""
+    """An int8 export streams in the page too, its uint8 buffers included. onnxruntime-web's integer kernels
+    compute what x86's do (the exporter's 7-bit weights keep AVX2-only CPUs from saturating): the first frame's
+    logits agree to one int8 step. The float convolution that reads the frame sums in another order, which
+    moves some of its quantized outputs by a step; the buffers carry those into the next frames, whose logits
+    then agree within the bound the int8 file keeps to fp32 (measured: 0.08-0.09 of 1.7 on AVX-512 VNNI; the
+    same file with an int8 first convolution: equal on every frame)."""
     session = OnnxStreamSession(page_setup["stream"])
     info = session.info
     clip = np.stack(
@@ -99,12 +103,14 @@ def test_page_runs_an_int8_file(page_setup):
     result = run_page(int8, page_setup["camera"], 3)
     assert result["error"] is None and len(result["frames"]) == 3
     reference = OnnxStreamSession(int8)
-    initializers = onnx.load(str(int8)).graph.initializer
-    step = next(onnx.numpy_helper.to_array(t) for t in initializers if t.name == "logits_scale")
-    for reported in result["frames"]:
+    graph = onnx.load(str(int8)).graph
+    dequantize = next(node for node in graph.node if node.output[0] == "logits")  # the logits' int8 step
+    step = next(onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name == dequantize.input[1])
+    for index, reported in enumerate(result["frames"]):
         logits = reference.step(np.asarray(reported["input"], dtype=np.float32).reshape(1, 3, SIZE, SIZE))[0]
         got = np.asarray(reported["logits"], dtype=np.float32)
-        assert np.abs(got - logits).max() <= step * 1.001  # measured: equal on AVX-512 VNNI and emulated AVX2
+        bound = step * 1.001 if index == 0 else 0.1 * np.abs(logits).max()
+        assert np.abs(got - logits).max() <= bound
 
 
 def bare_copy(stream: Path, path: Path) -> Path:

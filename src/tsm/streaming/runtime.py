@@ -19,7 +19,17 @@ import numpy as np
 import onnxruntime as ort
 
 from tsm.errors import DataError
-from tsm.metadata import BUFFERS_KEY, MODE_KEY, PRECISION_KEY, Node, buffer_shapes, fixed_shape, read_info
+from tsm.metadata import (
+    BUFFER_TYPES,
+    BUFFERS_KEY,
+    MODE_KEY,
+    PRECISION_KEY,
+    Node,
+    buffer_fills,
+    buffer_shapes,
+    fixed_shape,
+    read_info,
+)
 
 
 def ort_session(path: str | Path) -> ort.InferenceSession:
@@ -46,9 +56,12 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def buffer_zeros(metadata: Mapping[str, str], batch: int) -> dict[str, np.ndarray]:
-    """Zeroed stream buffers for ``batch`` streams from a stream file's metadata (its ``tsm_buffers``)."""
-    spec = json.loads(metadata[BUFFERS_KEY])
-    return {b["name"]: np.zeros([batch, *b["shape"][1:]], dtype=np.float32) for b in spec}
+    """The reset state of a stream file's buffers for ``batch`` streams, from its ``tsm_buffers``: float32 zeros,
+    or an int8 file's uint8 zero points."""
+    spec, fills = json.loads(metadata[BUFFERS_KEY]), buffer_fills(metadata, "the stream file")
+    return {
+        b["name"]: np.full([batch, *b["shape"][1:]], fill, dtype) for b, (dtype, fill) in zip(spec, fills, strict=True)
+    }
 
 
 def stream_graph(session: ort.InferenceSession, path: str | Path) -> tuple[dict[str, str], list[Node], list[Node]]:
@@ -69,7 +82,8 @@ def stream_graph(session: ort.InferenceSession, path: str | Path) -> tuple[dict[
 
 class OnnxStreamSession:
     """``step(frame)`` with ``frame`` ``(batch, 3, H, W)`` float32 returns that frame's logits
-    ``(batch, num_classes)``; ``reset()`` starts a new stream (all buffers zero); ``info`` says how to
+    ``(batch, num_classes)``; ``reset()`` starts a new stream (buffers at their reset state: zero, or an int8
+    file's uint8 zero point); ``info`` says how to
     feed it (``class_names``, ``input_size``, ``scale_size``, ``mean``, ``std``); ``precision`` is
     the file's (fp32, fp16 or int8, see :mod:`tsm.quantize`)."""
 
@@ -83,6 +97,10 @@ class OnnxStreamSession:
         self.batch = batch
         self.buffer_names = [name for name, _ in buffer_inputs]
         self._shapes = [[batch, *shape] for shape in buffer_shapes(metadata, buffer_inputs, buffer_outputs, path)]
+        self._fills = buffer_fills(metadata, path)
+        types = [node.type for node in self.session.get_inputs()[1:]]
+        if types != [BUFFER_TYPES[dtype] for dtype, _ in self._fills]:
+            raise DataError(path, f"metadata {BUFFERS_KEY}'s dtypes do not match the graph's buffer inputs {types}")
         frame, logits = ([batch, *fixed_shape(node, path)] for node in (frame_input, logits_output))
         self._frame = ort.OrtValue.ortvalue_from_numpy(np.zeros(frame, np.float32))
         self._logits = ort.OrtValue.ortvalue_from_numpy(np.zeros(logits, np.float32))
@@ -99,12 +117,15 @@ class OnnxStreamSession:
             self._bindings.append(binding)
         self._turn = 0
 
+    def _reset_state(self) -> list[np.ndarray]:
+        return [np.full(shape, fill, dtype) for shape, (dtype, fill) in zip(self._shapes, self._fills, strict=True)]
+
     def _zeros(self) -> list[ort.OrtValue]:
-        return [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32)) for shape in self._shapes]
+        return [ort.OrtValue.ortvalue_from_numpy(state) for state in self._reset_state()]
 
     def reset(self) -> None:
-        for value, shape in zip(self._sets[self._turn], self._shapes, strict=True):
-            value.update_inplace(np.zeros(shape, np.float32))
+        for value, state in zip(self._sets[self._turn], self._reset_state(), strict=True):
+            value.update_inplace(state)
 
     def buffers(self) -> dict[str, np.ndarray]:
         """A copy of the buffers the next ``step`` reads (int8 calibration sees what a stream holds)."""
