@@ -12,6 +12,7 @@ from PIL import Image
 
 from experiments.common import synthetic_overrides
 from experiments.generalisation.scenes import SWIPES
+from experiments.generalisation.study import clips_of
 from tests.helpers import ROOT
 from tests.helpers.scripts import run_python
 from tsm.training.precision import auto_precision
@@ -192,6 +193,8 @@ def test_generalisation_study_tiny(tmp_path):
         root = tmp_path / "runs" / "tiny" / f"{folder}_data"
         assert (root / "jester-v1-labels.csv").read_text().splitlines() == list(SWIPES)
         assert Image.open(root / "20bn-jester-v1" / "1" / "00008.jpg").size[0] == width
+    more = clips_of({"train": 8, "validation": 4}, "hand-4x-clips")
+    assert more == {"train": 32, "validation": 4}
 
 
 @pytest.mark.slow
