@@ -91,7 +91,9 @@ def _rewrite_buffer(g: _Graph, name: str, removed: set[int]) -> int | None:
     # in: a uint8 Concat of the buffer and the rest, in the activation's quantization
     g.set_params(requantize, scale, zero_point)
     inputs = [name if i == dequantize.output[0] else rest_dequantize.input[0] for i in concat.input]
-    g.graph.node.append(helper.make_node("Concat", inputs, [requantize.output[0]], axis=1, name=concat.name))
+    uint8_concat = helper.make_node("Concat", inputs, [requantize.output[0]], name=concat.name)
+    uint8_concat.attribute.extend(concat.attribute)  # its axis
+    g.graph.node.append(uint8_concat)
     removed |= {id(quantize), id(dequantize), id(concat), id(requantize)}
     if len(g.consumers[rest]) == 1:
         removed.add(id(rest_dequantize))
