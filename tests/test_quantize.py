@@ -115,6 +115,24 @@ def test_int8_stream_buffers_are_nhwc_uint8_reset_to_their_zero_point(exports):
     assert ops.count("Transpose") <= 2 and ops.count("Concat") == len(spec)
 
 
+@pytest.mark.parametrize("mode", ["stream", "clip"])
+def test_int8_biases_are_in_their_input_scale_times_their_weight_scale(exports, mode):
+    """onnxruntime fuses a convolution into QLinearConv only then; the stream rewrite changes some inputs' scales."""
+    graph = onnx.load(exports[mode, "int8"][0]).graph
+    values = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    made = {out: node for node in graph.node for out in node.output}
+    convs = [
+        n
+        for n in graph.node
+        if n.op_type == "Conv" and getattr(made.get(n.input[0]), "op_type", "") == "DequantizeLinear"
+    ]
+    assert convs
+    for conv in convs:
+        activation, weight, bias = (made[name] for name in conv.input)
+        expected = values[activation.input[1]] * values[weight.input[1]]
+        np.testing.assert_allclose(values[bias.input[1]], expected, rtol=1e-6)
+
+
 def test_metadata_round_trips(ckpt, exports):
     for (mode, precision), (path, _) in exports.items():
         metadata, fp32 = read_metadata(path), read_metadata(path.with_suffix(".fp32.onnx"))

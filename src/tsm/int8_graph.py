@@ -89,6 +89,8 @@ def _rewrite_buffer(g: _Graph, name: str, removed: set[int]) -> int | None:
     if zero_point.dtype != np.uint8 or scale.size != 1 or not same:
         return None
     # in: a uint8 Concat of the buffer and the rest, in the activation's quantization
+    for reader in g.consumers[requantize.output[0]]:  # the Dequantize nodes of the concatenation
+        _requantize_biases(g, reader.output[0], scale)
     g.set_params(requantize, scale, zero_point)
     inputs = [name if i == dequantize.output[0] else rest_dequantize.input[0] for i in concat.input]
     uint8_concat = helper.make_node("Concat", inputs, [requantize.output[0]], name=concat.name)
@@ -102,6 +104,26 @@ def _rewrite_buffer(g: _Graph, name: str, removed: set[int]) -> int | None:
     out_quantize.output[0] = f"{name}_out"
     removed.add(id(out_dequantize))
     return int(zero_point)
+
+
+def _requantize_biases(g: _Graph, activation: str, scale: np.ndarray) -> None:
+    """The int32 biases of the convolutions reading ``activation``, in ``scale`` x each weight's scale: what
+    onnxruntime requires to fuse a convolution into QLinearConv once the activation's scale changes."""
+    for conv in g.consumers[activation]:
+        if conv.op_type != "Conv" or len(conv.input) < 3 or conv.input[0] != activation:
+            continue
+        weight, bias = g.made_by(conv.input[1], "DequantizeLinear"), g.made_by(conv.input[2], "DequantizeLinear")
+        if weight is None or bias is None:
+            continue
+        values = numpy_helper.to_array(g.init[bias.input[0]]).astype(np.float64)
+        bias_scale = numpy_helper.to_array(g.init[bias.input[1]]).astype(np.float64)
+        new_scale = (scale * g.params(weight)[0]).astype(np.float32)
+        new_values = np.round(values * bias_scale / new_scale)
+        info = np.iinfo(np.int32)
+        g.init[bias.input[0]].CopyFrom(
+            numpy_helper.from_array(np.clip(new_values, info.min, info.max).astype(np.int32), bias.input[0])
+        )
+        g.init[bias.input[1]].CopyFrom(numpy_helper.from_array(new_scale, bias.input[1]))
 
 
 def integer_buffers(model: onnx.ModelProto, spec: list[dict]) -> list[dict]:
