@@ -28,6 +28,10 @@ SIZE = (33, 45)  # odd, not square
 CLIP_LENGTHS = (7, 11)
 
 
+# one worker runs the module: its fixtures (exports of a trained checkpoint) are built once, not on both
+pytestmark = pytest.mark.xdist_group("litert_export")
+
+
 @pytest.fixture(scope="module")
 def ckpt(causal_ckpt) -> Path:
     return causal_ckpt

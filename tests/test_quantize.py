@@ -31,6 +31,10 @@ def export(ckpt: Path, out: Path, *overrides: str) -> dict:
     return json.loads(report.read_text()) if report.is_file() else {}
 
 
+# one worker runs the module: its fixtures (exports of a trained checkpoint) are built once, not on both
+pytestmark = pytest.mark.xdist_group("quantize")
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)  # the same weights on every run: the tolerances below hold for these

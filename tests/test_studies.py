@@ -31,12 +31,11 @@ def test_kd_study_tiny(tmp_path):
     table = (tmp_path / "results_tiny.md").read_text()
     assert "| I3D | `python src/train.py +experiment=synthetic_i3d_teacher seed=1` |" in table
     assert "| KD I3D a=0.5 T=4.0 | [1] |" in table and "| KD TSM-MobileNetV2 a=0.5 T=4.0 | [1] |" in table
-    assert "| student AdamW | [1] |" in table and "| KD I3D a=0.5 T=4.0 AdamW | [1] |" in table
-    assert "| KD TSM-MobileNetV2 a=0.5 T=4.0 AdamW | [1] |" in table and "| KD I3D a=0.9 T=4.0 AdamW | [1] |" in table
+    assert "| student | [1] |" in table and "AdamW | [1]" not in table  # the tiny scale runs the SGD recipe only
     assert "| cache read back |" in table and "| teacher on every batch |" in table
     assert (tmp_path / "kd_tiny.png").stat().st_size > 0
     runs = tmp_path / "runs" / "tiny"
-    assert len(list(runs.glob("*/metrics.json"))) == 9
+    assert len(list(runs.glob("*/metrics.json"))) == 5  # two teachers, the student, two distilled students
     cache = torch.load(runs / "kd_i3d_a0.5_T4.0_seed1" / "teacher_logits.pt", weights_only=True)["logits"].double()
     top = [torch.softmax(cache / t, 1).max(1).values.mean().item() for t in (1.0, 4.0)]
     assert f"| {top[0]:.3f} at T=1, {top[1]:.3f} at T=4 |" in table  # how soft the I3D's targets are

@@ -47,6 +47,7 @@ SCALES = {
         "grid_seeds": (1, 2),
         # the main setting (synthetic_mbv2_kd's) first: it runs on every seed
         "grid": [(0.5, 4.0), (0.5, 1.0), (0.9, 1.0), (0.9, 4.0)],
+        "recipes": ("SGD", "AdamW"),
         "tiny": [],
         "teacher": [],
     },
@@ -56,7 +57,8 @@ SCALES = {
         "eval": 4,
         "seeds": (1,),
         "grid_seeds": (1,),
-        "grid": [(0.5, 4.0)],  # one setting: the tiny run checks the pipeline, not the grid
+        "grid": [(0.5, 4.0)],  # one setting and one optimiser: the tiny run checks the pipeline, not the grid
+        "recipes": ("SGD",),
         # smaller clips for every run, and the teachers' sizes (their own configs' otherwise)
         "tiny": [
             "data.num_segments=4",
@@ -133,7 +135,8 @@ def main() -> None:
     ckpt = {name: run_dir / "checkpoints" / "last.ckpt" for name, (_, run_dir) in teachers.items()}
     arms: dict[str, dict[int, Path]] = {}
     baseline: dict[str, str] = {}  # each distillation arm's student alone (same recipe, same seeds)
-    for recipe, recipe_overrides in RECIPES.items():
+    for recipe in s["recipes"]:
+        recipe_overrides = RECIPES[recipe]
         student = student_arm(recipe)
         arms[student] = {seed: runs / f"student{recipe_tag(recipe, '_')}_seed{seed}" for seed in s["seeds"]}
         jobs += [([*student_data(s), *recipe_overrides, f"seed={seed}"], d) for seed, d in arms[student].items()]
@@ -143,6 +146,8 @@ def main() -> None:
         ("I3D", "i3d", [MAIN, ALPHA_HIGH], s["seeds"], "AdamW"),
         ("TSM-MobileNetV2", "checkpoint", [MAIN], s["seeds"], "AdamW"),
     ):
+        if recipe not in s["recipes"]:
+            continue
         for alpha, temperature in grid:
             arm = f"KD {name} a={alpha} T={temperature}{recipe_tag(recipe, ' ')}"
             arms[arm], baseline[arm] = {}, student_arm(recipe)
