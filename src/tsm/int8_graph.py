@@ -7,8 +7,10 @@
   input -> Quantize -> Dequantize -> Concat -> Quantize, and its output as Slice -> Quantize -> Dequantize. In
   onnxruntime that is a QLinearConcat that its NHWC layout pass cannot see through, so each shift costs three
   transposes and a Quantize/Dequantize pair. Rewritten as a uint8 Concat fed an NHWC buffer, the transposes
-  cancel. The reset state of a buffer is its zero point, recorded in ``tsm_buffers``
-  (``dtype``, ``zero_point``; NHWC ``shape``).
+  cancel. Where the concatenation had a scale of its own, the biases of the convolution reading it are
+  requantized to the activation's (onnxruntime fuses a convolution only when bias scale = input x weight scale).
+  The reset state of a buffer is its zero point, recorded in ``tsm_buffers`` (``dtype``, ``zero_point``; NHWC
+  ``shape``).
 - :func:`compact`: the weights' all-zero zero points are dropped (zero is the default) and the graph's
   internal tensors get short names.
 """
