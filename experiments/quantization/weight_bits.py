@@ -106,7 +106,7 @@ def main() -> None:
             }
         fp32_top1 = float((reference == labels).mean())
     result = {
-        "command": shlex.join(["python", *sys.argv]),
+        "command": shlex.join(["python", "-m", "experiments.quantization.weight_bits", *sys.argv[1:]]),
         "machine": machine(),
         "onnxruntime": ort.__version__,
         "ckpt": str(args.ckpt),
