@@ -229,13 +229,15 @@ def one_call(path: str | Path, frame_shape: tuple[int, ...]) -> Callable[[], obj
     return lambda: session.step(data)
 
 
-def node_census(path: str | Path) -> Counter[str]:
+def node_census(path: str | Path, layout: bool = False) -> Counter[str]:
     """The op types of the graph onnxruntime runs for ``path`` (after its graph optimisations and
-    fusions), e.g. how many convolutions run as QLinearConv and how many Quantize/Dequantize remain."""
+    fusions), e.g. how many convolutions run as QLinearConv and how many Quantize/Dequantize remain;
+    ``layout``: also after the layout passes for this machine's CPU (channels-last kernels, their transposes)."""
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
         # the layout passes after this level target this machine's CPU; the integer fusions happen before
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        level = ort.GraphOptimizationLevel
+        options.graph_optimization_level = level.ORT_ENABLE_ALL if layout else level.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
