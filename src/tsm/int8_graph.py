@@ -61,11 +61,17 @@ class _Graph:
 
     def params(self, node: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray]:
         """A (De)QuantizeLinear node's scale and zero point."""
-        return tuple(numpy_helper.to_array(self.init[name]) for name in node.input[1:3])
+        return tuple(self.value(name) for name in node.input[1:3])
+
+    def value(self, name: str) -> np.ndarray:
+        return numpy_helper.to_array(self.init[name])
+
+    def set_value(self, name: str, value: np.ndarray) -> None:
+        self.init[name].CopyFrom(numpy_helper.from_array(value, name))
 
     def set_params(self, node: onnx.NodeProto, scale: np.ndarray, zero_point: np.ndarray) -> None:
         for name, value in zip(node.input[1:3], (scale, zero_point), strict=True):
-            self.init[name].CopyFrom(numpy_helper.from_array(value, name))
+            self.set_value(name, value)
 
 
 def _rewrite_buffer(g: _Graph, name: str, removed: set[int]) -> int | None:
@@ -117,15 +123,12 @@ def _requantize_biases(g: _Graph, activation: str, scale: np.ndarray) -> None:
         weight, bias = g.made_by(conv.input[1], "DequantizeLinear"), g.made_by(conv.input[2], "DequantizeLinear")
         if weight is None or bias is None:
             continue
-        values = numpy_helper.to_array(g.init[bias.input[0]]).astype(np.float64)
-        bias_scale = numpy_helper.to_array(g.init[bias.input[1]]).astype(np.float64)
+        values, bias_scale = (g.value(name).astype(np.float64) for name in bias.input[:2])
         new_scale = (scale * g.params(weight)[0]).astype(np.float32)
-        new_values = np.round(values * bias_scale / new_scale)
         info = np.iinfo(np.int32)
-        g.init[bias.input[0]].CopyFrom(
-            numpy_helper.from_array(np.clip(new_values, info.min, info.max).astype(np.int32), bias.input[0])
-        )
-        g.init[bias.input[1]].CopyFrom(numpy_helper.from_array(new_scale, bias.input[1]))
+        new_values = np.clip(np.round(values * bias_scale / new_scale), info.min, info.max).astype(np.int32)
+        g.set_value(bias.input[0], new_values)
+        g.set_value(bias.input[1], new_scale)
 
 
 def integer_buffers(model: onnx.ModelProto, spec: list[dict]) -> list[dict]:
@@ -190,7 +193,7 @@ def compact(model: onnx.ModelProto) -> None:
         weight = len(node.input) == 3 and {node.input[0], node.input[2]} <= g.init.keys()
         if node.op_type != "DequantizeLinear" or not weight:
             continue
-        zero_point = numpy_helper.to_array(g.init[node.input[2]])
+        zero_point = g.value(node.input[2])
         into_conv = all(consumer.op_type == "Conv" for consumer in g.consumers[node.output[0]])
         if into_conv and zero_point.dtype in (np.int8, np.int32) and not zero_point.any():
             del node.input[2]
