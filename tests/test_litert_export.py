@@ -68,6 +68,29 @@ def test_stream_file_gives_pytorchs_logits_on_every_frame_without_torch(model, s
     assert not np.allclose(got["clip7"][1:], got["clip7"][:-1], atol=1e-3)  # the logits move from frame to frame
 
 
+def ops_of(path: Path) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return [op["op_name"] for op in Interpreter(model_path=str(path))._get_ops_details()]
+
+
+def test_stream_file_shifts_channels_last_without_transposes(stream_file):
+    """The buffers are NHWC, each read straight by a concatenation on the channel axis (the converter's NCHW
+    shift cost two transposes of the activation: :func:`tsm.litert_graph.nhwc_buffers`)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(stream_file))
+    inputs = interpreter.get_signature_runner().get_input_details()
+    spec = json.loads(read_tflite_metadata(stream_file)[BUFFERS_KEY])
+    frame = inputs["frame"]["shape"]
+    for entry in spec:
+        n, height, width, fold = inputs[entry["name"]]["shape"]
+        assert n == 1 and [height, width, fold] == entry["shape"][1:] and height <= frame[2] and width <= frame[3]
+        readers = [op for op in interpreter._get_ops_details() if inputs[entry["name"]]["index"] in op["inputs"]]
+        assert [op["op_name"] for op in readers] == ["CONCATENATION"]
+    assert ops_of(stream_file).count("TRANSPOSE") < 1 + 2 * len(spec)
+
+
 def test_stream_signature_has_the_onnx_names_and_at_most_four_dimensions(stream_file):
     session = LiteRTStreamSession(stream_file)
     inputs, outputs = session.runner.get_input_details(), session.runner.get_output_details()
@@ -167,14 +190,18 @@ def int8_stream(ckpt, tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_int8_stream_file_runs_integer_io_and_stays_near_fp32(ckpt, int8_stream, tmp_path):
-    """Full-integer LiteRT: int8 frame, buffers and logits, calibrated on the checkpoint's own training clips;
-    the runner quantizes at the edges. On validation clips its logits stay within the measured int8 error of the
+    """Full-integer LiteRT, calibrated on the checkpoint's own training clips: float32 frame and logits, int8
+    buffers in the quantization of the activation they are cut from. On validation clips its logits stay within the measured int8 error of the
     fp32 file's (measured: 0.03 of the largest logit; a broken scale or zero point gives errors near 1)."""
     path, report = int8_stream
     session = open_stream(path)
     assert session.precision == "int8"
-    details = session.runner.get_input_details()
-    assert {d["dtype"].__name__ for d in details.values()} == {"int8"}
+    inputs, outputs = session.runner.get_input_details(), session.runner.get_output_details()
+    assert inputs["frame"]["dtype"] == outputs["logits"]["dtype"] == np.float32  # quantized inside the graph
+    for name in session.buffer_names:  # carried from frame to frame as they are: no requantization
+        assert inputs[name]["dtype"] == np.int8
+        assert inputs[name]["quantization"] == outputs[f"{name}_out"]["quantization"]
+    assert ops_of(path).count("QUANTIZE") == 1  # the frame's: the shifts requantize nothing
     assert set(session.buffers()) == set(session.buffer_names) and all(
         not b.any() for b in session.buffers().values()
     )  # a fresh stream: every buffer at its zero point, the int8 of 0.0

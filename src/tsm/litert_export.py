@@ -22,9 +22,10 @@ from torch import nn
 
 from tsm.export import BATCH, ExportVerificationError, deployed, relative_error
 from tsm.files import atomic_open
+from tsm.litert_graph import integer_carry, nhwc_buffers, pack, unpack
 from tsm.metadata import BUFFERS_KEY, CALIBRATION_KEY, INFO_KEY, MODE_KEY, PRECISION_KEY
 from tsm.models.recognizer import Recognizer
-from tsm.streaming.litert import SIGNATURE, TFLITE_IDENTIFIER, LiteRTStreamSession, read_tflite_metadata
+from tsm.streaming.litert import SIGNATURE, LiteRTStreamSession, read_tflite_metadata
 from tsm.streaming.model import StreamingTSM
 
 MAX_DIMS = 4  # the LiteRT GPU delegate's limit on a tensor's dimensions
@@ -77,7 +78,7 @@ def to_tflite(
         sample = {"frame": frame, **{name: torch.randn(shape, generator=generator) for name, shape in buffers.items()}}
         check_dims(sample)
         spec = [{"name": name, "shape": [BATCH, *shape[1:]]} for name, shape in buffers.items()]
-        metadata = {MODE_KEY: "stream", BUFFERS_KEY: json.dumps(spec), INFO_KEY: info, PRECISION_KEY: "fp32"}
+        metadata = {MODE_KEY: "stream", INFO_KEY: info, PRECISION_KEY: "fp32"}
         module: nn.Module = NamedStream(stream)
     elif mode == "clip":
         sample = {"clip": torch.randn(1, model.num_segments, 3, height, width, generator=generator)}
@@ -86,9 +87,12 @@ def to_tflite(
     else:
         raise ValueError(f"mode must be 'clip' or 'stream', got {mode!r}")
     with torch.no_grad():
-        converted = litert_torch.convert(module.eval(), sample_kwargs=sample)
+        content = litert_torch.convert(module.eval(), sample_kwargs=sample).model_content()
+    if mode == "stream":
+        content, spec = nhwc_buffers(content, spec)
+        metadata[BUFFERS_KEY] = json.dumps(spec)
     with atomic_open(path) as file:
-        file.write(with_metadata(converted.model_content(), metadata))
+        file.write(with_metadata(content, metadata))
     error = verify_stream(stream, path, tolerance) if mode == "stream" else verify_clip(model, path, sample, tolerance)
     print(f"{path}: {mode} mode, {path.stat().st_size / 2**20:.2f} MB, max relative error {error:.1e} (LiteRT)")
     return path
@@ -98,7 +102,9 @@ def to_tflite_int8(source: str | Path, target: str | Path, clips: Iterable[np.nd
     """Write the full-integer version of the fp32 LiteRT file ``source`` to ``target``: int8 weights (per output
     channel) and int8 activations, min-max calibrated (Google's ``ai-edge-quantizer``, recipe ``static_wi8_ai8``)
     on ``clips`` (``(T, 3, H, W)`` float32, normalised), a stream file frame by frame with the buffers its fp32
-    file carries; inputs and outputs stay float32. ``description`` (where the clips came from) is recorded."""
+    file carries. The frame and the logits stay float32; a stream file's buffers are int8, each in the quantization
+    of the activation it is cut from (:func:`tsm.litert_graph.integer_carry`). ``description`` (where the clips
+    came from) is recorded."""
     from ai_edge_quantizer import quantizer, recipe
 
     from tsm.quantize import calibration_clips, calibration_feeds
@@ -109,8 +115,11 @@ def to_tflite_int8(source: str | Path, target: str | Path, clips: Iterable[np.nd
         engine.calibrate({SIGNATURE: feeds}), enable_progress_bar=False, enable_progress_report=False
     )
     metadata = read_tflite_metadata(source) | {PRECISION_KEY: "int8", CALIBRATION_KEY: json.dumps(description)}
+    content = bytes(result.quantized_model)
+    if metadata.get(MODE_KEY) == "stream":
+        content = integer_carry(content)
     with atomic_open(target) as file:
-        file.write(with_metadata(bytes(result.quantized_model), metadata))
+        file.write(with_metadata(content, metadata))
     return Path(target)
 
 
@@ -124,14 +133,9 @@ def check_dims(tensors: Mapping[str, torch.Tensor]) -> None:
 def with_metadata(content: bytes, metadata: Mapping[str, str]) -> bytes:
     """The TFLite flatbuffer ``content`` with ``metadata`` as named metadata buffers (UTF-8), replacing entries
     of the same names."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    for buffer in model.buffers:  # data stored after the flatbuffer (offset, size) moves into it: repacking drops it
-        if buffer.offset > 1:
-            buffer.data = np.frombuffer(content, np.uint8, count=buffer.size, offset=buffer.offset)
-            buffer.offset = buffer.size = 0
+    model = unpack(content)
     model.metadata = [entry for entry in model.metadata or [] if entry.name.decode("utf-8") not in metadata]
     for key, value in metadata.items():
         buffer = schema.BufferT()
@@ -140,9 +144,7 @@ def with_metadata(content: bytes, metadata: Mapping[str, str]) -> bytes:
         entry = schema.MetadataT()
         entry.name, entry.buffer = key, len(model.buffers) - 1
         model.metadata.append(entry)
-    builder = flatbuffers.Builder(len(content) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    return bytes(builder.Output())
+    return pack(model, len(content) + 4096)
 
 
 def verify_clip(model: Recognizer, path: Path, sample: Mapping[str, torch.Tensor], tolerance: float) -> float:
