@@ -46,10 +46,11 @@ class LiteRTStreamSession:
     ``reset()`` starts a new stream; ``info`` and ``precision`` as :class:`~tsm.streaming.runtime.OnnxStreamSession`'s.
     LiteRT files have a fixed batch of 1 (``frame_shape``). ``threads``: the interpreter's CPU threads (XNNPACK).
 
-    A full-integer file (``precision`` int8) takes and gives int8 tensors: the frame is quantized and the logits
-    dequantized with the file's own scales and zero points, and the buffers stay int8 from step to step (an
-    output buffer is requantized only where its scale differs from the input's); a reset fills them with
-    their zero point, the int8 of 0."""
+    A full-integer file (``precision`` int8) quantizes the frame and dequantizes the logits itself
+    (:func:`tsm.litert_graph.integer_carry`); its buffers are int8 and stay so from step to step, each in the
+    quantization of the activation it is cut from, and a reset fills them with their zero point, the int8 of 0.
+    Where a file's tensor is integer but the runner's is not (or the scales of a buffer's input and output
+    differ), the runner quantizes, dequantizes or requantizes with the file's own scales and zero points."""
 
     def __init__(self, path: str | Path, threads: int = 2) -> None:
         from ai_edge_litert.interpreter import Interpreter
