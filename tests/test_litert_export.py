@@ -216,6 +216,20 @@ def test_int8_stream_file_runs_integer_io_and_stays_near_fp32(ckpt, int8_stream,
     assert json.loads(read_tflite_metadata(path)[CALIBRATION_KEY])["split"] == "train"
 
 
+def test_int8_convolutions_keep_bias_scale_equal_to_input_times_weight_scale(int8_stream):
+    """The kernels assume it; the rewrite that gives a shift's concatenation its activation's scale must
+    requantize the biases after it to keep it (:func:`tsm.litert_graph.integer_carry`)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(int8_stream[0]))
+    scales = {t["index"]: t["quantization_parameters"]["scales"] for t in interpreter.get_tensor_details()}
+    convolutions = [op for op in interpreter._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert len(convolutions) > 10
+    for op in convolutions:
+        source, weight, bias = op["inputs"][:3]
+        np.testing.assert_allclose(scales[bias], scales[source] * scales[weight], rtol=1e-5)
+
+
 def test_int8_without_calibration_clips_names_the_key(ckpt, tmp_path):
     out = tmp_path / "s.tflite"
     args = ["src/export.py", f"ckpt_path={ckpt}", "format=tflite", "mode=stream", "precision=int8", f"out={out}"]

@@ -129,7 +129,7 @@ class _Graph:
             op.inputs = [new if t == old else t for t in op.inputs]
 
 
-_NUMPY = {0: np.float32, 2: np.int32, 9: np.int8, 3: np.uint8}  # schema.TensorType -> numpy
+_NUMPY = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8}  # schema.TensorType -> numpy
 
 
 def _reshape(tensor, shape: list[int]) -> None:
@@ -203,7 +203,8 @@ def integer_carry(content: bytes) -> bytes:
         _concatenate_in_source_scale(graph, concat)
     for op in [op for op in graph.subgraph.operators if graph.code(op) == ops.QUANTIZE]:
         source, target = (graph.tensors[t] for t in (op.inputs[0], op.outputs[0]))
-        if source.type == target.type and _same(source.quantization, target.quantization):
+        kept = op.outputs[0] in graph.subgraph.outputs  # a graph output keeps its op
+        if source.type == target.type and _same(source.quantization, target.quantization) and not kept:
             graph.rewire(op.outputs[0], op.inputs[0])
             graph.remove(op)
             graph.index()
