@@ -189,10 +189,11 @@ def int8_stream(ckpt, tmp_path_factory) -> tuple[Path, dict]:
     return out, json.loads(out.with_suffix(".report.json").read_text())
 
 
-def test_int8_stream_file_runs_integer_io_and_stays_near_fp32(ckpt, int8_stream, tmp_path):
+def test_int8_stream_file_carries_int8_buffers_and_stays_near_fp32(ckpt, int8_stream, tmp_path):
     """Full-integer LiteRT, calibrated on the checkpoint's own training clips: float32 frame and logits, int8
-    buffers in the quantization of the activation they are cut from. On validation clips its logits stay within the measured int8 error of the
-    fp32 file's (measured: 0.03 of the largest logit; a broken scale or zero point gives errors near 1)."""
+    buffers in the quantization of the activation they are cut from. On validation clips its logits stay within
+    the measured int8 error of the fp32 file's (measured: 0.03 of the largest logit; a broken scale or zero point
+    gives errors near 1)."""
     path, report = int8_stream
     session = open_stream(path)
     assert session.precision == "int8"
