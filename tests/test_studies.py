@@ -92,37 +92,27 @@ def test_latency_bench_tiny(tmp_path):
 
 
 @pytest.mark.slow
-def test_tsm_vs_tsn_study_tiny(tmp_path):
-    run_study("tsm_vs_tsn.study", "--scale", "tiny", "--parallel", "2", "--out", tmp_path)
-    table = (tmp_path / "results_tiny.md").read_text()
+def test_tsm_vs_tsn_and_shift_ablation_studies_tiny(tmp_path):
+    """The shift ablation's TSN, residual and in-place arms are the tsm_vs_tsn study's runs, reused, not retrained."""
+    shared = tmp_path / "tsm_vs_tsn"
+    run_study("tsm_vs_tsn.study", "--scale", "tiny", "--parallel", "2", "--out", shared)
+    table = (shared / "results_tiny.md").read_text()
     assert "| variant | 16x16, seeds [1] | 24x24, seeds [1] |" in table
     for variant in ("TSN", "TSM residual", "TSM in-place", "TSM causal"):
         assert f"| {variant} | " in table
-    assert (tmp_path / "tsm_vs_tsn_tiny.png").stat().st_size > 0
-    assert len(list((tmp_path / "runs" / "tiny").glob("*/metrics.json"))) == 8
+    assert (shared / "tsm_vs_tsn_tiny.png").stat().st_size > 0
+    trained = {path: path.stat().st_mtime_ns for path in (shared / "runs" / "tiny").glob("*/metrics.json")}
+    assert len(trained) == 8
 
-
-@pytest.mark.slow
-def test_shift_ablation_study_tiny(tmp_path):
-    args = [
-        "--scale",
-        "tiny",
-        "--repeats",
-        "2",
-        "--parallel",
-        "2",
-        "--out",
-        tmp_path,
-        "--tsm-vs-tsn",
-        tmp_path / "shared",
-    ]
-    run_study("shift_ablation.study", *args)
-    table = (tmp_path / "results_tiny.md").read_text()
+    out = tmp_path / "ablation"
+    run_study("shift_ablation.study", "--scale", "tiny", "--repeats", "2", "--parallel", "2", "--out", out,
+              "--tsm-vs-tsn", shared)  # fmt: skip
+    table = (out / "results_tiny.md").read_text()
     assert "| TSN (no shift) | " in table and "| 1.000 |" in table  # TSN's step time against itself
     assert "| fold_div 8, last stages only | " in table
-    assert (tmp_path / "shift_ablation_tiny.png").stat().st_size > 0
-    assert len(list((tmp_path / "runs" / "tiny").glob("*/metrics.json"))) == 5
-    assert len(list((tmp_path / "shared" / "runs" / "tiny").glob("*/metrics.json"))) == 3  # TSN, residual, in-place
+    assert (out / "shift_ablation_tiny.png").stat().st_size > 0
+    assert len(list((out / "runs" / "tiny").glob("*/metrics.json"))) == 5
+    assert {path: path.stat().st_mtime_ns for path in (shared / "runs" / "tiny").glob("*/metrics.json")} == trained
 
 
 @pytest.mark.slow
