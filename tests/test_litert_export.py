@@ -80,15 +80,15 @@ def test_stream_file_shifts_channels_last_without_transposes(stream_file):
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(stream_file))
-    inputs = interpreter.get_signature_runner().get_input_details()
+    inputs, ops = interpreter.get_signature_runner().get_input_details(), interpreter._get_ops_details()
     spec = json.loads(read_tflite_metadata(stream_file)[BUFFERS_KEY])
     frame = inputs["frame"]["shape"]
     for entry in spec:
         n, height, width, fold = inputs[entry["name"]]["shape"]
         assert n == 1 and [height, width, fold] == entry["shape"][1:] and height <= frame[2] and width <= frame[3]
-        readers = [op for op in interpreter._get_ops_details() if inputs[entry["name"]]["index"] in op["inputs"]]
-        assert [op["op_name"] for op in readers] == ["CONCATENATION"]
-    assert ops_of(stream_file).count("TRANSPOSE") < 1 + 2 * len(spec)
+        readers = [op["op_name"] for op in ops if inputs[entry["name"]]["index"] in op["inputs"]]
+        assert readers == ["CONCATENATION"]
+    assert [op["op_name"] for op in ops].count("TRANSPOSE") < 1 + 2 * len(spec)
 
 
 def test_stream_signature_has_the_onnx_names_and_at_most_four_dimensions(stream_file):

@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,7 +102,11 @@ def test_tsm_vs_tsn_and_shift_ablation_studies_tiny(tmp_path):
     for variant in ("TSN", "TSM residual", "TSM in-place", "TSM causal"):
         assert f"| {variant} | " in table
     assert (shared / "tsm_vs_tsn_tiny.png").stat().st_size > 0
-    trained = {path: path.stat().st_mtime_ns for path in (shared / "runs" / "tiny").glob("*/metrics.json")}
+
+    def finished_runs() -> dict[Path, int]:  # each run's metrics file and when it was written
+        return {path: path.stat().st_mtime_ns for path in (shared / "runs" / "tiny").glob("*/metrics.json")}
+
+    trained = finished_runs()
     assert len(trained) == 8
 
     out = tmp_path / "ablation"
@@ -112,7 +117,7 @@ def test_tsm_vs_tsn_and_shift_ablation_studies_tiny(tmp_path):
     assert "| fold_div 8, last stages only | " in table
     assert (out / "shift_ablation_tiny.png").stat().st_size > 0
     assert len(list((out / "runs" / "tiny").glob("*/metrics.json"))) == 5
-    assert {path: path.stat().st_mtime_ns for path in (shared / "runs" / "tiny").glob("*/metrics.json")} == trained
+    assert finished_runs() == trained
 
 
 @pytest.mark.slow

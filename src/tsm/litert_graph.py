@@ -180,7 +180,7 @@ def nhwc_buffers(content: bytes, spec: list[dict]) -> tuple[bytes, list[dict]]:
         graph.index()
         if not graph.consumers.get(to_nchw.outputs[0]):
             graph.remove(to_nchw)
-        graph.index()
+            graph.index()
         entry["shape"] = [entry["shape"][i] for i in TO_NHWC]
     _drop_unused(model)
     return pack(model, len(content) + 4096), spec
@@ -239,7 +239,9 @@ def _concatenate_in_source_scale(graph: _Graph, concat) -> None:
     for convolution in convolutions:
         bias = graph.tensors[convolution.inputs[2]]
         values = graph.constant(convolution.inputs[2]).astype(np.float64) * (old / new)
-        graph.model.buffers[bias.buffer].data = np.frombuffer(np.round(values).astype(np.int32).tobytes(), np.uint8)
+        limits = np.iinfo(np.int32)  # as tsm.int8_graph requantizes an ONNX file's biases
+        values = np.clip(np.round(values), limits.min, limits.max).astype(np.int32)
+        graph.model.buffers[bias.buffer].data = np.frombuffer(values.tobytes(), np.uint8)
         bias.quantization.scale = [s * new / old for s in bias.quantization.scale]
     for tensor in [concat.outputs[0], *padded]:
         graph.tensors[tensor].quantization = sources[0].quantization
