@@ -52,20 +52,34 @@ class Subject:
     weights: str = "random weights (norms randomised, 27 classes)"
 
 
-def runtime_files(subject: Subject, folder: Path, size: int, calibration: int, tvm: bool) -> dict:
+def runtime_files(subject: Subject, folder: Path, size: int, calibration: int, tvm_trials: int | None) -> dict:
     """``{(runtime, precision): (stream file, plain 2D file)}`` at ``size``: onnxruntime and LiteRT in fp32 and int8
-    (calibrated on ``calibration`` training clips, :func:`sample_clips`), and TVM fp32 when ``tvm``."""
+    (calibrated on ``calibration`` training clips, :func:`sample_clips`), and unless ``tvm_trials`` is None, TVM fp32
+    untuned and tuned (:func:`tuned_tvm`)."""
     nets = {"stream": subject.model, "plain": plain_2d(subject.model, subject.backbone)}
     fp32 = {kind: fp32_edge_files(net, folder / kind, size) for kind, net in nets.items()}
     clips = sample_clips(subject.ckpt, fp32["stream"]["onnxruntime fp32"], "train", calibration, size)
     described = {"data": f"training clips of {subject.ckpt}" if subject.ckpt else "Gaussian noise"}
     by_kind = {kind: files | int8_edge_files(files, clips, described) for kind, files in fp32.items()}
     files = {tuple(name.split()): (by_kind["stream"][name], by_kind["plain"][name]) for name in by_kind["stream"]}
-    if tvm:
+    if tvm_trials is not None:
         from tsm.tvm_export import to_tvm
 
         files["TVM", "fp32"] = tuple(to_tvm(path, path.with_suffix(".so")) for path in files["onnxruntime", "fp32"])
+        files["TVM tuned", "fp32"] = tuned_tvm(*files["onnxruntime", "fp32"], tvm_trials, folder / "tuning")
     return files
+
+
+def tuned_tvm(stream: Path, plain: Path, trials: int, log: Path) -> tuple[Path, Path]:
+    """TVM libraries of the ``stream`` and ``plain`` ONNX files with MetaSchedule schedules: the stream model tuned
+    with ``trials`` per task into the log ``log``, the plain 2D network compiled with that log (its convolutions
+    are the stream model's; tuning it too would double the time for the same schedules)."""
+    from tsm.tvm_export import to_tvm
+
+    return (
+        to_tvm(stream, stream.with_name(f"{stream.stem}_tuned.so"), trials=trials, log_dir=log),
+        to_tvm(plain, plain.with_name(f"{plain.stem}_tuned.so"), trials=0, log_dir=log),
+    )
 
 
 def timed_call(path: Path, frame_shape: tuple[int, ...]) -> Callable[[], object]:

@@ -20,6 +20,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
@@ -45,6 +46,7 @@ SCALES = {
 }
 TINY_SKIPS = {
     "TVM": "skipped at --tiny: its four TVM builds (5-50 s each here) do not fit the tiny run's ~90 s",
+    "TVM tuned": "skipped at --tiny: MetaSchedule tuning takes minutes per model",
     "onnxruntime-web": "skipped at --tiny: its eight headless Chromium page runs (~10 s each) do not fit the tiny "
     "run's ~90 s",
 }
@@ -97,18 +99,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="32x32, random weights, few rounds (CI)")
     parser.add_argument("--out", type=Path, default=HERE, help="folder of results.md (results_tiny.md) and the plot")
+    parser.add_argument("--tvm-trials", type=int, default=16, help="MetaSchedule trials per task (TVM tuned rows)")
     args = parser.parse_args()
     scale = SCALES["tiny" if args.tiny else "full"]
     os.environ.setdefault("TVM_NUM_THREADS", str(THREADS))  # read when TVM's thread pool starts
     torch.set_num_threads(THREADS)
     load = os.getloadavg()
     table: dict[str, dict] = {}
-    calls, pages = {}, {}
+    calls, pages, building = {}, {}, {}
     models = subjects(args.tiny)
     with tempfile.TemporaryDirectory() as tmp:
         for subject in models:
-            folder = Path(tmp) / subject.backbone
-            files = measure.runtime_files(subject, folder, scale["size"], scale["calibration"], not args.tiny)
+            folder, start = Path(tmp) / subject.backbone, time.perf_counter()
+            trials = None if args.tiny else args.tvm_trials
+            files = measure.runtime_files(subject, folder, scale["size"], scale["calibration"], trials)
+            building[subject.name] = time.perf_counter() - start
             table[subject.name], subject_pages = measure_subject(subject, files, scale, folder, args.tiny)
             pages |= subject_pages
             for key, paths in files.items():
@@ -119,7 +124,11 @@ def main() -> None:
     suffix = "_tiny" if args.tiny else ""
     args.out.mkdir(parents=True, exist_ok=True)
     summary = summarise(table)
-    text = header(args, scale, load) + method(scale, len(calls), models) + rows_markdown(summary, skips, TVM_INT8)
+    text = (
+        header(args, scale, load)
+        + method(scale, len(calls), models, building, args)
+        + rows_markdown(summary, skips, TVM_INT8)
+    )
     (args.out / f"results{suffix}.md").write_text(text)
     plot(summary, args.out / f"deploy{suffix}.png", scale["size"])
     print(text)
@@ -152,7 +161,7 @@ def header(args: argparse.Namespace, scale: dict, load: tuple[float, ...]) -> st
     web = ROOT / "web" / "node_modules" / "onnxruntime-web" / "package.json"
     if web.is_file():
         packages += f", onnxruntime-web {json.loads(web.read_text())['version']} ({Path(chromium_path() or '-').name})"
-    command = "python -m experiments.deploy.table" + (" --tiny" if args.tiny else "")
+    command = "python -m experiments.deploy.table" + (" --tiny" if args.tiny else f" --tvm-trials {args.tvm_trials}")
     return (
         f"# Deployment table: per streamed frame at {scale['size']}x{scale['size']}, batch 1, {THREADS} threads\n\n"
         f"Command: `{command}` (out: `{shown(args.out)}`). Machine: {platform.platform()}, {cpu}, "
@@ -161,8 +170,9 @@ def header(args: argparse.Namespace, scale: dict, load: tuple[float, ...]) -> st
     )
 
 
-def method(scale: dict, files: int, models: list[measure.Subject]) -> str:
-    """How the rows were measured, and where each model's weights come from."""
+def method(scale: dict, files: int, models: list[measure.Subject], building: dict, args: argparse.Namespace) -> str:
+    """How the rows were measured, where each model's weights come from, and how long its files took to make
+    (``building``: seconds per model)."""
     rounds, burst = scale["rounds"], scale["burst"]
     browser = "No browser rows (--tiny). "
     if "pages" in scale:
@@ -173,6 +183,12 @@ def method(scale: dict, files: int, models: list[measure.Subject]) -> str:
             "runs' ratios. "
         )
     weights = "; ".join(f"{subject.name}: {subject.weights}" for subject in models)
+    made = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in building.items())
+    tuning = (
+        ""
+        if args.tiny
+        else f"TVM tuned: MetaSchedule, {args.tvm_trials} trials per task on the stream model (`tsm.tvm_tuning`). "
+    )
     return (
         f"Python rows: {rounds} rounds over all {files} files (each row's stream file and its plain 2D file), "
         f"{burst} frames of each file in a row per round: median and p95 of {rounds * burst} frames per file. "
@@ -183,7 +199,8 @@ def method(scale: dict, files: int, models: list[measure.Subject]) -> str:
         f"random weights; int8 calibrated (min-max) on {scale['calibration']} clips of the same kind (the "
         f"checkpoint's training clips, or noise). Weights: {weights}. With random weights on noise, agreement checks "
         "the runtimes' arithmetic, not a trained model's margins (experiments/quantization: int8 agrees on 0.993 of "
-        "clips for trained TSM-MobileNetV2 x0.5).\n\n"
+        f"clips for trained TSM-MobileNetV2 x0.5). {tuning}Exports, conversions, calibration, TVM builds and "
+        f"tuning took {made}.\n\n"
     )
 
 

@@ -4,9 +4,9 @@ The official online TSM demo compiled its ONNX file with TVM for a Jetson Nano a
 ``target=x86`` builds for this machine's CPU, ``cortex-a72`` (Raspberry Pi 4) and ``cortex-a57`` (Jetson
 Nano's CPU) cross-compile with ``aarch64-linux-gnu-gcc`` (Debian: ``gcc-aarch64-linux-gnu``). The batch is
 fixed at 1 and the library carries the ONNX file's ``tsm_*`` metadata in a VM function, ``tsm_metadata``
-(:mod:`tsm.streaming.tvm_runtime` runs it). ``trials`` > 0 tunes the operators with MetaSchedule on this
-machine (x86 only: tuning measures candidates on the CPU that runs them) and keeps the log in ``log_dir``;
-a later export with ``trials=0`` and the same ``log_dir`` reuses it. Needs ``apache-tvm`` (``requirements-edge.txt``).
+(:mod:`tsm.streaming.tvm_runtime` runs it). ``trials`` > 0 tunes each operator task with that many MetaSchedule
+trials on this machine (x86 only: tuning measures candidates on the CPU that runs them; :mod:`tsm.tvm_tuning`) and
+keeps the log in ``log_dir``; a later export with ``trials=0`` and the same ``log_dir`` reuses it. Needs ``apache-tvm`` (``requirements-edge.txt``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from tsm.files import atomic_open
 from tsm.metadata import BUFFERS_KEY, MODE_KEY, metadata_json, read_info
 from tsm.streaming.runtime import read_metadata
 from tsm.streaming.tvm_runtime import METADATA_FUNCTION
+from tsm.tvm_tuning import tuned
 
 # target name -> (llvm triple, CPU); x86's CPU is this machine's
 TARGETS = {
@@ -72,13 +73,7 @@ def to_tvm(
     )
     llvm = llvm_target(target)
     if trials or log_dir is not None:
-        work_dir = str(log_dir or Path(path).with_suffix(".tuning"))
-        module = relax.pipeline.static_shape_tuning_pipeline(
-            total_trials=trials,
-            target=llvm,
-            work_dir=work_dir,
-            max_trials_per_task=max(trials // 8, 1) if trials else None,
-        )(module)
+        module = tuned(module, llvm, trials, log_dir or Path(path).with_suffix(".tuning"))
     executable = tvm.compile(module, target=llvm)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
