@@ -6,7 +6,8 @@ Nano's CPU) cross-compile with ``aarch64-linux-gnu-gcc`` (Debian: ``gcc-aarch64-
 fixed at 1 and the library carries the ONNX file's ``tsm_*`` metadata in a VM function, ``tsm_metadata``
 (:mod:`tsm.streaming.tvm_runtime` runs it). ``trials`` > 0 tunes each operator task with that many MetaSchedule
 trials on this machine (x86 only: tuning measures candidates on the CPU that runs them; :mod:`tsm.tvm_tuning`) and
-keeps the log in ``log_dir``; a later export with ``trials=0`` and the same ``log_dir`` reuses it. Needs ``apache-tvm`` (``requirements-edge.txt``).
+keeps the log in ``log_dir``; a later export with ``trials=0`` and the same ``log_dir`` reuses it. Needs
+``apache-tvm`` (``requirements-edge.txt``).
 """
 
 from __future__ import annotations
