@@ -105,6 +105,12 @@ def test_bad_target_mode_tuning_or_precision_names_the_key(ckpt, tmp_path, overr
     assert message in done.stderr
 
 
+def test_a_tuning_log_folder_without_a_log_is_refused_naming_the_key(onnx_file, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"tuning.log=\S+ holds no MetaSchedule log .* set tuning.trials=N"):
+        to_tvm(onnx_file, tmp_path / "stream.so", log_dir=tmp_path / "no_log")
+    assert not (tmp_path / "stream.so").exists()
+
+
 def test_a_library_without_the_metadata_is_refused(tmp_path):
     (tmp_path / "other.so").write_bytes(b"\x7fELF" + b"\x00" * 60)
     with pytest.raises(Exception, match="TVM cannot load it"):
@@ -123,7 +129,7 @@ def test_tuning_builds_and_measures_candidates_and_its_log_is_reused(tmp_path):
     from tvm.relax.frontend.onnx import from_onnx
 
     from tsm.tvm_export import llvm_target
-    from tsm.tvm_tuning import tuned
+    from tsm.tvm_tuning import TUNING_RECORDS, tuned
 
     rng = np.random.default_rng(0)
     frame, weight = rng.standard_normal((1, 3, 13, 17), np.float32), rng.standard_normal((5, 3, 3, 3), np.float32)
@@ -143,6 +149,6 @@ def test_tuning_builds_and_measures_candidates_and_its_log_is_reused(tmp_path):
         vm = relax.VirtualMachine(tvm.compile(tuned(module, target, trials, tmp_path), target=target), tvm.cpu())
         got = vm["main"](tvm.runtime.tensor(frame)).numpy()
         assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), trials
-    records = [json.loads(line) for line in (tmp_path / "database_tuning_record.json").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / TUNING_RECORDS).read_text().splitlines()]
     seconds = [record[1][1] for record in records]  # (workload, (trace, run seconds, ...))
     assert records and all(s and 0 < min(s) < 1 for s in seconds), seconds

@@ -23,7 +23,7 @@ from tsm.files import atomic_open
 from tsm.metadata import BUFFERS_KEY, MODE_KEY, metadata_json, read_info
 from tsm.streaming.runtime import read_metadata
 from tsm.streaming.tvm_runtime import METADATA_FUNCTION
-from tsm.tvm_tuning import tuned
+from tsm.tvm_tuning import TUNING_RECORDS, tuned
 
 # target name -> (llvm triple, CPU); x86's CPU is this machine's
 TARGETS = {
@@ -63,6 +63,10 @@ def to_tvm(
         )
     if trials and target != "x86":
         raise ValueError(f"tuning.trials={trials} tunes on this machine's CPU: set tuning.trials=0 for target={target}")
+    if log_dir is not None and not trials and not (Path(log_dir) / TUNING_RECORDS).is_file():
+        raise FileNotFoundError(
+            f"tuning.log={log_dir} holds no MetaSchedule log ({TUNING_RECORDS}): set tuning.trials=N to tune into it"
+        )
     spec = metadata_json(metadata, BUFFERS_KEY, onnx_path)
     side = read_info(metadata, onnx_path)["input_size"]
     height, width = (side, side) if isinstance(side, int) else side

@@ -17,6 +17,8 @@ import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
+TUNING_RECORDS = "database_tuning_record.json"  # the log's measured schedules, in its folder
+
 
 @contextlib.contextmanager
 def remembered_frame_modules() -> Iterator[None]:
