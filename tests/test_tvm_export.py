@@ -146,7 +146,10 @@ def test_tuning_builds_and_measures_candidates_and_its_log_is_reused(tmp_path):
     expected = np.einsum("bchwij,ocij->bohw", windows, weight.astype(np.float64))
     target = llvm_target("x86")
     for trials in (2, 0):  # tune, then reuse the log
-        vm = relax.VirtualMachine(tvm.compile(tuned(module, target, trials, tmp_path), target=target), tvm.cpu())
+        scheduled = tuned(module, target, trials, tmp_path)
+        convolutions = [f for f in scheduled.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+        assert convolutions and all(f.attrs.get("tirx.is_scheduled") for f in convolutions), trials  # the log's
+        vm = relax.VirtualMachine(tvm.compile(scheduled, target=target), tvm.cpu())
         got = vm["main"](tvm.runtime.tensor(frame)).numpy()
         assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), trials
     records = [json.loads(line) for line in (tmp_path / TUNING_RECORDS).read_text().splitlines()]
