@@ -1,7 +1,9 @@
 """Shared pieces of the studies in experiments/: launch training runs, gather their metrics, time calls.
 
 Each run is ``python src/train.py`` with overrides and its own ``hydra.run.dir``; a run whose
-``metrics.json`` exists is not run again, so a study can be resumed or re-reported cheaply. Studies run
+``metrics.json`` exists is not run again, so a study can be resumed or re-reported cheaply. Untimed runs are
+forked from a server process that has imported the training code once (:func:`run_train`): that import, about
+7 s of the ~10 s a tiny run takes here, is paid once per study instead of once per run. Studies run
 as modules from the repository root (``python -m experiments.<study>.<script>``) and import this one
 as ``experiments.common``.
 """
@@ -10,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 import platform
+import runpy
 import statistics
 import subprocess
 import sys
@@ -32,29 +36,58 @@ from tsm.models import build_recognizer
 from tsm.models.recognizer import Recognizer
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = ROOT / "src" / "train.py"
 # Quiet, file-only logging for study runs; the W&B dashboard is for interactive work.
 QUIET = ["logger=csv", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
 # The AdamW recipe the studies compare with the default SGD (lr 0.008 x batch/64, as the I3D teacher trains)
 ADAMW = ["model.optimizer.name=adamw", "model.optimizer.base_lr=0.008", "model.optimizer.weight_decay=0.05"]
 
 
-def run_train(overrides: list[str], run_dir: Path, threads: int | None = None) -> dict[str, float]:
+# forks a fresh process per run from a server that imported these once (Python's forkserver start method)
+TRAINING_SERVER = multiprocessing.get_context("forkserver")
+TRAINING_SERVER.set_forkserver_preload(["experiments.common", "tsm.training.task"])
+
+
+def run_train(
+    overrides: list[str], run_dir: Path, threads: int | None = None, own_interpreter: bool = False
+) -> dict[str, float]:
     """Train with ``overrides`` into ``run_dir`` (skipped when it already has metrics.json), on
-    ``threads`` torch threads (default: torch's own choice)."""
+    ``threads`` torch threads (default: torch's own choice). The run is ``src/train.py``'s ``__main__`` with
+    these arguments, in a process forked from :data:`TRAINING_SERVER`; ``own_interpreter``: in a new
+    ``python src/train.py`` process instead, whose wall time is what a user waits for."""
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():  # a run cut short before its metrics is run again, afresh (overwrite)
-        command = [sys.executable, str(ROOT / "src" / "train.py"), *QUIET, *overrides, f"hydra.run.dir={run_dir}"]
-        command += ["overwrite=true"] if run_dir.exists() else []
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
-        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
+        argv = [*QUIET, *overrides, f"hydra.run.dir={run_dir}", *(["overwrite=true"] if run_dir.exists() else [])]
+        if own_interpreter:
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+            command = [sys.executable, str(TRAIN_SCRIPT), *argv]
+            subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
+        else:
+            run = TRAINING_SERVER.Process(target=_train_main, args=(argv, threads))
+            run.start()
+            run.join()
+            if run.exitcode != 0:
+                raise RuntimeError(f"python src/train.py {' '.join(argv)} failed (exit code {run.exitcode})")
     return json.loads(metrics_file.read_text())
 
 
+def _train_main(argv: list[str], threads: int | None) -> None:
+    """In the forked process: ``python src/train.py ARGV`` from the repository root, output discarded."""
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # for the processes the run starts
+        torch.set_num_threads(threads)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    os.chdir(ROOT)
+    sys.argv = [str(TRAIN_SCRIPT), *argv]
+    runpy.run_path(str(TRAIN_SCRIPT), run_name="__main__")
+
+
 def timed_run(overrides: list[str], run_dir: Path) -> tuple[dict, float]:
-    """``run_train`` on one torch thread; the wall time of the run (measured once, kept in wall_s.txt)."""
+    """``run_train`` on one torch thread in its own ``python src/train.py`` process; the wall time of the run
+    (measured once, kept in wall_s.txt)."""
     fresh = not (run_dir / "metrics.json").is_file()
     start = time.perf_counter()
-    run_train(overrides, run_dir, threads=1)
+    run_train(overrides, run_dir, threads=1, own_interpreter=True)
     if fresh:
         (run_dir / "wall_s.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
     return read_run(run_dir)

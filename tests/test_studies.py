@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from experiments.common import synthetic_overrides
+from experiments.common import run_train, synthetic_overrides
 from experiments.generalisation.scenes import SWIPES
 from experiments.generalisation.study import clips_of
 from tests.helpers import ROOT
@@ -24,6 +24,21 @@ EXPERIMENTS = ROOT / "experiments"
 def run_study(module: str, *args, timeout: float = 1800) -> subprocess.CompletedProcess:
     """``python -m experiments.<module> args`` in the repository root, as the studies' READMEs run them."""
     return run_python(["-m", f"experiments.{module}", *args], timeout=timeout)
+
+
+@pytest.mark.slow
+def test_a_run_forked_from_the_training_server_is_the_same_run_as_its_own_process(tmp_path):
+    """The studies' runs fork from a process that imported the training code once: same metrics as
+    ``python src/train.py`` in a process of its own (time aside), and a failing run is an error naming it."""
+    tiny = [*synthetic_overrides(8, 4, 36), "data.num_segments=4", "data.batch_size=4", "trainer.max_epochs=1"]
+    forked = run_train([*tiny, "seed=3"], tmp_path / "forked", threads=1)
+    own = run_train([*tiny, "seed=3"], tmp_path / "own", threads=1, own_interpreter=True)
+    assert {k: v for k, v in forked.items() if not k.startswith("time/")} == {
+        k: v for k, v in own.items() if not k.startswith("time/")
+    }
+    assert (tmp_path / "forked" / ".hydra" / "overrides.yaml").is_file()  # src/train.py's own Hydra run
+    with pytest.raises(RuntimeError, match=r"src/train.py .*model.backbone=no_such_net.* failed \(exit code 1\)"):
+        run_train([*tiny, "model.backbone=no_such_net"], tmp_path / "bad")
 
 
 @pytest.mark.slow
