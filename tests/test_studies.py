@@ -145,6 +145,7 @@ def test_data_throughput_bench_tiny(tmp_path):
     assert "| decord (one thread) |" in table and "| torchcodec (one thread, exact seeks) |" in table
     assert table.count("same frames as sparse") == 3  # checked on every video before timing
     assert table.count("the kept index:") == 3 and table.count("decode-all reads") == 2  # none on the long one
+    assert table.count("decoding alone: ") == 3 and "a reader doing nothing else would be " in table
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
 """Decoding: exactly the requested frames come back, by keyframe seeks or decoding forward."""
 
+import time
+
 import av
 import numpy as np
 import pytest
@@ -51,6 +53,13 @@ def test_any_order_repeats_and_every_frame(video):
 def test_sparse_reads_decode_a_fraction_of_the_video(video):
     numbers, stats = read(video, [0, 8, 16, 24])  # the keyframes: one packet each
     assert numbers == [0, 8, 16, 24] and stats.seeks == 3 and stats.packets == 4
+
+
+def test_decoding_time_is_the_decoders_share_of_the_read(video):
+    stats = DecodeStats()
+    start = time.perf_counter()
+    read_video(video, [2, 19, 27], stats)
+    assert 0 < stats.decoding_s < time.perf_counter() - start
 
 
 def test_random_reads_are_exact(video):
