@@ -184,7 +184,8 @@ def plot_panels(
     """Validation top-1 per epoch, one panel per title, each line a ``(label, colour, per-seed curves)`` band
     labelled with its seed count; ``target``, a dashed line."""
     fig = Figure(figsize=(panel_width * len(panels), 3.5))
-    for ax, (title, lines) in zip(fig.subplots(1, len(panels), sharey=True), panels.items(), strict=True):
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]  # one row, even of one panel
+    for ax, (title, lines) in zip(axes, panels.items(), strict=True):
         for label, color, curves in lines:
             plot_band(ax, curves, f"{label}, {len(curves)} seed{'s' if len(curves) > 1 else ''}", color)
         if target is not None:

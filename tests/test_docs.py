@@ -48,7 +48,10 @@ COVERED_ELSEWHERE = {
     "data=jester data.root=/data/jester": "tests/data/test_sources.py::test_fast_dev_run_trains_on_each_dataset",
     "data=ucf101 data.root=/data/ucf101": "tests/data/test_sources.py::test_fast_dev_run_trains_on_each_dataset",
     "data=list data.root=/data/mine": "tests/data/test_sources.py::test_fast_dev_run_trains_on_each_dataset",
-    "data=jester data.root=FOLDER": "tests/test_studies.py::test_generalisation_study_tiny (on a Jester-format folder)",
+    "data=jester data.root=FOLDER": (
+        "tests/test_studies.py::test_generalisation_study_tiny (on a Jester-format folder, from scratch and from a "
+        "default run's checkpoint)"
+    ),
     "+multigrid=default": "tests/test_studies.py::test_multigrid_study_tiny",
     "data.source.format=tree": (
         "tests/data/test_sources.py::test_fast_dev_run_on_a_folder_tree_and_kinetics_missing_list"

@@ -206,6 +206,17 @@ def test_generalisation_study_tiny(tmp_path):
     more = clips_of({"train": 8, "validation": 4}, "hand-4x-clips")
     assert more == {"train": 32, "validation": 4}
 
+    # the same folders, fine-tuned from the default run's weights (pretrained here first, at a tiny size)
+    run_study("generalisation.fine_tune", "--scale", "tiny", "--out", tmp_path, "--folders", "hand")
+    table = (tmp_path / "fine_tune_tiny.md").read_text()
+    assert "| hand | TSM fine-tuned | [1] |" in table and "| objects | TSM fine-tuned | none |" in table
+    assert "- pretraining for TSM fine-tuned: `OMP_NUM_THREADS=1 python src/train.py " in table
+    assert (tmp_path / "fine_tune_tiny.png").stat().st_size > 0
+    runs = tmp_path / "runs" / "tiny"
+    overrides = (runs / "hand_tsm-fine-tuned_seed1" / ".hydra" / "overrides.yaml").read_text()
+    assert f"model.init_from={runs / 'pretrain_tsm' / 'checkpoints' / 'last.ckpt'}" in overrides
+    assert (runs / "pretrain_tsm" / "metrics.json").is_file() and not (runs / "pretrain_tsn").exists()
+
 
 @pytest.mark.slow
 def test_multigrid_study_tiny(tmp_path):

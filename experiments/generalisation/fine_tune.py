@@ -27,6 +27,7 @@ from experiments.common import (
     machine,
     per_seed_table,
     plot_panels,
+    run_train,
     summary,
     synthetic_overrides,
     timed_run,
@@ -48,22 +49,24 @@ def main() -> None:
     parser.add_argument("--scale", choices=SCALES, default="small")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time, one torch thread each")
+    parser.add_argument("--folders", nargs="+", choices=FRAMES, default=list(FRAMES), help="fine-tune on these only")
     args = parser.parse_args()
     s, seeds = SCALES[args.scale], SEEDS[args.scale]
     runs = args.out / "runs" / args.scale
     folders = {f: write_jester_folder(runs / f"{f}_data", CLASSES, clips_of(s, f), renderer(f, s)) for f in FRAMES}
     pretrained = {variant: runs / PRETRAINED[variant][0] for variant in seeds}
     with ThreadPoolExecutor(args.parallel) as pool:
-        pretraining = {
-            variant: pool.submit(timed_run, [*PRETRAIN[args.scale], *PRETRAINED[variant][1], "seed=1"], run_dir)
+        pretraining = {  # untimed: forked from the training server, one torch thread each
+            variant: pool.submit(run_train, [*PRETRAIN[args.scale], *PRETRAINED[variant][1], "seed=1"], run_dir, 1)
             for variant, run_dir in pretrained.items()
         }
-        pretrain_acc = {variant: job.result()[0]["val/acc"] for variant, job in pretraining.items()}
+        pretrain_acc = {variant: job.result()["val/acc"] for variant, job in pretraining.items()}
     jobs = [
         ((folder, variant, seed), [*fine_tune_overrides(s, root, pretrained[variant], variant), f"seed={seed}"])
         for variant in seeds
         for seed in seeds[variant]
         for folder, root in folders.items()
+        if folder in args.folders
     ]
     results: dict = {}
     lock = threading.Lock()
@@ -110,6 +113,9 @@ def write_report(args, s: dict, seeds: dict, results: dict, pretrain_acc: dict) 
     for folder in FRAMES:
         for variant in seeds:
             done = [x for x in seeds[variant] if (folder, variant, x) in results]
+            if not done:
+                lines.append(f"| {folder} | {variant} | none | - | - | - |")
+                continue
             best, curves, walls = zip(*(results[(folder, variant, x)] for x in done), strict=True)
             last = [c[-1] for c in curves]
             wall = sum(walls) / len(walls)
@@ -119,10 +125,16 @@ def write_report(args, s: dict, seeds: dict, results: dict, pretrain_acc: dict) 
     lines += per_seed_table(["folder", "variant", "seed", "val last", "val best"], per_seed)
     (args.out / f"fine_tune_{args.scale}.md").write_text("\n".join(lines) + "\n")
     panels = {
-        folder: [(v, COLORS[v], [results[(folder, v, x)][1] for x in seeds[v]]) for v in seeds] for folder in FRAMES
+        folder: [band for v in seeds if (band := curves_of(results, seeds, folder, v))[2]] for folder in args.folders
     }
     plot_panels(args.out / f"fine_tune_{args.scale}.png", panels, panel_width=3.3, target=PASS, legend="center right")
     print("\n".join(lines))
+
+
+def curves_of(results: dict, seeds: dict, folder: str, variant: str) -> tuple[str, str, list[list[float]]]:
+    """The plot's band of ``variant`` on ``folder``: its validation top-1 per epoch on each seed run."""
+    curves = [results[(folder, variant, x)][1] for x in seeds[variant] if (folder, variant, x) in results]
+    return variant, COLORS[variant], curves
 
 
 if __name__ == "__main__":
