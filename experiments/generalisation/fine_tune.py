@@ -35,7 +35,7 @@ from experiments.common import (
 )
 from experiments.generalisation.study import CLASSES, FRAMES, PASS, SCALES, clips_of, overrides_of, renderer
 
-# variant -> (its pretraining run's directory, the overrides both runs add: the shift or none)
+# variant -> (its pretraining run's directory, that run's overrides); the fine-tuning runs' own overrides
 PRETRAINED = {"TSM fine-tuned": ("pretrain_tsm", []), "TSN fine-tuned": ("pretrain_tsn", ["+experiment=synthetic_tsn"])}
 FINE_TUNE_SHIFT = {"TSM fine-tuned": [], "TSN fine-tuned": ["model/shift=none"]}
 SEEDS = {"small": {"TSM fine-tuned": (1, 2, 3), "TSN fine-tuned": (1,)}, "tiny": {"TSM fine-tuned": (1,)}}

@@ -233,8 +233,7 @@ def _decode(
         while position <= index.order[frame]:
             # Frames no other frame refers to are skipped by the decoder unless they are wanted.
             codec.skip_frame = "DEFAULT" if position in wanted_packets else "NONREF"
-            packet = packets[position]
-            collect(decoded(packet))
+            collect(decoded(packets[position]))
             position += 1
             stats.packets += 1
     drain()
