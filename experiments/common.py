@@ -218,10 +218,13 @@ def runs_note(parallel: int) -> str:
     return f"training runs {parallel} at a time, one torch thread each"
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, inference: bool = True) -> dict[str, float]:
-    """Median ms of each function, rounds interleaved so that machine drift hits all alike
-    (under ``torch.inference_mode`` unless ``inference`` is False, e.g. for training steps)."""
-    return {k: statistics.median(v) for k, v in interleaved_samples(fns, repeats, inference).items()}
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, inference: bool = True, burst: int = 1
+) -> dict[str, float]:
+    """Median ms of each function, rounds interleaved so that machine drift hits all alike, each function called
+    ``burst`` times in a row per round (under ``torch.inference_mode`` unless ``inference`` is False, e.g. for
+    training steps)."""
+    return {k: statistics.median(v) for k, v in interleaved_samples(fns, repeats, inference, burst).items()}
 
 
 def interleaved_samples(

@@ -13,21 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from experiments.common import (
-    fp32_edge_files,
-    int8_edge_files,
-    interleaved,
-    interleaved_samples,
-    machine,
-    random_causal_model,
-)
+from experiments.common import fp32_edge_files, int8_edge_files, interleaved, machine, random_causal_model
 from tsm.streaming.sessions import open_stream
 
 HERE = Path(__file__).resolve().parent
@@ -55,10 +47,7 @@ def main() -> None:
             steps = {name: (lambda s=s, f=frame: s.step(f)) for name, s in sessions.items()}
             timings = {
                 "every frame": interleaved(steps, args.repeats),
-                f"bursts of {args.burst}": {
-                    name: statistics.median(samples)
-                    for name, samples in interleaved_samples(steps, args.burst_rounds, burst=args.burst).items()
-                },
+                f"bursts of {args.burst}": interleaved(steps, args.burst_rounds, burst=args.burst),
             }
             mb = {name: path.stat().st_size / 2**20 for name, path in files.items()}
             for runtime in ("LiteRT", "onnxruntime"):
