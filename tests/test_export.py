@@ -2,6 +2,7 @@
 
 import copy
 import json
+import time
 
 import onnx
 import onnxruntime as ort
@@ -99,6 +100,22 @@ def test_bound_stream_session_matches_offline_model_and_resets(model, stream_fil
         runner.step(clip[:1, 0].numpy())
     with pytest.raises(ValueError, match="not a stream-mode export"):
         OnnxStreamSession(to_onnx(model, stream_file.parent / "clip2.onnx", mode="clip", input_size=SIZE))
+
+
+@pytest.mark.parametrize("spin_within_run", [True, False])
+def test_stream_session_threads_rest_between_frames(model, stream_file, spin_within_run):
+    """Whether its threads spin within a run or not, a session gives the same logits and leaves no thread spinning
+    once a run returns: a stream waits for the camera between frames, and others need the cores then."""
+    frame = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(22)).numpy()
+    runner = OnnxStreamSession(stream_file, spin_within_run=spin_within_run)
+    with torch.no_grad():
+        expected = model.frame_logits(torch.from_numpy(frame)[:, None].expand(1, T, 3, SIZE, SIZE))[:, 0]
+    assert rel_error(runner.step(frame), expected) <= TOL
+    time.sleep(0.2)  # PyTorch's OpenMP threads, spinning after its last call, settle first
+    runner.step(frame)
+    cpu = time.process_time()
+    time.sleep(0.1)  # threads left spinning use about 40 ms of CPU here after each run
+    assert time.process_time() - cpu < 0.01
 
 
 def test_verify_reports_sizes_and_latency(model, stream_file):

@@ -28,17 +28,25 @@ from experiments.common import (
     per_seed_table,
     plot_panels,
     run_train,
-    summary,
     synthetic_overrides,
     timed_run,
     write_jester_folder,
 )
-from experiments.generalisation.study import CLASSES, FRAMES, PASS, SCALES, clips_of, overrides_of, renderer
+from experiments.generalisation.study import (
+    CLASSES,
+    FRAMES,
+    PASS,
+    SCALES,
+    clips_of,
+    overrides_of,
+    renderer,
+    result_rows,
+)
 
 # variant -> (its pretraining run's directory, that run's overrides); the fine-tuning runs' own overrides
 PRETRAINED = {"TSM fine-tuned": ("pretrain_tsm", []), "TSN fine-tuned": ("pretrain_tsn", ["+experiment=synthetic_tsn"])}
 FINE_TUNE_SHIFT = {"TSM fine-tuned": [], "TSN fine-tuned": ["model/shift=none"]}
-SEEDS = {"small": {"TSM fine-tuned": (1, 2, 3), "TSN fine-tuned": (1,)}, "tiny": {"TSM fine-tuned": (1,)}}
+SEEDS = {"small": {"TSM fine-tuned": (1, 2, 3, 4, 5), "TSN fine-tuned": (1,)}, "tiny": {"TSM fine-tuned": (1,)}}
 # the default run as it is at the small scale; at the tiny one, a few clips of one epoch
 PRETRAIN = {"small": [], "tiny": [*synthetic_overrides(8, 4, 36), "data.batch_size=4", "trainer.max_epochs=1"]}
 COLORS = {"TSM fine-tuned": "tab:blue", "TSN fine-tuned": "tab:gray"}
@@ -112,16 +120,9 @@ def write_report(args, s: dict, seeds: dict, results: dict, pretrain_acc: dict) 
     per_seed = []
     for folder in FRAMES:
         for variant in seeds:
-            done = [x for x in seeds[variant] if (folder, variant, x) in results]
-            if not done:
-                lines.append(f"| {folder} | {variant} | none | - | - | - |")
-                continue
-            best, curves, walls = zip(*(results[(folder, variant, x)] for x in done), strict=True)
-            last = [c[-1] for c in curves]
-            wall = sum(walls) / len(walls)
-            lines.append(f"| {folder} | {variant} | {done} | {summary(last)} | {summary(list(best))} | {wall:.0f} |")
-            rows = zip(done, last, best, strict=True)
-            per_seed += [f"| {folder} | {variant} | {x} | {la:.3f} | {b:.3f} |" for x, la, b in rows]
+            row, seed_rows = result_rows(f"{folder} | {variant}", results, folder, variant, seeds[variant])
+            lines.append(row)
+            per_seed += seed_rows
     lines += per_seed_table(["folder", "variant", "seed", "val last", "val best"], per_seed)
     (args.out / f"fine_tune_{args.scale}.md").write_text("\n".join(lines) + "\n")
     panels = {

@@ -215,6 +215,19 @@ def overrides_of(s: dict, root: Path) -> list[str]:
     return [*RECIPE, f"data.root={root}", f"trainer.max_epochs={s['epochs']}", "data.num_workers=0"]
 
 
+def result_rows(cells: str, results: dict, folder: str, variant: str, seeds) -> tuple[str, list[str]]:
+    """The summary row of ``variant`` on ``folder`` (``cells`` first, then the seeds run, validation top-1 at the
+    last epoch and best, mean wall time) and its per-seed rows, from ``results[(folder, variant, seed)]``."""
+    done = [x for x in seeds if (folder, variant, x) in results]
+    if not done:
+        return f"| {cells} | none | - | - | - |", []
+    best, curves, walls = zip(*(results[(folder, variant, x)] for x in done), strict=True)
+    last = [c[-1] for c in curves]
+    row = f"| {cells} | {done} | {summary(last)} | {summary(list(best))} | {statistics.mean(walls):.0f} |"
+    seeds_done = zip(done, last, best, strict=True)
+    return row, [f"| {folder} | {variant} | {x} | {la:.3f} | {b:.3f} |" for x, la, b in seeds_done]
+
+
 def write_report(out: Path, scale: str, s: dict, results: dict, probes: dict, parallel: int) -> None:
     lines = [
         f"Scale `{scale}`: {s['train']} training and {s['validation']} validation clips of {s['frames']} JPEG frames "
@@ -243,20 +256,9 @@ def write_report(out: Path, scale: str, s: dict, results: dict, probes: dict, pa
             seeds = seeds_of(s, folder, variant)
             if folder in DIAGNOSTICS and not seeds:
                 continue
-            done = [x for x in seeds if (folder, variant, x) in results]
-            if not done:
-                lines.append(f"| {folder} | {size} | {variant} | none | - | - | - |")
-                continue
-            best, curves, walls = zip(*(results[(folder, variant, x)] for x in done), strict=True)
-            last = [c[-1] for c in curves]
-            lines.append(
-                f"| {folder} | {size} | {variant} | {done} | {summary(last)} | {summary(list(best))} | "
-                f"{statistics.mean(walls):.0f} |"
-            )
-            per_seed += [
-                f"| {folder} | {variant} | {x} | {la:.3f} | {b:.3f} |"
-                for x, la, b in zip(done, last, best, strict=True)
-            ]
+            row, seed_rows = result_rows(f"{folder} | {size} | {variant}", results, folder, variant, seeds)
+            lines.append(row)
+            per_seed += seed_rows
     lines += per_seed_table(["folder", "variant", "seed", "val last", "val best"], per_seed)
     (out / f"results_{scale}.md").write_text("\n".join(lines) + "\n")
 

@@ -32,11 +32,14 @@ from tsm.metadata import (
 )
 
 
-def ort_session(path: str | Path) -> ort.InferenceSession:
-    """A CPU onnxruntime session whose threads sleep between runs: spinning ones would steal the cores
-    from whatever runs next (PyTorch, in a benchmark that alternates the two)."""
+def ort_session(path: str | Path, spin_within_run: bool = True) -> ort.InferenceSession:
+    """A CPU onnxruntime session whose threads spin within a run and sleep once it returns. Threads that sleep
+    between nodes too (``spin_within_run=False``) wake again for each of a frame's ~100 small nodes: a
+    TSM-MobileNetV2 x0.5 frame took 1.25-1.4x as long (experiments/latency/spinning.md). Threads left spinning
+    after a run would take the cores from whatever runs next (the camera, PyTorch in a benchmark)."""
     options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_within_run else "0")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime's errors share no base class but Exception
@@ -85,10 +88,10 @@ class OnnxStreamSession:
     ``(batch, num_classes)``; ``reset()`` starts a new stream (buffers at their reset state: zero, or an int8
     file's uint8 zero point); ``info`` says how to
     feed it (``class_names``, ``input_size``, ``scale_size``, ``mean``, ``std``); ``precision`` is
-    the file's (fp32, fp16 or int8, see :mod:`tsm.quantize`)."""
+    the file's (fp32, fp16 or int8, see :mod:`tsm.quantize`). ``spin_within_run``: see :func:`ort_session`."""
 
-    def __init__(self, path: str | Path, batch: int = 1) -> None:
-        self.session = ort_session(path)
+    def __init__(self, path: str | Path, batch: int = 1, spin_within_run: bool = True) -> None:
+        self.session = ort_session(path, spin_within_run)
         metadata, (frame_input, *buffer_inputs), (logits_output, *buffer_outputs) = stream_graph(self.session, path)
         if metadata.get(MODE_KEY) != "stream":
             raise ValueError(f"{path} is not a stream-mode export (tsm_mode={metadata.get('tsm_mode')!r})")
