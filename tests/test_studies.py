@@ -264,6 +264,16 @@ def test_int8_speed_tiny(tmp_path):
 
 
 @pytest.mark.slow
+def test_spinning_tiny(tmp_path):
+    out = tmp_path / "spinning.md"
+    args = ["--backbones", "mobilenetv2_050", "--size", "32", "--frames", "2", "--gap", "1", "--burst", "2"]
+    run_study("latency.spinning", *args, "--burst-rounds", "1", "--out", out)
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| mobilenetv2_050 |")]
+    assert [row[1] for row in rows] == ["fp32", "int8"]
+    assert all(float(row[4].rstrip("x")) > 0 and float(row[8].rstrip("x |")) > 0 for row in rows)
+
+
+@pytest.mark.slow
 def test_recipe_step_time_tiny(tmp_path):
     run_study("recipe.step_time", "--repeats", "1", "--batch", "2", "--out", tmp_path)
     rows = [

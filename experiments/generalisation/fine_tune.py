@@ -8,7 +8,8 @@ README's small-folder command plus ``model.init_from=<the default run's last.ckp
 +experiment=synthetic_tsn`` for TSN, the classifier fresh. Published video weights are how real Jester recipes
 start; nothing may be downloaded here, so the project's own default run stands in for them. The synthetic gestures
 are the objects folder's renderer (other clips, classes and frame size): only the hand and the particles are unseen
-by the pretrained network. Nothing was tuned on these folders: the command is the study's, unchanged.
+by the pretrained network. The command is the study's; one config change was found on the hand folder (a fresh
+classifier learns at the backbone's rate, conf/model/default.yaml), seeds 4 and 5 run after it.
 Runs land in ``<out>/runs/<scale>/`` beside the study's and are reused when present. Writes
 ``fine_tune_<scale>.md`` and ``fine_tune_<scale>.png`` (validation top-1 per epoch) in ``--out`` (default: beside
 this file).
