@@ -251,6 +251,13 @@ def plain_2d(model: Recognizer, backbone: str, backbone_args: Mapping[str, Any] 
     return plain.eval()
 
 
+def noise_clips(size: int, count: int, seed: int = 0) -> list[np.ndarray]:
+    """``count`` clips ``(8, 3, size, size)`` of Gaussian noise, float32: calibration where only speed is measured,
+    or inputs for random weights."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((8, 3, size, size), np.float32) for _ in range(count)]
+
+
 def random_causal_model(backbone: str, num_classes: int = 27, seed: int = 0) -> Recognizer:
     """A causal TSM over timm ``backbone`` with random weights and random norms, in eval mode: for timing and
     size (timm zero-initialises some norms, whose branches a converter would fold away)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.common import fp32_edge_files, int8_edge_files, plain_2d
+from experiments.common import fp32_edge_files, int8_edge_files, noise_clips, plain_2d
 from experiments.latency.browser import WARMUP, browser_frames
 from tsm.metadata import BUFFERS_KEY
 from tsm.models.recognizer import Recognizer
@@ -35,8 +35,7 @@ def sample_clips(ckpt: Path | None, fp32_file: Path, split: str, count: int, siz
     """``count`` unaugmented clips of the checkpoint's ``split`` at the file's size, as ``src/export.py`` calibrates
     and compares; Gaussian noise without a checkpoint (random weights)."""
     if ckpt is None:
-        rng = np.random.default_rng(0 if split == "train" else 1)
-        return [rng.standard_normal((8, 3, size, size), np.float32) for _ in range(count)]
+        return noise_clips(size, count, seed=0 if split == "train" else 1)
     return clips_of(calibration_data(ckpt, fp32_file), split, count)[0]
 
 

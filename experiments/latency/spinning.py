@@ -17,11 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import torch
 
-from experiments.common import interleaved, machine, random_causal_model
+from experiments.common import interleaved, machine, noise_clips, random_causal_model
 from tsm.export import to_onnx
 from tsm.quantize import to_int8
 from tsm.streaming.runtime import OnnxStreamSession
@@ -59,8 +58,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "spinning.md")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    rng = np.random.default_rng(0)
-    clips = [rng.standard_normal((8, 3, args.size, args.size), dtype=np.float32) for _ in range(2)]
+    clips = noise_clips(args.size, 2)
     frame, rows, load = clips[0][:1], [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for backbone in args.backbones:

@@ -16,10 +16,16 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from experiments.common import fp32_edge_files, int8_edge_files, interleaved, machine, random_causal_model
+from experiments.common import (
+    fp32_edge_files,
+    int8_edge_files,
+    interleaved,
+    machine,
+    noise_clips,
+    random_causal_model,
+)
 from tsm.streaming.sessions import open_stream
 
 HERE = Path(__file__).resolve().parent
@@ -35,8 +41,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results_int8.md")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    rng = np.random.default_rng(0)
-    clips = [rng.standard_normal((8, 3, args.size, args.size), dtype=np.float32) for _ in range(2)]
+    clips = noise_clips(args.size, 2)
     rows, load = [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for backbone in args.backbones:

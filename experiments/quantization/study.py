@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from experiments.common import QUIET, ROOT, interleaved, machine, plain_2d, shown
+from experiments.common import QUIET, ROOT, interleaved, machine, noise_clips, plain_2d, shown
 from tsm.export import to_onnx
 from tsm.models.checkpoints import load_recognizer
 from tsm.quantize import calibration_feeds, node_census, to_fp16, to_int8
@@ -101,9 +101,8 @@ def latency_at(ckpt: Path, size: int, repeats: int, workdir: Path) -> tuple[dict
     files["plain 2D fp32"] = to_onnx(
         plain_2d(model, model.info["backbone"]), workdir / "plain_fp32.onnx", mode="clip", input_size=size
     )
-    rng = np.random.default_rng(0)
     # timing only: the speed of the integer kernels does not depend on the calibrated scales
-    calibration = [rng.standard_normal((8, 3, size, size), np.float32) for _ in range(8)]
+    calibration = noise_clips(size, 8)
     files["stream fp16"] = to_fp16(files["stream fp32"], workdir / "stream_fp16.onnx")
     files["stream int8"] = to_int8(files["stream fp32"], workdir / "stream_int8.onnx", calibration, {"data": "noise"})
     plain_clips = [clip[:1] for clip in calibration]
