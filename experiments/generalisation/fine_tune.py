@@ -39,6 +39,7 @@ from experiments.generalisation.study import (
     PASS,
     SCALES,
     clips_of,
+    curves_of,
     overrides_of,
     renderer,
     result_rows,
@@ -127,16 +128,11 @@ def write_report(args, s: dict, seeds: dict, results: dict, pretrain_acc: dict) 
     lines += per_seed_table(["folder", "variant", "seed", "val last", "val best"], per_seed)
     (args.out / f"fine_tune_{args.scale}.md").write_text("\n".join(lines) + "\n")
     panels = {
-        folder: [band for v in seeds if (band := curves_of(results, seeds, folder, v))[2]] for folder in args.folders
+        folder: [(v, COLORS[v], c) for v in seeds if (c := curves_of(results, folder, v, seeds[v]))]
+        for folder in args.folders
     }
     plot_panels(args.out / f"fine_tune_{args.scale}.png", panels, panel_width=3.3, target=PASS, legend="center right")
     print("\n".join(lines))
-
-
-def curves_of(results: dict, seeds: dict, folder: str, variant: str) -> tuple[str, str, list[list[float]]]:
-    """The plot's band of ``variant`` on ``folder``: its validation top-1 per epoch on each seed run."""
-    curves = [results[(folder, variant, x)][1] for x in seeds[variant] if (folder, variant, x) in results]
-    return variant, COLORS[variant], curves
 
 
 if __name__ == "__main__":

@@ -228,6 +228,11 @@ def result_rows(cells: str, results: dict, folder: str, variant: str, seeds) -> 
     return row, [f"| {folder} | {variant} | {x} | {la:.3f} | {b:.3f} |" for x, la, b in seeds_done]
 
 
+def curves_of(results: dict, folder: str, variant: str, seeds) -> list[list[float]]:
+    """Validation top-1 per epoch of ``variant`` on ``folder``, one curve per seed of ``seeds`` that was run."""
+    return [results[(folder, variant, x)][1] for x in seeds if (folder, variant, x) in results]
+
+
 def write_report(out: Path, scale: str, s: dict, results: dict, probes: dict, parallel: int) -> None:
     lines = [
         f"Scale `{scale}`: {s['train']} training and {s['validation']} validation clips of {s['frames']} JPEG frames "
@@ -264,10 +269,7 @@ def write_report(out: Path, scale: str, s: dict, results: dict, probes: dict, pa
 
     def band(folder: str, variant: str) -> tuple[str, str, list[list[float]]]:
         name = variant if folder in FRAMES else folder  # a diagnostic folder's line is named by its folder
-        curves = [
-            results[(folder, variant, x)][1] for x in seeds_of(s, folder, variant) if (folder, variant, x) in results
-        ]
-        return name, COLORS[name], curves
+        return name, COLORS[name], curves_of(results, folder, variant, seeds_of(s, folder, variant))
 
     panels = {**{f: [(f, v) for v in VARIANTS] for f in FRAMES}, "hand, one thing changed (TSM)": DIAGNOSTIC_LINES}
     bands = {title: [b for b in (band(*line) for line in lines_of) if b[2]] for title, lines_of in panels.items()}
