@@ -37,6 +37,7 @@ from tsm.models.recognizer import Recognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = ROOT / "src" / "train.py"
+EXPORT_SCRIPT = ROOT / "src" / "export.py"
 # Quiet, file-only logging for study runs; the W&B dashboard is for interactive work.
 QUIET = ["logger=csv", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
 # The AdamW recipe the studies compare with the default SGD (lr 0.008 x batch/64, as the I3D teacher trains)
@@ -63,23 +64,31 @@ def run_train(
             command = [sys.executable, str(TRAIN_SCRIPT), *argv]
             subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
         else:
-            run = TRAINING_SERVER.Process(target=_train_main, args=(argv, threads))
-            run.start()
-            run.join()
-            if run.exitcode != 0:
-                raise RuntimeError(f"python src/train.py {' '.join(argv)} failed (exit code {run.exitcode})")
+            run_forked(TRAIN_SCRIPT, argv, threads)
     return json.loads(metrics_file.read_text())
 
 
-def _train_main(argv: list[str], threads: int | None) -> None:
-    """In the forked process: ``python src/train.py ARGV`` from the repository root, output discarded."""
+def run_forked(script: Path, argv: list[str], threads: int | None = None) -> None:
+    """``python SCRIPT ARGV`` (``src/train.py``, ``src/export.py``) in a process forked from
+    :data:`TRAINING_SERVER`, its output discarded; on ``threads`` torch threads (default: torch's own choice).
+    Raises naming the command when it fails."""
+    run = TRAINING_SERVER.Process(target=_script_main, args=(script, argv, threads))
+    run.start()
+    run.join()
+    if run.exitcode != 0:
+        command = " ".join(["python", str(script.relative_to(ROOT)), *argv])
+        raise RuntimeError(f"{command} failed (exit code {run.exitcode})")
+
+
+def _script_main(script: Path, argv: list[str], threads: int | None) -> None:
+    """In the forked process: ``python SCRIPT ARGV`` from the repository root, output discarded."""
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # for the processes the run starts
         torch.set_num_threads(threads)
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     os.chdir(ROOT)
-    sys.argv = [str(TRAIN_SCRIPT), *argv]
-    runpy.run_path(str(TRAIN_SCRIPT), run_name="__main__")
+    sys.argv = [str(script), *argv]
+    runpy.run_path(str(script), run_name="__main__")
 
 
 def timed_run(overrides: list[str], run_dir: Path) -> tuple[dict, float]:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from experiments.common import QUIET, ROOT, interleaved, machine, noise_clips, plain_2d, shown
+from experiments.common import EXPORT_SCRIPT, interleaved, machine, noise_clips, plain_2d, run_forked, run_train, shown
 from tsm.export import to_onnx
 from tsm.models.checkpoints import load_recognizer
 from tsm.quantize import calibration_feeds, node_census, to_fp16, to_int8
@@ -41,28 +39,16 @@ EXPORTS = [("stream", "fp16"), ("stream", "int8"), ("clip", "int8")]
 
 def trained_checkpoint(out: Path, extra: list[str]) -> Path:
     run_dir = out / "runs" / "causal"
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if not (run_dir / "metrics.json").is_file():
-        command = [
-            sys.executable,
-            "src/train.py",
-            *QUIET,
-            "model.backbone=mobilenetv2_050",  # the edge model whose int8 deployment is the question
-            "model/shift=causal",
-            "seed=1",
-            *extra,
-            f"hydra.run.dir={run_dir}",
-        ]
-        subprocess.run(command, check=True, cwd=ROOT)
-    return ckpt
+    # the edge model whose int8 deployment is the question
+    run_train(["model.backbone=mobilenetv2_050", "model/shift=causal", "seed=1", *extra], run_dir)
+    return run_dir / "checkpoints" / "last.ckpt"
 
 
 def exported(ckpt: Path, out: Path, mode: str, precision: str, clips: int, extra: list[str]) -> dict:
     """``src/export.py`` at the checkpoint's own size; its report."""
     path = out / f"{mode}_{precision}.onnx"
-    command = [sys.executable, "src/export.py", f"ckpt_path={ckpt}", f"mode={mode}", f"precision={precision}"]
-    command += [f"out={path}", f"compare.clips={clips}", f"hydra.run.dir={out}", *extra]
-    subprocess.run(command, check=True, cwd=ROOT)
+    argv = [f"ckpt_path={ckpt}", f"mode={mode}", f"precision={precision}", f"out={path}", f"compare.clips={clips}"]
+    run_forked(EXPORT_SCRIPT, [*argv, f"hydra.run.dir={out}", *extra])
     return json.loads(path.with_suffix(".report.json").read_text())
 
 
