@@ -5,14 +5,14 @@ import re
 import pytest
 
 from experiments.deploy.report import COLUMNS, ORDER
-from tests.helpers.scripts import run_module_forked
+from tests.helpers.scripts import run_forked
 
 MODELS = ("default (TSM-ResNet10-T x0.5)", "TSM-MobileNetV2 x1.0")
 
 
 @pytest.mark.slow
 def test_tiny_table_has_every_row_with_sane_numbers(tmp_path):
-    run_module_forked("experiments.deploy.table", ["--tiny", "--out", tmp_path], timeout=600)
+    run_forked("experiments.deploy.table", ["--tiny", "--out", tmp_path], timeout=600)
     text = (tmp_path / "results_tiny.md").read_text()
     assert not (tmp_path / "results.md").exists() and (tmp_path / "deploy_tiny.png").stat().st_size > 0
     assert COLUMNS in text and "Load average" in text and "ai-edge-litert" in text

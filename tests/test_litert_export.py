@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.helpers.compare import rel_error
-from tests.helpers.scripts import run_python
+from tests.helpers.scripts import run_forked, run_python
 from tests.helpers.streams import logits_on_cpu, needs_qemu_x86, stream_without_torch
 from tests.helpers.videos import write_video
 from tests.helpers.weights import randomize_norms
@@ -147,7 +147,7 @@ def _without_tsm_metadata(content: bytes) -> bytes:
     ],
 )
 def test_bad_format_or_precision_names_the_key(ckpt, tmp_path, overrides, message):
-    done = run_python(["src/export.py", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}", *overrides], ok=False)
+    done = run_forked("src/export.py", [f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}", *overrides], ok=False)
     assert message in done.stderr
 
 

@@ -15,7 +15,7 @@ from experiments.common import run_train, synthetic_overrides
 from experiments.generalisation.scenes import SWIPES
 from experiments.generalisation.study import clips_of
 from tests.helpers import ROOT
-from tests.helpers.scripts import run_module_forked
+from tests.helpers.scripts import run_forked
 from tsm.training.precision import auto_precision
 
 EXPERIMENTS = ROOT / "experiments"
@@ -25,7 +25,7 @@ def run_study(module: str, *args, timeout: float = 1800) -> subprocess.Completed
     """``python -m experiments.<module> args`` in the repository root, as the studies' READMEs run them (forked
     from a server that imported the training code once: the scripts' own start-up is what the README commands'
     tests run in fresh interpreters)."""
-    return run_module_forked(f"experiments.{module}", args, timeout=timeout)
+    return run_forked(f"experiments.{module}", args, timeout=timeout)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.helpers import ROOT
-from tests.helpers.scripts import run_python
+from tests.helpers.scripts import run_forked, run_python
 from tests.helpers.streams import stream_without_torch
 from tests.helpers.weights import randomize_norms
 from tsm.export import to_onnx
@@ -101,7 +101,7 @@ def test_export_command_cross_compiles_for_a_jetson_nano(ckpt, tmp_path):
     ],
 )
 def test_bad_target_mode_tuning_or_precision_names_the_key(ckpt, tmp_path, overrides, message):
-    done = run_python(["src/export.py", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}", *overrides], ok=False)
+    done = run_forked("src/export.py", [f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}", *overrides], ok=False)
     assert message in done.stderr
 
 

@@ -36,34 +36,44 @@ def run_python(
     return done
 
 
-def run_module_forked(module: str, args: Sequence[str], timeout: float = 1800) -> subprocess.CompletedProcess:
-    """``python -m MODULE ARGS`` in the repository root, in a process forked from the studies' server
+def run_forked(
+    target: str, args: Sequence[str], *, ok: bool | None = True, timeout: float = 1800
+) -> subprocess.CompletedProcess:
+    """``python TARGET ARGS`` (a script such as ``src/export.py``) or ``python -m TARGET ARGS`` (a module such as
+    ``experiments.deploy.table``) in the repository root, in a process forked from the studies' server
     (``experiments.common.TRAINING_SERVER``: torch, Lightning and the training code imported once per test
-    worker, not once per script, ~7 s here), output captured as text; it must exit 0 (the failure shows the end
-    of its stderr). The module runs as its ``__main__``, as ``python -m`` runs it."""
+    worker, not once per call, ~7 s here), output captured as text; ``ok`` as :func:`run_python`'s. The script
+    or module runs as ``__main__``. For the studies and the command line's refusals of bad input; the README's
+    commands run in fresh interpreters (:func:`run_python`)."""
     from experiments.common import TRAINING_SERVER
 
+    argv = list(map(str, args))
+    command = ["python", target, *argv] if target.endswith(".py") else ["python", "-m", target, *argv]
     with tempfile.TemporaryDirectory() as tmp:
         out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-        process = TRAINING_SERVER.Process(target=_module_main, args=(module, list(map(str, args)), out, err))
+        process = TRAINING_SERVER.Process(target=_forked_main, args=(target, argv, out, err))
         process.start()
         process.join(timeout)
         if process.is_alive():
             process.kill()
             process.join()
-            raise subprocess.TimeoutExpired(["python", "-m", module, *args], timeout)
-        done = subprocess.CompletedProcess(
-            ["python", "-m", module, *args], process.exitcode, out.read_text(), err.read_text()
-        )
-    assert done.returncode == 0, done.stderr[-3000:]
+            raise subprocess.TimeoutExpired(command, timeout)
+        done = subprocess.CompletedProcess(command, process.exitcode, out.read_text(), err.read_text())
+    if ok is True:
+        assert done.returncode == 0, done.stderr[-3000:]
+    elif ok is False:
+        assert done.returncode != 0, done.stdout[-3000:]
     return done
 
 
-def _module_main(module: str, args: list[str], out: Path, err: Path) -> None:
-    """In the forked process: its output to ``out`` and ``err``, then ``python -m MODULE ARGS`` from the root."""
+def _forked_main(target: str, args: list[str], out: Path, err: Path) -> None:
+    """In the forked process: its output to ``out`` and ``err``, then ``target`` as ``__main__`` from the root."""
     for stream, path in ((sys.stdout, out), (sys.stderr, err)):
         stream.flush()
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), stream.fileno())
     os.chdir(ROOT)
-    sys.argv = [module, *args]
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    sys.argv = [target, *args]
+    if target.endswith(".py"):
+        runpy.run_path(str(ROOT / target), run_name="__main__")
+    else:
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
