@@ -105,8 +105,8 @@ def test_stream_signature_has_the_onnx_names_and_at_most_four_dimensions(stream_
 
 def test_export_command_writes_a_clip_file_the_stream_runner_refuses(ckpt, tmp_path):
     out = tmp_path / "clip.tflite"
-    run_python(
-        ["src/export.py", f"ckpt_path={ckpt}", "format=tflite", "mode=clip", f"out={out}", f"hydra.run.dir={tmp_path}"]
+    run_forked(
+        "src/export.py", [f"ckpt_path={ckpt}", "format=tflite", "mode=clip", f"out={out}", f"hydra.run.dir={tmp_path}"]
     )
     assert read_tflite_metadata(out)[MODE_KEY] == "clip"
     with pytest.raises(ValueError, match="not a stream-mode export"):
@@ -184,8 +184,8 @@ def test_stream_script_and_app_run_the_tflite_file_on_a_video(stream_file, tmp_p
 def int8_stream(ckpt, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("int8") / "stream.tflite"
     extra = ["calibration.clips=8", "compare.clips=4"]
-    args = ["src/export.py", f"ckpt_path={ckpt}", "format=tflite", "mode=stream", "precision=int8", f"out={out}"]
-    run_python([*args, *extra, f"hydra.run.dir={out.parent}"])
+    args = [f"ckpt_path={ckpt}", "format=tflite", "mode=stream", "precision=int8", f"out={out}"]
+    run_forked("src/export.py", [*args, *extra, f"hydra.run.dir={out.parent}"])
     return out, json.loads(out.with_suffix(".report.json").read_text())
 
 
@@ -233,8 +233,8 @@ def test_int8_convolutions_keep_bias_scale_equal_to_input_times_weight_scale(int
 
 def test_int8_without_calibration_clips_names_the_key(ckpt, tmp_path):
     out = tmp_path / "s.tflite"
-    args = ["src/export.py", f"ckpt_path={ckpt}", "format=tflite", "mode=stream", "precision=int8", f"out={out}"]
-    done = run_python([*args, "calibration.clips=0", f"hydra.run.dir={tmp_path}"], ok=False)
+    args = [f"ckpt_path={ckpt}", "format=tflite", "mode=stream", "precision=int8", f"out={out}"]
+    done = run_forked("src/export.py", [*args, "calibration.clips=0", f"hydra.run.dir={tmp_path}"], ok=False)
     assert "int8 needs calibration clips and got none: set calibration.clips >= 1" in done.stderr
 
 

@@ -10,7 +10,7 @@ import torch
 
 from tests.helpers.compare import rel_error
 from tests.helpers.config import tiny_checkpoint
-from tests.helpers.scripts import run_python
+from tests.helpers.scripts import run_forked, run_python
 from tests.helpers.streams import logits_on_cpu, needs_qemu_x86
 from tsm.data.recorded import datamodule_from_record
 from tsm.metadata import BUFFERS_KEY, CALIBRATION_KEY, PRECISION_KEY
@@ -24,7 +24,7 @@ CAUSAL = ["model/shift=causal", "model.shift.place=residual"]
 
 def export(ckpt: Path, out: Path, *overrides: str) -> dict:
     """Run the exporter as users do; the report it writes for fp16/int8 files."""
-    run_python(["src/export.py", f"ckpt_path={ckpt}", f"out={out}", f"hydra.run.dir={out.parent}", *overrides])
+    run_forked("src/export.py", [f"ckpt_path={ckpt}", f"out={out}", f"hydra.run.dir={out.parent}", *overrides])
     report = out.with_suffix(".report.json")
     return json.loads(report.read_text()) if report.is_file() else {}
 

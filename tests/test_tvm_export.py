@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.helpers import ROOT
-from tests.helpers.scripts import run_forked, run_python
+from tests.helpers.scripts import run_forked
 from tests.helpers.streams import stream_without_torch
 from tests.helpers.weights import randomize_norms
 from tsm.export import to_onnx
@@ -80,8 +80,8 @@ def test_cortex_a72_library_runs_under_qemu_and_gives_onnxruntimes_logits(onnx_f
 
 def test_export_command_cross_compiles_for_a_jetson_nano(ckpt, tmp_path):
     out = tmp_path / "nano.so"
-    args = ["src/export.py", f"ckpt_path={ckpt}", "format=tvm", "target=cortex-a57", "mode=stream", f"out={out}"]
-    run_python([*args, f"hydra.run.dir={tmp_path}"])
+    args = [f"ckpt_path={ckpt}", "format=tvm", "target=cortex-a57", "mode=stream", f"out={out}"]
+    run_forked("src/export.py", [*args, f"hydra.run.dir={tmp_path}"])
     assert ELF_MACHINE[out.read_bytes()[18:20]] == "aarch64" and out.with_suffix(".onnx").is_file()
 
 

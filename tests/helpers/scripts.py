@@ -1,6 +1,6 @@
 """Running this project's scripts (``src/*.py``, ``python -c``, ``-m experiments...``) as users do: a fresh
 Python process in the repository root; or, for the studies, a process forked from a server that has imported
-the training code once (:func:`run_module_forked`)."""
+the training code once (:func:`run_forked`)."""
 
 import os
 import runpy
@@ -29,6 +29,11 @@ def run_python(
     command = [*launcher, python or sys.executable, *map(str, args)]
     environment = {**os.environ, **env} if env else None
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=environment, timeout=timeout)
+    return checked(done, ok)
+
+
+def checked(done: subprocess.CompletedProcess, ok: bool | None) -> subprocess.CompletedProcess:
+    """``done``, asserted to have exited 0 (``ok=True``, showing the end of its stderr) or not (``ok=False``)."""
     if ok is True:
         assert done.returncode == 0, done.stderr[-3000:]
     elif ok is False:
@@ -59,11 +64,7 @@ def run_forked(
             process.join()
             raise subprocess.TimeoutExpired(command, timeout)
         done = subprocess.CompletedProcess(command, process.exitcode, out.read_text(), err.read_text())
-    if ok is True:
-        assert done.returncode == 0, done.stderr[-3000:]
-    elif ok is False:
-        assert done.returncode != 0, done.stdout[-3000:]
-    return done
+    return checked(done, ok)
 
 
 def _forked_main(target: str, args: list[str], out: Path, err: Path) -> None:
