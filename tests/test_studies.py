@@ -358,4 +358,6 @@ def test_speed_bench_tiny(tmp_path):
     expected = [("official", "32-true"), ("fp32", "32-true"), ("channels_last", "32-true"), ("defaults", auto)]
     for row, (word, precision) in zip(rows, expected, strict=True):
         assert word in row[1] and row[2] == precision and float(row[3]) > 0
-    assert rows[0][4] == "1.00 |"
+    assert rows[0][4] == "1.00" and all(float(row[5].strip(" |")) > 0 for row in rows)  # GFLOP/s
+    matmul = next(line for line in lines if line.startswith("GFLOP/s: "))
+    assert re.search(r"32-true \d+ GFLOP/s, bf16-mixed \d+ GFLOP/s\.$", matmul)

@@ -12,7 +12,10 @@ in float32, in float32 with channels_last memory, and as ``conf/model/default.ya
 is the forward pass of ``batch`` random clips of 8 frames, cross-entropy over 400 classes, the backward pass
 and an SGD step with momentum (no gradient clipping in either), on all of torch's threads; the candidates take
 turns repeat by repeat (``experiments.common.interleaved``), so machine drift hits all alike. Writes
-``results.md``: ms per step and the ratio to the official step at each size.
+``results.md``: ms per step, the ratio to the official step at each size, and the arithmetic rate of each step
+(3x its forward pass's multiply-adds, 2 FLOPs each, per second: the backward pass computes two products per
+forward one) beside the rate torch reaches on this CPU in a dense 2048x2048x2048 matrix product in float32 and in
+bf16, so that one sees how much of the machine a step already uses.
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ from torch.nn import functional as F
 
 from experiments.common import interleaved, machine
 from experiments.recipe.step_time import training_step
+from tsm.benchmark import median_ms
 
 FRAMES, CLASSES = 8, 400
+MATMUL_SIDE = 2048
+MATMUL_DTYPES = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16}
 OFFICIAL = "official TSM code (fp32)"
 # name -> overrides of src/train.py's config for this project's TSM-ResNet50
 OURS = {
@@ -75,6 +81,12 @@ def official_step(models, size: int, batch: int) -> Callable[[], None]:
     return step
 
 
+def matmul_gflops(dtype: torch.dtype, repeats: int) -> float:
+    """GFLOP/s of one dense ``MATMUL_SIDE``-cubed matrix product in ``dtype`` on all of torch's threads."""
+    a, b = (torch.randn(MATMUL_SIDE, MATMUL_SIDE).to(dtype) for _ in range(2))
+    return 2 * MATMUL_SIDE**3 / median_ms(lambda: a @ b, repeats=repeats) / 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official", type=Path, required=True, help="a temporal-shift-module checkout")
@@ -92,17 +104,29 @@ def main() -> None:
         f"{CLASSES} classes, forward, cross-entropy, backward, SGD; median of {args.repeats} interleaved repeats. "
         "Ratio: to the official step at the same size.",
         "",
-        "| size | code | precision | ms per step | ratio to official |",
-        "|---|---|---|---|---|",
+        "| size | code | precision | ms per step | ratio to official | GFLOP/s |",
+        "|---|---|---|---|---|---|",
     ]
+    rates = {precision: matmul_gflops(dtype, 3 * args.repeats) for precision, dtype in MATMUL_DTYPES.items()}
     for size in args.sizes:
         steps, precisions = {OFFICIAL: official_step(models, size, args.batch)}, {OFFICIAL: "32-true"}
         for name, overrides in OURS.items():
-            step, _, precision = training_step([*RESNET50, *overrides, f"data.crop_size={size}"], args.batch)
-            steps[name], precisions[name] = step, precision
+            step, counts, precision = training_step([*RESNET50, *overrides, f"data.crop_size={size}"], args.batch)
+            steps[name], precisions[name], macs = step, precision, counts["macs"]  # the same network in every row
         ms = interleaved(steps, args.repeats, inference=False)
         for name in steps:
-            lines.append(f"| {size} | {name} | {precisions[name]} | {ms[name]:.0f} | {ms[name] / ms[OFFICIAL]:.2f} |")
+            gflops = 3 * 2 * macs * args.batch / ms[name] / 1e6
+            lines.append(
+                f"| {size} | {name} | {precisions[name]} | {ms[name]:.0f} | {ms[name] / ms[OFFICIAL]:.2f} "
+                f"| {gflops:.0f} |"
+            )
+    lines += [
+        "",
+        f"GFLOP/s: 3 x the forward pass's multiply-adds x 2 FLOPs x {args.batch} clips per step time. A dense "
+        f"{MATMUL_SIDE}x{MATMUL_SIDE}x{MATMUL_SIDE} matrix product on this CPU, torch, all threads: "
+        + ", ".join(f"{precision} {rate:.0f} GFLOP/s" for precision, rate in rates.items())
+        + ".",
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
