@@ -69,26 +69,57 @@ def run_train(
 
 
 def run_forked(script: Path, argv: list[str], threads: int | None = None) -> None:
-    """``python SCRIPT ARGV`` (``src/train.py``, ``src/export.py``) in a process forked from
-    :data:`TRAINING_SERVER`, its output discarded; on ``threads`` torch threads (default: torch's own choice).
-    Raises naming the command when it fails."""
-    run = TRAINING_SERVER.Process(target=_script_main, args=(script, argv, threads))
+    """``python SCRIPT ARGV`` (``src/train.py``, ``src/export.py``) by :func:`forked_exit_code`, its output
+    discarded; raises naming the command when it fails."""
+    code = forked_exit_code(script, argv, threads)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(forked_command(script.relative_to(ROOT), argv))} failed (exit code {code})")
+
+
+def forked_exit_code(
+    target: str | Path,
+    argv: list[str],
+    threads: int | None = None,
+    stdout: str | Path = os.devnull,
+    stderr: str | Path | None = None,
+    timeout: float | None = None,
+) -> int:
+    """The exit code of ``python TARGET ARGV`` (a script, ``.py``, relative to the repository root or absolute) or
+    ``python -m TARGET ARGV`` (a module), run as ``__main__`` from the root in a process forked from
+    :data:`TRAINING_SERVER`; on ``threads`` torch threads (default: torch's own choice), its standard output to
+    the file ``stdout`` (discarded by default) and its standard error to ``stderr`` (default: this process's).
+    Past ``timeout`` seconds it is killed and :class:`subprocess.TimeoutExpired` raised."""
+    run = TRAINING_SERVER.Process(target=_forked_main, args=(str(target), argv, threads, stdout, stderr))
     run.start()
-    run.join()
-    if run.exitcode != 0:
-        command = " ".join(["python", str(script.relative_to(ROOT)), *argv])
-        raise RuntimeError(f"{command} failed (exit code {run.exitcode})")
+    run.join(timeout)
+    if run.is_alive():
+        run.kill()
+        run.join()
+        raise subprocess.TimeoutExpired(forked_command(target, argv), timeout)
+    return run.exitcode
 
 
-def _script_main(script: Path, argv: list[str], threads: int | None) -> None:
-    """In the forked process: ``python SCRIPT ARGV`` from the repository root, output discarded."""
+def forked_command(target: str | Path, argv: list[str]) -> list[str]:
+    """The command line :func:`forked_exit_code` stands for: ``python SCRIPT ...`` or ``python -m MODULE ...``."""
+    target = str(target)
+    return ["python", target, *argv] if target.endswith(".py") else ["python", "-m", target, *argv]
+
+
+def _forked_main(target: str, argv: list[str], threads: int | None, stdout: str | Path, stderr: str | Path | None):
+    """In the forked process: threads and output as :func:`forked_exit_code` says, then ``target`` as ``__main__``."""
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # for the processes the run starts
         torch.set_num_threads(threads)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    for stream, path in ((sys.stdout, stdout), (sys.stderr, stderr)):
+        if path is not None:
+            stream.flush()
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), stream.fileno())
     os.chdir(ROOT)
-    sys.argv = [str(script), *argv]
-    runpy.run_path(str(script), run_name="__main__")
+    sys.argv = [target, *argv]
+    if target.endswith(".py"):
+        runpy.run_path(str(ROOT / target), run_name="__main__")
+    else:
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
 
 
 def timed_run(overrides: list[str], run_dir: Path) -> tuple[dict, float]:

@@ -3,7 +3,6 @@ Python process in the repository root; or, for the studies, a process forked fro
 the training code once (:func:`run_forked`)."""
 
 import os
-import runpy
 import subprocess
 import sys
 import tempfile
@@ -46,35 +45,16 @@ def run_forked(
 ) -> subprocess.CompletedProcess:
     """``python TARGET ARGS`` (a script such as ``src/export.py``) or ``python -m TARGET ARGS`` (a module such as
     ``experiments.deploy.table``) in the repository root, in a process forked from the studies' server
-    (``experiments.common.TRAINING_SERVER``: torch, Lightning and the training code imported once per test
-    worker, not once per call, ~7 s here), output captured as text; ``ok`` as :func:`run_python`'s. The script
-    or module runs as ``__main__``. For the studies and the command line's refusals of bad input; the README's
-    commands run in fresh interpreters (:func:`run_python`)."""
-    from experiments.common import TRAINING_SERVER
+    (``experiments.common.forked_exit_code``: torch, Lightning and the training code imported once per test
+    worker, not once per call, ~7 s here), output captured as text; ``ok`` as :func:`run_python`'s. For the
+    studies and the command line's refusals of bad input; the README's commands run in fresh interpreters
+    (:func:`run_python`)."""
+    from experiments.common import forked_command, forked_exit_code
 
     argv = list(map(str, args))
-    command = ["python", target, *argv] if target.endswith(".py") else ["python", "-m", target, *argv]
+    command = forked_command(target, argv)
     with tempfile.TemporaryDirectory() as tmp:
         out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-        process = TRAINING_SERVER.Process(target=_forked_main, args=(target, argv, out, err))
-        process.start()
-        process.join(timeout)
-        if process.is_alive():
-            process.kill()
-            process.join()
-            raise subprocess.TimeoutExpired(command, timeout)
-        done = subprocess.CompletedProcess(command, process.exitcode, out.read_text(), err.read_text())
+        code = forked_exit_code(target, argv, stdout=out, stderr=err, timeout=timeout)
+        done = subprocess.CompletedProcess(command, code, out.read_text(), err.read_text())
     return checked(done, ok)
-
-
-def _forked_main(target: str, args: list[str], out: Path, err: Path) -> None:
-    """In the forked process: its output to ``out`` and ``err``, then ``target`` as ``__main__`` from the root."""
-    for stream, path in ((sys.stdout, out), (sys.stderr, err)):
-        stream.flush()
-        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), stream.fileno())
-    os.chdir(ROOT)
-    sys.argv = [target, *args]
-    if target.endswith(".py"):
-        runpy.run_path(str(ROOT / target), run_name="__main__")
-    else:
-        runpy.run_module(target, run_name="__main__", alter_sys=True)
