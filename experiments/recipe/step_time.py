@@ -5,7 +5,8 @@
 Each candidate is the default run's model (``conf/model/default.yaml``: in-place shift, channels-last
 memory) with the overrides of ``CANDIDATES``, built as ``src/train.py`` builds it. A step is the forward
 pass of a training batch (16 clips of 8 frames, random pixels and labels), cross-entropy, the backward
-pass and an SGD step with momentum, on all of torch's threads, in the precision ``src/train.py`` resolves
+pass and the recipe's optimizer step (``TSMLitModule.recipe_optimizer``: SGD with momentum and weight decay,
+one fused kernel where torch has it), on all of torch's threads, in the precision ``src/train.py`` resolves
 (the default ``trainer.precision=auto``: ``bf16-mixed`` on a CPU with native bf16, the forward and the loss in
 bf16 autocast as Lightning runs them); median of interleaved repeats, so that machine drift hits every
 candidate alike. Writes ``step_time.md`` with each step's time and its ratio to
@@ -49,7 +50,7 @@ def training_step(overrides: list[str], batch: int) -> tuple[Callable[[], None],
     size, frames = cfg.data.crop_size, cfg.data.num_segments
     clips = torch.rand(batch, frames, 3, size, size)
     labels = torch.randint(cfg.data.num_classes, (batch,))
-    optimizer = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
+    optimizer = module.recipe_optimizer(batch)  # as src/train.py's run steps: groups, decay, fused update
     bf16 = cfg.trainer.precision == "bf16-mixed"  # as Lightning runs it: the forward and the loss under autocast
 
     def step() -> None:

@@ -6,16 +6,17 @@
 ``ops.models.TSN`` is imported from there (the package is registered under its own name, ``ops``) and built
 as its training script builds TSM-ResNet50 (8 segments, ``shift_div=8``, ``shift_place=blockres``, partial
 BatchNorm, no ImageNet weights), on input ``(B, T*3, H, W)``. This project's TSM-ResNet50 is
-``model=tsm model.backbone=resnet50`` (the residual shift, as blockres) built as ``src/train.py`` builds it,
-in float32, in float32 with channels_last memory, and as ``conf/model/default.yaml`` and the default
-``trainer.precision=auto`` set it up (channels_last; bf16 mixed precision on a CPU with native bf16). A step
-is the forward pass of ``batch`` random clips of 8 frames, cross-entropy over 400 classes, the backward pass
-and an SGD step with momentum (no gradient clipping in either), on all of torch's threads; the candidates take
-turns repeat by repeat (``experiments.common.interleaved``), so machine drift hits all alike. Writes
-``results.md``: ms per step, the ratio to the official step at each size, and the arithmetic rate of each step
-(3x its forward pass's multiply-adds, 2 FLOPs each, per second: the backward pass computes two products per
-forward one) beside the rate torch reaches on this CPU in a dense 2048x2048x2048 matrix product in float32 and in
-bf16, so that one sees how much of the machine a step already uses.
+``model=tsm model.backbone=resnet50`` (the residual shift, as blockres) built as ``src/train.py`` builds it, in
+float32, in float32 with channels_last memory, and as ``conf/model/default.yaml`` and the default
+``trainer.precision=auto`` set it up (channels_last; bf16 mixed precision on a CPU with native bf16). A step is the
+forward pass of ``batch`` random clips of 8 frames, cross-entropy over 400 classes, the backward pass and an SGD
+step with momentum and weight decay (no gradient clipping in either): the official one a plain ``torch.optim.SGD``
+as its ``main.py`` builds it, this project's its recipe's (``TSMLitModule.recipe_optimizer``, one fused kernel);
+all of torch's threads. The candidates take turns repeat by repeat (``experiments.common.interleaved``), so machine
+drift hits all alike. Writes ``results.md``: ms per step, the ratio to the official step at each size, and the
+arithmetic rate of each step (3x its forward pass's multiply-adds, 2 FLOPs each, per second: the backward pass
+computes two products per forward one) beside the rate torch reaches on this CPU in a dense 2048x2048x2048 matrix
+product in float32 and in bf16, so that one sees how much of the machine a step already uses.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def official_step(models, size: int, batch: int) -> Callable[[], None]:
         model.train()  # partial BatchNorm: all but the first BatchNorm frozen, as in its training
     clips = torch.rand(batch, FRAMES * 3, size, size)
     labels = torch.randint(CLASSES, (batch,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)  # main.py's
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

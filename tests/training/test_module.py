@@ -1,12 +1,15 @@
 """The optimizer recipe: parameter groups, linear lr scaling, warm-up schedules."""
 
 import math
+from types import SimpleNamespace
 
+import hydra
 import pytest
 import torch
 
+from tests.helpers.config import compose_train
 from tsm.models import build_recognizer
-from tsm.training.optim import build_optimizer, param_groups, scaled_lr, warmup_schedule
+from tsm.training.optim import build_optimizer, fused_update, param_groups, scaled_lr, warmup_schedule
 
 HEAD_PRETRAINED = {"weight": 5.0, "bias": 10.0}
 
@@ -117,6 +120,98 @@ def test_optimizer_by_name():
     assert by_name["weights"]["weight_decay"] == 1e-4 and by_name["norms"]["weight_decay"] == 0
     with pytest.raises(ValueError, match="model.optimizer.name must be 'sgd' or 'adamw', got 'adam'"):
         build_optimizer(groups, 0.1, {"name": "adam"})
+
+
+def reference_sgd(params, grads, lr, weight_decay, momentum, nesterov):
+    """SGD with momentum and coupled weight decay from its definition (torch's), in float64, over several steps."""
+    params, bufs = [p.double().clone() for p in params], [None] * len(params)
+    for step_grads in grads:
+        for i, g in enumerate(step_grads):
+            d = g.double() + weight_decay * params[i]
+            bufs[i] = d if bufs[i] is None else momentum * bufs[i] + d
+            params[i] -= lr * (d + momentum * bufs[i] if nesterov else bufs[i])
+    return params
+
+
+def reference_adamw(params, grads, lr, weight_decay, betas, eps=1e-8):
+    """AdamW (decoupled decay, bias-corrected moments) from its definition, in float64, over several steps."""
+    params = [p.double().clone() for p in params]
+    m, v = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    for t, step_grads in enumerate(grads, start=1):
+        for i, g in enumerate(step_grads):
+            g = g.double()
+            params[i] *= 1 - lr * weight_decay
+            m[i] = betas[0] * m[i] + (1 - betas[0]) * g
+            v[i] = betas[1] * v[i] + (1 - betas[1]) * g * g
+            denom = (v[i] / (1 - betas[1] ** t)).sqrt() + eps
+            params[i] -= lr / (1 - betas[0] ** t) * m[i] / denom
+    return params
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [
+        {"name": "sgd", "momentum": 0.9, "nesterov": False},
+        {"name": "sgd", "momentum": 0.9, "nesterov": True},
+        {"name": "adamw", "betas": [0.9, 0.99]},
+    ],
+    ids=["sgd", "sgd-nesterov", "adamw"],
+)
+def test_the_recipe_optimizer_is_fused_on_the_cpu_and_updates_as_defined(opt):
+    """One fused kernel updates the parameters on the CPU (no Python loop over tensors), and three steps of it
+    match the optimizer's definition per parameter group (lr multipliers, decay or none), odd shapes included."""
+    torch.manual_seed(0)
+    model = build_recognizer("resnet10t", 5, 3, shift={"fold_div": 8})
+    groups = param_groups(model, 0.05, 1e-3, HEAD_PRETRAINED, 2.0)
+    optimizer = build_optimizer(groups, 0.05, opt)
+    assert all(g["fused"] for g in optimizer.param_groups)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    start = [p.detach().clone() for p in params]
+    grads = [[torch.randn_like(p) for p in params] for _ in range(3)]
+    for step_grads in grads:
+        for p, g in zip(params, step_grads, strict=True):
+            p.grad = g.clone()
+        optimizer.step()
+    i = 0
+    for group in optimizer.param_groups:
+        n = len(group["params"])
+        group_grads = [step_grads[i : i + n] for step_grads in grads]
+        if opt["name"] == "sgd":
+            expected = reference_sgd(start[i : i + n], group_grads, group["lr"], group["weight_decay"], 0.9,
+                                     opt["nesterov"])  # fmt: skip
+        else:
+            expected = reference_adamw(start[i : i + n], group_grads, group["lr"], group["weight_decay"], (0.9, 0.99))
+        for p, e in zip(group["params"], expected, strict=True):
+            torch.testing.assert_close(p.detach().double(), e, rtol=1e-5, atol=1e-6)
+        i += n
+
+
+def test_parameters_without_fused_kernels_keep_the_loop():
+    """Parameters on a device without torch's fused kernels (here the meta device) get the per-tensor update."""
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(3, device="meta"))]}]
+    assert not fused_update(groups)
+    assert not build_optimizer(groups, 0.1, {"name": "sgd", "momentum": 0.9, "nesterov": False}).defaults["fused"]
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_a_fused_optimizer_is_clipped_as_lightning_clips(algorithm, tmp_path):
+    """Lightning's mixed-precision plugin refuses to clip for a fused optimizer; the module clips it itself, as
+    torch's clip functions define it, and builds no fused optimizer where an fp16 gradient scaler runs."""
+    module = hydra.utils.instantiate(compose_train([], tmp_path).model)  # the default run's module
+    optimizer = module.recipe_optimizer(16)
+    assert optimizer.defaults["fused"]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    grads = torch.cat([p.grad.flatten() for p in params]).double()
+    module.configure_gradient_clipping(optimizer, 0.5, algorithm)
+    clipped = torch.cat([p.grad.flatten() for p in params]).double()
+    if algorithm == "norm":
+        torch.testing.assert_close(clipped, grads * 0.5 / grads.norm(), rtol=1e-5, atol=1e-7)
+    else:
+        torch.testing.assert_close(clipped, grads.clamp(-0.5, 0.5))
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=torch.amp.GradScaler("cpu")))
+    assert not module.recipe_optimizer(16).defaults["fused"]
 
 
 def test_the_optimizer_recipe_has_one_home():

@@ -240,14 +240,9 @@ class TSMLitModule(pl.LightningModule):
         self.test_confusion.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt, sched = recipe(self.hparams.optimizer, "optimizer"), recipe(self.hparams.scheduler, "scheduler")
-        global_batch = opt["batch_size"] * self.trainer.world_size * self.trainer.accumulate_grad_batches
-        lr = scaled_lr(opt["base_lr"], global_batch, opt["base_batch_size"])
-        hp = self.hparams
-        pretrained = hp.pretrained or hp.pretrained_file is not None or hp.init_from is not None
-        head_mult = opt["head_lr_mult_pretrained" if pretrained else "head_lr_mult_scratch"]
-        groups = param_groups(self.net, lr, opt["weight_decay"], head_mult, opt["bias_lr_mult"])
-        optimizer = build_optimizer(groups, lr, opt)
+        batch = recipe(self.hparams.optimizer, "optimizer")["batch_size"]
+        sched = recipe(self.hparams.scheduler, "scheduler")
+        optimizer = self.recipe_optimizer(batch * self.trainer.world_size * self.trainer.accumulate_grad_batches)
         multigrid = getattr(self.trainer.datamodule, "multigrid", None)
         if multigrid is not None:
             return {"optimizer": optimizer, "lr_scheduler": self._multigrid_schedule(optimizer, multigrid, sched)}
@@ -255,6 +250,35 @@ class TSMLitModule(pl.LightningModule):
         steps_per_epoch = max(int(total_steps // max(self.trainer.max_epochs, 1)), 1)
         schedule = warmup_schedule(optimizer, int(total_steps), **scheduler_steps(sched, steps_per_epoch))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def recipe_optimizer(self, global_batch: int) -> torch.optim.Optimizer:
+        """The recipe's optimizer over the network's parameter groups, its lr scaled to ``global_batch`` clips a
+        step; the classifier's lr multipliers are the fine-tuning ones when the weights start from elsewhere."""
+        opt, hp = recipe(self.hparams.optimizer, "optimizer"), self.hparams
+        lr = scaled_lr(opt["base_lr"], global_batch, opt["base_batch_size"])
+        pretrained = hp.pretrained or hp.pretrained_file is not None or hp.init_from is not None
+        head_mult = opt["head_lr_mult_pretrained" if pretrained else "head_lr_mult_scratch"]
+        groups = param_groups(self.net, lr, opt["weight_decay"], head_mult, opt["bias_lr_mult"])
+        return build_optimizer(groups, lr, opt, fused=self._gradient_scaler() is None)
+
+    def _gradient_scaler(self) -> torch.amp.GradScaler | None:
+        """The fp16 gradient scaler of the run's precision, if it has one (bf16 and float32 have none)."""
+        return getattr(self._trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:  # fmt: skip
+        """Lightning's clipping, done here for a fused optimizer: Lightning's mixed-precision plugin refuses to clip
+        for one, because an fp16 scaler's gradients would still be scaled then; ``recipe_optimizer`` fuses only
+        where no scaler is."""
+        if not (gradient_clip_val and optimizer.defaults.get("fused")):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def _multigrid_schedule(self, optimizer: torch.optim.Optimizer, multigrid: MultigridSchedule, sched) -> dict:
         """The recipe's warm-up and decay over epochs done, times the long cycle's linear-scaling factor, per

@@ -55,14 +55,26 @@ def param_groups(
     return [g for g in trainable if g["params"]]
 
 
-def build_optimizer(groups: list[dict], lr: float, opt: Mapping) -> torch.optim.Optimizer:
+# devices whose parameters torch's single-kernel (fused) SGD and AdamW update
+FUSED_DEVICES = frozenset({"cpu", "cuda", "xpu"})
+
+
+def fused_update(groups: list[dict]) -> bool:
+    """Whether every parameter lies on a device with fused SGD/AdamW kernels and is floating point: one kernel
+    updates all of them instead of a Python loop over the tensors."""
+    params = [p for group in groups for p in group["params"]]
+    return bool(params) and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
+
+
+def build_optimizer(groups: list[dict], lr: float, opt: Mapping, fused: bool = True) -> torch.optim.Optimizer:
     """``opt['name']``: ``sgd`` with ``momentum``/``nesterov``, or ``adamw`` with ``betas`` (decoupled
-    weight decay per group, as the groups set it). The recipe's values are in ``conf/model/tsm.yaml``."""
-    name = opt["name"]
+    weight decay per group, as the groups set it), one fused kernel if ``fused`` and ``fused_update`` allows. The
+    recipe's values are in ``conf/model/tsm.yaml``."""
+    name, fused = opt["name"], fused and fused_update(groups)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=opt["momentum"], nesterov=opt["nesterov"])
+        return torch.optim.SGD(groups, lr=lr, momentum=opt["momentum"], nesterov=opt["nesterov"], fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(opt["betas"]))
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(opt["betas"]), fused=fused)
     raise ValueError(f"model.optimizer.name must be 'sgd' or 'adamw', got {name!r}")
 
 
