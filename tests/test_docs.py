@@ -240,10 +240,13 @@ def test_the_deployment_guide_s_table_is_the_deploy_study_s():
     assert len(guide) == len(study) == 16 and guide == study
 
 
-@pytest.mark.parametrize("study", ["generalisation", "multigrid"])
-def test_a_study_s_readme_tables_are_its_results(study):
+@pytest.mark.parametrize(
+    "study, results_file",
+    [("generalisation", "results_small.md"), ("multigrid", "results_small.md"), ("speed", "results.md")],
+)
+def test_a_study_s_readme_tables_are_its_results(study, results_file):
     """Every row of the study's README shaped as its results table is a row of its results file."""
-    results = (ROOT / "experiments" / study / "results_small.md").read_text().splitlines()
+    results = (ROOT / "experiments" / study / results_file).read_text().splitlines()
     header = next(line for line in results if line.startswith("| "))
     readme = (ROOT / "experiments" / study / "README.md").read_text().splitlines()
     rows = [line for line in readme if line.startswith("| ") and line.count("|") == header.count("|")]

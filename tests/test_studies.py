@@ -335,7 +335,7 @@ class TSN(nn.Module):
     def __init__(self, num_class, num_segments, modality, base_model, is_shift, shift_div, shift_place, **kwargs):
         super().__init__()
         assert (modality, base_model, is_shift, shift_div, shift_place) == ("RGB", "resnet50", True, 8, "blockres")
-        assert kwargs == {"pretrain": "none", "print_spec": False}
+        assert kwargs.pop("partial_bn") in (True, False) and kwargs == {"pretrain": "none", "print_spec": False}
         self.num_segments = num_segments
         self.fc = nn.Linear(3, num_class)
 
@@ -355,9 +355,10 @@ def test_speed_bench_tiny(tmp_path):
     lines = (tmp_path / "results.md").read_text().splitlines()
     rows = [line.split(" | ") for line in lines if line.startswith("| 32 |")]
     auto = auto_precision("auto", depthwise=False)[0]
-    expected = [("official", "32-true"), ("fp32", "32-true"), ("channels_last", "32-true"), ("defaults", auto)]
+    expected = [("every BatchNorm trained", "32-true"), ("partial BatchNorm", "32-true"), ("fp32", "32-true"),
+                ("channels_last", "32-true"), ("defaults", auto)]  # fmt: skip
     for row, (word, precision) in zip(rows, expected, strict=True):
-        assert word in row[1] and row[2] == precision and float(row[3]) > 0
+        assert word in row[1] and row[2] == precision and float(row[3]) >= 0  # ms, rounded: a stand-in takes < 1
     assert rows[0][4] == "1.00" and all(float(row[5].strip(" |")) > 0 for row in rows)  # GFLOP/s
     matmul = next(line for line in lines if line.startswith("GFLOP/s: "))
     assert re.search(r"32-true \d+ GFLOP/s, bf16-mixed \d+ GFLOP/s\.$", matmul)

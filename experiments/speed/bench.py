@@ -3,20 +3,22 @@
     python -m experiments.speed.bench --official PATH [--sizes 112 224] [--batch 2] [--repeats 5] [--out DIR]
 
 ``PATH`` is a checkout of https://github.com/mit-han-lab/temporal-shift-module (never vendored here): its
-``ops.models.TSN`` is imported from there (the package is registered under its own name, ``ops``) and built
-as its training script builds TSM-ResNet50 (8 segments, ``shift_div=8``, ``shift_place=blockres``, partial
-BatchNorm, no ImageNet weights), on input ``(B, T*3, H, W)``. This project's TSM-ResNet50 is
-``model=tsm model.backbone=resnet50`` (the residual shift, as blockres) built as ``src/train.py`` builds it, in
-float32, in float32 with channels_last memory, and as ``conf/model/default.yaml`` and the default
-``trainer.precision=auto`` set it up (channels_last; bf16 mixed precision on a CPU with native bf16). A step is the
-forward pass of ``batch`` random clips of 8 frames, cross-entropy over 400 classes, the backward pass and an SGD
-step with momentum and weight decay (no gradient clipping in either): the official one a plain ``torch.optim.SGD``
-as its ``main.py`` builds it, this project's its recipe's (``TSMLitModule.recipe_optimizer``, one fused kernel);
-all of torch's threads. The candidates take turns repeat by repeat (``experiments.common.interleaved``), so machine
-drift hits all alike. Writes ``results.md``: ms per step, the ratio to the official step at each size, and the
-arithmetic rate of each step (3x its forward pass's multiply-adds, 2 FLOPs each, per second: the backward pass
-computes two products per forward one) beside the rate torch reaches on this CPU in a dense 2048x2048x2048 matrix
-product in float32 and in bf16, so that one sees how much of the machine a step already uses.
+``ops.models.TSN`` is imported from there (the package is registered under its own name, ``ops``) and built as its
+Kinetics script ``scripts/train_tsm_kinetics_rgb_8f.sh`` builds TSM-ResNet50 (8 segments, ``shift_div=8``,
+``shift_place=blockres``, ``--npb``: every BatchNorm trained; no ImageNet weights), on input ``(B, T*3, H, W)``,
+and, in a row of its own, with the partial BatchNorm its ``TSN`` class defaults to (all but the first BatchNorm
+frozen). This project's TSM-ResNet50 is ``model=tsm model.backbone=resnet50`` (the residual shift, as blockres)
+built as ``src/train.py`` builds it, in float32, in float32 with channels_last memory, and as
+``conf/model/default.yaml`` and the default ``trainer.precision=auto`` set it up (channels_last; bf16 mixed
+precision on a CPU with native bf16). A step is the forward pass of ``batch`` random clips of 8 frames, cross-
+entropy over 400 classes, the backward pass and an SGD step with momentum and weight decay (no gradient clipping in
+either): the official one a plain ``torch.optim.SGD`` as its ``main.py`` builds it, this project's its recipe's
+(``TSMLitModule.recipe_optimizer``, one fused kernel); all of torch's threads. The candidates take turns repeat by
+repeat (``experiments.common.interleaved``), so machine drift hits all alike. Writes ``results.md``: ms per step,
+the ratio to the official step (--npb) at each size, and the arithmetic rate of each step (3x its forward pass's
+multiply-adds, 2 FLOPs each, per second: the backward pass computes two products per forward one) beside the rate
+torch reaches on this CPU in a dense 2048x2048x2048 matrix product in float32 and in bf16, so that one sees how
+much of the machine a step already uses.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from tsm.benchmark import median_ms
 FRAMES, CLASSES = 8, 400
 MATMUL_SIDE = 2048
 MATMUL_DTYPES = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16}
-OFFICIAL = "official TSM code (fp32)"
+OFFICIAL = "official TSM code (fp32, every BatchNorm trained: its Kinetics script's --npb)"
+OFFICIAL_PARTIAL_BN = "official TSM code (fp32, partial BatchNorm: its TSN class's default)"
 # name -> overrides of src/train.py's config for this project's TSM-ResNet50
 OURS = {
     "this project, fp32": ["trainer.precision=32-true"],
@@ -62,17 +65,18 @@ def official_models(checkout: Path):
     return importlib.import_module("ops.models")
 
 
-def official_step(models, size: int, batch: int) -> Callable[[], None]:
-    """One SGD step of the official TSM-ResNet50 on random clips, as its main.py trains it."""
+def official_step(models, size: int, batch: int, partial_bn: bool) -> Callable[[], None]:
+    """One SGD step of the official TSM-ResNet50 on random clips, as its main.py trains it (``partial_bn``: its
+    ``--npb`` flag's opposite)."""
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its configuration
         model = models.TSN(
             CLASSES, FRAMES, "RGB", base_model="resnet50", is_shift=True, shift_div=8, shift_place="blockres",
-            pretrain="none", print_spec=False,
+            pretrain="none", print_spec=False, partial_bn=partial_bn,
         )  # fmt: skip
-        model.train()  # partial BatchNorm: all but the first BatchNorm frozen, as in its training
+        model.train()  # with partial BatchNorm, this freezes all but the first BatchNorm, as its main.py does
     clips = torch.rand(batch, FRAMES * 3, size, size)
     labels = torch.randint(CLASSES, (batch,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)  # main.py's
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)  # its script's --wd
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -103,14 +107,16 @@ def main() -> None:
         "",
         f"Machine: {machine()}. One training step of TSM-ResNet50: {args.batch} clips of {FRAMES} frames, "
         f"{CLASSES} classes, forward, cross-entropy, backward, SGD; median of {args.repeats} interleaved repeats. "
-        "Ratio: to the official step at the same size.",
+        "Ratio: to the official step at the same size as its Kinetics script trains it (every BatchNorm trained).",
         "",
         "| size | code | precision | ms per step | ratio to official | GFLOP/s |",
         "|---|---|---|---|---|---|",
     ]
     rates = {precision: matmul_gflops(dtype, 3 * args.repeats) for precision, dtype in MATMUL_DTYPES.items()}
     for size in args.sizes:
-        steps, precisions = {OFFICIAL: official_step(models, size, args.batch)}, {OFFICIAL: "32-true"}
+        steps = {name: official_step(models, size, args.batch, name == OFFICIAL_PARTIAL_BN)
+                 for name in (OFFICIAL, OFFICIAL_PARTIAL_BN)}  # fmt: skip
+        precisions = dict.fromkeys(steps, "32-true")
         for name, overrides in OURS.items():
             step, counts, precision = training_step([*RESNET50, *overrides, f"data.crop_size={size}"], args.batch)
             steps[name], precisions[name], macs = step, precision, counts["macs"]  # the same network in every row
