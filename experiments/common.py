@@ -186,8 +186,28 @@ def epoch_curve(run_dir: Path, key: str = "val/acc") -> list[float]:
         return [float(r[key]) for r in csv.DictReader(file) if r.get(key)]
 
 
+# the CPU features that decide this project's kernels: bf16 and int8 dot products, AMX tiles, AVX2's int8 path
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimddp", "bf16")
+
+
+def cpu() -> str:
+    """The CPU as Linux names it, with its family and model (a generation of one vendor's name) and its
+    ``CPU_FLAGS``; the platform's processor string elsewhere."""
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        return platform.processor() or "unknown CPU"
+    fields: dict[str, str] = {}
+    for line in info.read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or fields.get("CPU part") or "unknown CPU"
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    family = f"family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields else ""
+    return ", ".join(filter(None, [name, family, " ".join(f for f in CPU_FLAGS if f in flags)]))
+
+
 def machine() -> str:
-    return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"{platform.machine()} ({cpu()}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def shown(path: str | Path) -> Path:
