@@ -62,8 +62,13 @@ def needs_qemu_x86() -> None:
 
 def logits_on_cpu(cpu: str, path: Path, frames: np.ndarray, tmp_path: Path) -> np.ndarray:
     """A stream file's logits for ``frames`` ``(T, 3, H, W)`` on an emulated x86 ``cpu`` (qemu's user mode: the
-    runtimes pick their integer kernels by the CPU's features)."""
+    runtimes pick their integer kernels by the CPU's features). numpy's OpenBLAS is told the core (its names are
+    qemu's): under qemu's Nehalem it picks Haswell kernels, and numpy's import dies of an illegal instruction."""
     np.save(tmp_path / "frames.npy", frames)
     out = tmp_path / f"{cpu}.npy"
-    run_python(["-c", STEP_UNDER, path, tmp_path / "frames.npy", out], launcher=["qemu-x86_64", "-cpu", cpu])
+    run_python(
+        ["-c", STEP_UNDER, path, tmp_path / "frames.npy", out],
+        launcher=["qemu-x86_64", "-cpu", cpu],
+        env={"OPENBLAS_CORETYPE": cpu},
+    )
     return np.load(out)
