@@ -35,6 +35,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from experiments.common import cpu
 from tsm.data import decode
 from tsm.data.decode import DecodeStats, read_frames, read_video, to_rgb, video_num_frames
 from tsm.data.sampling import segment_indices
@@ -180,13 +181,6 @@ def named_rows(name: str, rates: dict[str, float]) -> list[tuple[str, str, float
     return [(name if k == 0 else "", how, rate) for k, (how, rate) in enumerate(rates.items())]
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else the machine type."""
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=40, help="clips read per measurement")
@@ -261,7 +255,7 @@ def main() -> None:
 
     load = f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
     machine = (
-        f"{platform.platform()}, {cpu_model()}, nproc={os.cpu_count()}, {load}, "
+        f"{platform.platform()}, {cpu()}, nproc={os.cpu_count()}, {load}, "
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, av {av.__version__}"
     )
     lines = [

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.common import compose_train, machine, write_jester_folder
-from experiments.data_throughput.bench import cpu_model, encode, scene
+from experiments.data_throughput.bench import encode, scene
 from experiments.generalisation.scenes import SWIPES, hand_swipe, swipe
 from experiments.recipe.step_time import training_step
 from tsm.benchmark import median_ms
@@ -91,7 +91,7 @@ def report(args: argparse.Namespace, rates: dict[str, dict[int, float]], step: f
     knobs = [f"--{knob} {getattr(args, knob)}" for knob in ("clips", "size", "batch", "seconds", "repeats")]
     command = " ".join(["python -m experiments.data_throughput.loader", *knobs, "--workers", *map(str, args.workers)])
     lines = [
-        f"Machine: {machine()}, {cpu_model()}, nproc={os.cpu_count()}, load average {loads[0]:.1f} -> {loads[1]:.1f}.",
+        f"Machine: {machine()}, nproc={os.cpu_count()}, load average {loads[0]:.1f} -> {loads[1]:.1f}.",
         "",
         f"Command: `{command}`",
         "",
