@@ -119,6 +119,34 @@ def test_a_crop_larger_than_the_resized_frame_is_refused(tmp_path):
         hydra.utils.instantiate(cfg.data)
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.crop_size=-5", "data.crop_size must be a positive integer, got -5"),
+        ("data.crop_size=0", "data.crop_size must be a positive integer, got 0"),
+        ("data.num_segments=0", "data.num_segments must be a positive integer, got 0"),
+        ("data.batch_size=0", "data.batch_size must be a positive integer, got 0"),
+        ("data.batch_size=2.5", "data.batch_size must be a positive integer, got 2.5"),
+        ("data.scale_size=-1", "data.scale_size must be a positive integer, got -1"),
+        ("data.num_classes=0", "data.num_classes must be a positive integer, got 0"),
+        ("data.num_workers=-1", "data.num_workers must be an integer >= 0, got -1"),
+    ],
+)
+def test_a_count_out_of_range_is_refused_naming_its_key(override, message, tmp_path):
+    """The default run's data with a count no clip can have: refused when the data is built, naming the key,
+    not later as a convolution's or a loader's error about tensor shapes."""
+    cfg = compose_train([override], tmp_path)
+    with pytest.raises(Exception, match=message):
+        hydra.utils.instantiate(cfg.data)
+
+
+@pytest.mark.parametrize("fold_div", [0, -8])
+def test_a_shift_fold_out_of_range_is_refused_naming_its_key(fold_div, tmp_path):
+    cfg = compose_train([f"model.shift.fold_div={fold_div}"], tmp_path)
+    with pytest.raises(Exception, match=f"model.shift.fold_div must be a positive integer .*got {fold_div}"):
+        hydra.utils.instantiate(cfg.model)
+
+
 @pytest.mark.slow
 def test_jester_mbv2_online_trains_and_streams(tmp_path):
     """The README's online-model command on a Jester-format folder (one batch each), then frame by frame."""

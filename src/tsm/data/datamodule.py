@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 SKIPPED_FILE = "skipped_samples.txt"
 
 
+def check_counts(values: Mapping[str, Any], minimum: int = 1, group: str = "data") -> None:
+    """Each of ``values`` must be an integer >= ``minimum``; the error names ``group.key`` and the value."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise ValueError(f"{group}.{key} must be {wanted}, got {value!r}")
+
+
 class ClipDataModule(pl.LightningDataModule):
     """Train/val/test clip loaders over ``source(split=...)``, with sampling and transforms from config.
 
@@ -66,6 +74,10 @@ class ClipDataModule(pl.LightningDataModule):
         teacher_view: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        check_counts({"num_segments": num_segments, "crop_size": crop_size, "batch_size": batch_size})
+        check_counts({"scale_size": scale_size} if scale_size is not None else {})
+        check_counts({"num_classes": num_classes} if num_classes is not None else {})
+        check_counts({"num_workers": num_workers}, minimum=0)
         self.source = source
         self._num_classes = num_classes  # None: from the train source's label files (:attr:`num_classes`)
         self.batch_size = batch_size

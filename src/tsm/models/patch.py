@@ -117,6 +117,9 @@ def patch_shift(
         raise ValueError(f"model.shift.place must be one of {PLACES}, got {place!r}")
     if direction not in DIRECTIONS:
         raise ValueError(f"model.shift.direction must be one of {DIRECTIONS}, got {direction!r}")
+    if isinstance(fold_div, bool) or not isinstance(fold_div, int) or fold_div < 1:
+        raise ValueError(f"model.shift.fold_div must be a positive integer (1/fold_div of the channels move each way), "
+                         f"got {fold_div!r}")  # fmt: skip
     stages = backbone_stages(model)
     sites = [
         [block_site(block, f"stage {i} block {j}", model) for j, block in enumerate(stage.children())]
