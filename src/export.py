@@ -34,8 +34,14 @@ def main(cfg: DictConfig) -> None:
         raise ValueError(f"format={cfg.format} takes precision={'|'.join(FORMATS[cfg.format])}, got {cfg.precision!r}")
     if cfg.precision == "int8" and not cfg.calibration.clips > 0:  # before minutes of conversion
         raise ValueError(NO_CALIBRATION_CLIPS)
+    suffix = SUFFIXES[cfg.format]
+    if cfg.out and Path(cfg.out).suffix != suffix:  # the runners pick the runtime by the file's suffix
+        raise ValueError(
+            f"out={cfg.out}: format={cfg.format} writes a {suffix} file; name it "
+            f"{Path(cfg.out).with_suffix(suffix).name}, or choose the format= its name says"
+        )
     model = load_recognizer(cfg.ckpt_path, num_segments=cfg.num_segments)
-    out = Path(cfg.out or f"{cfg.paths.output_dir}/model_{cfg.mode}_{cfg.precision}{SUFFIXES[cfg.format]}")
+    out = Path(cfg.out or f"{cfg.paths.output_dir}/model_{cfg.mode}_{cfg.precision}{suffix}")
     if cfg.format == "tvm":
         from tsm.tvm_export import TARGETS, to_tvm
 

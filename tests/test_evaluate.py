@@ -92,6 +92,23 @@ def test_eval_task_two_clips_three_crops(tmp_path, tiny_overrides):
         evaluate(compose_train([f"ckpt_path={ckpt}", "data.num_segments=8"], tmp_path / "bad", config_name="eval"))
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("test.num_clips=0", "test.num_clips must be a positive integer, got 0"),
+        ("test.num_clips=-1", "test.num_clips must be a positive integer, got -1"),
+        ("test.batch_size=0", "test.batch_size must be a positive integer, got 0"),
+        ("test.num_workers=-2", "test.num_workers must be an integer >= 0, got -2"),
+        ("test.scale_size=0", "test.scale_size must be a positive integer, got 0"),
+    ],
+)
+def test_a_view_count_out_of_range_is_refused_naming_its_key(tmp_path, override, message):
+    """Before the checkpoint is read: test.num_clips=0 reached an interpolation's shape error."""
+    cfg = compose_train([f"ckpt_path={tmp_path / 'never_read.ckpt'}", override], tmp_path, config_name="eval")
+    with pytest.raises(ValueError, match=message):
+        evaluate(cfg)
+
+
 def test_eval_task_honours_on_error_skip(tmp_path):
     """A truncated validation video: skipped, counted and listed under skip (the other one is scored);
     under raise the run stops naming it."""

@@ -144,6 +144,11 @@ def _without_tsm_metadata(content: bytes) -> bytes:
     [
         (["format=coreml"], "format='coreml' is not supported; choose one of onnx, tflite"),
         (["format=tflite", "precision=fp16"], "format=tflite takes precision=fp32|int8, got 'fp16'"),
+        (
+            ["format=tflite", "out=model.onnx"],
+            "out=model.onnx: format=tflite writes a .tflite file; name it model.tflite",
+        ),
+        (["out=model.tflite"], "out=model.tflite: format=onnx writes a .onnx file; name it model.onnx"),
     ],
 )
 def test_bad_format_or_precision_names_the_key(ckpt, tmp_path, overrides, message):

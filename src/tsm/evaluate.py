@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from tsm.data.clips import MultiViewDataset, collate_skipping
-from tsm.data.datamodule import SKIPPED_FILE
+from tsm.data.datamodule import SKIPPED_FILE, check_counts
 from tsm.data.transforms import check_crop, scale_for
 from tsm.errors import DataError
 from tsm.files import atomic_open, write_text_atomic
@@ -122,6 +122,14 @@ def resolve_device(name: str) -> torch.device:
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` on ``cfg.test.split`` of ``cfg.data`` with the configured views."""
+    test = cfg.test
+    check_counts(
+        {"num_clips": test.num_clips, "crop_size": test.crop_size, "batch_size": test.batch_size}, group="test"
+    )
+    check_counts({"num_workers": test.num_workers}, minimum=0, group="test")
+    scale_size = scale_for(test.crop_size) if test.scale_size is None else test.scale_size
+    check_counts({"scale_size": scale_size}, group="test")
+    check_crop(test.crop_size, scale_size, "test")
     model = load_recognizer(cfg.ckpt_path, num_segments=cfg.data.num_segments)
     if model.num_segments != cfg.data.num_segments:
         raise ValueError(
@@ -135,8 +143,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(
             f"the checkpoint has {model.num_classes} classes, the {cfg.test.split} data {len(source.classes)}"
         )
-    scale_size = scale_for(cfg.test.crop_size) if cfg.test.scale_size is None else cfg.test.scale_size
-    check_crop(cfg.test.crop_size, scale_size, "test")
     views = MultiViewDataset(
         source,
         num_segments=cfg.data.num_segments,
