@@ -140,6 +140,23 @@ def test_a_count_out_of_range_is_refused_naming_its_key(override, message, tmp_p
         hydra.utils.instantiate(cfg.data)
 
 
+def test_a_training_set_smaller_than_a_batch_is_refused(tmp_path):
+    """Training drops the last incomplete batch: 8 clips in batches of 16 trained nothing, and the run went on
+    to test the untrained model as if it had trained."""
+    from types import SimpleNamespace
+
+    cfg = compose_train(["data.source.sizes.train=8", "data.batch_size=16"], tmp_path)
+    data = hydra.utils.instantiate(cfg.data)
+    with pytest.raises(ValueError, match=r"data.batch_size=16 is larger than the 8 training clips: .*nothing trained"):
+        data.train_dataloader()
+    data.batch_size = 5
+    data.trainer = SimpleNamespace(world_size=2)  # DDP: each process gets half the clips
+    with pytest.raises(ValueError, match="data.batch_size=5 is larger than the 4 training clips each of 2 processes"):
+        data.train_dataloader()
+    data.batch_size = 4
+    assert len(data.train_dataloader()) == 2  # one process's view here: 8 clips, batches of 4
+
+
 @pytest.mark.parametrize("fold_div", [0, -8])
 def test_a_shift_fold_out_of_range_is_refused_naming_its_key(fold_div, tmp_path):
     cfg = compose_train([f"model.shift.fold_div={fold_div}"], tmp_path)

@@ -26,7 +26,7 @@ from tsm.data.multigrid_sampler import MultigridBatchSampler
 from tsm.data.sampling import FrameSampler
 from tsm.data.transforms import ClipTransform, check_crop, scale_for
 from tsm.files import write_text_atomic
-from tsm.training.multigrid import MultigridSchedule
+from tsm.training.multigrid import MultigridSchedule, rank_clips
 
 log = logging.getLogger(__name__)
 SKIPPED_FILE = "skipped_samples.txt"
@@ -250,6 +250,8 @@ class ClipDataModule(pl.LightningDataModule):
         dataset = self.dataset(split)
         if split == "train" and self.multigrid is not None:
             return self._multigrid_loader(dataset)
+        if split == "train":
+            self._check_a_batch_fits(len(dataset))
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -262,6 +264,18 @@ class ClipDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory,
             collate_fn=self._collate(split),
         )
+
+    def _check_a_batch_fits(self, clips: int) -> None:
+        """Training drops an epoch's last incomplete batch: with fewer training clips per process than a batch,
+        every batch would be dropped and the run would train nothing."""
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        per_process = rank_clips(clips, processes)
+        if per_process < self.batch_size:
+            share = f"the {per_process} training clips each of {processes} processes gets" if processes > 1 else ""
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is larger than {share or f'the {clips} training clips'}: "
+                "every batch would be dropped as incomplete and nothing trained; lower data.batch_size"
+            )
 
     def _multigrid_loader(self, dataset: ClipDataset) -> DataLoader:
         """This epoch's training batches (the trainer reloads the loaders every epoch under multigrid)."""
