@@ -157,6 +157,27 @@ def test_a_training_set_smaller_than_a_batch_is_refused(tmp_path):
     assert len(data.train_dataloader()) == 2  # one process's view here: 8 clips, batches of 4
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.optimizer.base_lr=-0.1", "model.optimizer.base_lr must be > 0, got -0.1"),
+        ("model.optimizer.weight_decay=-1", "model.optimizer.weight_decay must be >= 0, got -1"),
+        ("model.optimizer.momentum=1.5", r"model.optimizer.momentum must be in \[0, 1\), got 1.5"),
+        ("model.scheduler.warmup_epochs=-1", "model.scheduler.warmup_epochs must be >= 0, got -1"),
+        ("model.scheduler.min_lr_ratio=2", r"model.scheduler.min_lr_ratio must be in \[0, 1\], got 2"),
+        ("model.label_smoothing=-1", r"model.label_smoothing must be in \[0, 1\], got -1"),
+        ("model.dropout=1.5", r"model.dropout must be in \[0, 1\), got 1.5"),
+        ("model.optimizer.head_lr_mult_scratch.bias=-2", "model.optimizer.head_lr_mult_\\* must be >= 0"),
+    ],
+)
+def test_a_recipe_number_out_of_range_is_refused_naming_its_key(override, message, tmp_path):
+    """Refused when the module is built: a negative warm-up or label smoothing trained silently on, a negative
+    learning rate failed in torch's optimizer as 'Invalid learning rate: -0.025'."""
+    cfg = compose_train([override], tmp_path)
+    with pytest.raises(Exception, match=message):
+        hydra.utils.instantiate(cfg.model)
+
+
 @pytest.mark.parametrize("fold_div", [0, -8])
 def test_a_shift_fold_out_of_range_is_refused_naming_its_key(fold_div, tmp_path):
     cfg = compose_train([f"model.shift.fold_div={fold_div}"], tmp_path)

@@ -27,6 +27,7 @@ from tsm.models.factory import build_recognizer
 from tsm.training.multigrid import MultigridSchedule, multigrid_lr, rank_clips
 from tsm.training.optim import (
     build_optimizer,
+    check_recipe,
     param_groups,
     scaled_lr,
     schedule_factor,
@@ -74,6 +75,7 @@ class TSMLitModule(pl.LightningModule):
         backbone_args: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        check_recipe(optimizer, scheduler, label_smoothing, dropout)
         self.save_hyperparameters()
         self.net = build_recognizer(
             backbone,

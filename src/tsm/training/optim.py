@@ -78,6 +78,36 @@ def build_optimizer(groups: list[dict], lr: float, opt: Mapping, fused: bool = T
     raise ValueError(f"model.optimizer.name must be 'sgd' or 'adamw', got {name!r}")
 
 
+def check_recipe(optimizer: Mapping | None, scheduler: Mapping | None, label_smoothing: float, dropout: float) -> None:
+    """The recipe's numbers in their ranges, each error naming its ``model.`` key (an unset block is left to
+    :func:`tsm.training.module.recipe`)."""
+    checks = [
+        ("label_smoothing", label_smoothing, 0 <= label_smoothing <= 1, "in [0, 1]"),
+        ("dropout", dropout, 0 <= dropout < 1, "in [0, 1)"),
+    ]
+    if optimizer is not None:
+        head = [*optimizer["head_lr_mult_pretrained"].values(), *optimizer["head_lr_mult_scratch"].values()]
+        checks += [
+            ("optimizer.base_lr", optimizer["base_lr"], optimizer["base_lr"] > 0, "> 0"),
+            ("optimizer.base_batch_size", optimizer["base_batch_size"], optimizer["base_batch_size"] >= 1, ">= 1"),
+            ("optimizer.weight_decay", optimizer["weight_decay"], optimizer["weight_decay"] >= 0, ">= 0"),
+            ("optimizer.momentum", optimizer["momentum"], 0 <= optimizer["momentum"] < 1, "in [0, 1)"),
+            ("optimizer.bias_lr_mult", optimizer["bias_lr_mult"], optimizer["bias_lr_mult"] >= 0, ">= 0"),
+            ("optimizer.head_lr_mult_*", head, all(m >= 0 for m in head), ">= 0"),
+        ]
+    if scheduler is not None:
+        milestones = list(scheduler["milestones"])
+        checks += [
+            ("scheduler.warmup_epochs", scheduler["warmup_epochs"], scheduler["warmup_epochs"] >= 0, ">= 0"),
+            ("scheduler.min_lr_ratio", scheduler["min_lr_ratio"], 0 <= scheduler["min_lr_ratio"] <= 1, "in [0, 1]"),
+            ("scheduler.gamma", scheduler["gamma"], scheduler["gamma"] > 0, "> 0"),
+            ("scheduler.milestones", milestones, all(m >= 0 for m in milestones), "epochs >= 0"),
+        ]
+    for key, value, ok, wanted in checks:
+        if not ok:
+            raise ValueError(f"model.{key} must be {wanted}, got {value!r}")
+
+
 def schedule_factor(
     total_steps: int,
     warmup_steps: int,
