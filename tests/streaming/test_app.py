@@ -1,11 +1,14 @@
-"""The stream app's preprocessing and prediction smoother (the scripts themselves run in tests/test_readme.py)."""
+"""The stream app's preprocessing, prediction smoother and sources (the scripts themselves run in tests/test_docs.py)."""
+
+import wave
 
 import numpy as np
 import pytest
 import torch
 
 from tsm.data.transforms import channel_stats, crop_views, normalize
-from tsm.streaming.app import PredictionSmoother, preprocess
+from tsm.errors import DataError
+from tsm.streaming.app import PredictionSmoother, open_frames, preprocess
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 ONE_GRAY_LEVEL = 1 / 255 / min(STD)
@@ -46,3 +49,23 @@ def test_smoother_averages_the_window():
     label, mean = smoother.update(np.array([0.2, 0.8]))
     np.testing.assert_allclose(mean, [0.6, 0.4])
     assert label == 0
+
+
+def test_a_source_that_cannot_be_opened_is_a_data_error_naming_it(tmp_path):
+    """A missing file, a file that is no video, a folder, an absent camera, a sound file: each named, with what was
+    tried."""
+    (tmp_path / "notes.txt").write_text("not a video")
+    cases = {
+        str(tmp_path / "missing.mp4"): "cannot open it as a video file: No such file or directory",
+        str(tmp_path / "notes.txt"): "cannot open it as a video file: Invalid data",
+        str(tmp_path): "cannot open it as a video file",
+        "99": "cannot open it as camera /dev/video99",
+    }
+    with wave.open(str(tmp_path / "sound.wav"), "wb") as sound:  # a readable file with no video in it
+        sound.setnchannels(1), sound.setsampwidth(2), sound.setframerate(8000)
+        sound.writeframes(bytes(1600))
+    cases[str(tmp_path / "sound.wav")] = "has no video stream"
+    for source, message in cases.items():
+        with pytest.raises(DataError, match=message) as caught:
+            next(open_frames(source))
+        assert caught.value.path == source

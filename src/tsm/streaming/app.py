@@ -25,6 +25,8 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw
 
+from tsm.errors import DataError
+
 
 class PredictionSmoother:
     """Average the last ``window`` frames' probabilities; the shown label changes only after
@@ -52,9 +54,17 @@ class PredictionSmoother:
 
 
 def open_frames(source: str) -> Iterator[np.ndarray]:
-    """RGB frames ``(H, W, 3)`` uint8 of a video file, or of camera ``/dev/video<N>`` for a number N."""
-    container = av.open(f"/dev/video{source}", format="v4l2") if source.isdigit() else av.open(source)
+    """RGB frames ``(H, W, 3)`` uint8 of a video file, or of camera ``/dev/video<N>`` for a number N; a source
+    that cannot be opened, or has no video, is a :class:`~tsm.errors.DataError` naming it."""
+    camera = source.isdigit()
     try:
+        container = av.open(f"/dev/video{source}", format="v4l2") if camera else av.open(source)
+    except av.FFmpegError as err:
+        what = f"camera /dev/video{source}" if camera else "a video file"
+        raise DataError(source, f"cannot open it as {what}: {err.strerror or err}") from err
+    try:
+        if not container.streams.video:
+            raise DataError(source, "has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
@@ -167,11 +177,13 @@ class _VideoWriter:
 
 
 def main(argv: Sequence[str] | None = None) -> StreamResult:
-    """Stream a video or camera through a stream-mode ONNX or LiteRT file, with no PyTorch."""
+    """Stream a video or camera through a stream-mode ONNX, LiteRT or TVM file, with no PyTorch."""
     from tsm.streaming.sessions import open_stream
 
-    parser = argparse.ArgumentParser(description="Run a stream-mode TSM file (.onnx, .tflite) over a video or camera.")
-    parser.add_argument("file", help="a file written by src/export.py mode=stream (format=onnx or format=tflite)")
+    parser = argparse.ArgumentParser(
+        description="Run a stream-mode TSM file (.onnx, .tflite, .so) over a video or camera."
+    )
+    parser.add_argument("file", help="a file written by src/export.py mode=stream (format=onnx, tflite or tvm)")
     parser.add_argument("--source", required=True, help="a video file, or a number N for the camera /dev/videoN")
     parser.add_argument("--out-video", default=None, help="write an annotated copy of the video here")
     parser.add_argument("--window", type=int, default=4, help="average the probabilities of this many frames")
