@@ -1,4 +1,4 @@
-"""The stream app's preprocessing, prediction smoother and sources (the scripts themselves run in tests/test_docs.py)."""
+"""The stream app's preprocessing, prediction smoother and sources (its commands run in tests/test_docs.py)."""
 
 import wave
 

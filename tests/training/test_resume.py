@@ -11,6 +11,7 @@ from tests.helpers import ROOT
 from tests.helpers.config import TINY, compose_train, hydra_run_dir, tiny_checkpoint
 from tests.helpers.scripts import run_python
 from tsm.distill.cache import load_or_build
+from tsm.errors import DataError
 from tsm.files import atomic_open, stale_temporaries
 from tsm.training import resume
 from tsm.training.checkpoint_io import AtomicCheckpointIO
@@ -90,6 +91,20 @@ def test_an_unreadable_last_checkpoint_falls_back_to_the_newest_readable(checkpo
     with pytest.raises(FileNotFoundError, match="ckpt_path=last: no readable checkpoint"):
         resume_checkpoint(tmp_path, "last", requeued=False)
     assert resume_checkpoint(tmp_path, None, requeued=False) is None  # not asked: no resume
+
+
+def test_a_named_checkpoint_that_is_no_run_s_is_refused_naming_ckpt_path(checkpoint, tmp_path):
+    """Lightning would hand a bad file to torch.load, whose error advises weights_only=False (running the file's
+    code); a run's checkpoint passes, a missing, garbled or plain-weights file is refused naming the key."""
+    assert resume_checkpoint(tmp_path, str(checkpoint), requeued=False) == str(checkpoint)
+    with pytest.raises(FileNotFoundError, match="ckpt_path: no such file"):
+        resume_checkpoint(tmp_path, str(tmp_path / "missing.ckpt"), requeued=False)
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    with pytest.raises(DataError, match="ckpt_path is not a readable torch.save file"):
+        resume_checkpoint(tmp_path, str(tmp_path / "notes.ckpt"), requeued=False)
+    torch.save({"conv.weight": torch.ones(2)}, tmp_path / "weights.pt")
+    with pytest.raises(DataError, match="not a Lightning checkpoint of a run; .* model.init_from"):
+        resume_checkpoint(tmp_path, str(tmp_path / "weights.pt"), requeued=False)
 
 
 class Interrupted(Exception):

@@ -112,9 +112,16 @@ def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrit
 
 
 def resume_checkpoint(run_dir: Path, ckpt_path: str | None, requeued: bool) -> str | None:
-    """The checkpoint to resume from: ``ckpt_path`` itself, or (``ckpt_path=last`` or a requeue) the
-    newest readable checkpoint of ``run_dir``; None to start from scratch."""
+    """The checkpoint to resume from: ``ckpt_path`` itself, checked to be a run's checkpoint, or (``ckpt_path=last``
+    or a requeue) the newest readable checkpoint of ``run_dir``; None to start from scratch."""
     if ckpt_path and ckpt_path != LAST:
+        state = safe_load(ckpt_path, "ckpt_path")  # what Lightning would make of a bad file: torch.load's advice
+        if not (is_lightning_checkpoint(state) and "state_dict" in state):
+            raise DataError(
+                ckpt_path,
+                "ckpt_path is not a Lightning checkpoint of a run; to start from a file's weights instead, "
+                "give it as model.init_from",
+            )
         return ckpt_path
     if ckpt_path != LAST and not requeued:
         return None
