@@ -4,6 +4,7 @@ import copy
 import json
 import time
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -98,6 +99,8 @@ def test_bound_stream_session_matches_offline_model_and_resets(model, stream_fil
         runner.reset()
     with pytest.raises(ValueError, match=r"frame of shape \(1, 3, 32, 32\), expected \(2, 3, 32, 32\)"):
         runner.step(clip[:1, 0].numpy())
+    with pytest.raises(ValueError, match="frame of dtype uint8: step\\(\\) takes a normalised float frame"):
+        runner.step(np.zeros((2, 3, SIZE, SIZE), np.uint8))  # pixels, not normalised
     with pytest.raises(ValueError, match="not a stream-mode export"):
         OnnxStreamSession(to_onnx(model, stream_file.parent / "clip2.onnx", mode="clip", input_size=SIZE))
 

@@ -66,6 +66,8 @@ def test_stream_file_gives_pytorchs_logits_on_every_frame_without_torch(model, s
         error = np.abs(got[name] - expected).max(axis=1) / np.abs(expected).max(axis=1)
         assert error.max() <= 1e-4, (name, error)
     assert not np.allclose(got["clip7"][1:], got["clip7"][:-1], atol=1e-3)  # the logits move from frame to frame
+    with pytest.raises(ValueError, match="frame of dtype uint8: step\\(\\) takes a normalised float frame"):
+        open_stream(stream_file).step(np.zeros((1, 3, *SIZE), np.uint8))  # pixels, not normalised
 
 
 def ops_of(path: Path) -> list[str]:

@@ -58,6 +58,8 @@ def test_x86_library_streams_pytorchs_logits_without_torch(model, onnx_file, cli
         error = np.abs(got[name] - expected).max(axis=1) / np.abs(expected).max(axis=1)
         assert got[name].shape == expected.shape and error.max() <= 1e-4, (name, error)
     assert str(got["precision"]) == "fp32" and read_file_metadata(library)["tsm_mode"] == "stream"
+    with pytest.raises(ValueError, match="frame of dtype uint8: step\\(\\) takes a normalised float frame"):
+        open_stream(library).step(np.zeros((1, 3, *SIZE), np.uint8))  # pixels, not normalised
 
 
 @pytest.mark.skipif(not (SYSROOT / "usr" / "bin" / "python3.11").is_file(), reason=f"no arm64 sysroot at {SYSROOT}")

@@ -9,6 +9,7 @@ import torch
 from tsm.data.transforms import channel_stats, crop_views, normalize
 from tsm.errors import DataError
 from tsm.streaming.app import PredictionSmoother, open_frames, preprocess
+from tsm.streaming.frames import stream_frame
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 ONE_GRAY_LEVEL = 1 / 255 / min(STD)
@@ -69,3 +70,15 @@ def test_a_source_that_cannot_be_opened_is_a_data_error_naming_it(tmp_path):
         with pytest.raises(DataError, match=message) as caught:
             next(open_frames(source))
         assert caught.value.path == source
+
+
+def test_a_stream_frame_is_float_of_the_files_shape():
+    """What every runtime's step() feeds its file: any float frame cast to float32, pixels and other shapes
+    refused (a uint8 frame would run on values a hundred times too large, silently)."""
+    frame = stream_frame(np.ones((1, 3, 4, 5), np.float64), (1, 3, 4, 5))
+    assert frame.dtype == np.float32 and frame.flags.c_contiguous
+    for bad in (np.ones((1, 3, 4, 5), np.uint8), np.ones((1, 3, 4, 5), np.int64)):
+        with pytest.raises(ValueError, match=f"frame of dtype {bad.dtype}: .* not pixels"):
+            stream_frame(bad, (1, 3, 4, 5))
+    with pytest.raises(ValueError, match=r"frame of shape \(3, 4, 5\), expected \(1, 3, 4, 5\)"):
+        stream_frame(np.ones((3, 4, 5), np.float32), (1, 3, 4, 5))

@@ -15,6 +15,7 @@ import numpy as np
 
 from tsm.errors import DataError
 from tsm.metadata import MODE_KEY, PRECISION_KEY, buffer_shapes, read_info
+from tsm.streaming.frames import stream_frame
 
 TFLITE_IDENTIFIER = b"TFL3"  # bytes 4-8 of every TFLite flatbuffer
 SIGNATURE = "serving_default"
@@ -89,9 +90,7 @@ class LiteRTStreamSession:
         return {name: self._inputs[name].decode(value) for name, value in self._buffers.items()}
 
     def step(self, frame: np.ndarray) -> np.ndarray:
-        frame = np.ascontiguousarray(frame, dtype=np.float32)
-        if frame.shape != self.frame_shape:
-            raise ValueError(f"frame of shape {frame.shape}, expected {self.frame_shape}")
+        frame = stream_frame(frame, self.frame_shape)
         out: dict[str, Any] = self.runner(frame=self._inputs["frame"].encode(frame), **self._buffers)
         self._buffers = {
             name: self._inputs[name].carry(out[f"{name}_out"], self._outputs[f"{name}_out"])

@@ -30,6 +30,7 @@ from tsm.metadata import (
     fixed_shape,
     read_info,
 )
+from tsm.streaming.frames import stream_frame
 
 
 def ort_session(path: str | Path, spin_within_run: bool = True) -> ort.InferenceSession:
@@ -137,10 +138,7 @@ class OnnxStreamSession:
         }
 
     def step(self, frame: np.ndarray) -> np.ndarray:
-        frame = np.ascontiguousarray(frame, dtype=np.float32)
-        if frame.shape != tuple(self._frame.shape()):
-            raise ValueError(f"frame of shape {frame.shape}, expected {tuple(self._frame.shape())}")
-        self._frame.update_inplace(frame)
+        self._frame.update_inplace(stream_frame(frame, tuple(self._frame.shape())))
         self.session.run_with_iobinding(self._bindings[self._turn])
         self._turn = 1 - self._turn  # this step's outputs are the next step's inputs
         return self._logits.numpy().copy()  # the bound output is overwritten by the next step

@@ -18,6 +18,7 @@ import numpy as np
 
 from tsm.errors import DataError
 from tsm.metadata import BUFFERS_KEY, MODE_KEY, PRECISION_KEY, metadata_json, read_info
+from tsm.streaming.frames import stream_frame
 
 METADATA_FUNCTION = "tsm_metadata"
 
@@ -79,8 +80,5 @@ class TvmStreamSession:
         return {name: value.numpy() for name, value in zip(self.buffer_names, self._buffers, strict=True)}
 
     def step(self, frame: np.ndarray) -> np.ndarray:
-        frame = np.ascontiguousarray(frame, dtype=np.float32)
-        if frame.shape != self.frame_shape:
-            raise ValueError(f"frame of shape {frame.shape}, expected {self.frame_shape}")
-        logits, *self._buffers = self.vm["main"](self._tensor(frame), *self._buffers)
+        logits, *self._buffers = self.vm["main"](self._tensor(stream_frame(frame, self.frame_shape)), *self._buffers)
         return logits.numpy()
