@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from tests.helpers.config import optimizer_recipe
 from tsm.distill.loss import kd_loss
-from tsm.distill.teacher import load_teacher
+from tsm.distill.teacher import Distiller, load_teacher
 from tsm.models.i3d import I3D
 from tsm.training.module import TSMLitModule
 
@@ -116,6 +116,44 @@ def test_teacher_is_frozen_and_not_saved(kind, tmp_path):
     fresh = TSMLitModule("mobilenetv2_050", 3, 4, shift=SHIFT, distill=distill).teacher
     for key, value in fresh.state_dict().items():
         torch.testing.assert_close(value, before[key])  # same file, same weights: training left it alone
+
+
+@pytest.fixture(scope="module")
+def four_frame_teacher(tmp_path_factory):
+    """A checkpoint of a TSM trained here on 4-frame clips."""
+    tmp = tmp_path_factory.mktemp("teacher")
+    _, trainer = fit_student(None, tmp)
+    trainer.save_checkpoint(tmp / "teacher.ckpt")
+    return tmp / "teacher.ckpt"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [({"alpha": 1.5}, r"model.distill.alpha must be in \[0, 1\]"), ({"temperature": 0.0}, "temperature must be > 0")],
+)
+def test_a_loss_weight_or_temperature_out_of_range_is_refused(four_frame_teacher, setting, message):
+    distill = {"kind": "checkpoint", "teacher_ckpt": str(four_frame_teacher), "alpha": 0.5, "temperature": 4.0}
+    with pytest.raises(ValueError, match=message):
+        Distiller({**distill, **setting}, 3)
+
+
+def test_a_tsm_teacher_that_would_see_clips_of_another_length_is_refused_at_fit_start(four_frame_teacher):
+    """It failed inside the teacher's forward at the first step ('expected clips (B, T=4, ...)'); a TSM teacher
+    takes its own clip length, from the student's clips or from data.teacher_view, and an I3D takes any."""
+    from types import SimpleNamespace
+
+    from tsm.data.sampling import FrameSampler
+
+    distill = {"kind": "checkpoint", "teacher_ckpt": str(four_frame_teacher), "alpha": 0.5, "temperature": 4.0}
+    distiller = Distiller(distill, 3)
+    students_clips = SimpleNamespace(datamodule=SimpleNamespace(sampler=FrameSampler(8), teacher_sampler=None))
+    with pytest.raises(ValueError, match=r"takes 4-frame clips but would see 8 \(data.num_segments .*num_frames=4"):
+        distiller.prepare(students_clips, torch.device("cpu"), torch.float32)
+    own_view = SimpleNamespace(datamodule=SimpleNamespace(sampler=FrameSampler(8), teacher_sampler=FrameSampler(4)))
+    distiller.prepare(own_view, torch.device("cpu"), torch.float32)
+    i3d = Distiller({**distill, "kind": "i3d"}, 3)
+    i3d.teacher = I3D(num_classes=3, num_segments=16)
+    i3d.prepare(students_clips, torch.device("cpu"), torch.float32)  # an I3D runs any clip length
 
 
 class CountingSource:

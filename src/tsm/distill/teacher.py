@@ -20,6 +20,7 @@ from tsm.distill.cache import compute_logits, file_digest, load_or_build
 from tsm.distill.loss import i3d_input
 from tsm.models.checkpoints import is_lightning_checkpoint, recognizer_from_checkpoint
 from tsm.models.i3d import load_i3d
+from tsm.models.recognizer import Recognizer
 from tsm.models.weight_files import safe_load
 
 KINDS = ("i3d", "checkpoint")
@@ -61,6 +62,11 @@ class Distiller:
     """
 
     def __init__(self, config: Mapping[str, Any], num_classes: int) -> None:
+        alpha, temperature = config["alpha"], config["temperature"]
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"model.distill.alpha must be in [0, 1] (the soft loss's weight), got {alpha!r}")
+        if not temperature > 0:
+            raise ValueError(f"model.distill.temperature must be > 0, got {temperature!r}")
         self.config = dict(config)
         self.num_classes = num_classes
         self.teacher: nn.Module | None = load_teacher(config["kind"], config["teacher_ckpt"], num_classes)
@@ -70,12 +76,30 @@ class Distiller:
             self.norm = tuple(torch.tensor(config[k], dtype=torch.float32).view(1, 1, 3, 1, 1) for k in ("mean", "std"))
 
     def prepare(self, trainer: Any, device: torch.device, dtype: torch.dtype) -> None:
-        """At fit start: move the teacher to the student's device and precision; build or read the cache."""
+        """At fit start: check the teacher takes the clips it will see; move it to the student's device and
+        precision; build or read the cache."""
+        self._check_frames(getattr(trainer, "datamodule", None))
         self.teacher.to(device=device, dtype=dtype).eval()
         if self.norm is not None:
             self.norm = tuple(t.to(device) for t in self.norm)
         if self.config.get("cache"):
             self._cache(trainer, device)
+
+    def _check_frames(self, data: Any) -> None:
+        """A teacher trained here on T-frame clips (a TSM) takes T frames: the student's clips, or
+        ``data.teacher_view``'s; an I3D takes any number."""
+        sampler = getattr(data, "teacher_sampler", None) or getattr(data, "sampler", None)
+        if not isinstance(self.teacher, Recognizer) or sampler is None:
+            return
+        frames = self.teacher.num_segments
+        if sampler.num_segments == frames:
+            return
+        seen = "data.teacher_view.num_frames" if data.teacher_sampler else "data.num_segments (no data.teacher_view)"
+        raise ValueError(
+            f"model.distill.teacher_ckpt {self.config['teacher_ckpt']} takes {frames}-frame clips but would see "
+            f"{sampler.num_segments} ({seen}); give the teacher its own view with "
+            f"+data.teacher_view.num_frames={frames}, or distil from a teacher of {sampler.num_segments} frames"
+        )
 
     def _cache(self, trainer: Any, device: torch.device) -> None:
         """Teacher logits of every training video in its fixed view, from ``cache_file`` or computed now
