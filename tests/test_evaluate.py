@@ -100,6 +100,7 @@ def test_eval_task_two_clips_three_crops(tmp_path, tiny_overrides):
         ("test.batch_size=0", "test.batch_size must be a positive integer, got 0"),
         ("test.num_workers=-2", "test.num_workers must be an integer >= 0, got -2"),
         ("test.scale_size=0", "test.scale_size must be a positive integer, got 0"),
+        ("test.mode=foo", r"test.mode must be one of \('segment', 'dense'\), got 'foo'"),
     ],
 )
 def test_a_view_count_out_of_range_is_refused_naming_its_key(tmp_path, override, message):

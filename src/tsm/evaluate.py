@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from tsm.data.clips import MultiViewDataset, collate_skipping
 from tsm.data.datamodule import SKIPPED_FILE, check_counts
+from tsm.data.sampling import MODES
 from tsm.data.transforms import check_crop, scale_for
 from tsm.errors import DataError
 from tsm.files import atomic_open, write_text_atomic
@@ -127,6 +128,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         {"num_clips": test.num_clips, "crop_size": test.crop_size, "batch_size": test.batch_size}, group="test"
     )
     check_counts({"num_workers": test.num_workers}, minimum=0, group="test")
+    if test.mode not in MODES:  # the test's own sampling, not data.sampling's
+        raise ValueError(f"test.mode must be one of {MODES}, got {test.mode!r}")
     scale_size = scale_for(test.crop_size) if test.scale_size is None else test.scale_size
     check_counts({"scale_size": scale_size}, group="test")
     check_crop(test.crop_size, scale_size, "test")
