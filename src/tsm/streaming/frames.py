@@ -1,4 +1,4 @@
-"""The frame every stream runtime's ``step`` takes: float32 ``(1, 3, H, W)``, normalised as the file's info says."""
+"""The frame every stream runtime's ``step`` takes: float32 ``(batch, 3, H, W)``, normalised as the file's info says."""
 
 from __future__ import annotations
 
