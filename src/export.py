@@ -16,6 +16,7 @@ import hydra
 import rich
 from omegaconf import DictConfig, OmegaConf
 
+from tsm.data.datamodule import check_counts
 from tsm.export import to_onnx
 from tsm.files import write_text_atomic
 from tsm.models.checkpoints import load_recognizer
@@ -26,6 +27,15 @@ FORMATS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "int8"), "tvm": 
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "tvm": ".so"}
 
 
+def check_input_size(size: int | list[int] | None) -> None:
+    """``input_size``: null (the checkpoint's), a side, or ``[height, width]``, in pixels > 0."""
+    if size is None:
+        return
+    sides = [size] if isinstance(size, int) else list(size)
+    if len(sides) != (1 if isinstance(size, int) else 2) or not all(type(n) is int and n > 0 for n in sides):
+        raise ValueError(f"input_size must be null, a side or [height, width], in pixels > 0; got {size!r}")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     if cfg.format not in FORMATS:
@@ -34,6 +44,11 @@ def main(cfg: DictConfig) -> None:
         raise ValueError(f"format={cfg.format} takes precision={'|'.join(FORMATS[cfg.format])}, got {cfg.precision!r}")
     if cfg.precision == "int8" and not cfg.calibration.clips > 0:  # before minutes of conversion
         raise ValueError(NO_CALIBRATION_CLIPS)
+    if cfg.precision != "fp32" and not cfg.compare.clips > 0:
+        raise ValueError(f"compare.clips={cfg.compare.clips}: precision={cfg.precision} is compared with fp32 on "
+                         "validation clips; give at least 1")  # fmt: skip
+    check_input_size(cfg.input_size)
+    check_counts({"num_segments": cfg.num_segments}, group="")
     suffix = SUFFIXES[cfg.format]
     if cfg.out and Path(cfg.out).suffix != suffix:  # the runners pick the runtime by the file's suffix
         raise ValueError(

@@ -151,9 +151,13 @@ def _without_tsm_metadata(content: bytes) -> bytes:
             "out=model.onnx: format=tflite writes a .tflite file; name it model.tflite",
         ),
         (["out=model.tflite"], "out=model.tflite: format=onnx writes a .onnx file; name it model.onnx"),
+        (["precision=int8", "compare.clips=0"], "compare.clips=0: precision=int8 is compared with fp32"),
+        (["input_size=-4"], "input_size must be null, a side or [height, width], in pixels > 0; got -4"),
+        (["input_size=[32]"], "input_size must be null, a side or [height, width], in pixels > 0; got [32]"),
+        (["num_segments=0"], "num_segments must be a positive integer, got 0"),
     ],
 )
-def test_bad_format_or_precision_names_the_key(ckpt, tmp_path, overrides, message):
+def test_a_bad_export_setting_names_the_key(ckpt, tmp_path, overrides, message):
     done = run_forked("src/export.py", [f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}", *overrides], ok=False)
     assert message in done.stderr
 
