@@ -103,3 +103,10 @@ def test_idle_connections_are_closed(server, monkeypatch, sent):
         start = time.monotonic()
         assert sock.recv(1024) == b""  # closed, without an answer
         assert time.monotonic() - start < 3
+
+
+@pytest.mark.parametrize("port", [-1, 65536, "8000"])
+def test_a_port_out_of_range_is_refused_naming_the_key(model, port):
+    """Before the model is read; socket's own error ('bind(): port must be 0-65535') named no key."""
+    with pytest.raises(ValueError, match="port must be 0 \\(any free port\\) to 65535"):
+        web.demo_server(model, "127.0.0.1", port)

@@ -95,6 +95,8 @@ class DemoHandler(SimpleHTTPRequestHandler):
 def demo_server(model: str | Path, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
     """A server of the demo page and ``model`` (port 0: any free port) for requests naming ``host`` or a loopback
     name; not yet serving."""
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0 (any free port) to 65535, got {port!r}")
     model = Path(model).resolve()
     check_model(model)
     if not (WEB / "node_modules" / "onnxruntime-web").is_dir():
