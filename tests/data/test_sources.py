@@ -139,6 +139,8 @@ def test_list_files_and_folder_trees(tmp_path):
     train, val = Custom(tree, "train", format="tree"), Custom(tree, "val", format="tree")
     assert train.classes == ("jump", "run") and labels(val) == ["jump", "run"]
     assert frame_numbers(val.read(1, [3])) == [3]
+    with pytest.raises(ValueError, match="data.source.format must be one of \\('list', 'tree'\\), got 'csv'"):
+        Custom(tree, "train", format="csv")
 
 
 def test_video_datasets_read_frame_folders_when_asked(tmp_path):

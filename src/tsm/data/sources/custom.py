@@ -44,7 +44,7 @@ class Custom(VideoSource):
         **kwargs: Any,
     ) -> None:
         if format not in FORMATS:
-            raise ValueError(f"custom data: source.format must be one of {FORMATS}, got {format!r}")
+            raise ValueError(f"custom data: data.source.format must be one of {FORMATS}, got {format!r}")
         self.format = format
         self.num_classes = num_classes
         self.class_names = class_names
