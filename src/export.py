@@ -27,15 +27,6 @@ FORMATS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "int8"), "tvm": 
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "tvm": ".so"}
 
 
-def check_input_size(size: int | list[int] | None) -> None:
-    """``input_size``: null (the checkpoint's), a side, or ``[height, width]``, in pixels > 0."""
-    if size is None:
-        return
-    sides = [size] if isinstance(size, int) else list(size)
-    if len(sides) != (1 if isinstance(size, int) else 2) or not all(type(n) is int and n > 0 for n in sides):
-        raise ValueError(f"input_size must be null, a side or [height, width], in pixels > 0; got {size!r}")
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     if cfg.format not in FORMATS:
@@ -47,7 +38,6 @@ def main(cfg: DictConfig) -> None:
     if cfg.precision != "fp32" and not cfg.compare.clips > 0:
         raise ValueError(f"compare.clips={cfg.compare.clips}: precision={cfg.precision} is compared with fp32 on "
                          "validation clips; give at least 1")  # fmt: skip
-    check_input_size(cfg.input_size)
     check_counts({"num_segments": cfg.num_segments}, group="")
     suffix = SUFFIXES[cfg.format]
     if cfg.out and Path(cfg.out).suffix != suffix:  # the runners pick the runtime by the file's suffix

@@ -154,6 +154,7 @@ def _without_tsm_metadata(content: bytes) -> bytes:
         (["precision=int8", "compare.clips=0"], "compare.clips=0: precision=int8 is compared with fp32"),
         (["input_size=-4"], "input_size must be null, a side or [height, width], in pixels > 0; got -4"),
         (["input_size=[32]"], "input_size must be null, a side or [height, width], in pixels > 0; got [32]"),
+        (["input_size=0"], "input_size must be null, a side or [height, width], in pixels > 0; got 0"),
         (["num_segments=0"], "num_segments must be a positive integer, got 0"),
     ],
 )

@@ -88,10 +88,15 @@ def deployed(
     model: Recognizer, path: Path, input_size: int | tuple[int, int] | None
 ) -> tuple[Recognizer, int, int, str]:
     """What every export starts from: the deployment copy of ``model``, the frame's height and width
-    (``input_size``, default the model's own) and the file's ``tsm_info`` as JSON; ``path``'s folder is made."""
+    (``input_size``: a side or ``[height, width]`` in pixels > 0, None for the model's own) and the file's
+    ``tsm_info`` as JSON; ``path``'s folder is made."""
+    if input_size is None:
+        input_size = getattr(model, "info", {}).get("input_size", INFO_DEFAULTS["input_size"])
+    sides = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if len(sides) != 2 or not all(type(n) is int and n > 0 for n in sides):
+        raise ValueError(f"input_size must be null, a side or [height, width], in pixels > 0; got {input_size!r}")
+    height, width = sides
     path.parent.mkdir(parents=True, exist_ok=True)
-    input_size = input_size or getattr(model, "info", {}).get("input_size", INFO_DEFAULTS["input_size"])
-    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
     return for_deployment(model), height, width, json.dumps(file_info(model, height, width))
 
 

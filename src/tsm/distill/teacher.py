@@ -88,13 +88,14 @@ class Distiller:
     def _check_frames(self, data: Any) -> None:
         """A teacher trained here on T-frame clips (a TSM) takes T frames: the student's clips, or
         ``data.teacher_view``'s; an I3D takes any number."""
-        sampler = getattr(data, "teacher_sampler", None) or getattr(data, "sampler", None)
+        own_view = getattr(data, "teacher_sampler", None)
+        sampler = own_view or getattr(data, "sampler", None)
         if not isinstance(self.teacher, Recognizer) or sampler is None:
             return
         frames = self.teacher.num_segments
         if sampler.num_segments == frames:
             return
-        seen = "data.teacher_view.num_frames" if data.teacher_sampler else "data.num_segments (no data.teacher_view)"
+        seen = "data.teacher_view.num_frames" if own_view else "data.num_segments (no data.teacher_view)"
         raise ValueError(
             f"model.distill.teacher_ckpt {self.config['teacher_ckpt']} takes {frames}-frame clips but would see "
             f"{sampler.num_segments} ({seen}); give the teacher its own view with "
