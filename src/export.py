@@ -1,12 +1,12 @@
-"""Export a checkpoint to ONNX (onnxruntime) or LiteRT (TFLite) and verify it against PyTorch:
-``python src/export.py ckpt_path=... mode=clip|stream format=onnx|tflite precision=fp32|fp16|int8``.
+"""Export a checkpoint to ONNX (onnxruntime), LiteRT (TFLite) or a TVM library and verify it against PyTorch:
+``python src/export.py ckpt_path=... mode=clip|stream format=onnx|tflite|tvm precision=fp32|fp16|int8``.
 
 fp16 (ONNX) and int8 files are made from the fp32 export (kept beside them as ``<out>.fp32.onnx`` or
 ``.fp32.tflite``): int8 is calibrated on ``calibration.clips`` unaugmented clips of the checkpoint's own
 training data (the data config it records; ``+data=NAME`` names another). Both are then compared with the
-fp32 file on
-``compare.clips`` validation clips: agreement, both accuracies, sizes and latencies, printed and
-written to ``<out>.report.json``.
+fp32 file on ``compare.clips`` validation clips: agreement, both accuracies, sizes and latencies, printed and
+written to ``<out>.report.json``. A TVM library (stream mode, fp32 or int8) is compiled from the ONNX file of its
+precision, written beside it (``<out>.onnx``; see :func:`compile_tvm` for what an int8 one is compared with).
 """
 
 import json
@@ -23,7 +23,7 @@ from tsm.models.checkpoints import load_recognizer
 from tsm.quantize import NO_CALIBRATION_CLIPS, calibration_data, clips_of, compare, to_fp16, to_int8
 
 # the precisions each format= writes, and its files' suffix
-FORMATS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "int8"), "tvm": ("fp32",)}
+FORMATS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "int8"), "tvm": ("fp32", "int8")}
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "tvm": ".so"}
 
 
@@ -45,45 +45,62 @@ def main(cfg: DictConfig) -> None:
             f"out={cfg.out}: format={cfg.format} writes a {suffix} file; name it "
             f"{Path(cfg.out).with_suffix(suffix).name}, or choose the format= its name says"
         )
-    model = load_recognizer(cfg.ckpt_path, num_segments=cfg.num_segments)
-    out = Path(cfg.out or f"{cfg.paths.output_dir}/model_{cfg.mode}_{cfg.precision}{suffix}")
     if cfg.format == "tvm":
-        from tsm.tvm_export import TARGETS, to_tvm
+        from tsm.tvm_export import TARGETS
 
         if cfg.target not in TARGETS:  # before the ONNX export: a wrong key fails at once
             raise ValueError(f"target={cfg.target!r} is not known; choose one of {', '.join(TARGETS)}")
-        onnx_file = out.with_suffix(".onnx")
-        to_onnx(model, onnx_file, mode=cfg.mode, input_size=cfg.input_size, opset=cfg.opset)
-        to_tvm(onnx_file, out, cfg.target, cfg.tuning.trials, cfg.tuning.log)
-        rich.print(f"{out}: TVM library for target={cfg.target} (from {onnx_file})")
-        return
+        if cfg.mode != "stream":
+            raise ValueError(f"format=tvm compiles stream-mode files; got mode={cfg.mode}: set mode=stream")
+    model = load_recognizer(cfg.ckpt_path, num_segments=cfg.num_segments)
+    out = Path(cfg.out or f"{cfg.paths.output_dir}/model_{cfg.mode}_{cfg.precision}{suffix}")
     fp32_file = out if cfg.precision == "fp32" else out.with_suffix(f".fp32{out.suffix}")
+    converted = out  # the file of cfg.precision
+    if cfg.format == "tvm":  # TVM compiles an ONNX file of the same precision, written beside the library
+        fp32_file, converted = fp32_file.with_suffix(".onnx"), out.with_suffix(".onnx")
     if cfg.format == "tflite":
         from tsm.litert_export import to_tflite, to_tflite_int8
 
         to_tflite(model, fp32_file, mode=cfg.mode, input_size=cfg.input_size)
     else:
         to_onnx(model, fp32_file, mode=cfg.mode, input_size=cfg.input_size, opset=cfg.opset)
-    if cfg.precision == "fp32":
-        return
-    user_data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
-    data = calibration_data(cfg.ckpt_path, fp32_file, user_data)
+    if cfg.precision != "fp32":
+        user_data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
+        data = calibration_data(cfg.ckpt_path, fp32_file, user_data)
     if cfg.precision == "fp16":
-        to_fp16(fp32_file, out)
-    else:
+        to_fp16(fp32_file, converted)
+    elif cfg.precision == "int8":
         clips, _ = clips_of(data, cfg.calibration.split, cfg.calibration.clips)
         calibration = {"split": cfg.calibration.split, "checkpoint": str(cfg.ckpt_path)}
-        (to_tflite_int8 if cfg.format == "tflite" else to_int8)(fp32_file, out, clips, calibration)
+        (to_tflite_int8 if cfg.format == "tflite" else to_int8)(fp32_file, converted, clips, calibration)
+    if cfg.format == "tvm":
+        fp32_file, converted = compile_tvm(cfg, fp32_file, converted, out)
+    if cfg.precision == "fp32":
+        return
     clips, labels = clips_of(data, cfg.compare.split, cfg.compare.clips)
-    report = compare(fp32_file, out, clips, labels)
+    report = {"compared": [str(fp32_file), str(converted)], **compare(fp32_file, converted, clips, labels)}
     write_text_atomic(out.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
     unit = "clip" if cfg.mode == "clip" else "frame"
     rich.print(
-        f"{out}: {cfg.precision} beside fp32 on {report['clips']} {cfg.compare.split} clips: "
+        f"{converted}: {cfg.precision} beside fp32 ({fp32_file.name}) on {report['clips']} {cfg.compare.split} clips: "
         f"top-1 agreement {report['agreement']:.3f}; top-1 {report['top1']:.3f} vs {report['fp32_top1']:.3f}; "
         f"{report['mb']:.2f} MB vs {report['fp32_mb']:.2f} MB ({report['size_ratio']:.2f}x); "
         f"{report['ms']:.2f} vs {report['fp32_ms']:.2f} ms per {unit} ({report['latency_ratio']:.2f}x)"
     )
+
+
+def compile_tvm(cfg: DictConfig, fp32_onnx: Path, onnx_file: Path, out: Path) -> tuple[Path, Path]:
+    """format=tvm: ``onnx_file`` compiled into the library ``out``. Returns the files an int8 export's report
+    compares: on target=x86 the library and an fp32 one compiled beside it (``<out>.fp32.so``); a cross-compiled
+    library does not run here, so for ARM targets the ONNX files it was compiled from."""
+    from tsm.tvm_export import to_tvm
+
+    to_tvm(onnx_file, out, cfg.target, cfg.tuning.trials, cfg.tuning.log)
+    rich.print(f"{out}: TVM library ({cfg.precision}) for target={cfg.target} (from {onnx_file})")
+    if cfg.precision == "fp32" or cfg.target != "x86":
+        return fp32_onnx, onnx_file
+    fp32_library = to_tvm(fp32_onnx, out.with_suffix(".fp32.so"), cfg.target, cfg.tuning.trials, cfg.tuning.log)
+    return fp32_library, out
 
 
 if __name__ == "__main__":

@@ -26,6 +26,15 @@ SYSROOT = Path(os.environ.get("TSM_ARM64_SYSROOT", ROOT / "build" / "arm64"))
 ELF_MACHINE = {b"\x3e\x00": "x86-64", b"\xb7\x00": "aarch64"}  # e_machine, bytes 18-19 of an ELF header
 
 
+def emulated_arm64() -> dict:
+    """``run_python``'s options for the arm64 Python of :data:`SYSROOT` under qemu's aarch64 user mode."""
+    return {
+        "launcher": ["qemu-aarch64", "-L", str(SYSROOT)],
+        "python": str(SYSROOT / "usr" / "bin" / "python3.11"),
+        "env": {"PYTHONPATH": f"{SYSROOT / 'site'}:{ROOT / 'src'}"},
+    }
+
+
 @pytest.fixture(scope="module")
 def ckpt(causal_ckpt) -> Path:
     return causal_ckpt
@@ -67,12 +76,7 @@ def test_cortex_a72_library_runs_under_qemu_and_gives_onnxruntimes_logits(onnx_f
     """Measured: 2e-6 of the largest logit (the same float32 arithmetic, another instruction set)."""
     library = to_tvm(onnx_file, tmp_path / "stream_a72.so", target="cortex-a72")
     assert ELF_MACHINE[library.read_bytes()[18:20]] == "aarch64"
-    emulated = {
-        "launcher": ["qemu-aarch64", "-L", str(SYSROOT)],
-        "python": str(SYSROOT / "usr" / "bin" / "python3.11"),
-        "env": {"PYTHONPATH": f"{SYSROOT / 'site'}:{ROOT / 'src'}"},
-    }
-    got = stream_without_torch(library, clips, tmp_path, **emulated)
+    got = stream_without_torch(library, clips, tmp_path, **emulated_arm64())
     reference = open_stream(onnx_file)
     for name, clip in clips.items():
         reference.reset()
@@ -99,7 +103,7 @@ def test_export_command_cross_compiles_for_a_jetson_nano(ckpt, tmp_path):
             ["format=tvm", "mode=stream", "target=cortex-a72", "tuning.trials=8"],
             "set tuning.trials=0 for target=cortex-a72",
         ),
-        (["format=tvm", "precision=int8"], "format=tvm takes precision=fp32, got 'int8'"),
+        (["format=tvm", "precision=fp16"], "format=tvm takes precision=fp32|int8, got 'fp16'"),
     ],
 )
 def test_bad_target_mode_tuning_or_precision_names_the_key(ckpt, tmp_path, overrides, message):

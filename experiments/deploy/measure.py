@@ -24,12 +24,6 @@ from tsm.streaming.model import StreamingTSM
 from tsm.streaming.sessions import open_stream, read_file_metadata
 from tsm.streaming.tvm_runtime import load_library
 
-TVM_INT8 = (
-    "not exported: the project's TVM export is fp32 only (src/export.py: format=tvm takes precision=fp32; "
-    "tsm.tvm_export.to_tvm has no quantization step). to_tvm does compile the int8 QDQ ONNX file, but Relax's "
-    "ONNX frontend turns it into dequantize -> float conv2d -> quantize, float arithmetic, not an int8 deployment"
-)
-
 
 def sample_clips(ckpt: Path | None, fp32_file: Path, split: str, count: int, size: int) -> list[np.ndarray]:
     """``count`` unaugmented clips of the checkpoint's ``split`` at the file's size, as ``src/export.py`` calibrates
@@ -53,8 +47,8 @@ class Subject:
 
 def runtime_files(subject: Subject, folder: Path, size: int, calibration: int, tvm_trials: int | None) -> dict:
     """``{(runtime, precision): (stream file, plain 2D file)}`` at ``size``: onnxruntime and LiteRT in fp32 and int8
-    (calibrated on ``calibration`` training clips, :func:`sample_clips`), and unless ``tvm_trials`` is None, TVM fp32
-    untuned and tuned (:func:`tuned_tvm`)."""
+    (calibrated on ``calibration`` training clips, :func:`sample_clips`), and unless ``tvm_trials`` is None, TVM
+    untuned and tuned (:func:`tuned_tvm`), each compiled from the onnxruntime file of its precision."""
     nets = {"stream": subject.model, "plain": plain_2d(subject.model, subject.backbone)}
     fp32 = {kind: fp32_edge_files(net, folder / kind, size) for kind, net in nets.items()}
     clips = sample_clips(subject.ckpt, fp32["stream"]["onnxruntime fp32"], "train", calibration, size)
@@ -64,8 +58,10 @@ def runtime_files(subject: Subject, folder: Path, size: int, calibration: int, t
     if tvm_trials is not None:
         from tsm.tvm_export import to_tvm
 
-        files["TVM", "fp32"] = tuple(to_tvm(path, path.with_suffix(".so")) for path in files["onnxruntime", "fp32"])
-        files["TVM tuned", "fp32"] = tuned_tvm(*files["onnxruntime", "fp32"], tvm_trials, folder / "tuning")
+        for precision in ("fp32", "int8"):
+            onnx_files = files["onnxruntime", precision]
+            files["TVM", precision] = tuple(to_tvm(path, path.with_suffix(".so")) for path in onnx_files)
+            files["TVM tuned", precision] = tuned_tvm(*onnx_files, tvm_trials, folder / f"tuning_{precision}")
     return files
 
 

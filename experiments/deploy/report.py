@@ -45,7 +45,7 @@ def summarise(table: dict[str, dict]) -> dict[str, dict]:
     return {name: {key: numbers(row) for key, row in rows.items()} for name, rows in table.items()}
 
 
-def rows_markdown(summary: dict[str, dict], skips: dict[str, str], tvm_int8: str) -> str:
+def rows_markdown(summary: dict[str, dict], skips: dict[str, str]) -> str:
     """The table (rows in :data:`ORDER`, a reason where a row has no numbers) and the pick per model."""
     lines = [COLUMNS, "|" + "---|" * COLUMNS.count(" | ") + "---|"]
     for name, rows in summary.items():
@@ -57,8 +57,7 @@ def rows_markdown(summary: dict[str, dict], skips: dict[str, str], tvm_int8: str
                     f"| {n['mb']:.2f} | {n['agreement']:.3f} | {NOTES.get(runtime, '')} |"
                 )
             else:
-                reason = tvm_int8 if runtime.startswith("TVM") and precision == "int8" else skips[runtime]
-                lines.append(f"| {name} | {runtime} | {precision} | - | - | - | - | - | {reason} |")
+                lines.append(f"| {name} | {runtime} | {precision} | - | - | - | - | - | {skips[runtime]} |")
     picks = [pick(name, rows) for name, rows in summary.items()]
     return "\n".join([*lines, "", "## Pick", "", *picks]) + "\n"
 

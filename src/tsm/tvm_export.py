@@ -7,7 +7,8 @@ fixed at 1 and the library carries the ONNX file's ``tsm_*`` metadata in a VM fu
 (:mod:`tsm.streaming.tvm_runtime` runs it). ``trials`` > 0 tunes each operator task with that many MetaSchedule
 trials on this machine (x86 only: tuning measures candidates on the CPU that runs them; :mod:`tsm.tvm_tuning`) and
 keeps the log in ``log_dir``; a later export with ``trials=0`` and the same ``log_dir`` reuses it. Needs
-``apache-tvm`` (``requirements-edge.txt``).
+``apache-tvm`` (``requirements-edge.txt``). An int8 ONNX file (:func:`tsm.quantize.to_int8`) compiles to an int8
+library: its convolutions run on integers (:mod:`tsm.tvm_int8`), its buffers stay uint8.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tsm.errors import DataError
 from tsm.export import relative_error
 from tsm.files import atomic_open
-from tsm.metadata import BUFFERS_KEY, MODE_KEY, metadata_json, read_info
+from tsm.metadata import BUFFERS_KEY, MODE_KEY, PRECISION_KEY, metadata_json, read_info
 from tsm.streaming.runtime import read_metadata
 from tsm.streaming.tvm_runtime import METADATA_FUNCTION
+from tsm.tvm_int8 import integer_convolutions
 from tsm.tvm_tuning import TUNING_RECORDS, tuned
 
 # target name -> (llvm triple, CPU); x86's CPU is this machine's
@@ -72,6 +75,10 @@ def to_tvm(
     height, width = (side, side) if isinstance(side, int) else side
     shapes = {"frame": [1, 3, height, width], **{b["name"]: [1, *b["shape"][1:]] for b in spec}}
     module = from_onnx(onnx.load(str(onnx_path)), shape_dict=shapes, keep_params_in_input=False)
+    if metadata.get(PRECISION_KEY) == "int8":
+        module, rewritten = integer_convolutions(module)
+        if not rewritten:
+            raise DataError(onnx_path, "an int8 file without a quantized convolution that TVM could run on integers")
     described = {key: value for key, value in metadata.items() if key.startswith("tsm_")}
     module[METADATA_FUNCTION] = relax.Function([], relax.StringImm(json.dumps(described))).with_attr(
         "global_symbol", METADATA_FUNCTION

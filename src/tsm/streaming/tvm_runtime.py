@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tsm.errors import DataError
-from tsm.metadata import BUFFERS_KEY, MODE_KEY, PRECISION_KEY, metadata_json, read_info
+from tsm.metadata import BUFFERS_KEY, MODE_KEY, PRECISION_KEY, buffer_fills, metadata_json, read_info
 from tsm.streaming.frames import stream_frame
 
 METADATA_FUNCTION = "tsm_metadata"
@@ -47,7 +47,8 @@ def read_tvm_metadata(vm, path: str | Path) -> dict[str, str]:
 
 class TvmStreamSession:
     """``step(frame)`` with ``frame`` ``(1, 3, H, W)`` float32 returns that frame's logits ``(1, num_classes)``;
-    ``reset()``, ``buffers()``, ``info`` and ``precision`` as the other stream sessions'. Batch 1 (``frame_shape``)."""
+    ``reset()`` (buffers at their reset state: zero, or an int8 library's uint8 zero point), ``buffers()``, ``info``
+    and ``precision`` as the other stream sessions'. Batch 1 (``frame_shape``)."""
 
     def __init__(self, path: str | Path) -> None:
         import tvm
@@ -68,12 +69,14 @@ class TvmStreamSession:
             raise DataError(path, f"metadata {BUFFERS_KEY} is not a list of {{name, shape}} objects") from err
         self.buffer_names = [name for name, _ in spec]
         self._shapes = [shape for _, shape in spec]
+        self._fills = buffer_fills(metadata, path)
         side = self.info["input_size"]
         self.frame_shape = (1, 3, *((side, side) if isinstance(side, int) else side))
         self.reset()
 
     def reset(self) -> None:
-        self._buffers = [self._tensor(np.zeros(shape, np.float32)) for shape in self._shapes]
+        states = zip(self._shapes, self._fills, strict=True)
+        self._buffers = [self._tensor(np.full(shape, fill, dtype)) for shape, (dtype, fill) in states]
 
     def buffers(self) -> dict[str, np.ndarray]:
         """The buffers the next ``step`` reads, as numpy copies."""
