@@ -45,13 +45,14 @@ def main(cfg: DictConfig) -> None:
             f"out={cfg.out}: format={cfg.format} writes a {suffix} file; name it "
             f"{Path(cfg.out).with_suffix(suffix).name}, or choose the format= its name says"
         )
-    if cfg.format == "tvm":
-        from tsm.tvm_export import TARGETS
+    if cfg.format == "tvm":  # before the ONNX export and the calibration: a wrong key fails at once
+        from tsm.tvm_export import TARGETS, check_tuning
 
-        if cfg.target not in TARGETS:  # before the ONNX export: a wrong key fails at once
+        if cfg.target not in TARGETS:
             raise ValueError(f"target={cfg.target!r} is not known; choose one of {', '.join(TARGETS)}")
         if cfg.mode != "stream":
             raise ValueError(f"format=tvm compiles stream-mode files; got mode={cfg.mode}: set mode=stream")
+        check_tuning(cfg.target, cfg.tuning.trials, cfg.tuning.log)
     model = load_recognizer(cfg.ckpt_path, num_segments=cfg.num_segments)
     out = Path(cfg.out or f"{cfg.paths.output_dir}/model_{cfg.mode}_{cfg.precision}{suffix}")
     fp32_file = out if cfg.precision == "fp32" else out.with_suffix(f".fp32{out.suffix}")
@@ -78,7 +79,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.precision == "fp32":
         return
     clips, labels = clips_of(data, cfg.compare.split, cfg.compare.clips)
-    report = {"compared": [str(fp32_file), str(converted)], **compare(fp32_file, converted, clips, labels)}
+    report = {"compared": [fp32_file.name, converted.name], **compare(fp32_file, converted, clips, labels)}
     write_text_atomic(out.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
     unit = "clip" if cfg.mode == "clip" else "frame"
     rich.print(
@@ -90,17 +91,18 @@ def main(cfg: DictConfig) -> None:
 
 
 def compile_tvm(cfg: DictConfig, fp32_onnx: Path, onnx_file: Path, out: Path) -> tuple[Path, Path]:
-    """format=tvm: ``onnx_file`` compiled into the library ``out``. Returns the files an int8 export's report
-    compares: on target=x86 the library and an fp32 one compiled beside it (``<out>.fp32.so``); a cross-compiled
-    library does not run here, so for ARM targets the ONNX files it was compiled from."""
+    """format=tvm: ``onnx_file`` compiled into the library ``out``. Returns the fp32 and the int8 file an int8
+    export's report compares: on target=x86 an fp32 library compiled beside it (``<out>.fp32.so``, tuned as the
+    int8 one, into the same log) and ``out``; a cross-compiled library does not run here, so for ARM targets the
+    ONNX files they are compiled from."""
     from tsm.tvm_export import to_tvm
 
-    to_tvm(onnx_file, out, cfg.target, cfg.tuning.trials, cfg.tuning.log)
+    log = cfg.tuning.log or (out.with_suffix(".tuning") if cfg.tuning.trials else None)
+    to_tvm(onnx_file, out, cfg.target, cfg.tuning.trials, log)
     rich.print(f"{out}: TVM library ({cfg.precision}) for target={cfg.target} (from {onnx_file})")
     if cfg.precision == "fp32" or cfg.target != "x86":
         return fp32_onnx, onnx_file
-    fp32_library = to_tvm(fp32_onnx, out.with_suffix(".fp32.so"), cfg.target, cfg.tuning.trials, cfg.tuning.log)
-    return fp32_library, out
+    return to_tvm(fp32_onnx, out.with_suffix(".fp32.so"), cfg.target, cfg.tuning.trials, log), out
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ fixed at 1 and the library carries the ONNX file's ``tsm_*`` metadata in a VM fu
 trials on this machine (x86 only: tuning measures candidates on the CPU that runs them; :mod:`tsm.tvm_tuning`) and
 keeps the log in ``log_dir``; a later export with ``trials=0`` and the same ``log_dir`` reuses it. Needs
 ``apache-tvm`` (``requirements-edge.txt``). An int8 ONNX file (:func:`tsm.quantize.to_int8`) compiles to an int8
-library: its convolutions run on integers (:mod:`tsm.tvm_int8`), its buffers stay uint8.
+library: its quantized convolutions run on integers (:mod:`tsm.tvm_int8`; the frame's stays float, as in the file),
+its buffers stay uint8.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tsm.files import atomic_open
 from tsm.metadata import BUFFERS_KEY, MODE_KEY, PRECISION_KEY, metadata_json, read_info
 from tsm.streaming.runtime import read_metadata
 from tsm.streaming.tvm_runtime import METADATA_FUNCTION
-from tsm.tvm_int8 import integer_convolutions
+from tsm.tvm_int8 import integer_convolutions, quantized_convolutions
 from tsm.tvm_tuning import TUNING_RECORDS, tuned
 
 # target name -> (llvm triple, CPU); x86's CPU is this machine's
@@ -50,6 +51,16 @@ def llvm_target(name: str):
     return tvm.target.Target({"kind": "llvm", "mtriple": triple, "mcpu": cpu, "mattr": ["+neon"], "num-cores": 4})
 
 
+def check_tuning(target: str, trials: int, log_dir: str | Path | None) -> None:
+    """Refuse a tuning that cannot run: trials for a cross-compiled target, or a log folder without a log to reuse."""
+    if trials and target != "x86":
+        raise ValueError(f"tuning.trials={trials} tunes on this machine's CPU: set tuning.trials=0 for target={target}")
+    if log_dir is not None and not trials and not (Path(log_dir) / TUNING_RECORDS).is_file():
+        raise FileNotFoundError(
+            f"tuning.log={log_dir} holds no MetaSchedule log ({TUNING_RECORDS}): set tuning.trials=N to tune into it"
+        )
+
+
 def to_tvm(
     onnx_path: str | Path, path: str | Path, target: str = "x86", trials: int = 0, log_dir: str | Path | None = None
 ) -> Path:
@@ -64,12 +75,7 @@ def to_tvm(
         raise ValueError(
             f"format=tvm compiles stream-mode files; {onnx_path} is {metadata.get(MODE_KEY)!r}: set mode=stream"
         )
-    if trials and target != "x86":
-        raise ValueError(f"tuning.trials={trials} tunes on this machine's CPU: set tuning.trials=0 for target={target}")
-    if log_dir is not None and not trials and not (Path(log_dir) / TUNING_RECORDS).is_file():
-        raise FileNotFoundError(
-            f"tuning.log={log_dir} holds no MetaSchedule log ({TUNING_RECORDS}): set tuning.trials=N to tune into it"
-        )
+    check_tuning(target, trials, log_dir)
     spec = metadata_json(metadata, BUFFERS_KEY, onnx_path)
     side = read_info(metadata, onnx_path)["input_size"]
     height, width = (side, side) if isinstance(side, int) else side
@@ -77,8 +83,13 @@ def to_tvm(
     module = from_onnx(onnx.load(str(onnx_path)), shape_dict=shapes, keep_params_in_input=False)
     if metadata.get(PRECISION_KEY) == "int8":
         module, rewritten = integer_convolutions(module)
-        if not rewritten:
-            raise DataError(onnx_path, "an int8 file without a quantized convolution that TVM could run on integers")
+        left = quantized_convolutions(module["main"])
+        if left or not rewritten:
+            raise DataError(
+                onnx_path,
+                f"an int8 file with {left} quantized convolutions TVM cannot run on integers ({rewritten} it can): "
+                "tsm.tvm_int8 takes the convolutions of tsm.quantize.to_int8's files",
+            )
     described = {key: value for key, value in metadata.items() if key.startswith("tsm_")}
     module[METADATA_FUNCTION] = relax.Function([], relax.StringImm(json.dumps(described))).with_attr(
         "global_symbol", METADATA_FUNCTION
