@@ -56,7 +56,7 @@ NO_CALIBRATION_CLIPS = (
 
 
 def file_mode(path: str | Path) -> str:
-    """``clip`` or ``stream``, from the file's ``tsm_mode`` metadata (an ONNX or a LiteRT file)."""
+    """``clip`` or ``stream``, from the file's ``tsm_mode`` metadata (an ONNX, LiteRT or TVM file)."""
     mode = read_file_metadata(path).get(MODE_KEY)
     if mode not in ("clip", "stream"):
         raise ValueError(f"{path} is not an export of this project (tsm_mode={mode!r})")
@@ -206,7 +206,7 @@ class _Feeds:
 
 def clip_logits(path: str | Path, clips: Iterable[np.ndarray]) -> np.ndarray:
     """``(N, K)`` logits of each clip: a clip file's output, or a stream file's per-frame logits
-    averaged over the clip's frames (what the causal model computes offline); ONNX or LiteRT."""
+    averaged over the clip's frames (what the causal model computes offline); ONNX, LiteRT or TVM (stream)."""
     if file_mode(path) == "clip":
         run = open_clip(path)
         return np.concatenate([run(clip[None]) for clip in clips])
@@ -246,7 +246,8 @@ def node_census(path: str | Path, layout: bool = False) -> Counter[str]:
 def compare(
     fp32_path: str | Path, path: str | Path, clips: list[np.ndarray], labels: list[int], repeats: int = 50
 ) -> dict[str, float]:
-    """``path`` beside the fp32 file it was made from, on validation ``clips``: top-1 agreement, both
+    """``path`` beside the fp32 file of the same model (the one it was made from, or, for a TVM library, the
+    fp32 library compiled beside it), on validation ``clips``: top-1 agreement, both
     top-1 accuracies, both sizes (MB) and latencies (ms per clip or per frame), and their ratios."""
     reference, other = clip_logits(fp32_path, clips).argmax(1), clip_logits(path, clips).argmax(1)
     labels_array = np.asarray(labels)
