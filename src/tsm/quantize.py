@@ -247,8 +247,8 @@ def compare(
     fp32_path: str | Path, path: str | Path, clips: list[np.ndarray], labels: list[int], repeats: int = 50
 ) -> dict[str, float]:
     """``path`` beside the fp32 file of the same model (the one it was made from, or, for a TVM library, the
-    fp32 library compiled beside it), on validation ``clips``: top-1 agreement, both
-    top-1 accuracies, both sizes (MB) and latencies (ms per clip or per frame), and their ratios."""
+    fp32 library compiled beside it), on validation ``clips``: top-1 agreement, both top-1 accuracies, both
+    sizes (MB) and latencies (ms per clip or per frame), and their ratios."""
     reference, other = clip_logits(fp32_path, clips).argmax(1), clip_logits(path, clips).argmax(1)
     labels_array = np.asarray(labels)
     frame_shape = (1, *clips[0].shape) if file_mode(path) == "clip" else (1, *clips[0].shape[1:])
