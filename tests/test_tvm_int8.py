@@ -12,12 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.helpers.scripts import run_forked
 from tests.helpers.streams import stream_without_torch
-from tests.helpers.weights import randomize_norms
-from tests.test_tvm_export import ELF_MACHINE, SIZE, SYSROOT, emulated_arm64
+from tests.test_tvm_export import ELF_MACHINE, SYSROOT, emulated_arm64
 from tsm.errors import DataError
-from tsm.export import to_onnx
-from tsm.models.checkpoints import load_recognizer
-from tsm.quantize import to_int8
 from tsm.streaming.sessions import open_stream, read_file_metadata
 from tsm.tvm_export import to_tvm
 
@@ -116,18 +112,26 @@ def test_weights_with_a_zero_point_stay_float_and_are_counted(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def int8_file(causal_ckpt, tmp_path_factory) -> Path:
-    model = randomize_norms(load_recognizer(causal_ckpt), seed=4).eval()
-    folder = tmp_path_factory.mktemp("tvm_int8")
-    fp32 = to_onnx(model, folder / "stream.onnx", mode="stream", input_size=SIZE)
-    calibration = [torch.randn(8, 3, *SIZE, generator=torch.Generator().manual_seed(s)).numpy() for s in (1, 2)]
-    return to_int8(fp32, folder / "stream_int8.onnx", calibration, {"data": "Gaussian noise"})
+def exported(causal_ckpt, tmp_path_factory) -> Path:
+    """``src/export.py format=tvm precision=int8`` of the tiny causal checkpoint, as users run it (x86): the
+    library, with its int8 ONNX file, the fp32 library and the report beside it."""
+    out = tmp_path_factory.mktemp("tvm_int8") / "int8.so"
+    args = [f"ckpt_path={causal_ckpt}", "format=tvm", "precision=int8", "mode=stream", f"out={out}"]
+    run_forked("src/export.py", [*args, "calibration.clips=2", "compare.clips=3", f"hydra.run.dir={out.parent}"])
+    return out
 
 
 @pytest.fixture(scope="module")
-def clips() -> dict[str, np.ndarray]:
+def int8_file(exported) -> Path:
+    return exported.with_suffix(".onnx")
+
+
+@pytest.fixture(scope="module")
+def clips(exported) -> dict[str, np.ndarray]:
+    """Two clips of 7 and 11 frames of the library's input size (the checkpoint's own)."""
+    side = open_stream(exported).frame_shape[2:]
     generator = torch.Generator().manual_seed(6)
-    return {f"clip{n}": torch.randn(n, 3, *SIZE, generator=generator).numpy() for n in (7, 11)}
+    return {f"clip{n}": torch.randn(n, 3, *side, generator=generator).numpy() for n in (7, 11)}
 
 
 def onnxruntime_logits(path: Path, clip: np.ndarray) -> np.ndarray:
@@ -142,15 +146,14 @@ def onnxruntime_logits(path: Path, clip: np.ndarray) -> np.ndarray:
 INT8_TOLERANCE = 0.05
 
 
-def test_x86_int8_library_streams_onnxruntimes_int8_logits_without_torch(int8_file, clips, tmp_path):
-    library = to_tvm(int8_file, tmp_path / "stream_int8.so", target="x86")
-    got = stream_without_torch(library, clips, tmp_path)
+def test_x86_int8_library_streams_onnxruntimes_int8_logits_without_torch(exported, int8_file, clips, tmp_path):
+    got = stream_without_torch(exported, clips, tmp_path)
     for name, clip in clips.items():
         expected = onnxruntime_logits(int8_file, clip)
         assert np.abs(got[name] - expected).max() / np.abs(expected).max() <= INT8_TOLERANCE, name
-    assert str(got["precision"]) == "int8" and read_file_metadata(library)["tsm_precision"] == "int8"
-    session = open_stream(library)
-    zero_points = [entry["zero_point"] for entry in json.loads(read_file_metadata(library)["tsm_buffers"])]
+    assert str(got["precision"]) == "int8" and read_file_metadata(exported)["tsm_precision"] == "int8"
+    session = open_stream(exported)
+    zero_points = [entry["zero_point"] for entry in json.loads(read_file_metadata(exported)["tsm_buffers"])]
     assert [(b.dtype, int(b.flat[0])) for b in session.buffers().values()] == [(np.uint8, z) for z in zero_points]
 
 
@@ -179,14 +182,12 @@ def test_an_int8_file_with_a_convolution_tvm_cannot_run_on_integers_is_refused(i
     assert not (tmp_path / "crafted.so").exists()
 
 
-def test_export_command_writes_an_int8_library_and_its_report(causal_ckpt, tmp_path):
-    out = tmp_path / "int8.so"
-    args = [f"ckpt_path={causal_ckpt}", "format=tvm", "precision=int8", "mode=stream", f"out={out}"]
-    run_forked("src/export.py", [*args, "calibration.clips=2", "compare.clips=3", f"hydra.run.dir={tmp_path}"])
-    report = json.loads(out.with_suffix(".report.json").read_text())
+def test_export_command_writes_an_int8_library_and_its_report(exported):
+    report = json.loads(exported.with_suffix(".report.json").read_text())
     assert report["compared"] == ["int8.fp32.so", "int8.so"] and report["clips"] == 3
-    assert report["mb"] == pytest.approx(out.stat().st_size / 2**20)
-    assert report["fp32_mb"] == pytest.approx(out.with_suffix(".fp32.so").stat().st_size / 2**20)
+    assert report["mb"] == pytest.approx(exported.stat().st_size / 2**20)
+    assert report["fp32_mb"] == pytest.approx(exported.with_suffix(".fp32.so").stat().st_size / 2**20)
     assert (
-        open_stream(out).precision == "int8" and read_file_metadata(out.with_suffix(".onnx"))["tsm_precision"] == "int8"
+        open_stream(exported.with_suffix(".fp32.so")).precision == "fp32"
+        and exported.with_suffix(".fp32.onnx").is_file()
     )
