@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.common import ROOT, interleaved_samples, random_causal_model, run_train, shown
+from experiments.common import ROOT, cpu, interleaved_samples, random_causal_model, run_train, shown
 from experiments.deploy import measure
 from experiments.deploy.report import plot, rows_markdown, summarise
 from experiments.latency.browser import WARMUP
@@ -154,7 +154,6 @@ def timed(table: dict, calls: dict, pages: dict, scale: dict) -> None:
 
 def header(args: argparse.Namespace, scale: dict, load: tuple[float, ...]) -> str:
     """Title, command and machine of the report."""
-    cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     packages = ", ".join(f"{p} {version(p)}" for p in ("torch", "onnxruntime", "ai-edge-litert", "apache-tvm"))
     web = ROOT / "web" / "node_modules" / "onnxruntime-web" / "package.json"
     if web.is_file():
@@ -162,7 +161,7 @@ def header(args: argparse.Namespace, scale: dict, load: tuple[float, ...]) -> st
     command = "python -m experiments.deploy.table" + (" --tiny" if args.tiny else f" --tvm-trials {args.tvm_trials}")
     return (
         f"# Deployment table: per streamed frame at {scale['size']}x{scale['size']}, batch 1, {THREADS} threads\n\n"
-        f"Command: `{command}` (out: `{shown(args.out)}`). Machine: {platform.platform()}, {cpu}, "
+        f"Command: `{command}` (out: `{shown(args.out)}`). Machine: {platform.platform()}, {cpu()}, "
         f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; {packages}. Load average (1, 5, 15 min) "
         f"{', '.join(f'{v:.2f}' for v in load)} at the start, {os.getloadavg()[0]:.2f} (1 min) at the end.\n\n"
     )
