@@ -1,16 +1,14 @@
 """TVM libraries: this CPU's streams PyTorch's per-frame logits without torch; a Cortex-A72 build, cross-compiled,
 runs under qemu's aarch64 user mode and gives onnxruntime's logits."""
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ROOT
 from tests.helpers.scripts import run_forked
-from tests.helpers.streams import stream_without_torch
+from tests.helpers.streams import ELF_MACHINE, emulated_arm64, needs_arm64_sysroot, stream_without_torch
 from tests.helpers.weights import randomize_norms
 from tsm.export import to_onnx
 from tsm.models.checkpoints import load_recognizer
@@ -20,19 +18,6 @@ from tsm.streaming.sessions import open_stream, read_file_metadata
 from tsm.tvm_export import to_tvm
 
 SIZE = (33, 45)
-# an arm64 Python with numpy and TVM's wheels, unpacked for qemu (.ci/run builds it with
-# experiments/quantization/arm64_sysroot.sh; TSM_ARM64_SYSROOT names another)
-SYSROOT = Path(os.environ.get("TSM_ARM64_SYSROOT", ROOT / "build" / "arm64"))
-ELF_MACHINE = {b"\x3e\x00": "x86-64", b"\xb7\x00": "aarch64"}  # e_machine, bytes 18-19 of an ELF header
-
-
-def emulated_arm64() -> dict:
-    """``run_python``'s options for the arm64 Python of :data:`SYSROOT` under qemu's aarch64 user mode."""
-    return {
-        "launcher": ["qemu-aarch64", "-L", str(SYSROOT)],
-        "python": str(SYSROOT / "usr" / "bin" / "python3.11"),
-        "env": {"PYTHONPATH": f"{SYSROOT / 'site'}:{ROOT / 'src'}"},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +56,7 @@ def test_x86_library_streams_pytorchs_logits_without_torch(model, onnx_file, cli
         open_stream(library).step(np.zeros((1, 3, *SIZE), np.uint8))  # pixels, not normalised
 
 
-@pytest.mark.skipif(not (SYSROOT / "usr" / "bin" / "python3.11").is_file(), reason=f"no arm64 sysroot at {SYSROOT}")
+@needs_arm64_sysroot
 def test_cortex_a72_library_runs_under_qemu_and_gives_onnxruntimes_logits(onnx_file, clips, tmp_path):
     """Measured: 2e-6 of the largest logit (the same float32 arithmetic, another instruction set)."""
     library = to_tvm(onnx_file, tmp_path / "stream_a72.so", target="cortex-a72")

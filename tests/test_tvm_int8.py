@@ -11,8 +11,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.helpers.scripts import run_forked
-from tests.helpers.streams import stream_without_torch
-from tests.test_tvm_export import ELF_MACHINE, SYSROOT, emulated_arm64
+from tests.helpers.streams import ELF_MACHINE, emulated_arm64, needs_arm64_sysroot, stream_without_torch
 from tsm.errors import DataError
 from tsm.streaming.sessions import open_stream, read_file_metadata
 from tsm.tvm_export import to_tvm
@@ -157,7 +156,7 @@ def test_x86_int8_library_streams_onnxruntimes_int8_logits_without_torch(exporte
     assert [(b.dtype, int(b.flat[0])) for b in session.buffers().values()] == [(np.uint8, z) for z in zero_points]
 
 
-@pytest.mark.skipif(not (SYSROOT / "usr" / "bin" / "python3.11").is_file(), reason=f"no arm64 sysroot at {SYSROOT}")
+@needs_arm64_sysroot
 def test_cortex_a57_int8_library_runs_under_qemu_and_gives_onnxruntimes_int8_logits(int8_file, clips, tmp_path):
     library = to_tvm(int8_file, tmp_path / "stream_a57.so", target="cortex-a57")
     assert ELF_MACHINE[library.read_bytes()[18:20]] == "aarch64"

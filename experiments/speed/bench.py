@@ -1,6 +1,7 @@
 """One training step of TSM-ResNet50 in the official TSM code and in this project, interleaved.
 
-    python -m experiments.speed.bench --official PATH [--sizes 112 224] [--batch 2] [--repeats 5] [--out DIR]
+    python -m experiments.speed.bench --official PATH [--sizes 112 224] [--batch 2] [--repeats 5] [--matmul-side 2048]
+        [--out DIR]
 
 ``PATH`` is a checkout of https://github.com/mit-han-lab/temporal-shift-module (never vendored here): its
 ``ops.models.TSN`` is imported from there (the package is registered under its own name, ``ops``) and built as its
@@ -17,8 +18,9 @@ either): the official one a plain ``torch.optim.SGD`` as its ``main.py`` builds 
 repeat (``experiments.common.interleaved``), so machine drift hits all alike. Writes ``results.md``: ms per step,
 the ratio to the official step (--npb) at each size, and the arithmetic rate of each step (3x its forward pass's
 multiply-adds, 2 FLOPs each, per second: the backward pass computes two products per forward one) beside the rate
-torch reaches on this CPU in a dense 2048x2048x2048 matrix product in float32 and in bf16, so that one sees how
-much of the machine a step already uses.
+torch reaches on this CPU in a dense square matrix product (side ``--matmul-side``, 2048) in float32 and in bf16, so
+that one sees how much of the machine a step already uses (the tests' tiny run makes the side small: a CPU without
+native bf16 emulates that product, at 0.3 GFLOP/s on a Zen 3 EPYC).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ from experiments.recipe.step_time import training_step
 from tsm.benchmark import median_ms
 
 FRAMES, CLASSES = 8, 400
-MATMUL_SIDE = 2048
 MATMUL_DTYPES = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16}
 OFFICIAL = "official TSM code (fp32, every BatchNorm trained: its Kinetics script's --npb)"
 OFFICIAL_PARTIAL_BN = "official TSM code (fp32, partial BatchNorm: its TSN class's default)"
@@ -86,10 +87,10 @@ def official_step(models, size: int, batch: int, partial_bn: bool) -> Callable[[
     return step
 
 
-def matmul_gflops(dtype: torch.dtype, repeats: int) -> float:
-    """GFLOP/s of one dense ``MATMUL_SIDE``-cubed matrix product in ``dtype`` on all of torch's threads."""
-    a, b = (torch.randn(MATMUL_SIDE, MATMUL_SIDE).to(dtype) for _ in range(2))
-    return 2 * MATMUL_SIDE**3 / median_ms(lambda: a @ b, repeats=repeats) / 1e6
+def matmul_gflops(dtype: torch.dtype, side: int, repeats: int) -> float:
+    """GFLOP/s of one dense ``side``-cubed matrix product in ``dtype`` on all of torch's threads."""
+    a, b = (torch.randn(side, side).to(dtype) for _ in range(2))
+    return 2 * side**3 / median_ms(lambda: a @ b, repeats=repeats) / 1e6
 
 
 def main() -> None:
@@ -98,12 +99,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[112, 224])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--matmul-side", type=int, default=2048, help="side of the reference matrix product")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
     models = official_models(args.official.resolve())
     lines = [
         f"Command: `python -m experiments.speed.bench --official PATH --sizes {' '.join(map(str, args.sizes))} "
-        f"--batch {args.batch} --repeats {args.repeats}`",
+        f"--batch {args.batch} --repeats {args.repeats} --matmul-side {args.matmul_side}`",
         "",
         f"Machine: {machine()}. One training step of TSM-ResNet50: {args.batch} clips of {FRAMES} frames, "
         f"{CLASSES} classes, forward, cross-entropy, backward, SGD; median of {args.repeats} interleaved repeats. "
@@ -112,7 +114,10 @@ def main() -> None:
         "| size | code | precision | ms per step | ratio to official | GFLOP/s |",
         "|---|---|---|---|---|---|",
     ]
-    rates = {precision: matmul_gflops(dtype, 3 * args.repeats) for precision, dtype in MATMUL_DTYPES.items()}
+    rates = {
+        precision: matmul_gflops(dtype, args.matmul_side, 3 * args.repeats)
+        for precision, dtype in MATMUL_DTYPES.items()
+    }
     for size in args.sizes:
         steps = {name: official_step(models, size, args.batch, name == OFFICIAL_PARTIAL_BN)
                  for name in (OFFICIAL, OFFICIAL_PARTIAL_BN)}  # fmt: skip
@@ -130,7 +135,7 @@ def main() -> None:
     lines += [
         "",
         f"GFLOP/s: 3 x the forward pass's multiply-adds x 2 FLOPs x {args.batch} clips per step time. A dense "
-        f"{MATMUL_SIDE}x{MATMUL_SIDE}x{MATMUL_SIDE} matrix product on this CPU, torch, all threads: "
+        f"{args.matmul_side}x{args.matmul_side}x{args.matmul_side} matrix product on this CPU, torch, all threads: "
         + ", ".join(f"{precision} {rate:.0f} GFLOP/s" for precision, rate in rates.items())
         + ".",
     ]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import ROOT
 from tests.helpers.scripts import run_python
 
 # A runner under a meta-path hook that refuses torch and timm: what a device without PyTorch has.
@@ -72,3 +73,21 @@ def logits_on_cpu(cpu: str, path: Path, frames: np.ndarray, tmp_path: Path) -> n
         env={"OPENBLAS_CORETYPE": cpu},
     )
     return np.load(out)
+
+
+# an arm64 Python with numpy and TVM's wheels, unpacked for qemu (.ci/run builds it with
+# experiments/quantization/arm64_sysroot.sh; TSM_ARM64_SYSROOT names another)
+SYSROOT = Path(os.environ.get("TSM_ARM64_SYSROOT", ROOT / "build" / "arm64"))
+ELF_MACHINE = {b"\x3e\x00": "x86-64", b"\xb7\x00": "aarch64"}  # e_machine, bytes 18-19 of an ELF header
+needs_arm64_sysroot = pytest.mark.skipif(
+    not (SYSROOT / "usr" / "bin" / "python3.11").is_file(), reason=f"no arm64 sysroot at {SYSROOT}"
+)
+
+
+def emulated_arm64() -> dict:
+    """``run_python``'s options for the arm64 Python of :data:`SYSROOT` under qemu's aarch64 user mode."""
+    return {
+        "launcher": ["qemu-aarch64", "-L", str(SYSROOT)],
+        "python": str(SYSROOT / "usr" / "bin" / "python3.11"),
+        "env": {"PYTHONPATH": f"{SYSROOT / 'site'}:{ROOT / 'src'}"},
+    }
