@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -62,9 +63,10 @@ def main() -> None:
                         f"| {backbone} | {runtime} | {timing} | {ms[fp32]:.2f} | {ms[int8]:.2f} | "
                         f"{ms[int8] / ms[fp32]:.2f}x | {mb[fp32]:.2f} | {mb[int8]:.2f} | {mb[int8] / mb[fp32]:.2f}x |"
                     )
+    command = " ".join(["python -m experiments.quantization.int8_speed", *sys.argv[1:]])
     args.out.write_text(
         f"# int8 against fp32, per streamed frame ({args.size}x{args.size}, batch 1, two threads)\n\n"
-        f"`python -m experiments.quantization.int8_speed` on {machine()} (load average {load:.2f} at the start); "
+        f"`{command}` on {machine()} (load average {load:.2f} at the start); "
         f"medians of {args.repeats} interleaved rounds switching file every frame, and of {args.burst_rounds} "
         f"interleaved rounds of {args.burst} frames of each file in a row (bursts).\n\n"
         "| backbone | runtime | files switched | fp32 ms | int8 ms | time ratio | fp32 MB | int8 MB | size ratio |\n"
