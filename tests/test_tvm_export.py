@@ -1,6 +1,8 @@
 """TVM libraries: this CPU's streams PyTorch's per-frame logits without torch; a Cortex-A72 build, cross-compiled,
 runs under qemu's aarch64 user mode and gives onnxruntime's logits."""
 
+import math
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 from tests.helpers.scripts import run_forked
 from tests.helpers.streams import ELF_MACHINE, emulated_arm64, needs_arm64_sysroot, stream_without_torch
 from tests.helpers.weights import randomize_norms
+from tsm.errors import DataError
 from tsm.export import to_onnx
 from tsm.models.checkpoints import load_recognizer
 from tsm.models.factory import for_deployment
@@ -41,8 +44,13 @@ def clips() -> dict[str, np.ndarray]:
     return {f"clip{n}": torch.randn(n, 3, *SIZE, generator=generator).numpy() for n in (7, 11)}
 
 
-def test_x86_library_streams_pytorchs_logits_without_torch(model, onnx_file, clips, tmp_path):
-    library = to_tvm(onnx_file, tmp_path / "stream.so", target="x86")
+@pytest.fixture(scope="module")
+def x86_library(onnx_file) -> Path:
+    return to_tvm(onnx_file, onnx_file.with_suffix(".so"), target="x86")
+
+
+def test_x86_library_streams_pytorchs_logits_without_torch(model, x86_library, clips, tmp_path):
+    library = x86_library
     assert ELF_MACHINE[library.read_bytes()[18:20]] == "x86-64"
     got = stream_without_torch(library, clips, tmp_path)
     stream = StreamingTSM.from_model(for_deployment(model))
@@ -74,6 +82,10 @@ def test_export_command_cross_compiles_for_a_jetson_nano(ckpt, tmp_path):
     args = [f"ckpt_path={ckpt}", "format=tvm", "target=cortex-a57", "mode=stream", f"out={out}"]
     run_forked("src/export.py", [*args, f"hydra.run.dir={tmp_path}"])
     assert ELF_MACHINE[out.read_bytes()[18:20]] == "aarch64" and out.with_suffix(".onnx").is_file()
+    if platform.machine() == "x86_64":  # a board's library here: refused before the loader, naming both CPUs
+        board = r"compiled for aarch64 \(target=cortex-a72\|cortex-a57\); this machine is x86_64"
+        with pytest.raises(DataError, match=board):
+            open_stream(out)
 
 
 @pytest.mark.parametrize(
@@ -103,9 +115,34 @@ def test_a_tuning_log_folder_without_a_log_is_refused_naming_the_key(onnx_file, 
 
 
 def test_a_library_without_the_metadata_is_refused(tmp_path):
-    (tmp_path / "other.so").write_bytes(b"\x7fELF" + b"\x00" * 60)
-    with pytest.raises(Exception, match="TVM cannot load it"):
-        open_stream(tmp_path / "other.so")
+    from tvm import relax
+
+    builder = relax.BlockBuilder()
+    frame = relax.Var("frame", relax.TensorType((1, 3, 4, 4), "float32"))
+    with builder.function("main", [frame]):
+        builder.emit_func_output(frame)
+    relax.build(builder.get(), target="llvm").export_library(str(tmp_path / "bare.so"))
+    with pytest.raises(DataError, match="no tsm_metadata function with this project's metadata"):
+        open_stream(tmp_path / "bare.so")
+
+
+def test_a_shared_library_that_tvm_did_not_write_is_refused(tmp_path):
+    other = tmp_path / "math.so"  # Python's math extension: a whole shared library for this CPU, not a TVM one
+    other.write_bytes(Path(math.__file__).read_bytes())
+    with pytest.raises(DataError, match="TVM cannot load it"):
+        open_stream(other)
+
+
+def test_a_truncated_library_is_refused_before_the_loader_maps_it(x86_library, tmp_path):
+    """The loader maps a truncated library and the process dies of a bus error (an interrupted copy to a board)."""
+    content = x86_library.read_bytes()
+    (tmp_path / "half.so").write_bytes(content[: len(content) // 2])
+    half = len(content) // 2
+    with pytest.raises(DataError, match=rf"truncated: its ELF headers need \d+ bytes, the file has {half} "):
+        open_stream(tmp_path / "half.so")
+    (tmp_path / "text.so").write_text("not a library")
+    with pytest.raises(DataError, match="not a shared library: no ELF header"):
+        open_stream(tmp_path / "text.so")
 
 
 def test_tuning_builds_and_measures_candidates_and_its_log_is_reused(tmp_path):

@@ -18,16 +18,18 @@ import numpy as np
 
 from tsm.errors import DataError
 from tsm.metadata import BUFFERS_KEY, MODE_KEY, PRECISION_KEY, buffer_fills, metadata_json, read_info
+from tsm.streaming.elf import check_shared_library
 from tsm.streaming.frames import stream_frame
 
 METADATA_FUNCTION = "tsm_metadata"
 
 
 def load_library(path: str | Path):
-    """The Relax VM of a TVM library file, on the CPU."""
+    """The Relax VM of a TVM library file, on the CPU (its ELF header checked first: :mod:`tsm.streaming.elf`)."""
     import tvm
     from tvm import relax
 
+    check_shared_library(path)
     try:
         return relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
     except Exception as err:  # TVM's loader raises its own error types, which share no base but Exception
