@@ -8,6 +8,7 @@ signature takes ``frame`` and ``buffer_00``, ``buffer_01``, ... and returns ``lo
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,9 @@ def read_tflite_metadata(path: str | Path) -> dict[str, str]:
             name = (entry.Name() or b"").decode("utf-8")
             if name.startswith("tsm_"):
                 entries[name] = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode("utf-8")
-    except (IndexError, ValueError, TypeError, AttributeError, UnicodeDecodeError) as err:  # a damaged flatbuffer
-        raise DataError(path, f"its TFLite metadata cannot be read: {err}") from err
+    except (IndexError, ValueError, TypeError, AttributeError, UnicodeDecodeError, struct.error) as err:
+        # a damaged flatbuffer; a truncated one reads past its end (struct.error)
+        raise DataError(path, f"its TFLite metadata cannot be read (truncated or damaged?): {err}") from err
     return entries
 
 
