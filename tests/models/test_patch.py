@@ -111,6 +111,15 @@ def reversal_gap(model: nn.Module, clip: torch.Tensor) -> float:
         return (model(clip) - model(clip.flip(1))).abs().max().item()
 
 
+def test_unknown_backbone_names_the_key_and_the_close_names():
+    message = r"model.backbone='mobilenetv2_10' is not a timm model or i3d; did you mean .*mobilenetv2_100"
+    with pytest.raises(ValueError, match=message):
+        build_recognizer("mobilenetv2_10", 5, 4)
+    with pytest.raises(ValueError, match=r"'resnet10t_05' .* did you mean resnet10t_050"):  # this project's backbone
+        build_recognizer("resnet10t_05", 5, 4)
+    assert build_recognizer("resnet10t.c3_in1k", 5, 4).num_segments == 4  # a name with timm's weight tag
+
+
 def test_tsn_cannot_see_time_order_and_tsm_can():
     torch.manual_seed(0)
     clip = torch.randn(2, 8, 3, 32, 32)
