@@ -385,5 +385,7 @@ def test_speed_bench_tiny(tmp_path):
     for row, (word, precision) in zip(rows, expected, strict=True):
         assert word in row[1] and row[2] == precision and float(row[3]) >= 0  # ms, rounded: a stand-in takes < 1
     assert rows[0][4] == "1.00" and all(float(row[5].strip(" |")) > 0 for row in rows)  # GFLOP/s
+    assert "--matmul-side 128`" in lines[0]
     matmul = next(line for line in lines if line.startswith("GFLOP/s: "))
+    assert "A dense 128x128x128 matrix product" in matmul
     assert re.search(r"32-true \d+ GFLOP/s, bf16-mixed \d+ GFLOP/s\.$", matmul)

@@ -1,11 +1,12 @@
 """TVM libraries: this CPU's streams PyTorch's per-frame logits without torch; a Cortex-A72 build, cross-compiled,
 runs under qemu's aarch64 user mode and gives onnxruntime's logits."""
 
-import math
 import platform
+import struct
 from pathlib import Path
 
 import numpy as np
+import numpy._core._multiarray_umath as numpy_core
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from tsm.errors import DataError
 from tsm.export import to_onnx
 from tsm.models.checkpoints import load_recognizer
 from tsm.models.factory import for_deployment
+from tsm.streaming.elf import PROGRAM_HEADER, check_shared_library
 from tsm.streaming.model import StreamingTSM
 from tsm.streaming.sessions import open_stream, read_file_metadata
 from tsm.tvm_export import to_tvm
@@ -127,8 +129,8 @@ def test_a_library_without_the_metadata_is_refused(tmp_path):
 
 
 def test_a_shared_library_that_tvm_did_not_write_is_refused(tmp_path):
-    other = tmp_path / "math.so"  # Python's math extension: a whole shared library for this CPU, not a TVM one
-    other.write_bytes(Path(math.__file__).read_bytes())
+    other = tmp_path / "numpy.so"  # a whole shared library for this CPU, not a TVM one
+    other.write_bytes(Path(numpy_core.__file__).read_bytes())
     with pytest.raises(DataError, match="TVM cannot load it"):
         open_stream(other)
 
@@ -136,13 +138,30 @@ def test_a_shared_library_that_tvm_did_not_write_is_refused(tmp_path):
 def test_a_truncated_library_is_refused_before_the_loader_maps_it(x86_library, tmp_path):
     """The loader maps a truncated library and the process dies of a bus error (an interrupted copy to a board)."""
     content = x86_library.read_bytes()
-    (tmp_path / "half.so").write_bytes(content[: len(content) // 2])
     half = len(content) // 2
-    with pytest.raises(DataError, match=rf"truncated: its ELF headers need \d+ bytes, the file has {half} "):
+    (tmp_path / "half.so").write_bytes(content[:half])
+    message = rf"truncated: its ELF headers say it has at least \d+ bytes, the file has {half} "
+    with pytest.raises(DataError, match=message):
         open_stream(tmp_path / "half.so")
-    (tmp_path / "text.so").write_text("not a library")
-    with pytest.raises(DataError, match="not a shared library: no ELF header"):
-        open_stream(tmp_path / "text.so")
+    # without section headers only the segments tell: the whole file passes, one cut inside its last segment not
+    bare = bytearray(content)
+    bare[40:48], bare[58:64] = bytes(8), bytes(6)  # e_shoff; e_shentsize, e_shnum, e_shstrndx
+    (tmp_path / "bare.so").write_bytes(bare)
+    check_shared_library(tmp_path / "bare.so")
+    table = content[64 : 64 + PROGRAM_HEADER.size * struct.unpack_from("<H", content, 56)[0]]
+    end = max(offset + length for _, _, offset, _, _, length, _, _ in PROGRAM_HEADER.iter_unpack(table))
+    (tmp_path / "cut.so").write_bytes(bare[: end - 100])
+    with pytest.raises(DataError, match=rf"at least {end} bytes, the file has {end - 100} "):
+        check_shared_library(tmp_path / "cut.so")
+    for name, data, message in [
+        ("text.so", b"not a library", "not a shared library: no ELF header"),
+        ("short.so", content[:40], "truncated: 40 bytes, shorter than an ELF header"),
+        ("32bit.so", content[:4] + b"\x01" + content[5:], "not a 64-bit little-endian ELF file"),
+        ("exe.so", content[:16] + b"\x02\x00" + content[18:], "not a shared library \\(ELF type 2"),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match=message):
+            open_stream(tmp_path / name)
 
 
 def test_tuning_builds_and_measures_candidates_and_its_log_is_reused(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -63,7 +64,7 @@ def main() -> None:
                         f"| {backbone} | {runtime} | {timing} | {ms[fp32]:.2f} | {ms[int8]:.2f} | "
                         f"{ms[int8] / ms[fp32]:.2f}x | {mb[fp32]:.2f} | {mb[int8]:.2f} | {mb[int8] / mb[fp32]:.2f}x |"
                     )
-    command = " ".join(["python -m experiments.quantization.int8_speed", *sys.argv[1:]])
+    command = "python -m experiments.quantization.int8_speed " + shlex.join(sys.argv[1:])
     args.out.write_text(
         f"# int8 against fp32, per streamed frame ({args.size}x{args.size}, batch 1, two threads)\n\n"
         f"`{command}` on {machine()} (load average {load:.2f} at the start); "

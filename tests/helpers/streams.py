@@ -1,5 +1,5 @@
 """Streaming an exported file the way a device without PyTorch does: a fresh process in which importing torch or
-timm fails, running :func:`tsm.open_stream`."""
+timm fails, running :func:`tsm.open_stream`; on this CPU, on an emulated x86 one, or on an emulated arm64 board."""
 
 import os
 import platform

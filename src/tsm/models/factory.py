@@ -50,8 +50,8 @@ def build_recognizer(
                 "(an rgb_imagenet.pt-format state dict), not model.pretrained"
             )
         return _build_i3d(num_classes, num_segments, dropout, pretrained_file, float(i3d_args.get("width", 1.0)))
-    if ":" not in backbone and not timm.is_model(backbone):  # hf-hub:, local-dir: names are timm's to resolve
-        close = difflib.get_close_matches(backbone, [*timm.list_models(), "i3d"], n=3, cutoff=0.6)
+    if not set(backbone) & set(":/\\") and not timm.is_model(backbone):  # hf-hub:, local-dir:, paths: timm's
+        close = difflib.get_close_matches(backbone.split(".")[0], [*timm.list_models(), "i3d"], n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else " (timm.list_models() lists them)"
         raise ValueError(f"model.backbone={backbone!r} is not a timm model or i3d{hint}")
     net = timm.create_model(
