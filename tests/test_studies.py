@@ -364,18 +364,8 @@ def test_speed_bench_tiny(tmp_path):
     (tmp_path / "checkout" / "ops").mkdir(parents=True)
     (tmp_path / "checkout" / "ops" / "__init__.py").write_text("")
     (tmp_path / "checkout" / "ops" / "models.py").write_text(OFFICIAL_STAND_IN)
-    args = [
-        "--official",
-        tmp_path / "checkout",
-        "--sizes",
-        "32",
-        "--batch",
-        "1",
-        "--repeats",
-        "1",
-        "--matmul-side",
-        "128",
-    ]
+    args = ["--official", tmp_path / "checkout", "--sizes", "32", "--batch", "1", "--repeats", "1",
+            "--matmul-side", "128"]  # fmt: skip
     run_study("speed.bench", *args, "--out", tmp_path)
     lines = (tmp_path / "results.md").read_text().splitlines()
     rows = [line.split(" | ") for line in lines if line.startswith("| 32 |")]

@@ -4,6 +4,7 @@ that does not say which one it was compiled for."""
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 from pathlib import Path
@@ -19,15 +20,11 @@ SHARED_OBJECT = 3  # e_type ET_DYN
 MAGIC = b"\x7fELF"
 
 
-def _machine(data: bytes) -> int:
-    return struct.unpack_from("<H", data, 18)[0]
-
-
 def check_shared_library(path: str | Path) -> None:
     """Raise :class:`~tsm.errors.DataError` naming what is wrong unless ``path`` is a whole 64-bit little-endian
     shared library for the architecture of this Python (its own ELF header tells which). Reads the headers only."""
     with open(path, "rb") as file:
-        header, size = file.read(HEADER.size), Path(path).stat().st_size
+        header, size = file.read(HEADER.size), os.fstat(file.fileno()).st_size
         if not MAGIC.startswith(header[:4]):  # an empty file or a cut inside the magic is truncated below
             raise DataError(path, "not a shared library: no ELF header (format=tvm writes one)")
         if len(header) < HEADER.size:
@@ -40,8 +37,8 @@ def check_shared_library(path: str | Path) -> None:
         program_size, program_count, section_size, section_count = fields[11:15]
         if kind != SHARED_OBJECT:
             raise DataError(path, f"not a shared library (ELF type {kind}; format=tvm writes type {SHARED_OBJECT})")
-        with open(sys.executable, "rb") as own:
-            here = _machine(own.read(HEADER.size))
+        with open(sys.executable, "rb") as own:  # this Python's architecture: the same header's e_machine
+            here = HEADER.unpack(own.read(HEADER.size))[4]
         if machine != here:
             built_for = MACHINES.get(machine, f"ELF machine {machine}")
             by = BUILT_BY.get(built_for, "no target format=tvm has")
