@@ -166,8 +166,9 @@ def test_a_truncated_library_is_refused_before_the_loader_maps_it(x86_library, t
 
 def test_tuning_builds_and_measures_candidates_and_its_log_is_reused(tmp_path):
     """MetaSchedule on one odd-sized convolution: candidates build and run (TVM's own builder timed out on every
-    candidate here, :mod:`tsm.tvm_tuning`), the tuned module computes the convolution (float64 reference), and a
-    second call with no trials applies the same log."""
+    candidate here, :mod:`tsm.tvm_tuning`), the tuned module computes the convolution (float64 reference), a second
+    call with no trials applies the same log, a third with trials tunes nothing again, and a module with another
+    convolution tunes that one only."""
     import json
 
     import tvm
@@ -179,26 +180,36 @@ def test_tuning_builds_and_measures_candidates_and_its_log_is_reused(tmp_path):
     from tsm.tvm_tuning import TUNING_RECORDS, tuned
 
     rng = np.random.default_rng(0)
-    frame, weight = rng.standard_normal((1, 3, 13, 17), np.float32), rng.standard_normal((5, 3, 3, 3), np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
-        "conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, frame.shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(weight, "w")],
-    )
-    module = from_onnx(helper.make_model(graph), keep_params_in_input=False)
+    frame = rng.standard_normal((1, 3, 13, 17), np.float32)
     padded = np.pad(frame.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
     windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))  # (1, 3, 13, 17, 3, 3)
-    expected = np.einsum("bchwij,ocij->bohw", windows, weight.astype(np.float64))
     target = llvm_target("x86")
-    for trials in (2, 0):  # tune, then reuse the log
-        scheduled = tuned(module, target, trials, tmp_path)
+
+    def records() -> list:  # (workload index, (trace, run seconds, ...)) per measured candidate
+        return [json.loads(line) for line in (tmp_path / TUNING_RECORDS).read_text().splitlines()]
+
+    def tune_convolution(channels: int, trials: int) -> None:
+        weight = rng.standard_normal((channels, 3, 3, 3), np.float32)
+        graph = helper.make_graph(
+            [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+            "conv",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, frame.shape)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(weight, "w")],
+        )
+        scheduled = tuned(from_onnx(helper.make_model(graph), keep_params_in_input=False), target, trials, tmp_path)
         convolutions = [f for f in scheduled.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
         assert convolutions and all(f.attrs.get("tirx.is_scheduled") for f in convolutions), trials  # the log's
         vm = relax.VirtualMachine(tvm.compile(scheduled, target=target), tvm.cpu())
         got = vm["main"](tvm.runtime.tensor(frame)).numpy()
-        assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), trials
-    records = [json.loads(line) for line in (tmp_path / TUNING_RECORDS).read_text().splitlines()]
-    seconds = [record[1][1] for record in records]  # (workload, (trace, run seconds, ...))
-    assert records and all(s and 0 < min(s) < 1 for s in seconds), seconds
+        expected = np.einsum("bchwij,ocij->bohw", windows, weight.astype(np.float64))
+        assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), (channels, trials)
+
+    tune_convolution(5, 2)
+    first = records()
+    assert first and all(r[1][1] and 0 < min(r[1][1]) < 1 for r in first), first
+    tune_convolution(5, 0)  # the log applied
+    tune_convolution(5, 2)  # in the log: not tuned again
+    assert records() == first
+    tune_convolution(7, 2)  # another convolution: tuned, into the same log
+    assert records()[: len(first)] == first and {r[0] for r in records()[len(first) :]} == {first[0][0] + 1}

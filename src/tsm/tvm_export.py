@@ -6,7 +6,7 @@ Nano's CPU) cross-compile with ``aarch64-linux-gnu-gcc`` (Debian: ``gcc-aarch64-
 fixed at 1 and the library carries the ONNX file's ``tsm_*`` metadata in a VM function, ``tsm_metadata``
 (:mod:`tsm.streaming.tvm_runtime` runs it). ``trials`` > 0 tunes each operator task with that many MetaSchedule
 trials on this machine (x86 only: tuning measures candidates on the CPU that runs them; :mod:`tsm.tvm_tuning`) and
-keeps the log in ``log_dir``; a later export with ``trials=0`` and the same ``log_dir`` reuses it. Needs
+keeps the log in ``log_dir``; a later export with the same ``log_dir`` reuses it, tuning only the tasks it lacks. Needs
 ``apache-tvm`` (``requirements-edge.txt``). An int8 ONNX file (:func:`tsm.quantize.to_int8`) compiles to an int8
 library: its quantized convolutions run on integers (:mod:`tsm.tvm_int8`; the frame's stays float, as in the file),
 its buffers stay uint8.

@@ -57,9 +57,21 @@ def search(trials: int):
     return ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=population // 2)
 
 
+def untuned_tasks(tasks: list, work_dir: str | Path) -> list:
+    """The ``tasks`` (MetaSchedule ``ExtractedTask``) whose workload the tuning log in ``work_dir`` does not hold."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if not (Path(work_dir) / TUNING_RECORDS).is_file():
+        return tasks
+    log = ms.database.JSONDatabase(work_dir=str(work_dir), allow_missing=False)
+    return [task for task in tasks if not log.has_workload(task.dispatched[0])]
+
+
 def tuned(module, target, trials: int, work_dir: str | Path):
-    """``module`` with the schedules of the tuning log in ``work_dir``, tuned first with ``trials`` MetaSchedule
-    trials per task when ``trials`` > 0 (the log keeps earlier trials: a later call adds to them)."""
+    """``module`` with the schedules of the tuning log in ``work_dir``, when ``trials`` > 0 after tuning, with that
+    many MetaSchedule trials each, the tasks the log does not hold yet (a task in the log is not tuned again: a
+    second model with the same convolutions, or a second export, reuses their schedules; for more trials, start a
+    new log)."""
     import tvm
     from tvm import relax
     from tvm.relax.pipeline import zero_pipeline
@@ -69,19 +81,20 @@ def tuned(module, target, trials: int, work_dir: str | Path):
         module = tvm.transform.Sequential(
             [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(), zero_pipeline()]
         )(module)
-        if trials:
+        tasks = untuned_tasks(ms.relax_integration.extract_tasks(module, target), work_dir) if trials else []
+        if tasks:
             with remembered_frame_modules():
                 import tvm.s_tir.tensor_intrin  # noqa: F401 (registers them, as tuning does, in seconds)
-            tasks = ms.relax_integration.extract_tasks(module, target)
-            ms.relax_integration.tune_relax(
-                module,
-                {},
-                target,
-                str(work_dir),
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                tasks, str(work_dir), strategy=search(trials)
+            )
+            ms.tune.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=str(work_dir),
                 max_trials_global=trials * len(tasks),
                 max_trials_per_task=trials,
                 num_trials_per_iter=min(trials, 64),
                 builder=ms.builder.LocalBuilder(f_build=build_candidate),
-                strategy=search(trials),
             )
         return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(module)
