@@ -7,12 +7,14 @@ import rich
 from omegaconf import DictConfig
 
 from tsm.benchmark import count, eager_latency_ms
+from tsm.checks import check_counts
 from tsm.export import to_onnx, verify_onnx
 from tsm.training.task import instantiate_data
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> dict:
+    check_counts({"batch_size": cfg.batch_size, "repeats": cfg.repeats}, group="")
     if cfg.data.num_classes is None:  # the class count of data.root's labels
         instantiate_data(cfg)
     model = hydra.utils.instantiate(cfg.model).net.eval()

@@ -16,7 +16,7 @@ import hydra
 import rich
 from omegaconf import DictConfig, OmegaConf
 
-from tsm.data.datamodule import check_counts
+from tsm.checks import check_counts
 from tsm.export import to_onnx
 from tsm.files import write_text_atomic
 from tsm.models.checkpoints import load_recognizer

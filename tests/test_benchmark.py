@@ -39,3 +39,11 @@ def test_latency_is_positive_and_model_mode_is_kept():
     count(model, (1, 4))
     assert model.training
     torch.testing.assert_close(model(torch.zeros(1, 4)), model.bias[None])
+
+
+def test_the_benchmark_command_refuses_a_count_below_one(tmp_path):
+    """Before, repeats=0 failed as statistics' 'no median for empty data' after the model was built."""
+    from tests.helpers.scripts import run_python
+
+    done = run_python(["src/benchmark.py", "repeats=0", "batch_size=2", f"hydra.run.dir={tmp_path}"], ok=False)
+    assert "ValueError: repeats must be a positive integer, got 0" in done.stderr

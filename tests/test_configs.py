@@ -1,5 +1,6 @@
 """Every experiment config composes, and its data and model instantiate."""
 
+import re
 from pathlib import Path
 
 import hydra
@@ -138,6 +139,42 @@ def test_a_count_out_of_range_is_refused_naming_its_key(override, message, tmp_p
     cfg = compose_train([override], tmp_path)
     with pytest.raises(Exception, match=message):
         hydra.utils.instantiate(cfg.data)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.mean=[0.5]", r"data.mean must be 3 numbers \(R, G, B\), got \[0.5\]"),
+        ("data.mean=0.5", r"data.mean must be 3 numbers \(R, G, B\), got 0.5"),
+        ("data.std=[0.229,0,0.225]", r"data.std must be 3 positive numbers \(R, G, B\), got \[0.229, 0, 0.225\]"),
+        ("data.sampling.stride=0", "data.sampling.stride must be a positive integer, got 0"),
+        ("data.augment.scales=[]", r"data.augment.scales must be one or more fractions in \(0, 1\], got \[\]"),
+        ("data.augment.scales=[1.0,0]", r"data.augment.scales must be one or more fractions in \(0, 1\]"),
+        ("data.augment.max_distort=-1", "data.augment.max_distort must be an integer >= 0, got -1"),
+        ("+data.teacher_view.mode=dense", "data.teacher_view needs num_frames"),
+        ("+data.teacher_view.num_frames=0", "data.teacher_view.num_frames must be a positive integer, got 0"),
+        ("+data.teacher_view={num_frames:4,stride:-1}", "data.teacher_view.stride must be a positive integer, got -1"),
+    ],
+)
+def test_a_data_value_no_clip_can_use_is_refused_naming_its_key(override, message, tmp_path):
+    """A normalisation of one channel, a zero std, a zero stride, no crop scales, a teacher view without frames:
+    refused when the data is built, naming the key; before, a bare shape error when the train set was built, an
+    empty crop list's numpy error in a loader worker, or clips of one repeated frame and NaN inputs, silently."""
+    cfg = compose_train([override], tmp_path)
+    with pytest.raises(Exception, match=message):
+        hydra.utils.instantiate(cfg.data).dataset("train")
+
+
+@pytest.mark.parametrize("template", ["{idx}.jpg", "{:05s}.jpg", "%05d.jpg", "{}_{}.jpg", "frame.jpg"])
+def test_a_frame_template_without_one_number_field_is_refused(template, tmp_path):
+    """Before, '{idx}.jpg' passed the field count and died of a bare KeyError in a loader worker, past
+    data.on_error=skip."""
+    from tests.helpers.videos import make_jester
+
+    root = make_jester(tmp_path / "jester")
+    cfg = compose_train(["data=jester", f"data.root={root}", f"data.frame_template='{template}'"], tmp_path)
+    with pytest.raises(ValueError, match=f"data.frame_template={re.escape(repr(template))} needs exactly one field"):
+        hydra.utils.instantiate(cfg.data).dataset("train")
 
 
 def test_a_training_set_smaller_than_a_batch_is_refused(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from tests.helpers.config import compose_train, tiny_checkpoint
 from tsm.data.sampling import FrameSampler, segment_indices
 from tsm.data.transforms import crop_views
-from tsm.evaluate import evaluate, report, score_videos
+from tsm.evaluate import check_recorded_inputs, evaluate, report, score_videos
 
 
 def test_one_segment_clip_is_the_centre_sampling():
@@ -90,6 +90,32 @@ def test_eval_task_two_clips_three_crops(tmp_path, tiny_overrides):
 
     with pytest.raises(ValueError, match="data.num_segments=8"):
         evaluate(compose_train([f"ckpt_path={ckpt}", "data.num_segments=8"], tmp_path / "bad", config_name="eval"))
+    other_mean = [f"ckpt_path={ckpt}", *data_overrides, "data.mean=[0.5,0.5,0.5]"]
+    with pytest.raises(ValueError, match=r"trained with mean \[0.485, 0.456, 0.406\], data.mean=\[0.5, 0.5, 0.5\]"):
+        evaluate(compose_train(other_mean, tmp_path / "mean", config_name="eval"))
+
+
+def test_a_test_fed_otherwise_than_the_checkpoint_was_trained_is_refused(caplog):
+    """Normalisation and class names must be the checkpoint's (else the accuracy is silently wrong); an older
+    checkpoint's index names are not compared; another sampling is logged, not refused."""
+    from omegaconf import OmegaConf
+
+    info = {"mean": [0.5] * 3, "std": [0.25] * 3, "class_names": ["left", "right", "up"]}
+    info["sampling"] = {"mode": "dense", "stride": 2}
+
+    def cfg(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), mode="dense"):
+        data = {"mean": list(mean), "std": list(std)}
+        return OmegaConf.create({"data": data, "test": {"split": "val", "mode": mode, "stride": 2}})
+
+    check_recorded_inputs(info, cfg(), ["left", "right", "up"])
+    assert not caplog.records
+    with pytest.raises(ValueError, match=r"trained with std \[0.25, 0.25, 0.25\], data.std=\[0.2, 0.25, 0.25\]: set"):
+        check_recorded_inputs(info, cfg(std=(0.2, 0.25, 0.25)), ["left", "right", "up"])
+    with pytest.raises(ValueError, match="2 differ, the first is class 1, 'up' in the data and 'right' in the"):
+        check_recorded_inputs(info, cfg(), ["left", "up", "right"])
+    check_recorded_inputs({**info, "class_names": ["0", "1", "2"]}, cfg(), ["left", "up", "right"])
+    check_recorded_inputs(info, cfg(mode="segment"), ["left", "right", "up"])
+    assert "trained with dense sampling, stride 2" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -101,9 +127,11 @@ def test_eval_task_two_clips_three_crops(tmp_path, tiny_overrides):
         ("test.num_workers=-2", "test.num_workers must be an integer >= 0, got -2"),
         ("test.scale_size=0", "test.scale_size must be a positive integer, got 0"),
         ("test.mode=foo", r"test.mode must be one of \('segment', 'dense'\), got 'foo'"),
+        ("device=gpu", "device='gpu' is not a device: use auto, cpu, cuda or cuda:N"),
+        ("device=cuda:7", "device='cuda:7': this machine has [0-6] CUDA GPUs; use device=auto or cpu"),
     ],
 )
-def test_a_view_count_out_of_range_is_refused_naming_its_key(tmp_path, override, message):
+def test_a_test_setting_out_of_range_is_refused_naming_its_key(tmp_path, override, message):
     """Before the checkpoint is read: test.num_clips=0 reached an interpolation's shape error."""
     cfg = compose_train([f"ckpt_path={tmp_path / 'never_read.ckpt'}", override], tmp_path, config_name="eval")
     with pytest.raises(ValueError, match=message):

@@ -17,8 +17,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from tsm.checks import check_counts
 from tsm.data.clips import MultiViewDataset, collate_skipping
-from tsm.data.datamodule import SKIPPED_FILE, check_counts
+from tsm.data.datamodule import SKIPPED_FILE
 from tsm.data.sampling import MODES
 from tsm.data.transforms import check_crop, scale_for
 from tsm.errors import DataError
@@ -115,10 +116,48 @@ def report(
     return metrics
 
 
+def check_recorded_inputs(info: dict, cfg: DictConfig, classes: Sequence[str]) -> None:
+    """Refuse a test whose normalisation or class names are not those the checkpoint records (``model.info``):
+    its accuracy would be silently wrong. Log a test sampling other than the training one (a protocol may want it)."""
+    for key in ("mean", "std"):
+        if [float(v) for v in cfg.data[key]] != [float(v) for v in info[key]]:
+            raise ValueError(
+                f"the checkpoint was trained with {key} {list(info[key])}, data.{key}={list(cfg.data[key])}: "
+                f"set data.{key}={list(info[key])}"
+            )
+    names = [str(name) for name in info["class_names"]]
+    if names != [str(i) for i in range(len(names))]:  # an older checkpoint records indices only
+        differ = [(i, a, b) for i, (a, b) in enumerate(zip(names, classes, strict=True)) if a != b]
+        if differ:
+            i, trained, given = differ[0]
+            raise ValueError(
+                f"the {cfg.test.split} data's classes are not the checkpoint's: {len(differ)} differ, the first is "
+                f"class {i}, {given!r} in the data and {trained!r} in the checkpoint (another label file?)"
+            )
+    trained = info.get("sampling")
+    if trained and (trained["mode"], trained["stride"]) != (cfg.test.mode, cfg.test.stride):
+        log.warning(
+            "testing with test.mode=%s test.stride=%s; the checkpoint was trained with %s sampling, stride %s",
+            cfg.test.mode,
+            cfg.test.stride,
+            trained["mode"],
+            trained["stride"],
+        )
+
+
 def resolve_device(name: str) -> torch.device:
+    """``device=``: auto (the GPU when there is one), cpu, cuda or cuda:N, refused naming the key when this machine
+    has no such device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from err
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and (device.index or 0) >= gpus:
+        raise ValueError(f"device={name!r}: this machine has {gpus} CUDA GPUs; use device=auto or cpu")
+    return device
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -128,6 +167,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         {"num_clips": test.num_clips, "crop_size": test.crop_size, "batch_size": test.batch_size}, group="test"
     )
     check_counts({"num_workers": test.num_workers}, minimum=0, group="test")
+    device = resolve_device(cfg.device)
     if test.mode not in MODES:  # the test's own sampling, not data.sampling's
         raise ValueError(f"test.mode must be one of {MODES}, got {test.mode!r}")
     scale_size = scale_for(test.crop_size) if test.scale_size is None else test.scale_size
@@ -146,6 +186,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(
             f"the checkpoint has {model.num_classes} classes, the {cfg.test.split} data {len(source.classes)}"
         )
+    check_recorded_inputs(model.info, cfg, source.classes)
     views = MultiViewDataset(
         source,
         num_segments=cfg.data.num_segments,
@@ -164,7 +205,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loader = DataLoader(views, batch_size=cfg.test.batch_size, num_workers=cfg.test.num_workers, collate_fn=collate)
     batches = (datamodule.on_before_batch_transfer(batch, 0) for batch in loader)  # records what was skipped
     readable = (batch for batch in batches if batch)  # a batch none of whose videos could be read is ()
-    scores, labels, indices = score_videos(model, readable, cfg.test.average, resolve_device(cfg.device))
+    scores, labels, indices = score_videos(model, readable, cfg.test.average, device)
     skipped = datamodule.skipped[cfg.test.split]
     if skipped:
         where = datamodule.log_dir / SKIPPED_FILE if datamodule.log_dir else "the log"

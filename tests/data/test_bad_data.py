@@ -165,6 +165,17 @@ def test_skip_run_with_batch_size_one_survives_unreadable_batches(tmp_path):
     assert all(torch.equal(saved[f"net.{k}"], v) for k, v in initial.items())
 
 
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_train_refuses_an_unlabelled_split_before_it_trains(split, tmp_path):
+    """Jester's test split is unlabelled (labels -1): as train.py's test or validation split it is refused before
+    any training, naming the key and src/eval.py; before, the test after training died in the loss (IndexError)."""
+    root = make_jester(tmp_path / "jester")
+    message = rf"jester-v1-test.csv: 2 of its 2 {split} videos have no label.*data.source.splits.{split}.*src/eval.py"
+    with pytest.raises(DataError, match=message):
+        run_fast_dev("jester", root, tmp_path / "run", f"data.source.splits.{split}=test")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 # Annotation files: what each reader refuses, naming the file and line (or JSON entry).
 
 

@@ -8,7 +8,7 @@ import torch
 
 from tsm.data.transforms import channel_stats, crop_views, normalize
 from tsm.errors import DataError
-from tsm.streaming.app import PredictionSmoother, open_frames, preprocess
+from tsm.streaming.app import PredictionSmoother, open_frames, preprocess, run_stream
 from tsm.streaming.frames import stream_frame
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -70,6 +70,46 @@ def test_a_source_that_cannot_be_opened_is_a_data_error_naming_it(tmp_path):
         with pytest.raises(DataError, match=message) as caught:
             next(open_frames(source))
         assert caught.value.path == source
+
+
+def test_a_video_with_no_decodable_frame_is_a_data_error_naming_it(tmp_path):
+    """A video cut before its first frame's packet gives no frame, and one whose first packet is garbage cannot be
+    decoded: each a DataError naming the file (before: a bare IndexError of the latency summary, or PyAV's
+    InvalidDataError)."""
+    import av
+
+    from tests.helpers.videos import write_video
+
+    def first_packet(path):
+        with av.open(str(path)) as container:
+            packet = next(p for p in container.demux(video=0) if p.size)
+            return packet.pos, packet.size
+
+    webm = write_video(tmp_path / "clip.webm")
+    start, _ = first_packet(webm)
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(webm.read_bytes()[:start])
+    mp4 = write_video(tmp_path / "clip.mp4")
+    start, size = first_packet(mp4)
+    data = bytearray(mp4.read_bytes())
+    data[start : start + size] = b"\xff" * size
+    garbled = tmp_path / "garbled.mp4"
+    garbled.write_bytes(bytes(data))
+    for path, message in ((cut, "no frame could be decoded from it"), (garbled, "cannot decode frame 0: ")):
+        with pytest.raises(DataError, match=message) as caught:
+            list(open_frames(str(path)))
+        assert caught.value.path == str(path)
+    assert len(list(open_frames(str(webm)))) == 12
+
+
+def test_a_top_k_or_fps_below_one_is_refused():
+    step, info = (lambda x: np.zeros((1, 2), np.float32)), {"class_names": ["a", "b"]}
+    for kwargs, message in (
+        ({"top_k": 0}, "top-k must be a positive integer, got 0"),
+        ({"fps": 0}, "output video's fps must be a positive integer, got 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            run_stream(step, iter([]), info, PredictionSmoother(1, 1), **kwargs)
 
 
 def test_a_stream_frame_is_float_of_the_files_shape():

@@ -128,7 +128,7 @@ class MultiViewDataset(Dataset):
     ) -> None:
         self.source = source
         self.on_error = check_on_error(on_error)
-        self.sampler = FrameSampler(num_segments, mode, stride)
+        self.sampler = FrameSampler(num_segments, mode, stride, group="test")
         self.num_clips = num_clips
         self.num_crops = num_crops
         self.crop_size = crop_size

@@ -19,26 +19,19 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, RandomSampler
 
 from tsm import imagenet
+from tsm.checks import check_counts
 from tsm.data.clips import ClipDataset, collate_skipping
 from tsm.data.decode import check_on_error
 from tsm.data.distributed import eval_sampler
 from tsm.data.multigrid_sampler import MultigridBatchSampler
 from tsm.data.sampling import FrameSampler
-from tsm.data.transforms import ClipTransform, check_crop, scale_for
+from tsm.data.transforms import ClipTransform, check_crop, check_normalisation, scale_for
+from tsm.errors import DataError
 from tsm.files import write_text_atomic
 from tsm.training.multigrid import MultigridSchedule, rank_clips
 
 log = logging.getLogger(__name__)
 SKIPPED_FILE = "skipped_samples.txt"
-
-
-def check_counts(values: Mapping[str, Any], minimum: int = 1, group: str = "data") -> None:
-    """Each of ``values`` must be an integer >= ``minimum``; the error names ``group.key`` (``key`` for a top-level
-    key, ``group=""``) and the value."""
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-            raise ValueError(f"{f'{group}.' if group else ''}{key} must be {wanted}, got {value!r}")
 
 
 class ClipDataModule(pl.LightningDataModule):
@@ -94,10 +87,15 @@ class ClipDataModule(pl.LightningDataModule):
         self.sampler = FrameSampler(num_segments, **dict(sampling or {}))
         # distillation: the teacher's own frames of each training video, e.g. 32 consecutive ones for I3D
         view = dict(teacher_view or {})
-        self.teacher_sampler = FrameSampler(view.pop("num_frames"), **view) if view else None
+        if view and "num_frames" not in view:
+            raise ValueError(f"data.teacher_view needs num_frames (the teacher's frames per clip), got {view}")
+        if view:
+            check_counts({"num_frames": view["num_frames"]}, group="data.teacher_view")
+        self.teacher_sampler = FrameSampler(view.pop("num_frames"), **view, group="data.teacher_view") if view else None
         self.crop_size = crop_size
         self.scale_size = scale_for(crop_size) if scale_size is None else scale_size
         check_crop(crop_size, self.scale_size)
+        check_normalisation(mean, std)
         self.augment = dict(augment or {})
         self.norm = {"mean": tuple(mean), "std": tuple(std)}
         self.datasets: dict[str, ClipDataset] = {}
@@ -247,8 +245,24 @@ class ClipDataModule(pl.LightningDataModule):
             self.record_skipped(split, path, reason)
         return tuple(batch)
 
+    def check_labelled(self, split: str) -> None:
+        """Training validates and tests on labelled videos: refuse a ``split`` with unlabelled ones (a publisher's
+        test set), naming its key and ``src/eval.py``, which predicts them."""
+        source = self.dataset(split).source
+        unlabelled = sum(source.label(i) < 0 for i in range(len(source)))
+        if unlabelled:
+            raise DataError(
+                getattr(source, "samples_from", f"the {split} split"),
+                f"{unlabelled} of its {len(source)} {split} videos have no label, and train.py "
+                f"{'validates' if split == 'val' else 'tests'} on labelled ones only: set data.source.splits.{split} "
+                f"to a labelled split{' (or test=false)' if split == 'test' else ''}, and predict these with "
+                f"python src/eval.py test.split={split}",
+            )
+
     def _loader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)
+        if split != "train":
+            self.check_labelled(split)
         if split == "train" and self.multigrid is not None:
             return self._multigrid_loader(dataset)
         if split == "train":

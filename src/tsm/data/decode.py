@@ -247,12 +247,23 @@ def to_rgb(frame: av.VideoFrame) -> np.ndarray:
     return _local.reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
+def frame_template_parts(template: str) -> list[tuple]:
+    """``data.frame_template`` parsed (``string.Formatter``): one field that formats a frame number, as ``{:05d}``
+    does; anything else (``{idx}``, ``{:05s}``, two fields, ``%05d``) is refused naming the key."""
+    try:
+        parts = list(string.Formatter().parse(template))
+        if sum(part[1] is not None for part in parts) == 1 and template.format(1) != template.format(2):
+            return parts
+    except (ValueError, IndexError, KeyError, AttributeError):
+        pass
+    raise ValueError(
+        f"data.frame_template={template!r} needs exactly one field for the frame number, as in '{{:05d}}.jpg'"
+    )
+
+
 def _frame_name_pattern(template: str) -> re.Pattern[str]:
     """``img_{:05d}.jpg`` -> a regex matching ``img_00001.jpg``: the template's one field as digits."""
-    parts = list(string.Formatter().parse(template))
-    fields = [p for p in parts if p[1] is not None]
-    if len(fields) != 1:
-        raise ValueError(f"frame template {template!r} needs exactly one {{}} field for the frame number")
+    parts = frame_template_parts(template)
     regex = "".join(re.escape(literal) + (r"\d+" if field is not None else "") for literal, field, _, _ in parts)
     return re.compile(regex + r"\Z")
 

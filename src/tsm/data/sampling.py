@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tsm.checks import check_counts
+
 MODES = ("segment", "dense")
 
 
@@ -50,11 +52,13 @@ def dense_indices(
 
 
 class FrameSampler:
-    """Picks clip frame indices; the mode and its numbers come from config (``data.sampling``)."""
+    """Picks clip frame indices; the mode and its numbers come from config (``group``: ``data.sampling``,
+    ``data.teacher_view`` or ``test``, named in errors)."""
 
-    def __init__(self, num_segments: int, mode: str = "segment", stride: int = 8) -> None:
+    def __init__(self, num_segments: int, mode: str = "segment", stride: int = 8, group: str = "data.sampling") -> None:
         if mode not in MODES:
-            raise ValueError(f"data.sampling.mode must be one of {MODES}, got {mode!r}")
+            raise ValueError(f"{group}.mode must be one of {MODES}, got {mode!r}")
+        check_counts({"stride": stride}, group=group)
         self.num_segments = num_segments
         self.mode = mode
         self.stride = stride

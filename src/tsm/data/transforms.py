@@ -7,6 +7,7 @@ Frames come in as uint8 ``(T, H, W, C)`` and leave as float ``(T, C, crop, crop)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from tsm import imagenet
+from tsm.checks import check_counts
 
 CROP_COUNTS = (1, 3, 10)
 
@@ -35,6 +37,26 @@ def check_crop(crop_size: int, scale_size: int, keys: str = "data") -> None:
 def normalize(clip: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 ``(..., C, H, W)`` to float in [0, 1], then ``(x - mean) / std`` per channel."""
     return (clip.float().div_(255) - mean) / std
+
+
+def check_normalisation(mean: Sequence[float], std: Sequence[float]) -> None:
+    """``data.mean`` and ``data.std``: three finite numbers each (R, G, B), the std's positive."""
+    for key, values in (("mean", mean), ("std", std)):
+        try:
+            numbers = [float(v) for v in values]
+        except (TypeError, ValueError):
+            numbers = []
+        if len(numbers) != 3 or not all(math.isfinite(v) and (key == "mean" or v > 0) for v in numbers):
+            kind = "positive numbers" if key == "std" else "numbers"
+            raise ValueError(f"data.{key} must be 3 {kind} (R, G, B), got {values!r}")
+
+
+def check_augment(scales: Sequence[float], max_distort: int) -> None:
+    """``data.augment``: crop ``scales`` (fractions of the short side) in (0, 1], at least one; ``max_distort``
+    scale steps between the crop's two sides, >= 0."""
+    if not scales or not all(isinstance(s, (int, float)) and 0 < s <= 1 for s in scales):
+        raise ValueError(f"data.augment.scales must be one or more fractions in (0, 1], got {scales!r}")
+    check_counts({"max_distort": max_distort}, minimum=0, group="data.augment")
 
 
 def channel_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +132,7 @@ class ClipTransform:
         mean: Sequence[float] = imagenet.MEAN,
         std: Sequence[float] = imagenet.STD,
     ) -> None:
+        check_augment(scales, max_distort)
         self.train = train
         self.crop_size = crop_size
         self.scale_size = scale_size

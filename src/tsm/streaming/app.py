@@ -55,7 +55,8 @@ class PredictionSmoother:
 
 def open_frames(source: str) -> Iterator[np.ndarray]:
     """RGB frames ``(H, W, 3)`` uint8 of a video file, or of camera ``/dev/video<N>`` for a number N; a source
-    that cannot be opened, or has no video, is a :class:`~tsm.errors.DataError` naming it."""
+    that cannot be opened, has no video, gives no frame or a frame that cannot be decoded is a
+    :class:`~tsm.errors.DataError` naming it."""
     camera = source.isdigit()
     try:
         container = av.open(f"/dev/video{source}", format="v4l2") if camera else av.open(source)
@@ -67,8 +68,15 @@ def open_frames(source: str) -> Iterator[np.ndarray]:
             raise DataError(source, "has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+        count = 0
+        try:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+                count += 1
+        except av.FFmpegError as err:
+            raise DataError(source, f"cannot decode frame {count}: {err.strerror or err}") from err
+        if not count:
+            raise DataError(source, "no frame could be decoded from it")
     finally:
         container.close()
 
@@ -124,6 +132,9 @@ def run_stream(
     """Feed frames one at a time to ``step`` (a new stream: ``(1, 3, crop, crop)`` float32 in, logits
     ``(1, K)`` out), preprocessed as the model's ``info`` says (``class_names``, ``scale_size``,
     ``input_size``, ``mean``, ``std``); print each frame's smoothed top-k; optionally write an annotated video."""
+    for name, value in (("top-k", top_k), ("output video's fps", fps)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"the {name} must be a positive integer, got {value!r}")
     classes = info["class_names"]
     result = StreamResult()
     writer = None

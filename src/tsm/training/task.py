@@ -99,6 +99,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
         )
         use_atomic_checkpoints(trainer)
+        if cfg.test:  # before training, not hours later
+            datamodule.check_labelled("test")
         if cfg.train:
             ckpt_path = resume_checkpoint(output_dir, cfg.get("ckpt_path"), requeued)
             # weights_only: a resumed checkpoint is read like every other weights file (tsm.models.weight_files)

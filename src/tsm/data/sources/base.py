@@ -23,6 +23,7 @@ from tsm.data.decode import (
     DataError,
     check_on_error,
     count_frames,
+    frame_template_parts,
     read_frames,
     read_video,
     video_num_frames,
@@ -77,6 +78,8 @@ class VideoSource:
         check_on_error(on_error)
         if self.frames_only and not frames:
             raise ValueError(f"{self.name} is distributed as JPEG frames: data.frames must be true")
+        if frames:
+            frame_template_parts(frame_template)
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.name}: data.root={str(root)!r} is not a directory (see docs/datasets.md)")
