@@ -15,7 +15,7 @@ from tests.helpers.streams import logits_on_cpu, needs_qemu_x86
 from tsm.data.recorded import datamodule_from_record
 from tsm.metadata import BUFFERS_KEY, CALIBRATION_KEY, PRECISION_KEY
 from tsm.models.checkpoints import data_config, load_recognizer
-from tsm.quantize import calibration_feeds, clip_logits, node_census, to_int8
+from tsm.quantize import calibration_data, calibration_feeds, clip_logits, node_census, to_int8
 from tsm.shift import TemporalShift
 from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
 
@@ -48,6 +48,19 @@ def exports(ckpt, tmp_path_factory) -> dict[tuple[str, str], tuple[Path, dict]]:
         extra = ["calibration.clips=8", "compare.clips=3"]
         files[mode, precision] = path, export(ckpt, path, f"mode={mode}", f"precision={precision}", *extra)
     return files
+
+
+def test_a_recorded_data_root_missing_here_is_named_with_the_override(ckpt, exports, tmp_path):
+    """A checkpoint trained on another machine: its recorded data.root is said to come from the checkpoint, with the
+    command-line override (before, the dataset's own error named a data.root the user had never set)."""
+    state = torch.load(ckpt, weights_only=True)
+    state["tsm_data"] = {**state["tsm_data"], "root": str(tmp_path / "elsewhere")}
+    moved = tmp_path / "moved.ckpt"
+    torch.save(state, moved)
+    fp32_file = exports["stream", "int8"][0].with_suffix(".fp32.onnx")
+    message = r"moved.ckpt records its training data at data.root='.*elsewhere', which is not a directory here: name"
+    with pytest.raises(FileNotFoundError, match=message):
+        calibration_data(moved, fp32_file)
 
 
 def val_clips(ckpt: Path, count: int = 4) -> list[np.ndarray]:

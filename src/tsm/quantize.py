@@ -162,7 +162,14 @@ def calibration_data(ckpt_path: str | Path, fp32_file: str | Path, data: dict | 
 
         return hydra.utils.instantiate(data | fitted)
     # read from the checkpoint: data, never instantiated (tsm.data.recorded)
-    return datamodule_from_record(data_config(ckpt_path) | fitted, str(ckpt_path), DATA_KEY)
+    recorded = data_config(ckpt_path)
+    root = recorded.get("root")
+    if root is not None and not Path(str(root)).expanduser().is_dir():
+        raise FileNotFoundError(
+            f"{ckpt_path} records its training data at data.root={root!r}, which is not a directory here: "
+            "name the data with +data=NAME data.root=DIR"
+        )
+    return datamodule_from_record(recorded | fitted, str(ckpt_path), DATA_KEY)
 
 
 def clips_of(data: ClipDataModule, split: str, count: int) -> tuple[list[np.ndarray], list[int]]:

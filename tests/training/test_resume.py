@@ -4,6 +4,7 @@ writes checkpoints and results atomically, and passes over a checkpoint it canno
 import json
 import logging
 
+import hydra
 import pytest
 import torch
 
@@ -105,6 +106,24 @@ def test_a_named_checkpoint_that_is_no_run_s_is_refused_naming_ckpt_path(checkpo
     torch.save({"conv.weight": torch.ones(2)}, tmp_path / "weights.pt")
     with pytest.raises(DataError, match="not a Lightning checkpoint of a run; .* model.init_from"):
         resume_checkpoint(tmp_path, str(tmp_path / "weights.pt"), requeued=False)
+
+
+def test_a_checkpoint_trained_otherwise_is_refused_before_it_resumes(checkpoint, tmp_path):
+    """Another backbone gave Lightning's bare state_dict size mismatch, another learning rate was silently replaced
+    by the checkpoint's; how the weights first started and the memory format may differ."""
+    from tsm.training.resume import check_same_run
+
+    def hparams(*overrides):
+        return hydra.utils.instantiate(compose_train([*TINY, *overrides], tmp_path / "cfg").model).hparams
+
+    check_same_run(str(checkpoint), hparams())
+    check_same_run(str(checkpoint), hparams("model.channels_last=true", f"model.init_from={checkpoint}"))
+    with pytest.raises(ValueError, match=r"1 differ \(model.backbone: 'resnet10t_050' in the checkpoint, "):
+        check_same_run(str(checkpoint), hparams("model.backbone=mobilenetv2_050"))
+    resumed = compose_train([*ONE_EPOCH, f"ckpt_path={checkpoint}", "model.optimizer.base_lr=0.5"], tmp_path / "run")
+    with pytest.raises(ValueError, match=r"model.optimizer.base_lr: .* in the checkpoint, 0.5 now\): .*init_from"):
+        train(resumed)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 class Interrupted(Exception):

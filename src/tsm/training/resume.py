@@ -19,8 +19,11 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from tsm.errors import DataError
 from tsm.files import TEMP_SUFFIX, stale_temporaries, write_text_atomic
@@ -32,6 +35,8 @@ RUN_RECORD = "run.json"
 CHECKPOINTS = "checkpoints"
 LAST = "last"  # ckpt_path=last
 RESULTS = (RUN_RECORD, "config.yaml", "metrics.json")
+# hyper-parameters that only say how a run's weights started (or its memory format): a resumed run may differ
+INITIALISATION_KEYS = {"pretrained", "pretrained_file", "init_from", "channels_last"}
 
 
 class RunDirInUse(RuntimeError):
@@ -131,6 +136,33 @@ def resume_checkpoint(run_dir: Path, ckpt_path: str | None, requeued: bool) -> s
         raise FileNotFoundError(f"ckpt_path=last: no readable checkpoint in {folder}")
     log.info("resuming from %s", found)
     return found
+
+
+def differences(recorded: Any, current: Any, key: str) -> list[tuple[str, Any, Any]]:
+    """``(key path, recorded, current)`` where two hyper-parameter trees differ; a key the recorded tree lacks (an
+    older checkpoint's) is not compared."""
+    if isinstance(recorded, Mapping) and isinstance(current, Mapping):
+        return [d for k in recorded.keys() & current.keys() for d in differences(recorded[k], current[k], f"{key}.{k}")]
+    if isinstance(recorded, (list, tuple)) and isinstance(current, (list, tuple)):
+        recorded, current = list(recorded), list(current)
+    return [] if recorded == current else [(key, recorded, current)]
+
+
+def check_same_run(ckpt_path: str, hparams: Mapping[str, Any]) -> None:
+    """Resuming continues a run as it was: refuse a checkpoint whose model, optimizer, schedule or loss settings
+    (its ``hyper_parameters``) are not this run's ``model.*`` ``hparams``, which Lightning would meet as a bare
+    state_dict size mismatch, or silently override with the checkpoint's learning rates. How the weights were
+    first initialised (``INITIALISATION_KEYS``) and the memory format are not compared."""
+    recorded = safe_load(ckpt_path, "ckpt_path")["hyper_parameters"]
+    current = OmegaConf.to_container(OmegaConf.create(dict(hparams)), resolve=True)
+    keys = (recorded.keys() & current.keys()) - INITIALISATION_KEYS
+    found = [d for k in sorted(keys) for d in differences(recorded[k], current[k], f"model.{k}")]
+    if found:
+        listed = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, old, new in found[:4])
+        raise ValueError(
+            f"ckpt_path={ckpt_path} resumes a run with the settings it was trained with, and {len(found)} differ "
+            f"({listed}): resume with those, or start a new run from its weights with model.init_from={ckpt_path}"
+        )
 
 
 def newest_readable(folder: Path) -> str | None:

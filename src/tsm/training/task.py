@@ -22,7 +22,7 @@ from tsm.training import multigrid
 from tsm.training.checkpoint_io import use_atomic_checkpoints
 from tsm.training.cluster import group_sweep_runs
 from tsm.training.precision import resolve_precision
-from tsm.training.resume import claim_run_dir, is_requeue, resume_checkpoint
+from tsm.training.resume import check_same_run, claim_run_dir, is_requeue, resume_checkpoint
 
 log = logging.getLogger(__name__)
 # Mixed precision keeps float32 weights: the summary's size in MB, counted at 32 bits, is right as printed.
@@ -103,6 +103,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             datamodule.check_labelled("test")
         if cfg.train:
             ckpt_path = resume_checkpoint(output_dir, cfg.get("ckpt_path"), requeued)
+            if ckpt_path:
+                check_same_run(ckpt_path, model.hparams)
             # weights_only: a resumed checkpoint is read like every other weights file (tsm.models.weight_files)
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics.update(trainer.callback_metrics)
