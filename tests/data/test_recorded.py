@@ -12,7 +12,7 @@ from tests.helpers.scripts import run_python
 from tsm.data.datamodule import ClipDataModule
 from tsm.data.recorded import datamodule_from_record
 from tsm.data.sources.synthetic import SyntheticGestures
-from tsm.errors import UnsafeFileError
+from tsm.errors import DataError, UnsafeFileError
 from tsm.metadata import DATA_KEY
 from tsm.models.checkpoints import data_config, load_recognizer
 
@@ -94,3 +94,11 @@ def test_a_recorded_architecture_loads_nothing_else(ckpt, tmp_path, hparams, mes
     with pytest.raises(UnsafeFileError, match=message) as error:
         load_recognizer(evil)
     assert str(evil) in str(error.value)
+
+
+def test_a_checkpoint_of_another_lightning_project_is_named_as_such(ckpt, tmp_path):
+    """Hyper-parameters without this project's keys: before, a bare TypeError of build_recognizer's arguments, or an
+    UnsafeFileError about a backbone the file never named."""
+    other = crafted(ckpt, tmp_path / "other.ckpt", lambda s: s.update(hyper_parameters={"lr": 0.1, "hidden": 64}))
+    with pytest.raises(DataError, match="lack backbone, num_classes, num_segments: not a checkpoint of this project"):
+        load_recognizer(other)

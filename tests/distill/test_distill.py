@@ -129,9 +129,13 @@ def four_frame_teacher(tmp_path_factory):
 
 @pytest.mark.parametrize(
     ("setting", "message"),
-    [({"alpha": 1.5}, r"model.distill.alpha must be in \[0, 1\]"), ({"temperature": 0.0}, "temperature must be > 0")],
+    [
+        ({"alpha": 1.5}, r"model.distill.alpha must be in \[0, 1\]"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"teacher_input": "I3D"}, r"teacher_input must be one of \('same', 'i3d'\) .*got 'I3D'"),  # was taken as same
+    ],
 )
-def test_a_loss_weight_or_temperature_out_of_range_is_refused(four_frame_teacher, setting, message):
+def test_a_distill_setting_out_of_range_is_refused(four_frame_teacher, setting, message):
     distill = {"kind": "checkpoint", "teacher_ckpt": str(four_frame_teacher), "alpha": 0.5, "temperature": 4.0}
     with pytest.raises(ValueError, match=message):
         Distiller({**distill, **setting}, 3)

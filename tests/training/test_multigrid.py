@@ -167,6 +167,23 @@ def test_multigrid_needs_loaders_reloaded_every_epoch(tmp_path):
         train(cfg)
 
 
+def test_a_training_set_smaller_than_an_epoch_s_first_batch_is_refused(tmp_path):
+    """The coarse epochs' batches are many times the configured one: on a small training set they were all
+    dropped as incomplete, silently (the plain check that a batch fits was skipped under multigrid)."""
+    import hydra
+
+    from tsm.training import multigrid
+
+    cfg = compose_train([*TINY, "+multigrid=default", "trainer.max_epochs=3", "data.source.sizes.train=20"], tmp_path)
+    data = hydra.utils.instantiate(cfg.data)
+    data.multigrid = multigrid.from_config(cfg)
+    first = data.multigrid.batch_shapes(0)[0]
+    assert first.batch > 20 >= data.multigrid.batch_shapes(2)[0].batch  # the final epoch alone would train
+    message = rf"multigrid: epoch 0's first batch of {first.batch} clips .* the 20 training clips: 1 of 3 epochs would"
+    with pytest.raises(ValueError, match=message):
+        data.train_dataloader()
+
+
 def test_the_training_guide_s_schedule_is_the_default_run_s():
     """The schedule the training guide prints is what the default run at 12 epochs logs."""
     rows = MultigridSchedule(T, S, B, 12).rows()

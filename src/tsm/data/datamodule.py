@@ -263,10 +263,10 @@ class ClipDataModule(pl.LightningDataModule):
         dataset = self.dataset(split)
         if split != "train":
             self.check_labelled(split)
-        if split == "train" and self.multigrid is not None:
-            return self._multigrid_loader(dataset)
         if split == "train":
             self._check_a_batch_fits(len(dataset))
+        if split == "train" and self.multigrid is not None:
+            return self._multigrid_loader(dataset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -281,12 +281,23 @@ class ClipDataModule(pl.LightningDataModule):
         )
 
     def _check_a_batch_fits(self, clips: int) -> None:
-        """Training drops an epoch's last incomplete batch: with fewer training clips per process than a batch,
-        every batch would be dropped and the run would train nothing."""
+        """Training drops an epoch's last incomplete batch: with fewer training clips per process than a batch (or,
+        under multigrid, than an epoch's first batch), every batch would be dropped and nothing trained."""
         processes = self.trainer.world_size if self.trainer is not None else 1
         per_process = rank_clips(clips, processes)
-        if per_process < self.batch_size:
-            share = f"the {per_process} training clips each of {processes} processes gets" if processes > 1 else ""
+        share = f"the {per_process} training clips each of {processes} processes gets" if processes > 1 else ""
+        if self.multigrid is not None:
+            schedule = self.multigrid
+            empty = [epoch for epoch in range(schedule.max_epochs) if not schedule.batches(epoch, per_process)]
+            if empty:
+                first = schedule.batch_shapes(empty[0])[0]
+                raise ValueError(
+                    f"multigrid: epoch {empty[0]}'s first batch of {first.batch} clips ({first.frames} frames, "
+                    f"{first.crop} pixels) is larger than {share or f'the {clips} training clips'}: {len(empty)} of "
+                    f"{schedule.max_epochs} epochs would train nothing; lower data.batch_size (the coarse batches scale "
+                    "with it)"
+                )
+        elif per_process < self.batch_size:
             raise ValueError(
                 f"data.batch_size={self.batch_size} is larger than {share or f'the {clips} training clips'}: "
                 "every batch would be dropped as incomplete and nothing trained; lower data.batch_size"

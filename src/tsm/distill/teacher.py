@@ -24,6 +24,7 @@ from tsm.models.recognizer import Recognizer
 from tsm.models.weight_files import safe_load
 
 KINDS = ("i3d", "checkpoint")
+TEACHER_INPUTS = ("same", "i3d")  # model.distill.teacher_input
 
 
 def load_teacher(kind: str, path: str | Path, num_classes: int) -> nn.Module:
@@ -67,6 +68,11 @@ class Distiller:
             raise ValueError(f"model.distill.alpha must be in [0, 1] (the soft loss's weight), got {alpha!r}")
         if not temperature > 0:
             raise ValueError(f"model.distill.temperature must be > 0, got {temperature!r}")
+        if config.get("teacher_input", "same") not in TEACHER_INPUTS:
+            raise ValueError(
+                f"model.distill.teacher_input must be one of {TEACHER_INPUTS} (i3d: I3D's [-1, 1] pixels; same: the "
+                f"student's normalised clips), got {config['teacher_input']!r}"
+            )
         self.config = dict(config)
         self.num_classes = num_classes
         self.teacher: nn.Module | None = load_teacher(config["kind"], config["teacher_ckpt"], num_classes)

@@ -18,7 +18,7 @@ from typing import Any
 import timm
 from torch import nn
 
-from tsm.errors import UnsafeFileError
+from tsm.errors import DataError, UnsafeFileError
 from tsm.metadata import DATA_KEY, INFO_KEY
 from tsm.models.factory import build_recognizer
 from tsm.models.official_weights import official_from_state
@@ -59,6 +59,11 @@ def recorded_architecture(hparams: Any, source: str) -> dict[str, Any]:
     if not isinstance(hparams, Mapping):
         raise UnsafeFileError(f"{source}: hyper_parameters is a {type(hparams).__name__}, not a mapping")
     arch = architecture(hparams)
+    missing = [key for key in ("backbone", "num_classes", "num_segments") if key not in arch]
+    if missing:
+        raise DataError(
+            source, f"its hyper_parameters lack {', '.join(missing)}: not a checkpoint of this project's train.py"
+        )
     backbone = arch.get("backbone")
     if not isinstance(backbone, str) or not (backbone == "i3d" or timm.is_model(backbone)):
         raise UnsafeFileError(
