@@ -39,10 +39,10 @@ def main(cfg: DictConfig) -> None:
         raise ValueError(f"compare.clips={cfg.compare.clips}: precision={cfg.precision} is compared with fp32 on "
                          "validation clips; give at least 1")  # fmt: skip
     check_counts({"num_segments": cfg.num_segments}, group="")
-    if cfg.get("data") and "_target_" not in cfg.data:  # +data.root=DIR alone: no dataset to instantiate
+    if cfg.get("data") and "_target_" not in cfg.data and set(cfg.data) != {"root"}:
         raise ValueError(
             f"data={OmegaConf.to_container(cfg.data)} names no dataset: give +data=NAME (a config in conf/data) with "
-            "data.root=DIR, or leave data out to use the data the checkpoint records"
+            "data.root=DIR, +data.root=DIR alone (the data the checkpoint records, moved there), or no data"
         )
     suffix = SUFFIXES[cfg.format]
     if cfg.out and Path(cfg.out).suffix != suffix:  # the runners pick the runtime by the file's suffix

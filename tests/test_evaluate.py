@@ -96,25 +96,30 @@ def test_eval_task_two_clips_three_crops(tmp_path, tiny_overrides):
 
 
 def test_a_test_fed_otherwise_than_the_checkpoint_was_trained_is_refused(caplog):
-    """Normalisation and class names must be the checkpoint's (else the accuracy is silently wrong); an older
-    checkpoint's index names are not compared; another sampling is logged, not refused."""
+    """Normalisation and class names the checkpoint records must be the test's (else the accuracy is silently
+    wrong); what an older checkpoint does not record (defaults) is not compared; another sampling is logged, not
+    refused, and a segment sampling's unused stride is not compared."""
     from omegaconf import OmegaConf
 
     info = {"mean": [0.5] * 3, "std": [0.25] * 3, "class_names": ["left", "right", "up"]}
     info["sampling"] = {"mode": "dense", "stride": 2}
+    known, classes = set(info), ["left", "right", "up"]
 
-    def cfg(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), mode="dense"):
+    def cfg(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), mode="dense", stride=2):
         data = {"mean": list(mean), "std": list(std)}
-        return OmegaConf.create({"data": data, "test": {"split": "val", "mode": mode, "stride": 2}})
+        return OmegaConf.create({"data": data, "test": {"split": "val", "mode": mode, "stride": stride}})
 
-    check_recorded_inputs(info, cfg(), ["left", "right", "up"])
+    check_recorded_inputs(info, known, cfg(), classes)
     assert not caplog.records
     with pytest.raises(ValueError, match=r"trained with std \[0.25, 0.25, 0.25\], data.std=\[0.2, 0.25, 0.25\]: set"):
-        check_recorded_inputs(info, cfg(std=(0.2, 0.25, 0.25)), ["left", "right", "up"])
+        check_recorded_inputs(info, known, cfg(std=(0.2, 0.25, 0.25)), classes)
     with pytest.raises(ValueError, match="2 differ, the first is class 1, 'up' in the data and 'right' in the"):
-        check_recorded_inputs(info, cfg(), ["left", "up", "right"])
-    check_recorded_inputs({**info, "class_names": ["0", "1", "2"]}, cfg(), ["left", "up", "right"])
-    check_recorded_inputs(info, cfg(mode="segment"), ["left", "right", "up"])
+        check_recorded_inputs(info, known, cfg(), ["left", "up", "right"])
+    check_recorded_inputs(info, {"sampling"}, cfg(std=(0.2, 0.25, 0.25)), ["left", "up", "right"])  # defaults
+    segment = {**info, "sampling": {"mode": "segment", "stride": 8}}
+    check_recorded_inputs(segment, known, cfg(mode="segment", stride=3), classes)
+    assert not caplog.records
+    check_recorded_inputs(info, known, cfg(mode="segment"), classes)
     assert "trained with dense sampling, stride 2" in caplog.text
 
 
@@ -128,7 +133,7 @@ def test_a_test_fed_otherwise_than_the_checkpoint_was_trained_is_refused(caplog)
         ("test.scale_size=0", "test.scale_size must be a positive integer, got 0"),
         ("test.mode=foo", r"test.mode must be one of \('segment', 'dense'\), got 'foo'"),
         ("device=gpu", "device='gpu' is not a device: use auto, cpu, cuda or cuda:N"),
-        ("device=cuda:7", "device='cuda:7': this machine has [0-6] CUDA GPUs; use device=auto or cpu"),
+        (f"device=cuda:{torch.cuda.device_count()}", "this machine has [0-9]+ CUDA GPUs; use device=auto or cpu"),
     ],
 )
 def test_a_test_setting_out_of_range_is_refused_naming_its_key(tmp_path, override, message):

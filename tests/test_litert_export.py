@@ -167,8 +167,8 @@ def _without_tsm_metadata(content: bytes) -> bytes:
         (["input_size=0"], "input_size must be null, a side or [height, width], in pixels > 0; got 0"),
         (["num_segments=0"], "num_segments must be a positive integer, got 0"),
         (
-            ["precision=int8", "+data.root=/data/jester"],
-            "data={'root': '/data/jester'} names no dataset: give +data=NAME",
+            ["precision=int8", "+data.sampling.stride=2"],
+            "data={'sampling': {'stride': 2}} names no dataset: give +data=NAME",
         ),
     ],
 )

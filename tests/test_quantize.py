@@ -15,7 +15,7 @@ from tests.helpers.streams import logits_on_cpu, needs_qemu_x86
 from tsm.data.recorded import datamodule_from_record
 from tsm.metadata import BUFFERS_KEY, CALIBRATION_KEY, PRECISION_KEY
 from tsm.models.checkpoints import data_config, load_recognizer
-from tsm.quantize import calibration_data, calibration_feeds, clip_logits, node_census, to_int8
+from tsm.quantize import calibration_data, calibration_feeds, clip_logits, moved, node_census, to_int8
 from tsm.shift import TemporalShift
 from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
 
@@ -51,16 +51,22 @@ def exports(ckpt, tmp_path_factory) -> dict[tuple[str, str], tuple[Path, dict]]:
 
 
 def test_a_recorded_data_root_missing_here_is_named_with_the_override(ckpt, exports, tmp_path):
-    """A checkpoint trained on another machine: its recorded data.root is said to come from the checkpoint, with the
-    command-line override (before, the dataset's own error named a data.root the user had never set)."""
+    """A checkpoint trained on another machine: its recorded data.root is said to come from the checkpoint, with
+    the override that moves it (+data.root=DIR; before, the dataset's own error named a data.root the user had never
+    set, and +data.root alone failed late on a config with no dataset)."""
     state = torch.load(ckpt, weights_only=True)
     state["tsm_data"] = {**state["tsm_data"], "root": str(tmp_path / "elsewhere")}
-    moved = tmp_path / "moved.ckpt"
-    torch.save(state, moved)
+    away = tmp_path / "away.ckpt"
+    torch.save(state, away)
     fp32_file = exports["stream", "int8"][0].with_suffix(".fp32.onnx")
-    message = r"moved.ckpt records its training data at data.root='.*elsewhere', which is not a directory here: name"
+    message = r"away.ckpt records its data at '.*elsewhere', not a directory here: give \+data.root=DIR where"
     with pytest.raises(FileNotFoundError, match=message):
-        calibration_data(moved, fp32_file)
+        calibration_data(away, fp32_file)
+    with pytest.raises(FileNotFoundError, match=r"\+data.root='.*gone' is not a directory here"):
+        calibration_data(away, fp32_file, {"root": str(tmp_path / "gone")})
+    recorded = {"root": "/a", "source": {"root": "/a", "classes": 3}, "crop_size": 32}
+    assert moved(recorded, "/b") == {"root": "/b", "source": {"root": "/b", "classes": 3}, "crop_size": 32}
+    assert moved({"root": None, "source": {"root": None}}, "/b") == {"root": "/b", "source": {"root": None}}
 
 
 def val_clips(ckpt: Path, count: int = 4) -> list[np.ndarray]:

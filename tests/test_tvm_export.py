@@ -167,8 +167,8 @@ def test_a_truncated_library_is_refused_before_the_loader_maps_it(x86_library, t
 def test_tuning_builds_and_measures_candidates_and_its_log_is_reused(tmp_path):
     """MetaSchedule on one odd-sized convolution: candidates build and run (TVM's own builder timed out on every
     candidate here, :mod:`tsm.tvm_tuning`), the tuned module computes the convolution (float64 reference), a second
-    call with no trials applies the same log, a third with trials tunes nothing again, and a module with another
-    convolution tunes that one only."""
+    call with no trials applies the same log, a third with trials tunes nothing again, a module with another
+    convolution tunes that one only, and a task whose logged candidates all failed is tuned again."""
     import json
 
     import tvm
@@ -213,3 +213,7 @@ def test_tuning_builds_and_measures_candidates_and_its_log_is_reused(tmp_path):
     assert records() == first
     tune_convolution(7, 2)  # another convolution: tuned, into the same log
     assert records()[: len(first)] == first and {r[0] for r in records()[len(first) :]} == {first[0][0] + 1}
+    failed = [[index, [trace, [1e10], *rest]] for index, (trace, _, *rest) in records()]  # as a failed build logs
+    (tmp_path / TUNING_RECORDS).write_text("".join(json.dumps(record) + "\n" for record in failed))
+    tune_convolution(5, 2)  # its schedules all failed: tuned again
+    assert len(records()) > len(failed) and {r[0] for r in records()[len(failed) :]} == {first[0][0]}

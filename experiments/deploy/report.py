@@ -17,8 +17,8 @@ ORDER = [
 ]
 NOTES = {
     "TVM": "untuned (tuning.trials=0: TVM's default schedules)",
-    "TVM tuned": "MetaSchedule, tuned in this run (trials and time: above); the plain 2D network with the stream "
-    "model's log",
+    "TVM tuned": "MetaSchedule, tuned in this run (trials and time: above); the plain 2D network's tasks that the "
+    "stream model's log lacks tuned into it",
     "onnxruntime-web": "headless Chromium, WebAssembly SIMD, 2 threads; the onnxruntime file; timed by the page "
     "(each StreamSession.step), in page runs between chunks of the Python rounds; ratio: median of the page runs' "
     "ratios; agreement on the frames the page read",

@@ -184,7 +184,8 @@ def method(scale: dict, files: int, models: list[measure.Subject], building: dic
     tuning = (
         ""
         if args.tiny
-        else f"TVM tuned: MetaSchedule, {args.tvm_trials} trials per task on the stream model (`tsm.tvm_tuning`). "
+        else f"TVM tuned: MetaSchedule, {args.tvm_trials} trials per task, the stream model's tasks, then the plain 2D "
+        "network's that its log lacks (`tsm.tvm_tuning`). "
     )
     return (
         f"Python rows: {rounds} rounds over all {files} files (each row's stream file and its plain 2D file), "

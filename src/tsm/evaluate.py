@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -116,26 +116,28 @@ def report(
     return metrics
 
 
-def check_recorded_inputs(info: dict, cfg: DictConfig, classes: Sequence[str]) -> None:
-    """Refuse a test whose normalisation or class names are not those the checkpoint records (``model.info``):
-    its accuracy would be silently wrong. Log a test sampling other than the training one (a protocol may want it)."""
+def check_recorded_inputs(info: dict, known: Collection[str], cfg: DictConfig, classes: Sequence[str]) -> None:
+    """Refuse a test whose normalisation or class names are not those the checkpoint records (``info``'s ``known``
+    keys; the others are defaults): its accuracy would be silently wrong. Log a test sampling other than the
+    training one (a protocol may want it)."""
     for key in ("mean", "std"):
-        if [float(v) for v in cfg.data[key]] != [float(v) for v in info[key]]:
+        if key in known and [float(v) for v in cfg.data[key]] != [float(v) for v in info[key]]:
             raise ValueError(
                 f"the checkpoint was trained with {key} {list(info[key])}, data.{key}={list(cfg.data[key])}: "
                 f"set data.{key}={list(info[key])}"
             )
-    names = [str(name) for name in info["class_names"]]
-    if names != [str(i) for i in range(len(names))]:  # an older checkpoint records indices only
-        differ = [(i, a, b) for i, (a, b) in enumerate(zip(names, classes, strict=True)) if a != b]
+    if "class_names" in known:
+        differ = [(i, a, b) for i, (a, b) in enumerate(zip(info["class_names"], classes, strict=True)) if a != b]
         if differ:
             i, trained, given = differ[0]
             raise ValueError(
                 f"the {cfg.test.split} data's classes are not the checkpoint's: {len(differ)} differ, the first is "
                 f"class {i}, {given!r} in the data and {trained!r} in the checkpoint (another label file?)"
             )
-    trained = info.get("sampling")
-    if trained and (trained["mode"], trained["stride"]) != (cfg.test.mode, cfg.test.stride):
+    trained = info.get("sampling") if "sampling" in known else None
+    if trained and (
+        trained["mode"] != cfg.test.mode or (trained["mode"] == "dense" and trained["stride"] != cfg.test.stride)
+    ):
         log.warning(
             "testing with test.mode=%s test.stride=%s; the checkpoint was trained with %s sampling, stride %s",
             cfg.test.mode,
@@ -186,7 +188,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(
             f"the checkpoint has {model.num_classes} classes, the {cfg.test.split} data {len(source.classes)}"
         )
-    check_recorded_inputs(model.info, cfg, source.classes)
+    check_recorded_inputs(model.info, getattr(model, "info_known", ()), cfg, source.classes)
     views = MultiViewDataset(
         source,
         num_segments=cfg.data.num_segments,

@@ -148,26 +148,36 @@ def spread(count: int, total: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, total - 1, min(count, total))})
 
 
+def moved(recorded: dict, root: str) -> dict:
+    """A recorded data config with its ``root`` (and its source's, where it is the same folder) replaced."""
+    source = dict(recorded.get("source") or {})
+    if recorded.get("root") is not None and source.get("root") == recorded["root"]:
+        source["root"] = root
+    return {**recorded, "root": root, **({"source": source} if source else {})}
+
+
 def calibration_data(ckpt_path: str | Path, fp32_file: str | Path, data: dict | None = None) -> ClipDataModule:
-    """The data the checkpoint records (or ``data``, the user's own resolved data config from the command line
-    or ``conf/``), cropped to the exported file's input size, unshuffled, read in this process."""
+    """The data the checkpoint records (or ``data``: the user's own resolved data config from the command line
+    or ``conf/``, or only its ``root``, where the recorded data now lies), cropped to the exported file's input
+    size, unshuffled, read in this process."""
     from tsm.data.recorded import datamodule_from_record
     from tsm.models.checkpoints import data_config
 
     info = read_info(read_file_metadata(fp32_file), fp32_file)
     side = info["input_size"] if isinstance(info["input_size"], int) else min(info["input_size"])
     fitted = {"crop_size": side, "scale_size": info["scale_size"], "log_dir": None, "num_workers": 0}
-    if data is not None:  # the user's own config, not a file's: instantiated as Hydra does
+    if data is not None and "_target_" in data:  # the user's own config, not a file's: instantiated as Hydra does
         import hydra
 
         return hydra.utils.instantiate(data | fitted)
     # read from the checkpoint: data, never instantiated (tsm.data.recorded)
-    recorded = data_config(ckpt_path)
+    recorded = data_config(ckpt_path) if data is None else moved(data_config(ckpt_path), data["root"])
     root = recorded.get("root")
     if root is not None and not Path(str(root)).expanduser().is_dir():
+        where = f"+data.root={root!r} is" if data is not None else f"{ckpt_path} records its data at {root!r},"
         raise FileNotFoundError(
-            f"{ckpt_path} records its training data at data.root={root!r}, which is not a directory here: "
-            "name the data with +data=NAME data.root=DIR"
+            f"{where} not a directory here: give +data.root=DIR where that data lies now, or another dataset with "
+            "+data=NAME data.root=DIR"
         )
     return datamodule_from_record(recorded | fitted, str(ckpt_path), DATA_KEY)
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 TUNING_RECORDS = "database_tuning_record.json"  # the log's measured schedules, in its folder
+FAILED_RUN_SECONDS = 1e9  # MetaSchedule logs a candidate that failed to build or run with 1e10 s
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -57,34 +60,48 @@ def search(trials: int):
     return ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=population // 2)
 
 
+def ran(record) -> bool:
+    """Whether a tuning record's candidate built and ran (MetaSchedule logs a failed one with a run time of 1e10 s)."""
+    return bool(record.run_secs) and max(float(getattr(t, "value", t)) for t in record.run_secs) < FAILED_RUN_SECONDS
+
+
 def untuned_tasks(tasks: list, work_dir: str | Path) -> list:
-    """The ``tasks`` (MetaSchedule ``ExtractedTask``) whose workload the tuning log in ``work_dir`` does not hold."""
+    """The ``tasks`` (MetaSchedule ``ExtractedTask``) for which the tuning log in ``work_dir`` holds no schedule that
+    built and ran."""
     from tvm.s_tir import meta_schedule as ms
 
     if not (Path(work_dir) / TUNING_RECORDS).is_file():
         return tasks
     log = ms.database.JSONDatabase(work_dir=str(work_dir), allow_missing=False)
-    return [task for task in tasks if not log.has_workload(task.dispatched[0])]
+
+    def scheduled(module) -> bool:
+        best = log.get_top_k(log.commit_workload(module), 1) if log.has_workload(module) else []
+        return bool(best) and ran(best[0])
+
+    return [task for task in tasks if not scheduled(task.dispatched[0])]
 
 
 def tuned(module, target, trials: int, work_dir: str | Path):
     """``module`` with the schedules of the tuning log in ``work_dir``, when ``trials`` > 0 after tuning, with that
-    many MetaSchedule trials each, the tasks the log does not hold yet (a task in the log is not tuned again: a
-    second model with the same convolutions, or a second export, reuses their schedules; for more trials, start a
+    many MetaSchedule trials each, the tasks the log has no schedule for yet (a task in the log is not tuned again:
+    a second model with the same convolutions, or a second export, reuses their schedules; for more trials, start a
     new log)."""
     import tvm
     from tvm import relax
     from tvm.relax.pipeline import zero_pipeline
     from tvm.s_tir import meta_schedule as ms
 
+    with remembered_frame_modules():  # before a log is read: its schedules may use them
+        import tvm.s_tir.tensor_intrin  # noqa: F401 (registers them, as tuning does, in seconds)
     with target:
         module = tvm.transform.Sequential(
             [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(), zero_pipeline()]
         )(module)
-        tasks = untuned_tasks(ms.relax_integration.extract_tasks(module, target), work_dir) if trials else []
+        extracted = ms.relax_integration.extract_tasks(module, target) if trials else []
+        tasks = untuned_tasks(extracted, work_dir) if trials else []
+        if trials:
+            log.info("tuning %d of %d tasks (the others are in the log %s)", len(tasks), len(extracted), work_dir)
         if tasks:
-            with remembered_frame_modules():
-                import tvm.s_tir.tensor_intrin  # noqa: F401 (registers them, as tuning does, in seconds)
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                 tasks, str(work_dir), strategy=search(trials)
             )

@@ -166,14 +166,25 @@ def test_skip_run_with_batch_size_one_survives_unreadable_batches(tmp_path):
 
 
 @pytest.mark.parametrize("split", ["test", "val"])
-def test_train_refuses_an_unlabelled_split_before_it_trains(split, tmp_path):
+def test_train_refuses_an_unlabelled_split_before_it_trains(split, tmp_path, monkeypatch):
     """Jester's test split is unlabelled (labels -1): as train.py's test or validation split it is refused before
-    any training, naming the key and src/eval.py; before, the test after training died in the loss (IndexError)."""
+    training starts (before, the test after training died in the loss with an IndexError, and with no sanity
+    check the validation after the first epoch), naming the key and the eval.py command that predicts it."""
+
+    def fit(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(pl.Trainer, "fit", fit)
     root = make_jester(tmp_path / "jester")
-    message = rf"jester-v1-test.csv: 2 of its 2 {split} videos have no label.*data.source.splits.{split}.*src/eval.py"
+    fdr_free = [o for o in FDR if o != "debug=fdr"]
+    message = (
+        rf"jester-v1-test.csv: 2 of its 2 {split} videos have no label.*set data.source.splits.{split} to a "
+        r"labelled split.*predict these with python src/eval.py ... data.source.splits.test=test"
+    )
+    overrides = ["data=jester", f"data.root={root}", *fdr_free, "+trainer.num_sanity_val_steps=0"]
     with pytest.raises(DataError, match=message):
-        run_fast_dev("jester", root, tmp_path / "run", f"data.source.splits.{split}=test")
-    assert not (tmp_path / "run" / "checkpoints").exists()
+        train(compose_train([*overrides, f"data.source.splits.{split}=test"], tmp_path / "run"))
+    assert not (tmp_path / "run" / "config.yaml").exists()
 
 
 # Annotation files: what each reader refuses, naming the file and line (or JSON entry).

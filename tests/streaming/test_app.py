@@ -102,14 +102,16 @@ def test_a_video_with_no_decodable_frame_is_a_data_error_naming_it(tmp_path):
     assert len(list(open_frames(str(webm)))) == 12
 
 
-def test_a_top_k_or_fps_below_one_is_refused():
+def test_a_top_k_or_fps_below_one_is_refused(tmp_path):
+    """The fps of an output video only when one is written."""
     step, info = (lambda x: np.zeros((1, 2), np.float32)), {"class_names": ["a", "b"]}
     for kwargs, message in (
-        ({"top_k": 0}, "top-k must be a positive integer, got 0"),
-        ({"fps": 0}, "output video's fps must be a positive integer, got 0"),
+        ({"top_k": 0}, r"top_k \(--top-k\) must be a positive integer, got 0"),
+        ({"fps": 0, "out_video": tmp_path / "out.mp4"}, "out_fps must be a positive integer, got 0"),
     ):
         with pytest.raises(ValueError, match=message):
             run_stream(step, iter([]), info, PredictionSmoother(1, 1), **kwargs)
+    run_stream(step, iter([]), info, PredictionSmoother(1, 1), fps=0)
 
 
 def test_a_stream_frame_is_float_of_the_files_shape():

@@ -110,20 +110,33 @@ def test_a_named_checkpoint_that_is_no_run_s_is_refused_naming_ckpt_path(checkpo
 
 def test_a_checkpoint_trained_otherwise_is_refused_before_it_resumes(checkpoint, tmp_path):
     """Another backbone gave Lightning's bare state_dict size mismatch, another learning rate was silently replaced
-    by the checkpoint's; how the weights first started and the memory format may differ."""
-    from tsm.training.resume import check_same_run
+    by the checkpoint's. The memory format and the files a run reads or writes may differ; whether the weights
+    started from given ones may not (the classifier's learning rates follow it). A difference copied from a data
+    key is named by that key; model.init_from is offered only for the same network."""
+    from tsm.training.resume import check_same_run, differences
 
-    def hparams(*overrides):
-        return hydra.utils.instantiate(compose_train([*TINY, *overrides], tmp_path / "cfg").model).hparams
+    def check(*overrides):
+        cfg = compose_train([*TINY, *overrides], tmp_path / "cfg")
+        check_same_run(str(checkpoint), hydra.utils.instantiate(cfg.model).hparams, cfg.model)
 
-    check_same_run(str(checkpoint), hparams())
-    check_same_run(str(checkpoint), hparams("model.channels_last=true", f"model.init_from={checkpoint}"))
-    with pytest.raises(ValueError, match=r"1 differ \(model.backbone: 'resnet10t_050' in the checkpoint, "):
-        check_same_run(str(checkpoint), hparams("model.backbone=mobilenetv2_050"))
+    check()
+    check("model.channels_last=true")
+    with pytest.raises(
+        ValueError, match=r"\(model.pretrained, pretrained_file or init_from: False in the checkpoint, True now"
+    ):
+        check(f"model.init_from={checkpoint}")
+    with pytest.raises(ValueError, match=r"\(model.backbone: 'resnet10t_050' in the checkpoint, .*now\): resume wi"):
+        check("model.backbone=mobilenetv2_050")
+    with pytest.raises(ValueError, match=r"\(data.batch_size: 2 in the checkpoint, 3 now\): .* model.init_from="):
+        check("data.batch_size=3")
+    kd = {"distill": {"cache_file": "run_a/teacher_logits.pt", "teacher_ckpt": "a.pt", "alpha": 0.5}}
+    moved = {"distill": {"cache_file": "run_b/teacher_logits.pt", "teacher_ckpt": "../a.pt", "alpha": 0.5}}
+    assert differences(kd, moved, "") == []
+    assert differences(kd, {"distill": {**moved["distill"], "alpha": 0.7}}, "") == [("distill.alpha", 0.5, 0.7)]
     resumed = compose_train([*ONE_EPOCH, f"ckpt_path={checkpoint}", "model.optimizer.base_lr=0.5"], tmp_path / "run")
     with pytest.raises(ValueError, match=r"model.optimizer.base_lr: .* in the checkpoint, 0.5 now\): .*init_from"):
         train(resumed)
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "config.yaml").exists()  # refused before the run directory records this run
 
 
 class Interrupted(Exception):

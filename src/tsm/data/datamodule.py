@@ -256,7 +256,7 @@ class ClipDataModule(pl.LightningDataModule):
                 f"{unlabelled} of its {len(source)} {split} videos have no label, and train.py "
                 f"{'validates' if split == 'val' else 'tests'} on labelled ones only: set data.source.splits.{split} "
                 f"to a labelled split{' (or test=false)' if split == 'test' else ''}, and predict these with "
-                f"python src/eval.py test.split={split}",
+                f"python src/eval.py ... data.source.splits.test={getattr(source, 'part', split)}",
             )
 
     def _loader(self, split: str) -> DataLoader:
@@ -288,14 +288,15 @@ class ClipDataModule(pl.LightningDataModule):
         share = f"the {per_process} training clips each of {processes} processes gets" if processes > 1 else ""
         if self.multigrid is not None:
             schedule = self.multigrid
-            empty = [epoch for epoch in range(schedule.max_epochs) if not schedule.batches(epoch, per_process)]
+            firsts = [schedule.batch_shapes(epoch)[0] for epoch in range(schedule.max_epochs)]
+            empty = [epoch for epoch, first in enumerate(firsts) if first.batch > per_process]  # no batch fits
             if empty:
-                first = schedule.batch_shapes(empty[0])[0]
+                first = firsts[empty[0]]
                 raise ValueError(
                     f"multigrid: epoch {empty[0]}'s first batch of {first.batch} clips ({first.frames} frames, "
                     f"{first.crop} pixels) is larger than {share or f'the {clips} training clips'}: {len(empty)} of "
-                    f"{schedule.max_epochs} epochs would train nothing; lower data.batch_size (the coarse batches scale "
-                    "with it)"
+                    f"{schedule.max_epochs} epochs would train nothing; lower data.batch_size (the coarse batches "
+                    "scale with it)"
                 )
         elif per_process < self.batch_size:
             raise ValueError(

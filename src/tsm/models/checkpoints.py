@@ -107,7 +107,8 @@ def checkpoint_info(state: Mapping[str, Any], source: str = "checkpoint") -> dic
 
 def recognizer_from_checkpoint(state: Mapping[str, Any], source: str = "checkpoint") -> nn.Module:
     """The network of a Lightning checkpoint of this project, rebuilt from its saved architecture alone,
-    in eval mode, with ``.info`` (:func:`checkpoint_info`) attached."""
+    in eval mode, with ``.info`` (:func:`checkpoint_info`) attached, and ``.info_known``: the keys of ``info`` the
+    checkpoint records (the others are defaults)."""
     net = build_recognizer(**recorded_architecture(state["hyper_parameters"], source))
     weights = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
     missing, unexpected = net.load_state_dict(weights, strict=False)
@@ -117,6 +118,7 @@ def recognizer_from_checkpoint(state: Mapping[str, Any], source: str = "checkpoi
             f"unexpected {unexpected[:5]}"
         )
     net.info = checkpoint_info(state, source)
+    net.info_known = frozenset(state.get(INFO_KEY) or ())  # the rest of info is defaults (an older checkpoint)
     return net.eval()
 
 

@@ -70,6 +70,7 @@ def official_from_state(checkpoint: Mapping, source: str, num_segments: int = 8)
         "backbone": backbone,
         "shift": dict(OFFICIAL_SHIFT),
     }
+    model.info_known = frozenset(model.info) - {"class_names"}  # the release's input protocol; no class names
     return model.eval()
 
 

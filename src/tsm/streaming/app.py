@@ -132,9 +132,10 @@ def run_stream(
     """Feed frames one at a time to ``step`` (a new stream: ``(1, 3, crop, crop)`` float32 in, logits
     ``(1, K)`` out), preprocessed as the model's ``info`` says (``class_names``, ``scale_size``,
     ``input_size``, ``mean``, ``std``); print each frame's smoothed top-k; optionally write an annotated video."""
-    for name, value in (("top-k", top_k), ("output video's fps", fps)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"the {name} must be a positive integer, got {value!r}")
+    checked = {"top_k (--top-k)": top_k, **({"out_fps": fps} if out_video is not None else {})}
+    for name, value in checked.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     classes = info["class_names"]
     result = StreamResult()
     writer = None

@@ -32,6 +32,7 @@ from tsm.training.optim import (
     scaled_lr,
     schedule_factor,
     scheduler_steps,
+    starts_from_weights,
     warmup_schedule,
 )
 from tsm.training.rng import RNG_KEY, rng_states, set_rng_states
@@ -256,10 +257,9 @@ class TSMLitModule(pl.LightningModule):
     def recipe_optimizer(self, global_batch: int) -> torch.optim.Optimizer:
         """The recipe's optimizer over the network's parameter groups, its lr scaled to ``global_batch`` clips a
         step; the classifier's lr multipliers are the fine-tuning ones when the weights start from elsewhere."""
-        opt, hp = recipe(self.hparams.optimizer, "optimizer"), self.hparams
+        opt = recipe(self.hparams.optimizer, "optimizer")
         lr = scaled_lr(opt["base_lr"], global_batch, opt["base_batch_size"])
-        pretrained = hp.pretrained or hp.pretrained_file is not None or hp.init_from is not None
-        head_mult = opt["head_lr_mult_pretrained" if pretrained else "head_lr_mult_scratch"]
+        head_mult = opt["head_lr_mult_pretrained" if starts_from_weights(self.hparams) else "head_lr_mult_scratch"]
         groups = param_groups(self.net, lr, opt["weight_decay"], head_mult, opt["bias_lr_mult"])
         return build_optimizer(groups, lr, opt, fused=self._gradient_scaler() is None)
 

@@ -15,6 +15,12 @@ def scaled_lr(base_lr: float, global_batch: int, base_batch: int) -> float:
     return base_lr * global_batch / base_batch
 
 
+def starts_from_weights(hparams: Mapping) -> bool:
+    """Whether a training module's weights start from given ones (``model.pretrained``, ``pretrained_file`` or
+    ``init_from``): the classifier then takes the fine-tuning learning-rate multipliers."""
+    return bool(hparams.get("pretrained")) or any(hparams.get(k) is not None for k in ("pretrained_file", "init_from"))
+
+
 def param_groups(
     model: nn.Module,
     lr: float,

@@ -27,16 +27,25 @@ from omegaconf import OmegaConf
 
 from tsm.errors import DataError
 from tsm.files import TEMP_SUFFIX, stale_temporaries, write_text_atomic
-from tsm.models.checkpoints import is_lightning_checkpoint
+from tsm.models.checkpoints import ARCHITECTURE_KEYS, is_lightning_checkpoint
 from tsm.models.weight_files import safe_load
+from tsm.training.optim import starts_from_weights
 
 log = logging.getLogger(__name__)
 RUN_RECORD = "run.json"
 CHECKPOINTS = "checkpoints"
 LAST = "last"  # ckpt_path=last
 RESULTS = (RUN_RECORD, "config.yaml", "metrics.json")
-# hyper-parameters that only say how a run's weights started (or its memory format): a resumed run may differ
-INITIALISATION_KEYS = {"pretrained", "pretrained_file", "init_from", "channels_last"}
+# hyper-parameters a resumed run may change: where its weights first came from (only whether they came from given
+# weights matters, :func:`check_same_run`), the memory format, and the files a run reads or writes
+NOT_COMPARED = {
+    "pretrained",
+    "pretrained_file",
+    "init_from",
+    "channels_last",
+    "distill.teacher_ckpt",
+    "distill.cache_file",
+}
 
 
 class RunDirInUse(RuntimeError):
@@ -139,30 +148,53 @@ def resume_checkpoint(run_dir: Path, ckpt_path: str | None, requeued: bool) -> s
 
 
 def differences(recorded: Any, current: Any, key: str) -> list[tuple[str, Any, Any]]:
-    """``(key path, recorded, current)`` where two hyper-parameter trees differ; a key the recorded tree lacks (an
-    older checkpoint's) is not compared."""
+    """``(key path, recorded, current)`` where two hyper-parameter trees differ, but for the paths in
+    ``NOT_COMPARED``; a key the recorded tree lacks (an older checkpoint's) is not compared."""
+    if key in NOT_COMPARED:
+        return []
     if isinstance(recorded, Mapping) and isinstance(current, Mapping):
-        return [d for k in recorded.keys() & current.keys() for d in differences(recorded[k], current[k], f"{key}.{k}")]
+        keys = sorted(recorded.keys() & current.keys())
+        return [d for k in keys for d in differences(recorded[k], current[k], f"{key}.{k}" if key else k)]
     if isinstance(recorded, (list, tuple)) and isinstance(current, (list, tuple)):
         recorded, current = list(recorded), list(current)
     return [] if recorded == current else [(key, recorded, current)]
 
 
-def check_same_run(ckpt_path: str, hparams: Mapping[str, Any]) -> None:
+def interpolations(model_config: Any, key: str = "model") -> dict[str, str]:
+    """``{model.* key: the key it copies}`` for the ``model`` config's plain interpolations, such as
+    ``model.optimizer.batch_size: ${data.batch_size}``: a difference there is the copied key's."""
+    if isinstance(model_config, Mapping):
+        return {k: v for name, value in model_config.items() for k, v in interpolations(value, f"{key}.{name}").items()}
+    if isinstance(model_config, str) and model_config.startswith("${") and model_config.endswith("}"):
+        return {key: model_config[2:-1]}
+    return {}
+
+
+def check_same_run(ckpt_path: str, hparams: Mapping[str, Any], model_config: Any = None) -> None:
     """Resuming continues a run as it was: refuse a checkpoint whose model, optimizer, schedule or loss settings
     (its ``hyper_parameters``) are not this run's ``model.*`` ``hparams``, which Lightning would meet as a bare
-    state_dict size mismatch, or silently override with the checkpoint's learning rates. How the weights were
-    first initialised (``INITIALISATION_KEYS``) and the memory format are not compared."""
-    recorded = safe_load(ckpt_path, "ckpt_path")["hyper_parameters"]
+    state_dict size mismatch, or silently override with the checkpoint's learning rates. Where the weights first
+    came from and the files a run reads or writes (``NOT_COMPARED``) may differ; whether they came from given
+    weights (the classifier's learning rates follow it) may not. ``model_config``, the unresolved ``model``
+    config, names the key a difference was copied from (``data.batch_size`` for ``model.optimizer.batch_size``)."""
+    recorded = dict(safe_load(ckpt_path, "ckpt_path")["hyper_parameters"])
     current = OmegaConf.to_container(OmegaConf.create(dict(hparams)), resolve=True)
-    keys = (recorded.keys() & current.keys()) - INITIALISATION_KEYS
-    found = [d for k in sorted(keys) for d in differences(recorded[k], current[k], f"model.{k}")]
-    if found:
-        listed = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, old, new in found[:4])
-        raise ValueError(
-            f"ckpt_path={ckpt_path} resumes a run with the settings it was trained with, and {len(found)} differ "
-            f"({listed}): resume with those, or start a new run from its weights with model.init_from={ckpt_path}"
+    found = differences(recorded, current, "")
+    if starts_from_weights(recorded) != starts_from_weights(current):
+        found.append(
+            ("pretrained, pretrained_file or init_from", starts_from_weights(recorded), starts_from_weights(current))
         )
+    if not found:
+        return
+    copied = interpolations(OmegaConf.to_container(model_config) if model_config is not None else {})
+    named = [(copied.get(f"model.{key}", f"model.{key}"), old, new) for key, old, new in found]
+    listed = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, old, new in named[:4])
+    same_network = not any(key.split(".")[0] in ARCHITECTURE_KEYS for key, _, _ in found)
+    anew = f", or start a new run from its weights with model.init_from={ckpt_path}" if same_network else ""
+    raise ValueError(
+        f"ckpt_path={ckpt_path} resumes a run with the settings it was trained with, and {len(found)} differ "
+        f"({listed}): resume with those{anew}"
+    )
 
 
 def newest_readable(folder: Path) -> str | None:

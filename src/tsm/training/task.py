@@ -71,6 +71,23 @@ def finish_wandb(failed: bool) -> None:
         wandb.finish(exit_code=1 if failed else 0)
 
 
+def check_before_training(
+    cfg: DictConfig, datamodule: Any, model: pl.LightningModule, output_dir: Path, requeued: bool
+) -> str | None:
+    """What would fail after training, or resume another run, refused before anything is written into the run
+    directory: unlabelled validation or test videos, a resumed checkpoint trained otherwise. Returns the checkpoint
+    to resume from (None: a new run)."""
+    if cfg.test:
+        datamodule.check_labelled("test")
+    if not cfg.train:
+        return None
+    datamodule.check_labelled("val")
+    ckpt_path = resume_checkpoint(output_dir, cfg.get("ckpt_path"), requeued)
+    if ckpt_path:
+        check_same_run(ckpt_path, model.hparams, cfg.model)
+    return ckpt_path
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) as configured; writes ``metrics.json`` in the run directory and returns the metrics.
 
@@ -92,6 +109,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.info("multigrid schedule:\n%s", "\n".join(datamodule.multigrid.rows()))
         model = hydra.utils.instantiate(cfg.model)
         resolve_precision(cfg, model)
+        ckpt_path = check_before_training(cfg, datamodule, model, output_dir, requeued)
         if rank_zero_only.rank == 0:  # other ranks write nothing here: rank 0 may not have claimed the directory yet
             print_config(cfg, output_dir)  # with data.num_classes as read from the labels, the precision resolved
         loggers = instantiate_group(cfg.get("logger"))
@@ -99,12 +117,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
         )
         use_atomic_checkpoints(trainer)
-        if cfg.test:  # before training, not hours later
-            datamodule.check_labelled("test")
         if cfg.train:
-            ckpt_path = resume_checkpoint(output_dir, cfg.get("ckpt_path"), requeued)
-            if ckpt_path:
-                check_same_run(ckpt_path, model.hparams)
             # weights_only: a resumed checkpoint is read like every other weights file (tsm.models.weight_files)
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics.update(trainer.callback_metrics)
