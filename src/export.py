@@ -3,7 +3,8 @@
 
 fp16 (ONNX) and int8 files are made from the fp32 export (kept beside them as ``<out>.fp32.onnx`` or
 ``.fp32.tflite``): int8 is calibrated on ``calibration.clips`` unaugmented clips of the checkpoint's own
-training data (the data config it records; ``+data=NAME`` names another). Both are then compared with the
+training data (the data config it records; ``+data.root=DIR`` if that data has moved, ``+data=NAME`` names
+another). Both are then compared with the
 fp32 file on ``compare.clips`` validation clips: agreement, both accuracies, sizes and latencies, printed and
 written to ``<out>.report.json``. A TVM library (stream mode, fp32 or int8) is compiled from the ONNX file of its
 precision, written beside it (``<out>.onnx``; see :func:`compile_tvm` for what an int8 one is compared with).
