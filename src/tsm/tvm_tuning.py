@@ -81,23 +81,31 @@ def untuned_tasks(tasks: list, work_dir: str | Path) -> list:
     return [task for task in tasks if not scheduled(task.dispatched[0])]
 
 
-def tuned(module, target, trials: int, work_dir: str | Path):
-    """``module`` with the schedules of the tuning log in ``work_dir``, when ``trials`` > 0 after tuning, with that
-    many MetaSchedule trials each, the tasks the log has no schedule for yet (a task in the log is not tuned again:
-    a second model with the same convolutions, or a second export, reuses their schedules; for more trials, start a
-    new log)."""
+def tasks_of(module, target) -> tuple:
+    """``module`` lowered as tuning and compiling take it (within ``with target``), and its MetaSchedule tasks."""
     import tvm
     from tvm import relax
     from tvm.relax.pipeline import zero_pipeline
     from tvm.s_tir import meta_schedule as ms
 
+    module = tvm.transform.Sequential(
+        [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(), zero_pipeline()]
+    )(module)
+    return module, ms.relax_integration.extract_tasks(module, target)
+
+
+def tuned(module, target, trials: int, work_dir: str | Path):
+    """``module`` with the schedules of the tuning log in ``work_dir``, when ``trials`` > 0 after tuning, with that
+    many MetaSchedule trials each, the tasks the log has no schedule for yet (a task in the log is not tuned again:
+    a second model with the same convolutions, or a second export, reuses their schedules; for more trials, start a
+    new log)."""
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
     with remembered_frame_modules():  # before a log is read: its schedules may use them
         import tvm.s_tir.tensor_intrin  # noqa: F401 (registers them, as tuning does, in seconds)
     with target:
-        module = tvm.transform.Sequential(
-            [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(), zero_pipeline()]
-        )(module)
-        extracted = ms.relax_integration.extract_tasks(module, target) if trials else []
+        module, extracted = tasks_of(module, target)
         tasks = untuned_tasks(extracted, work_dir) if trials else []
         if trials:
             log.info("tuning %d of %d tasks (the others are in the log %s)", len(tasks), len(extracted), work_dir)
