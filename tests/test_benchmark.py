@@ -43,7 +43,7 @@ def test_latency_is_positive_and_model_mode_is_kept():
 
 def test_the_benchmark_command_refuses_a_count_below_one(tmp_path):
     """Before, repeats=0 failed as statistics' 'no median for empty data' after the model was built."""
-    from tests.helpers.scripts import run_python
+    from tests.helpers.scripts import run_forked
 
-    done = run_python(["src/benchmark.py", "repeats=0", "batch_size=2", f"hydra.run.dir={tmp_path}"], ok=False)
+    done = run_forked("src/benchmark.py", ["repeats=0", "batch_size=2", f"hydra.run.dir={tmp_path}"], ok=False)
     assert "ValueError: repeats must be a positive integer, got 0" in done.stderr
