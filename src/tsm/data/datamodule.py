@@ -87,11 +87,12 @@ class ClipDataModule(pl.LightningDataModule):
         self.sampler = FrameSampler(num_segments, **dict(sampling or {}))
         # distillation: the teacher's own frames of each training video, e.g. 32 consecutive ones for I3D
         view = dict(teacher_view or {})
-        if view and "num_frames" not in view:
-            raise ValueError(f"data.teacher_view needs num_frames (the teacher's frames per clip), got {view}")
+        self.teacher_sampler = None
         if view:
+            if "num_frames" not in view:
+                raise ValueError(f"data.teacher_view needs num_frames (the teacher's frames per clip), got {view}")
             check_counts({"num_frames": view["num_frames"]}, group="data.teacher_view")
-        self.teacher_sampler = FrameSampler(view.pop("num_frames"), **view, group="data.teacher_view") if view else None
+            self.teacher_sampler = FrameSampler(view.pop("num_frames"), **view, group="data.teacher_view")
         self.crop_size = crop_size
         self.scale_size = scale_for(crop_size) if scale_size is None else scale_size
         check_crop(crop_size, self.scale_size)

@@ -25,6 +25,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw
 
+from tsm.checks import check_counts
 from tsm.errors import DataError
 
 
@@ -132,10 +133,7 @@ def run_stream(
     """Feed frames one at a time to ``step`` (a new stream: ``(1, 3, crop, crop)`` float32 in, logits
     ``(1, K)`` out), preprocessed as the model's ``info`` says (``class_names``, ``scale_size``,
     ``input_size``, ``mean``, ``std``); print each frame's smoothed top-k; optionally write an annotated video."""
-    checked = {"top_k (--top-k)": top_k, **({"out_fps": fps} if out_video is not None else {})}
-    for name, value in checked.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_counts({"top_k (--top-k)": top_k, **({"out_fps": fps} if out_video is not None else {})}, group="")
     classes = info["class_names"]
     result = StreamResult()
     writer = None

@@ -180,10 +180,9 @@ def check_same_run(ckpt_path: str, hparams: Mapping[str, Any], model_config: Any
     recorded = dict(safe_load(ckpt_path, "ckpt_path")["hyper_parameters"])
     current = OmegaConf.to_container(OmegaConf.create(dict(hparams)), resolve=True)
     found = differences(recorded, current, "")
-    if starts_from_weights(recorded) != starts_from_weights(current):
-        found.append(
-            ("pretrained, pretrained_file or init_from", starts_from_weights(recorded), starts_from_weights(current))
-        )
+    origins = starts_from_weights(recorded), starts_from_weights(current)
+    if origins[0] != origins[1]:
+        found.append(("pretrained, pretrained_file or init_from", *origins))
     if not found:
         return
     copied = interpolations(OmegaConf.to_container(model_config) if model_config is not None else {})
