@@ -33,7 +33,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from experiments.common import ADAMW, QUIET, ROOT, machine, run_many, runs_note, summary
+from experiments.common import ADAMW, QUIET, ROOT, TRAIN_SCRIPT, machine, run_forked, run_many, runs_note, summary
 from tsm.models.weight_files import safe_load
 
 SCALES = {
@@ -48,6 +48,7 @@ SCALES = {
         # the main setting (synthetic_mbv2_kd's) first: it runs on every seed
         "grid": [(0.5, 4.0), (0.5, 1.0), (0.9, 1.0), (0.9, 4.0)],
         "recipes": ("SGD", "AdamW"),
+        "timing_interpreter": "own",  # the timed runs: new `python src/train.py` processes, as a user waits
         "tiny": [],
         "teacher": [],
     },
@@ -59,6 +60,7 @@ SCALES = {
         "grid_seeds": (1,),
         "grid": [(0.5, 4.0)],  # one setting and one optimiser: the tiny run checks the pipeline, not the grid
         "recipes": ("SGD",),
+        "timing_interpreter": "forked",  # the timed runs forked from the training server: no 4 interpreter starts
         # smaller clips for every run, and the teachers' sizes (their own configs' otherwise)
         "tiny": [
             "data.num_segments=4",
@@ -165,7 +167,8 @@ def main() -> None:
 
 def cache_timing(s: dict, teacher_ckpt: Path, out: Path) -> None:
     """Wall seconds of one student epoch (``src/train.py`` start to end, validation included, no test) with the
-    teacher on every batch, with the cache built, and with the cache read back; runs one at a time."""
+    teacher on every batch, with the cache built, and with the cache read back; runs one at a time, each in a new
+    interpreter or forked from the training server (``s["timing_interpreter"]``)."""
     if (out / "timing.json").is_file():
         return  # measured: reused like the finished runs (delete it to measure again)
     one_epoch = ["trainer.max_epochs=1", "test=false", "seed=1"]
@@ -179,9 +182,12 @@ def cache_timing(s: dict, teacher_ckpt: Path, out: Path) -> None:
     (out / "cache.pt").unlink(missing_ok=True)
     seconds = {}
     for i, (name, overrides) in enumerate(arms.items()):
-        command = [sys.executable, str(ROOT / "src" / "train.py"), *QUIET, *overrides, f"hydra.run.dir={out / str(i)}"]
+        argv = [*QUIET, *overrides, f"hydra.run.dir={out / str(i)}"]
         start = time.perf_counter()
-        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        if s["timing_interpreter"] == "own":
+            subprocess.run([sys.executable, str(TRAIN_SCRIPT), *argv], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        else:
+            run_forked(TRAIN_SCRIPT, argv)
         seconds[name] = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     (out / "timing.json").write_text(json.dumps(seconds, indent=1))
@@ -245,7 +251,8 @@ def write_report(
     timing = runs / "timing" / "timing.json"
     if timing.is_file():
         seconds = json.loads(timing.read_text())
-        lines += ["", "One student epoch, `src/train.py` start to end (wall s, one run at a time):", ""]
+        started = {"own": "", "forked": ", forked from a process that imported the code"}[s["timing_interpreter"]]
+        lines += ["", f"One student epoch, `src/train.py` start to end (wall s, one run at a time{started}):", ""]
         lines += ["| teacher logits | wall (s) |", "|---|---|"]
         lines += [f"| {name} | {value:.1f} |" for name, value in seconds.items()]
     lines += [
