@@ -122,12 +122,19 @@ def _forked_main(target: str, argv: list[str], threads: int | None, stdout: str 
         runpy.run_module(target, run_name="__main__", alter_sys=True)
 
 
-def timed_run(overrides: list[str], run_dir: Path) -> tuple[dict, float]:
-    """``run_train`` on one torch thread in its own ``python src/train.py`` process; the wall time of the run
-    (measured once, kept in wall_s.txt)."""
+def in_own_interpreter(scale: str) -> bool:
+    """Whether a study's timed runs start their own ``python src/train.py`` process, whose wall time is what a
+    user waits for, or fork from :data:`TRAINING_SERVER`: the ``tiny`` scale, the tests' run of each study, leaves
+    out the interpreter's start."""
+    return scale != "tiny"
+
+
+def timed_run(overrides: list[str], run_dir: Path, own_interpreter: bool = True) -> tuple[dict, float]:
+    """``run_train`` on one torch thread, in its own ``python src/train.py`` process unless ``own_interpreter``
+    is false (see :func:`in_own_interpreter`); the wall time of the run (measured once, kept in wall_s.txt)."""
     fresh = not (run_dir / "metrics.json").is_file()
     start = time.perf_counter()
-    run_train(overrides, run_dir, threads=1, own_interpreter=True)
+    run_train(overrides, run_dir, threads=1, own_interpreter=own_interpreter)
     if fresh:
         (run_dir / "wall_s.txt").write_text(f"{time.perf_counter() - start:.0f}\n")
     return read_run(run_dir)

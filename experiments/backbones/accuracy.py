@@ -22,7 +22,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from experiments.backbones import study as EFFICIENCY
-from experiments.common import ADAMW, QUIET, machine, read_run, summary, timed_run
+from experiments.common import ADAMW, QUIET, in_own_interpreter, machine, read_run, summary, timed_run
 
 HERE = Path(__file__).resolve().parent
 BACKBONES = EFFICIENCY.BACKBONES
@@ -161,7 +161,7 @@ def main() -> None:
 def run(job: tuple[str, str, int], scale: str, runs: Path) -> None:
     name, variant, seed = job
     run_dir = runs / f"{BACKBONES[name]}_{variant}_seed{seed}"
-    timed_run([*overrides(BACKBONES[name], variant, scale), f"seed={seed}"], run_dir)
+    timed_run([*overrides(BACKBONES[name], variant, scale), f"seed={seed}"], run_dir, in_own_interpreter(scale))
     print(f"{name} {variant} seed {seed}: done", flush=True)
 
 

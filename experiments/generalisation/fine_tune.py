@@ -25,6 +25,7 @@ from pathlib import Path
 from experiments.common import (
     QUIET,
     epoch_curve,
+    in_own_interpreter,
     machine,
     per_seed_table,
     plot_panels,
@@ -84,7 +85,7 @@ def main() -> None:
     def run(job: tuple) -> None:
         (folder, variant, seed), overrides = job
         run_dir = runs / f"{folder}_{variant.split()[0].lower()}-fine-tuned_seed{seed}"
-        metrics, wall = timed_run(overrides, run_dir)
+        metrics, wall = timed_run(overrides, run_dir, in_own_interpreter(args.scale))
         with lock:
             results[(folder, variant, seed)] = (metrics["val/acc_best"], epoch_curve(run_dir), wall)
 

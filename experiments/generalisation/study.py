@@ -34,6 +34,7 @@ from PIL import Image
 from experiments.common import (
     QUIET,
     epoch_curve,
+    in_own_interpreter,
     machine,
     per_seed_table,
     plot_panels,
@@ -200,7 +201,7 @@ def main() -> None:
 
     def run(job: tuple) -> None:
         key, overrides, run_dir = job
-        metrics, wall = timed_run(overrides, run_dir)
+        metrics, wall = timed_run(overrides, run_dir, in_own_interpreter(args.scale))
         with lock:
             results[key] = (metrics["val/acc_best"], epoch_curve(run_dir), wall)
             write_report(args.out, args.scale, s, results, probes, args.parallel)

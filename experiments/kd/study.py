@@ -33,7 +33,18 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from experiments.common import ADAMW, QUIET, ROOT, TRAIN_SCRIPT, machine, run_forked, run_many, runs_note, summary
+from experiments.common import (
+    ADAMW,
+    QUIET,
+    ROOT,
+    TRAIN_SCRIPT,
+    in_own_interpreter,
+    machine,
+    run_forked,
+    run_many,
+    runs_note,
+    summary,
+)
 from tsm.models.weight_files import safe_load
 
 SCALES = {
@@ -48,7 +59,6 @@ SCALES = {
         # the main setting (synthetic_mbv2_kd's) first: it runs on every seed
         "grid": [(0.5, 4.0), (0.5, 1.0), (0.9, 1.0), (0.9, 4.0)],
         "recipes": ("SGD", "AdamW"),
-        "timing_interpreter": "own",  # the timed runs: new `python src/train.py` processes, as a user waits
         "tiny": [],
         "teacher": [],
     },
@@ -60,7 +70,6 @@ SCALES = {
         "grid_seeds": (1,),
         "grid": [(0.5, 4.0)],  # one setting and one optimiser: the tiny run checks the pipeline, not the grid
         "recipes": ("SGD",),
-        "timing_interpreter": "forked",  # the timed runs forked from the training server: no 4 interpreter starts
         # smaller clips for every run, and the teachers' sizes (their own configs' otherwise)
         "tiny": [
             "data.num_segments=4",
@@ -161,14 +170,14 @@ def main() -> None:
     if not args.report_only:
         run_many(jobs[:2], args.parallel)  # the teachers first: the students need their checkpoints
         run_many(jobs[2:], args.parallel)
-        cache_timing(s, ckpt["I3D"], runs / "timing")
+        cache_timing(s, ckpt["I3D"], runs / "timing", in_own_interpreter(args.scale))
     write_report(args, s, teachers, arms, baseline, runs)
 
 
-def cache_timing(s: dict, teacher_ckpt: Path, out: Path) -> None:
+def cache_timing(s: dict, teacher_ckpt: Path, out: Path, own_interpreter: bool) -> None:
     """Wall seconds of one student epoch (``src/train.py`` start to end, validation included, no test) with the
     teacher on every batch, with the cache built, and with the cache read back; runs one at a time, each in a new
-    interpreter or forked from the training server (``s["timing_interpreter"]``)."""
+    interpreter unless ``own_interpreter`` is false (:func:`~experiments.common.in_own_interpreter`)."""
     if (out / "timing.json").is_file():
         return  # measured: reused like the finished runs (delete it to measure again)
     one_epoch = ["trainer.max_epochs=1", "test=false", "seed=1"]
@@ -184,7 +193,7 @@ def cache_timing(s: dict, teacher_ckpt: Path, out: Path) -> None:
     for i, (name, overrides) in enumerate(arms.items()):
         argv = [*QUIET, *overrides, f"hydra.run.dir={out / str(i)}"]
         start = time.perf_counter()
-        if s["timing_interpreter"] == "own":
+        if own_interpreter:
             subprocess.run([sys.executable, str(TRAIN_SCRIPT), *argv], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         else:
             run_forked(TRAIN_SCRIPT, argv)
@@ -251,8 +260,8 @@ def write_report(
     timing = runs / "timing" / "timing.json"
     if timing.is_file():
         seconds = json.loads(timing.read_text())
-        started = {"own": "", "forked": ", forked from a process that imported the code"}[s["timing_interpreter"]]
-        lines += ["", f"One student epoch, `src/train.py` start to end (wall s, one run at a time{started}):", ""]
+        forked = "" if in_own_interpreter(args.scale) else ", forked from a process that imported the code"
+        lines += ["", f"One student epoch, `src/train.py` start to end (wall s, one run at a time{forked}):", ""]
         lines += ["| teacher logits | wall (s) |", "|---|---|"]
         lines += [f"| {name} | {value:.1f} |" for name, value in seconds.items()]
     lines += [

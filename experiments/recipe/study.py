@@ -31,6 +31,7 @@ from pathlib import Path
 from experiments.common import (
     QUIET,
     epoch_curve,
+    in_own_interpreter,
     machine,
     per_seed_table,
     plot_panels,
@@ -151,7 +152,7 @@ def main() -> None:
 
     def run(job: tuple) -> None:
         key, overrides, run_dir = job
-        metrics = timed_run(overrides, run_dir)
+        metrics = timed_run(overrides, run_dir, in_own_interpreter(args.scale))
         with lock:
             results[key], curves[key] = metrics, epoch_curve(run_dir)
             write_report(args.out, args.scale, s, results, curves, commands, args.parallel)
