@@ -21,7 +21,15 @@ from tsm.checks import check_counts
 from tsm.export import to_onnx
 from tsm.files import write_text_atomic
 from tsm.models.checkpoints import load_recognizer
-from tsm.quantize import NO_CALIBRATION_CLIPS, calibration_data, clips_of, compare, to_fp16, to_int8
+from tsm.quantize import (
+    NO_CALIBRATION_CLIPS,
+    calibration_data,
+    clips_of,
+    compare,
+    report_file,
+    to_fp16,
+    to_int8,
+)
 
 # the precisions each format= writes, and its files' suffix
 FORMATS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "int8"), "tvm": ("fp32", "int8")}
@@ -86,7 +94,7 @@ def main(cfg: DictConfig) -> None:
         return
     clips, labels = clips_of(data, cfg.compare.split, cfg.compare.clips)
     report = {"compared": [fp32_file.name, converted.name], **compare(fp32_file, converted, clips, labels)}
-    write_text_atomic(out.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
+    write_text_atomic(report_file(out), json.dumps(report, indent=2) + "\n")
     unit = "clip" if cfg.mode == "clip" else "frame"
     rich.print(
         f"{converted}: {cfg.precision} beside fp32 ({fp32_file.name}) on {report['clips']} {cfg.compare.split} clips: "

@@ -177,6 +177,23 @@ def test_a_frame_template_without_one_number_field_is_refused(template, tmp_path
         hydra.utils.instantiate(cfg.data).dataset("train")
 
 
+@pytest.mark.parametrize("name", ["jester", "sthv1", "sthv2", "kinetics400", "ucf101", "hmdb51", "list"])
+def test_data_frame_start_reaches_every_frame_reading_source(name, tmp_path):
+    """``data.frame_start`` (documented for frame folders not numbered from 1) is a key of every dataset config
+    that reads frames; before, ``data.source.frame_start=0`` failed to compose ("not in struct")."""
+    cfg = compose_train([f"data={name}", "data.root=/nowhere", "data.frame_start=0"], tmp_path)
+    assert cfg.data.source.frame_start == 0
+
+
+def test_a_negative_data_frame_start_is_refused(tmp_path):
+    from tests.helpers.videos import make_jester
+
+    root = make_jester(tmp_path / "jester")
+    cfg = compose_train(["data=jester", f"data.root={root}", "data.frame_start=-1"], tmp_path)
+    with pytest.raises(ValueError, match=r"data.frame_start must be an integer >= 0, got -1"):
+        hydra.utils.instantiate(cfg.data).dataset("train")
+
+
 def test_a_training_set_smaller_than_a_batch_is_refused(tmp_path):
     """Training drops the last incomplete batch: 8 clips in batches of 16 trained nothing, and the run went on
     to test the untrained model as if it had trained."""

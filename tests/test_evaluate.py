@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.helpers.config import compose_train, tiny_checkpoint
+from tests.helpers.videos import make_jester
 from tsm.data.sampling import FrameSampler, segment_indices
 from tsm.data.transforms import crop_views
 from tsm.evaluate import check_recorded_inputs, evaluate, report, score_videos
@@ -93,21 +94,26 @@ def test_eval_task_two_clips_three_crops(tmp_path, tiny_overrides):
     other_mean = [f"ckpt_path={ckpt}", *data_overrides, "data.mean=[0.5,0.5,0.5]"]
     with pytest.raises(ValueError, match=r"trained with mean \[0.485, 0.456, 0.406\], data.mean=\[0.5, 0.5, 0.5\]"):
         evaluate(compose_train(other_mean, tmp_path / "mean", config_name="eval"))
+    segments = [o for o in data_overrides if o.startswith("data.num_segments=")]
+    jester = [f"ckpt_path={ckpt}", "data=jester", f"data.root={make_jester(tmp_path / 'jester')}", *segments]
+    with pytest.raises(ValueError, match="the test data 27: give the data it was trained on \\(data=NAME data.root"):
+        evaluate(compose_train(jester, tmp_path / "jester_eval", config_name="eval"))
 
 
 def test_a_test_fed_otherwise_than_the_checkpoint_was_trained_is_refused(caplog):
     """Normalisation and class names the checkpoint records must be the test's (else the accuracy is silently
-    wrong); what an older checkpoint does not record (defaults) is not compared; another sampling is logged, not
-    refused, and a segment sampling's unused stride is not compared."""
+    wrong); what an older checkpoint does not record (defaults) is not compared; another sampling or crop size is
+    logged, not refused, and a segment sampling's unused stride is not compared."""
     from omegaconf import OmegaConf
 
-    info = {"mean": [0.5] * 3, "std": [0.25] * 3, "class_names": ["left", "right", "up"]}
+    info = {"mean": [0.5] * 3, "std": [0.25] * 3, "class_names": ["left", "right", "up"], "input_size": 64}
     info["sampling"] = {"mode": "dense", "stride": 2}
     known, classes = set(info), ["left", "right", "up"]
 
-    def cfg(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), mode="dense", stride=2):
+    def cfg(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), mode="dense", stride=2, crop=64):
         data = {"mean": list(mean), "std": list(std)}
-        return OmegaConf.create({"data": data, "test": {"split": "val", "mode": mode, "stride": stride}})
+        test = {"split": "val", "mode": mode, "stride": stride, "crop_size": crop}
+        return OmegaConf.create({"data": data, "test": test})
 
     check_recorded_inputs(info, known, cfg(), classes)
     assert not caplog.records
@@ -121,6 +127,9 @@ def test_a_test_fed_otherwise_than_the_checkpoint_was_trained_is_refused(caplog)
     assert not caplog.records
     check_recorded_inputs(info, known, cfg(mode="segment"), classes)
     assert "trained with dense sampling, stride 2" in caplog.text
+    caplog.clear()
+    check_recorded_inputs(info, known, cfg(crop=224), classes)  # e.g. a README command without data.crop_size
+    assert "test.crop_size=224; the checkpoint was trained at 64 (data.crop_size=64 tests at that size)" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from tsm.litert_export import NamedStream, check_dims, to_tflite, with_metadata
 from tsm.metadata import BUFFERS_KEY, CALIBRATION_KEY, DATA_KEY, INFO_KEY, MODE_KEY
 from tsm.models.checkpoints import data_config, load_recognizer
 from tsm.models.factory import for_deployment
-from tsm.quantize import clip_logits
+from tsm.quantize import clip_logits, report_file
 from tsm.streaming.litert import LiteRTStreamSession, read_tflite_metadata
 from tsm.streaming.model import StreamingTSM
 from tsm.streaming.sessions import open_stream
@@ -212,7 +212,7 @@ def int8_stream(ckpt, tmp_path_factory) -> tuple[Path, dict]:
     extra = ["calibration.clips=8", "compare.clips=4"]
     args = [f"ckpt_path={ckpt}", "format=tflite", "mode=stream", "precision=int8", f"out={out}"]
     run_forked("src/export.py", [*args, *extra, f"hydra.run.dir={out.parent}"])
-    return out, json.loads(out.with_suffix(".report.json").read_text())
+    return out, json.loads(report_file(out).read_text())
 
 
 def test_int8_stream_file_carries_int8_buffers_and_stays_near_fp32(ckpt, int8_stream, tmp_path):

@@ -15,7 +15,15 @@ from tests.helpers.streams import logits_on_cpu, needs_qemu_x86
 from tsm.data.recorded import datamodule_from_record
 from tsm.metadata import BUFFERS_KEY, CALIBRATION_KEY, PRECISION_KEY
 from tsm.models.checkpoints import data_config, load_recognizer
-from tsm.quantize import calibration_data, calibration_feeds, clip_logits, moved, node_census, to_int8
+from tsm.quantize import (
+    calibration_data,
+    calibration_feeds,
+    clip_logits,
+    moved,
+    node_census,
+    report_file,
+    to_int8,
+)
 from tsm.shift import TemporalShift
 from tsm.streaming.runtime import OnnxStreamSession, buffer_zeros, ort_session, read_metadata
 
@@ -25,7 +33,7 @@ CAUSAL = ["model/shift=causal", "model.shift.place=residual"]
 def export(ckpt: Path, out: Path, *overrides: str) -> dict:
     """Run the exporter as users do; the report it writes for fp16/int8 files."""
     run_forked("src/export.py", [f"ckpt_path={ckpt}", f"out={out}", f"hydra.run.dir={out.parent}", *overrides])
-    report = out.with_suffix(".report.json")
+    report = report_file(out)
     return json.loads(report.read_text()) if report.is_file() else {}
 
 
@@ -210,3 +218,8 @@ def test_int8_file_gives_the_same_logits_on_avx2_as_without_it(ckpt, exports, tm
     avx2 = logits_on_cpu("Haswell", path, frames, tmp_path)
     sse = logits_on_cpu("Nehalem", path, frames, tmp_path)
     np.testing.assert_array_equal(avx2, sse)
+
+
+def test_the_onnx_and_the_tflite_file_of_one_stem_keep_a_report_each():
+    assert report_file(Path("out/m_int8.onnx")) == Path("out/m_int8.onnx.report.json")
+    assert report_file("out/m_int8.tflite") == Path("out/m_int8.tflite.report.json")

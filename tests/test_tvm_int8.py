@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tests.helpers.scripts import run_forked
 from tests.helpers.streams import ELF_MACHINE, emulated_arm64, needs_arm64_sysroot, stream_without_torch
 from tsm.errors import DataError
+from tsm.quantize import report_file
 from tsm.streaming.sessions import open_stream, read_file_metadata
 from tsm.tvm_export import to_tvm
 
@@ -182,7 +183,7 @@ def test_an_int8_file_with_a_convolution_tvm_cannot_run_on_integers_is_refused(i
 
 
 def test_export_command_writes_an_int8_library_and_its_report(exported):
-    report = json.loads(exported.with_suffix(".report.json").read_text())
+    report = json.loads(report_file(exported).read_text())
     assert report["compared"] == ["int8.fp32.so", "int8.so"] and report["clips"] == 3
     assert report["mb"] == pytest.approx(exported.stat().st_size / 2**20)
     assert report["fp32_mb"] == pytest.approx(exported.with_suffix(".fp32.so").stat().st_size / 2**20)

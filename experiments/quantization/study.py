@@ -30,7 +30,7 @@ import onnxruntime as ort
 from experiments.common import EXPORT_SCRIPT, interleaved, machine, noise_clips, plain_2d, run_forked, run_train, shown
 from tsm.export import to_onnx
 from tsm.models.checkpoints import load_recognizer
-from tsm.quantize import calibration_feeds, node_census, to_fp16, to_int8
+from tsm.quantize import calibration_feeds, node_census, report_file, to_fp16, to_int8
 from tsm.streaming.runtime import ort_session
 
 HERE = Path(__file__).resolve().parent
@@ -49,7 +49,7 @@ def exported(ckpt: Path, out: Path, mode: str, precision: str, clips: int, extra
     path = out / f"{mode}_{precision}.onnx"
     argv = [f"ckpt_path={ckpt}", f"mode={mode}", f"precision={precision}", f"out={path}", f"compare.clips={clips}"]
     run_forked(EXPORT_SCRIPT, [*argv, f"hydra.run.dir={out}", *extra])
-    return json.loads(path.with_suffix(".report.json").read_text())
+    return json.loads(report_file(path).read_text())
 
 
 def kernel_share(path: Path, feed: dict[str, np.ndarray], runs: int = 30) -> dict[str, float]:

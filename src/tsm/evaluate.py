@@ -119,7 +119,7 @@ def report(
 def check_recorded_inputs(info: dict, known: Collection[str], cfg: DictConfig, classes: Sequence[str]) -> None:
     """Refuse a test whose normalisation or class names are not those the checkpoint records (``info``'s ``known``
     keys; the others are defaults): its accuracy would be silently wrong. Log a test sampling other than the
-    training one (a protocol may want it)."""
+    training one or a test crop other than the training crop (a protocol may want them)."""
     for key in ("mean", "std"):
         if key in known and [float(v) for v in cfg.data[key]] != [float(v) for v in info[key]]:
             raise ValueError(
@@ -134,6 +134,13 @@ def check_recorded_inputs(info: dict, known: Collection[str], cfg: DictConfig, c
                 f"the {cfg.test.split} data's classes are not the checkpoint's: {len(differ)} differ, the first is "
                 f"class {i}, {given!r} in the data and {trained!r} in the checkpoint (another label file?)"
             )
+    if "input_size" in known and cfg.test.crop_size != info["input_size"]:
+        log.warning(
+            "testing at test.crop_size=%s; the checkpoint was trained at %s (data.crop_size=%s tests at that size)",
+            cfg.test.crop_size,
+            info["input_size"],
+            info["input_size"],
+        )
     trained = info.get("sampling") if "sampling" in known else None
     if trained and (
         trained["mode"] != cfg.test.mode or (trained["mode"] == "dense" and trained["stride"] != cfg.test.stride)
@@ -186,7 +193,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule.report_source(cfg.test.split, source)  # annotation lines skipped under data.on_error=skip
     if len(source.classes) != model.num_classes:
         raise ValueError(
-            f"the checkpoint has {model.num_classes} classes, the {cfg.test.split} data {len(source.classes)}"
+            f"the checkpoint has {model.num_classes} classes, the {cfg.test.split} data {len(source.classes)}: "
+            "give the data it was trained on (data=NAME data.root=DIR)"
         )
     check_recorded_inputs(model.info, getattr(model, "info_known", ()), cfg, source.classes)
     views = MultiViewDataset(

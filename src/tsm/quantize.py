@@ -260,6 +260,13 @@ def node_census(path: str | Path, layout: bool = False) -> Counter[str]:
         return Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
 
 
+def report_file(out: str | Path) -> Path:
+    """Where ``src/export.py`` writes the report of its fp16 or int8 file ``out``: ``<out>.report.json``, the
+    suffix kept, so that the ONNX and the TFLite file of one stem keep a report each."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.report.json")
+
+
 def compare(
     fp32_path: str | Path, path: str | Path, clips: list[np.ndarray], labels: list[int], repeats: int = 50
 ) -> dict[str, float]:

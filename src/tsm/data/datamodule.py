@@ -37,7 +37,7 @@ SKIPPED_FILE = "skipped_samples.txt"
 class ClipDataModule(pl.LightningDataModule):
     """Train/val/test clip loaders over ``source(split=...)``, with sampling and transforms from config.
 
-    ``root``, ``frames``, ``frame_template`` and ``split`` (the fold of three-split datasets) are
+    ``root``, ``frames``, ``frame_template``, ``frame_start`` and ``split`` (the fold of three-split datasets) are
     the dataset keys users set as ``data.<key>``; the source config interpolates them.
     ``log_dir`` (the run directory) receives ``skipped_samples.txt`` and ``missing_<split>.txt``.
     ``num_classes`` None (``data.num_classes: null``) takes the count from the train source's labels;
@@ -56,6 +56,7 @@ class ClipDataModule(pl.LightningDataModule):
         root: str | None = None,
         frames: bool = False,
         frame_template: str | None = None,
+        frame_start: int = 1,
         split: int | None = None,
         sampling: Mapping[str, Any] | None = None,
         augment: Mapping[str, Any] | None = None,
@@ -79,6 +80,7 @@ class ClipDataModule(pl.LightningDataModule):
         self.root = root
         self.frames = frames
         self.frame_template = frame_template
+        self.frame_start = frame_start
         self.split = split
         self.seed = seed
         self.pin_memory = pin_memory

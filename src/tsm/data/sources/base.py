@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from tsm.checks import check_counts
 from tsm.data.decode import (
     VIDEO_SUFFIXES,
     DataError,
@@ -80,6 +81,7 @@ class VideoSource:
             raise ValueError(f"{self.name} is distributed as JPEG frames: data.frames must be true")
         if frames:
             frame_template_parts(frame_template)
+            check_counts({"frame_start": frame_start}, minimum=0)
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.name}: data.root={str(root)!r} is not a directory (see docs/datasets.md)")
