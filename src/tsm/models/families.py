@@ -84,6 +84,6 @@ BLOCKS: dict[type[nn.Module], Site] = {
     ),
     # before the attention, the first op of the block's first residual branch (as for the conv families):
     # a small ViT fits the order of frames there far sooner than with the shift before the MLP, and as
-    # soon as with both (experiments/backbones/vit_fit.py, 3 seeds), with one shift per block
+    # soon as with both (experiments/backbones/README.md: a probe since removed, 3 seeds), with one shift per block
     vision_transformer.Block: Site(("norm1",), tokens=True),
 }

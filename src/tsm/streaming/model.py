@@ -78,7 +78,8 @@ class StreamingTSM(nn.Module):
             if isinstance(module, TemporalShift) and module.direction != "causal":
                 raise ValueError(
                     f"cannot stream a model with a {module.direction} shift (at {name!r}): "
-                    "a streaming model cannot see future frames; train with direction='causal'"
+                    "a streaming model cannot see future frames; train with model/shift=causal "
+                    "(model.shift.direction=causal)"
                 )
         shared = {id(t): t for t in (*model.parameters(), *model.buffers())}  # deepcopy reuses these
         backbone = copy.deepcopy(model.backbone, memo=dict(shared))
