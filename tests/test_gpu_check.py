@@ -57,6 +57,41 @@ def test_only_a_full_size_cuda_run_writes_the_gpu_results(monkeypatch, capsys):
     assert parse([]).out is None and parse(["--tiny"]).out is None
     with pytest.raises(SystemExit):
         parse(["--out", "experiments/gpu/results.md"])
-    assert "a CPU run never writes experiments/gpu/results.md" in capsys.readouterr().err
+    assert "only a full-size CUDA run writes experiments/gpu/results.md" in capsys.readouterr().err
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert parse([]).out == RESULTS and parse(["--tiny"]).out is None
+    assert parse(["--parts", "stream", "step", "loader", "runs"]).out == RESULTS
+    # rerunning some parts keeps the other parts' figures in results.md
+    assert parse(["--parts", "runs", "stream"]).out == RESULTS.with_name("results_runs_stream.md")
+    with pytest.raises(SystemExit):
+        parse(["--tiny", "--out", "experiments/gpu/results.md"])
+
+
+def test_the_batch_search_keeps_what_fitted_when_a_larger_batch_fails_otherwise():
+    from experiments.gpu.step import largest_batch
+
+    def at(limit: int, error: Exception):
+        def build(batch: int):
+            def step():
+                if batch > limit:
+                    raise error
+
+            return step
+
+        return build
+
+    assert largest_batch(at(8, torch.OutOfMemoryError("CUDA out of memory")), 2, 64) == "8 (16 ran out of memory)"
+    assert largest_batch(at(8, RuntimeError("cuDNN error")), 2, 64) == "8 (16 failed: RuntimeError)"
+    assert largest_batch(at(1, torch.OutOfMemoryError("CUDA out of memory")), 2, 64) == "< 2 (2 ran out of memory)"
+    assert largest_batch(at(99, RuntimeError("never")), 2, 8) == ">= 8 (--max-batch 8)"
+
+
+def test_the_ddp_run_says_why_it_cannot_run_inside_a_slurm_job(monkeypatch):
+    from experiments.gpu.runs import ddp_missing
+
+    nccl = [] if torch.distributed.is_nccl_available() else ["this torch has no NCCL"]
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    assert ddp_missing(1) == ["1 GPUs, DDP over NCCL needs 2 or more", *nccl] and ddp_missing(2) == nccl
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    slurm = "inside a SLURM job Lightning waits for srun's processes: run the check outside sbatch"
+    assert ddp_missing(2) == [*nccl, slurm]

@@ -29,6 +29,7 @@ from experiments.gpu import loader, runs, step, stream
 from experiments.gpu.table import Table
 
 RESULTS = Path(__file__).resolve().with_name("results.md")
+PARTS = ("step", "loader", "runs", "stream")
 # A CPU-sized run: the default model's backbone, 2 frames at 32x32, one repeat, batches up to 4.
 TINY = {
     "backbones": ["resnet10t_050"],
@@ -47,7 +48,7 @@ TINY = {
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", choices=["step", "loader", "runs", "stream"])
+    parser.add_argument("--parts", nargs="+", choices=PARTS)
     parser.add_argument("--tiny", action="store_true", help=f"CPU sizes: {TINY}")
     parser.add_argument("--backbones", nargs="+", default=["resnet50", "mobilenetv2_100"], help="timm names")
     parser.add_argument("--stream-backbone", default="mobilenetv2_100")
@@ -60,15 +61,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2, 4, 8])
     parser.add_argument("--clips", type=int, default=128, help="clips the loader reads per worker count")
     parser.add_argument("--stream-frames", type=int, default=200, help="frames timed per stream runtime")
-    parser.add_argument("--out", type=Path, help="default: experiments/gpu/results.md, on a full-size CUDA run only")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="default on a full-size CUDA run: experiments/gpu/results.md, or results_<parts>.md for some --parts",
+    )
     if parser.parse_known_args(argv)[0].tiny:
         parser.set_defaults(**TINY)
     args = parser.parse_args(argv)
-    args.parts = args.parts or ["step", "loader", "runs", "stream"]
+    all_parts = args.parts is None or set(args.parts) == set(PARTS)
+    args.parts = args.parts or list(PARTS)
     if args.out is None and torch.cuda.is_available() and not args.tiny:
-        args.out = RESULTS
-    elif args.out is not None and args.out.resolve() == RESULTS and not torch.cuda.is_available():
-        parser.error(f"a CPU run never writes {shown(RESULTS)}, the GPU figures: give another --out")
+        # some parts rerun: a file of their own, so that results.md keeps the other parts' figures
+        args.out = RESULTS if all_parts else RESULTS.with_name(f"results_{'_'.join(args.parts)}.md")
+    elif args.out is not None and args.out.resolve() == RESULTS and (args.tiny or not torch.cuda.is_available()):
+        parser.error(f"only a full-size CUDA run writes {shown(RESULTS)}, the GPU figures: give another --out")
     return args
 
 

@@ -82,12 +82,19 @@ def fits(at: Callable[[int], Callable[[], None]], batch: int) -> bool:
 
 
 def largest_batch(at: Callable[[int], Callable[[], None]], start: int, cap: int) -> str:
-    """The largest batch, doubling from ``start`` up to ``cap``, whose step fits in memory."""
+    """The largest batch, doubling from ``start`` up to ``cap``, whose step fits in memory. Another error at a
+    doubled batch (an allocation outside the caching allocator, a cuDNN status, an index past 2**31) ends the
+    search too, named, without losing the batches that fitted."""
     if not fits(at, start):
         return f"< {start} ({start} ran out of memory)"
     batch = start
     while batch * 2 <= cap:
-        if not fits(at, batch * 2):
+        try:
+            fitted = fits(at, batch * 2)
+        except Exception as error:
+            release()
+            return f"{batch} ({batch * 2} failed: {type(error).__name__})"
+        if not fitted:
             return f"{batch} ({batch * 2} ran out of memory)"
         batch *= 2
     return f">= {batch} (--max-batch {cap})"

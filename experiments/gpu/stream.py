@@ -26,7 +26,10 @@ def cuda_ep_missing() -> list[str]:
     providers = ort.get_available_providers()
     missing = [] if torch.cuda.is_available() else ["no CUDA device"]
     if "CUDAExecutionProvider" not in providers:
-        missing.append(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (has {', '.join(providers)})")
+        missing.append(
+            f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (has {', '.join(providers)}): replace the "
+            "onnxruntime package by onnxruntime-gpu (both installed, one shadows the other)"
+        )
     return missing
 
 
@@ -42,7 +45,11 @@ def cuda_ep_step(path: Path, frame: np.ndarray) -> Callable[[], None]:
     (tsm.open_stream's session, which keeps them bound, runs on the CPU provider only)."""
     session = ort.InferenceSession(str(path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     if session.get_providers()[0] != "CUDAExecutionProvider":
-        raise RuntimeError(f"onnxruntime fell back to {session.get_providers()}")
+        raise RuntimeError(
+            f"onnxruntime fell back to {session.get_providers()}: its CUDA provider did not load (its log above "
+            f"says why; an onnxruntime-gpu built for another CUDA major version than torch's {torch.version.cuda} "
+            "is one cause)"
+        )
     feed = {"frame": frame, **buffer_zeros(read_metadata(path), 1)}
     names = list(feed)[1:]
     outputs = ["logits", *(f"{name}_out" for name in names)]
