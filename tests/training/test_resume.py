@@ -43,6 +43,18 @@ def test_a_rerun_in_a_used_directory_is_refused_unless_asked(tmp_path):
 
     train(compose_train([*ONE_EPOCH, "overwrite=true"], run))  # asked: starts afresh
     assert saved_epoch(run / "checkpoints" / "last.ckpt") == 0
+    assert sorted(p.name for p in (run / "csv").iterdir()) == ["version_0"]  # the earlier run's logs went with it
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_gives_its_directory_back(tmp_path, caplog):
+    """Before, its run.json stayed: a rerun in the directory was refused, and the ckpt_path=last the refusal
+    suggests found nothing to resume. The error is logged (into the run directory's log file under Hydra)."""
+    run = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="ckpt_path: no such file"):
+        train(compose_train([*ONE_EPOCH, f"ckpt_path={tmp_path / 'typo.ckpt'}"], run))
+    assert not (run / "run.json").exists() and "the run failed: FileNotFoundError" in caplog.text
+    train(compose_train(ONE_EPOCH, run))
+    assert saved_epoch(run / "checkpoints" / "last.ckpt") == 0 and (run / "run.json").is_file()
 
 
 def test_only_a_later_attempt_of_the_same_slurm_job_is_a_requeue(tmp_path, monkeypatch):

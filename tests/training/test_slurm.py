@@ -44,6 +44,19 @@ def test_run_dir_is_named_by_the_slurm_job_id(monkeypatch):
     assert hydra_run_dir() != "logs/train/runs/4242"
 
 
+def test_processes_per_job_counts_devices_and_nodes():
+    from omegaconf import OmegaConf
+
+    from tsm.training.cluster import processes_per_job
+
+    def count(**trainer):
+        return processes_per_job(OmegaConf.create(trainer))
+
+    assert count(devices=1) == 1 and count(devices=2, num_nodes=3) == 6 and count(devices=[0, 1]) == 2
+    assert count(devices="auto", accelerator="cpu") == 1 and count(devices=-1, accelerator="cpu", num_nodes=2) == 2
+    assert count(devices="auto", accelerator="gpu") == max(torch.cuda.device_count(), 1)
+
+
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory) -> SlurmCluster:
     reason = unavailable_reason()

@@ -56,6 +56,16 @@ def test_a_failed_job_stops_no_other_and_every_wandb_run_is_finished(tmp_path):
     assert "got exitcode: 0" in wandb_log(sweep / "1")  # its own run: job 0's was closed
 
 
+def test_a_local_sweep_of_ddp_jobs_is_refused_before_any_rank_starts(tmp_path):
+    """Before, each job's second rank (Lightning reruns the command to start it) reran the whole sweep into a
+    sweep directory of its own, and the command exited 0."""
+    sweep = tmp_path / "sweep"
+    done = multirun(sweep, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "seed=1,2", "debug=fdr")
+    assert done.returncode != 0 and "Hydra's basic launcher cannot host DDP jobs" in done.stderr
+    assert "through hydra/launcher=slurm" in done.stderr
+    assert not list(sweep.glob("*/checkpoints")) and not list(sweep.glob("*/run.json"))
+
+
 def test_optuna_search_optimizes_the_returned_metric(tmp_path):
     sweep = tmp_path / "sweep"
     done = multirun(

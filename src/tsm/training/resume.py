@@ -36,6 +36,7 @@ RUN_RECORD = "run.json"
 CHECKPOINTS = "checkpoints"
 LAST = "last"  # ckpt_path=last
 RESULTS = (RUN_RECORD, "config.yaml", "metrics.json")
+LOGGER_DIRS = ("csv", "wandb")  # the loggers' folders (conf/logger/): an overwritten run's logs go with it
 # hyper-parameters a resumed run may change: where its weights first came from (only whether they came from given
 # weights matters, :func:`check_same_run`), the memory format, and the files a run reads or writes
 NOT_COMPARED = {
@@ -92,9 +93,10 @@ def is_requeue(run_dir: Path) -> bool:
     return isinstance(started, int) and now["slurm_restart_count"] > started
 
 
-def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrite: bool) -> None:
+def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrite: bool) -> bool:
     """Make ``run_dir`` this run's (global rank 0 only): refuse one holding an earlier run unless this
-    run resumes (``ckpt_path``, a requeue) or replaces it (``overwrite``); record ``run.json`` once."""
+    run resumes (``ckpt_path``, a requeue) or replaces it (``overwrite``); record ``run.json`` once. Returns
+    whether this attempt wrote the record (:func:`release_run_dir` gives it back)."""
     found = previous_run(run_dir)
     if found and not (ckpt_path or requeued):
         if not overwrite:
@@ -102,15 +104,16 @@ def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrit
                 f"{run_dir} already holds a run ({', '.join(found)}). Resume it with ckpt_path=last, start afresh "
                 "in it with overwrite=true (deletes its checkpoints), or leave hydra.run.dir unset for a new directory"
             )
-        log.warning("overwrite=true: deleting the earlier run's checkpoints and results in %s", run_dir)
-        shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+        log.warning("overwrite=true: deleting the earlier run's checkpoints, results and logs in %s", run_dir)
+        for folder in (CHECKPOINTS, *LOGGER_DIRS):
+            shutil.rmtree(run_dir / folder, ignore_errors=True)
         for name in RESULTS:
             (run_dir / name).unlink(missing_ok=True)
     for temp in stale_temporaries(run_dir / CHECKPOINTS):
         log.warning("deleting %s: a checkpoint write cut short by a kill (the file it replaced is intact)", temp)
         temp.unlink()
     if (run_dir / RUN_RECORD).exists() and (ckpt_path or requeued):
-        return  # resuming: the record stays the first attempt's
+        return False  # resuming: the record stays the first attempt's
     record = json.dumps({**slurm_attempt(), "pid": os.getpid()})
     draft = run_dir / f".{RUN_RECORD}.{os.getpid()}{TEMP_SUFFIX}"
     write_text_atomic(draft, record)
@@ -123,6 +126,15 @@ def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrit
             file.write(record)
     finally:
         draft.unlink()
+    return True
+
+
+def release_run_dir(run_dir: Path) -> None:
+    """Give back the claim of a run that failed before it wrote a checkpoint (global rank 0 only): its
+    ``run.json`` alone would make a rerun in ``run_dir`` refused, with nothing there to resume."""
+    checkpoints = run_dir / CHECKPOINTS
+    if not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        (run_dir / RUN_RECORD).unlink(missing_ok=True)
 
 
 def resume_checkpoint(run_dir: Path, ckpt_path: str | None, requeued: bool) -> str | None:

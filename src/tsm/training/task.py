@@ -20,9 +20,9 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from tsm.files import write_text_atomic
 from tsm.training import multigrid
 from tsm.training.checkpoint_io import use_atomic_checkpoints
-from tsm.training.cluster import group_sweep_runs
+from tsm.training.cluster import check_sweep_launcher, group_sweep_runs
 from tsm.training.precision import resolve_precision
-from tsm.training.resume import check_same_run, claim_run_dir, is_requeue, resume_checkpoint
+from tsm.training.resume import check_same_run, claim_run_dir, is_requeue, release_run_dir, resume_checkpoint
 
 log = logging.getLogger(__name__)
 # Mixed precision keeps float32 weights: the summary's size in MB, counted at 32 bits, is right as printed.
@@ -74,9 +74,9 @@ def finish_wandb(failed: bool) -> None:
 def check_before_training(
     cfg: DictConfig, datamodule: Any, model: pl.LightningModule, output_dir: Path, requeued: bool
 ) -> str | None:
-    """What would fail after training, or resume another run, refused before anything is written into the run
-    directory: unlabelled validation or test videos, a resumed checkpoint trained otherwise. Returns the checkpoint
-    to resume from (None: a new run)."""
+    """What would fail after training, or resume another run, refused before this project writes into the run
+    directory (Hydra has written its ``.hydra/`` record and log file): unlabelled validation or test videos, a
+    resumed checkpoint trained otherwise. Returns the checkpoint to resume from (None: a new run)."""
     if cfg.test:
         datamodule.check_labelled("test")
     if not cfg.train:
@@ -97,8 +97,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     output_dir = Path(cfg.paths.output_dir)
     requeued = bool(cfg.get("auto_resume")) and is_requeue(output_dir)
+    check_sweep_launcher(cfg)
+    claimed = False  # whether this attempt wrote the run directory's run.json
     if cfg.train and rank_zero_only.rank == 0:  # before anything is written into the run directory
-        claim_run_dir(output_dir, cfg.get("ckpt_path"), requeued, bool(cfg.get("overwrite")))
+        claimed = claim_run_dir(output_dir, cfg.get("ckpt_path"), requeued, bool(cfg.get("overwrite")))
     group_sweep_runs(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     metrics: dict[str, Any] = {}
@@ -125,8 +127,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update(trainer.callback_metrics)
-    except BaseException:
+    except BaseException as error:
+        log.error("the run failed: %s: %s", type(error).__name__, error)  # into the run directory's log file too
         finish_wandb(failed=True)
+        if claimed:
+            release_run_dir(output_dir)
         raise
     finish_wandb(failed=False)
     result = plain_metrics(metrics)
