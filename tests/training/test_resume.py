@@ -53,6 +53,9 @@ def test_a_run_that_fails_before_its_first_checkpoint_gives_its_directory_back(t
     with pytest.raises(FileNotFoundError, match="ckpt_path: no such file"):
         train(compose_train([*ONE_EPOCH, f"ckpt_path={tmp_path / 'typo.ckpt'}"], run))
     assert not (run / "run.json").exists() and "the run failed: FileNotFoundError" in caplog.text
+    with pytest.raises(IndexError):  # two classes for nine-class data: fails in its first step, after config.yaml
+        train(compose_train([*ONE_EPOCH, "model.num_classes=2"], run))
+    assert not (run / "run.json").exists() and not (run / "config.yaml").exists()
     train(compose_train(ONE_EPOCH, run))
     assert saved_epoch(run / "checkpoints" / "last.ckpt") == 0 and (run / "run.json").is_file()
 

@@ -102,7 +102,8 @@ def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrit
         if not overwrite:
             raise RunDirInUse(
                 f"{run_dir} already holds a run ({', '.join(found)}). Resume it with ckpt_path=last, start afresh "
-                "in it with overwrite=true (deletes its checkpoints), or leave hydra.run.dir unset for a new directory"
+                "in it with overwrite=true (deletes its checkpoints, results and logs), or leave hydra.run.dir unset "
+                "for a new directory"
             )
         log.warning("overwrite=true: deleting the earlier run's checkpoints, results and logs in %s", run_dir)
         for folder in (CHECKPOINTS, *LOGGER_DIRS):
@@ -131,10 +132,12 @@ def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrit
 
 def release_run_dir(run_dir: Path) -> None:
     """Give back the claim of a run that failed before it wrote a checkpoint (global rank 0 only): its
-    ``run.json`` alone would make a rerun in ``run_dir`` refused, with nothing there to resume."""
+    ``run.json`` and ``config.yaml`` would make a rerun in ``run_dir`` refused, with nothing there to resume (its
+    logs stay)."""
     checkpoints = run_dir / CHECKPOINTS
     if not (checkpoints.is_dir() and any(checkpoints.iterdir())):
-        (run_dir / RUN_RECORD).unlink(missing_ok=True)
+        for name in RESULTS:
+            (run_dir / name).unlink(missing_ok=True)
 
 
 def resume_checkpoint(run_dir: Path, ckpt_path: str | None, requeued: bool) -> str | None:
