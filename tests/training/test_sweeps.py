@@ -11,6 +11,7 @@ import yaml
 
 from tests.helpers import ROOT
 from tests.helpers.config import TINY
+from tsm.training.cluster import sweep_group
 
 # one xdist worker runs the tests that start several processes each (SLURM daemons, DDP ranks, sweeps)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
@@ -39,9 +40,9 @@ def test_four_jobs_in_their_own_directories_one_wandb_group(tmp_path):
         assert "val/acc_best" in json.loads((job / "metrics.json").read_text())
         config = yaml.safe_load((job / "config.yaml").read_text())
         shifts.add((config["model"]["shift"]["fold_div"], config["model"]["shift"]["place"]))
-        assert config["logger"]["wandb"]["group"] == "train-sweep"
+        assert config["logger"]["wandb"]["group"] == sweep_group("train", str(sweep))
         (run_file,) = (job / "wandb").glob("offline-run-*/run-*.wandb")
-        assert b"train-sweep" in run_file.read_bytes()  # the group, as W&B recorded the run
+        assert sweep_group("train", str(sweep)).encode() in run_file.read_bytes()  # as W&B recorded the run
     assert shifts == {(4, "residual"), (4, "inplace"), (8, "residual"), (8, "inplace")}
 
 
@@ -54,6 +55,12 @@ def test_a_failed_job_stops_no_other_and_every_wandb_run_is_finished(tmp_path):
     assert (sweep / "1" / "metrics.json").is_file()
     assert "got exitcode: 1" in wandb_log(sweep / "0")
     assert "got exitcode: 0" in wandb_log(sweep / "1")  # its own run: job 0's was closed
+
+
+def test_sweeps_in_directories_of_one_name_get_groups_of_their_own(tmp_path):
+    first, second = sweep_group("train", str(tmp_path / "a" / "sweep")), sweep_group("train", str(tmp_path / "b/sweep"))
+    assert first != second and first.startswith("train-sweep-") and second.startswith("train-sweep-")
+    assert sweep_group("train", str(tmp_path / "a" / "sweep")) == first  # every job (and requeue) of one sweep
 
 
 def test_a_local_sweep_of_ddp_jobs_is_refused_before_any_rank_starts(tmp_path):

@@ -8,6 +8,7 @@ named by ``SLURM_JOB_ID``) and resumes from its newest readable checkpoint there
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -25,6 +26,13 @@ def cluster_plugins(auto_requeue: bool = False) -> list[SLURMEnvironment]:
     return []
 
 
+def sweep_group(task_name: str, sweep_dir: str) -> str:
+    """The W&B group of a sweep's jobs: the task, the sweep directory's name and a digest of its absolute path,
+    so that two sweeps in directories of one name (``logs/a/sweep``, ``logs/b/sweep``) do not share a group."""
+    path = Path(sweep_dir).resolve()
+    return f"{task_name}-{path.name}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
+
+
 def group_sweep_runs(cfg: DictConfig) -> None:
     """In a Hydra multirun, put every job's W&B run in one group named after the sweep (unless set)."""
     wandb = (cfg.get("logger") or {}).get("wandb")
@@ -35,7 +43,7 @@ def group_sweep_runs(cfg: DictConfig) -> None:
         return
     with open_dict(wandb):
         if wandb.get("group") is None:
-            wandb.group = f"{cfg.task_name}-{Path(hydra_cfg.sweep.dir).name}"
+            wandb.group = sweep_group(cfg.task_name, hydra_cfg.sweep.dir)
         wandb.name = f"{cfg.task_name}-{hydra_cfg.job.num}"
 
 
