@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,13 +34,10 @@ from matplotlib.figure import Figure
 
 from experiments.common import (
     ADAMW,
-    QUIET,
-    ROOT,
-    TRAIN_SCRIPT,
     in_own_interpreter,
     machine,
-    run_forked,
     run_many,
+    run_train,
     runs_note,
     summary,
 )
@@ -191,12 +187,9 @@ def cache_timing(s: dict, teacher_ckpt: Path, out: Path, own_interpreter: bool) 
     (out / "cache.pt").unlink(missing_ok=True)
     seconds = {}
     for i, (name, overrides) in enumerate(arms.items()):
-        argv = [*QUIET, *overrides, f"hydra.run.dir={out / str(i)}"]
+        shutil.rmtree(out / str(i), ignore_errors=True)  # a timing cut short: run again, not reused
         start = time.perf_counter()
-        if own_interpreter:
-            subprocess.run([sys.executable, str(TRAIN_SCRIPT), *argv], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-        else:
-            run_forked(TRAIN_SCRIPT, argv)
+        run_train(overrides, out / str(i), own_interpreter=own_interpreter)
         seconds[name] = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     (out / "timing.json").write_text(json.dumps(seconds, indent=1))

@@ -53,11 +53,15 @@ class RunDirInUse(RuntimeError):
     """The run directory holds an earlier run and nothing asked to resume or replace it."""
 
 
+def has_checkpoints(run_dir: Path) -> bool:
+    checkpoints = run_dir / CHECKPOINTS
+    return checkpoints.is_dir() and any(checkpoints.iterdir())
+
+
 def previous_run(run_dir: Path) -> list[str]:
     """What an earlier run left in ``run_dir`` (Hydra's own ``.hydra/`` and log file are this run's)."""
     found = [name for name in RESULTS if (run_dir / name).exists()]
-    checkpoints = run_dir / CHECKPOINTS
-    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+    if has_checkpoints(run_dir):
         found.append(f"{CHECKPOINTS}/")
     return found
 
@@ -134,8 +138,7 @@ def release_run_dir(run_dir: Path) -> None:
     """Give back the claim of a run that failed before it wrote a checkpoint (global rank 0 only): its
     ``run.json`` and ``config.yaml`` would make a rerun in ``run_dir`` refused, with nothing there to resume (its
     logs stay)."""
-    checkpoints = run_dir / CHECKPOINTS
-    if not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+    if not has_checkpoints(run_dir):
         for name in RESULTS:
             (run_dir / name).unlink(missing_ok=True)
 
