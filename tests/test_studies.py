@@ -11,7 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from experiments.common import CPU_FLAGS, machine, run_train, synthetic_overrides
+from experiments.common import (
+    CPU_FLAGS,
+    TRAIN_SCRIPT,
+    forked_exit_code,
+    machine,
+    run_train,
+    synthetic_overrides,
+)
 from experiments.generalisation.scenes import SWIPES
 from experiments.generalisation.study import clips_of
 from tests.helpers import ROOT
@@ -38,7 +45,11 @@ def test_a_run_forked_from_the_training_server_is_the_same_run_as_its_own_proces
     assert {k: v for k, v in forked.items() if not k.startswith("time/")} == {
         k: v for k, v in own.items() if not k.startswith("time/")
     }
-    assert (tmp_path / "forked" / ".hydra" / "overrides.yaml").is_file()  # src/train.py's own Hydra run
+    overrides = (tmp_path / "forked" / ".hydra" / "overrides.yaml").read_text()  # src/train.py's own Hydra run
+    assert "seed=3" in overrides
+    # a rerun there is refused, and leaves the run's record (before, Hydra had replaced it with the refused command's)
+    assert forked_exit_code(TRAIN_SCRIPT, [*tiny, "seed=4", f"hydra.run.dir={tmp_path / 'forked'}"]) == 1
+    assert (tmp_path / "forked" / ".hydra" / "overrides.yaml").read_text() == overrides
     with pytest.raises(RuntimeError, match=r"src/train.py .*model.backbone=no_such_net.* failed \(exit code 1\)"):
         run_train([*tiny, "model.backbone=no_such_net"], tmp_path / "bad")
 

@@ -16,7 +16,14 @@ from tsm.errors import DataError
 from tsm.files import atomic_open, stale_temporaries
 from tsm.training import resume
 from tsm.training.checkpoint_io import AtomicCheckpointIO
-from tsm.training.resume import RunDirInUse, claim_run_dir, is_requeue, newest_readable, resume_checkpoint
+from tsm.training.resume import (
+    RunDirInUse,
+    claim_run_dir,
+    continue_wandb_run,
+    is_requeue,
+    newest_readable,
+    resume_checkpoint,
+)
 from tsm.training.task import train
 
 ONE_EPOCH = [*TINY, "logger=csv", "test=false"]
@@ -26,24 +33,46 @@ def saved_epoch(path) -> int:
     return torch.load(path, weights_only=True)["epoch"]
 
 
+def wandb_run_ids(run_dir) -> list[str]:
+    """The W&B run id of each attempt's offline folder, oldest first."""
+    return [path.name.rsplit("-", 1)[1] for path in sorted(run_dir.glob("wandb/offline-run-*"))]
+
+
 @pytest.mark.slow
 def test_a_rerun_in_a_used_directory_is_refused_unless_asked(tmp_path):
-    run = tmp_path / "run"
-    train(compose_train(ONE_EPOCH, run))
-    config = (run / "config.yaml").read_text()
+    """With the default loggers (W&B offline and CSV): a resume logs to the W&B run it continues (before, each
+    attempt started a W&B run of its own), a run started afresh to a new one."""
+    run, one_epoch = tmp_path / "run", [*TINY, "test=false"]
+    train(compose_train(one_epoch, run))
+    config, first_id = (run / "config.yaml").read_text(), json.loads((run / "run.json").read_text())["wandb_id"]
     with pytest.raises(RunDirInUse, match="ckpt_path=last.*overwrite=true") as error:
-        train(compose_train([*ONE_EPOCH, "seed=7"], run))
+        train(compose_train([*one_epoch, "seed=7"], run))
     assert str(run) in str(error.value) and "checkpoints/" in str(error.value)
     assert (run / "config.yaml").read_text() == config  # refused before anything was written
 
-    train(compose_train([*ONE_EPOCH, "trainer.max_epochs=2", "ckpt_path=last"], run))  # asked: resumes
+    train(compose_train([*one_epoch, "trainer.max_epochs=2", "ckpt_path=last"], run))  # asked: resumes
     assert saved_epoch(run / "checkpoints" / "last.ckpt") == 1
     rows = (next(run.glob("csv/version_1/metrics.csv"))).read_text()
     assert ",0," not in rows.replace("epoch", "")  # the second attempt trained epoch 1 only
+    assert wandb_run_ids(run) == [first_id, first_id]
 
-    train(compose_train([*ONE_EPOCH, "overwrite=true"], run))  # asked: starts afresh
+    train(compose_train([*one_epoch, "overwrite=true"], run))  # asked: starts afresh
     assert saved_epoch(run / "checkpoints" / "last.ckpt") == 0
     assert sorted(p.name for p in (run / "csv").iterdir()) == ["version_0"]  # the earlier run's logs went with it
+    (new_id,) = wandb_run_ids(run)
+    assert new_id == json.loads((run / "run.json").read_text())["wandb_id"] != first_id
+
+
+def test_a_given_wandb_id_is_kept_and_an_older_record_starts_a_new_wandb_run(tmp_path, caplog):
+    cfg = compose_train([*TINY, "logger.wandb.id=mine"], tmp_path)
+    claim_run_dir(tmp_path, None, requeued=False, overwrite=False)
+    continue_wandb_run(cfg, tmp_path)
+    assert cfg.logger.wandb.id == "mine"
+    (tmp_path / "run.json").write_text(json.dumps({"slurm_job_id": None, "slurm_restart_count": 0}))
+    cfg = compose_train(TINY, tmp_path)
+    with caplog.at_level(logging.INFO):
+        continue_wandb_run(cfg, tmp_path)
+    assert cfg.logger.wandb.get("id") is None and "records no W&B run id" in caplog.text
 
 
 def test_a_run_that_fails_before_its_first_checkpoint_gives_its_directory_back(tmp_path, caplog):

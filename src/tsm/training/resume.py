@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tsm.errors import DataError
 from tsm.files import TEMP_SUFFIX, stale_temporaries, write_text_atomic
@@ -33,6 +34,7 @@ from tsm.training.optim import starts_from_weights
 
 log = logging.getLogger(__name__)
 RUN_RECORD = "run.json"
+WANDB_ID = "wandb_id"  # run.json's key: the W&B run every attempt of the run logs to
 CHECKPOINTS = "checkpoints"
 LAST = "last"  # ckpt_path=last
 RESULTS = (RUN_RECORD, "config.yaml", "metrics.json")
@@ -119,7 +121,7 @@ def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrit
         temp.unlink()
     if (run_dir / RUN_RECORD).exists() and (ckpt_path or requeued):
         return False  # resuming: the record stays the first attempt's
-    record = json.dumps({**slurm_attempt(), "pid": os.getpid()})
+    record = json.dumps({**slurm_attempt(), "pid": os.getpid(), WANDB_ID: secrets.token_hex(8)})
     draft = run_dir / f".{RUN_RECORD}.{os.getpid()}{TEMP_SUFFIX}"
     write_text_atomic(draft, record)
     try:  # a hard link appears whole and only if the name is free: of two runs started at once, one wins
@@ -132,6 +134,24 @@ def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrit
     finally:
         draft.unlink()
     return True
+
+
+def continue_wandb_run(cfg: DictConfig, run_dir: Path) -> None:
+    """Log every attempt of the run in ``run_dir`` (a requeue, ``ckpt_path=last``) to one W&B run: the id its
+    ``run.json`` records, unless ``logger.wandb.id`` is given. Offline, each attempt writes its own
+    ``wandb/offline-run-*`` folder of that id, and ``wandb sync`` uploads them in turn as one run."""
+    wandb = (cfg.get("logger") or {}).get("wandb")
+    if wandb is None or wandb.get("id") is not None:
+        return
+    record = read_record(run_dir)
+    if record is None:  # no run here (a test-only run of train.py in a new directory)
+        return
+    run_id = record.get(WANDB_ID)
+    if not isinstance(run_id, str):  # a record written before W&B ids were kept: this attempt starts a W&B run
+        log.info("%s records no W&B run id: this attempt logs to a new W&B run", run_dir / RUN_RECORD)
+        return
+    with open_dict(wandb):
+        wandb.id = run_id
 
 
 def release_run_dir(run_dir: Path) -> None:

@@ -14,6 +14,7 @@ import hydra
 import pytorch_lightning as pl
 import rich
 import rich.syntax
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -22,7 +23,14 @@ from tsm.training import multigrid
 from tsm.training.checkpoint_io import use_atomic_checkpoints
 from tsm.training.cluster import check_sweep_launcher, group_sweep_runs
 from tsm.training.precision import resolve_precision
-from tsm.training.resume import check_same_run, claim_run_dir, is_requeue, release_run_dir, resume_checkpoint
+from tsm.training.resume import (
+    check_same_run,
+    claim_run_dir,
+    continue_wandb_run,
+    is_requeue,
+    release_run_dir,
+    resume_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 # Mixed precision keeps float32 weights: the summary's size in MB, counted at 32 bits, is right as printed.
@@ -41,6 +49,20 @@ def print_config(cfg: DictConfig, output_dir: Path) -> None:
     text = OmegaConf.to_yaml(cfg, resolve=True)
     rich.print(rich.syntax.Syntax(text, "yaml"))
     write_text_atomic(output_dir / "config.yaml", text)
+
+
+def save_hydra_record(cfg: DictConfig, output_dir: Path) -> None:
+    """Hydra's ``.hydra/`` record of the command (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``), written by
+    the run once its directory is its own: ``conf/train.yaml`` sets ``hydra.output_subdir: null``, or Hydra would
+    write it first, and a refused rerun would replace the earlier run's record with its own."""
+    if not HydraConfig.initialized():  # composed in Python (tests, notebooks): no command to record
+        return
+    hydra_cfg = HydraConfig.get()
+    record = output_dir / ".hydra"
+    record.mkdir(parents=True, exist_ok=True)
+    nodes = {"config": cfg, "hydra": OmegaConf.create({"hydra": hydra_cfg}), "overrides": hydra_cfg.overrides.task}
+    for name, node in nodes.items():
+        write_text_atomic(record / f"{name}.yaml", OmegaConf.to_yaml(node))
 
 
 def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -101,6 +123,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     claimed = False  # whether this attempt wrote the run directory's run.json
     if cfg.train and rank_zero_only.rank == 0:  # before anything is written into the run directory
         claimed = claim_run_dir(output_dir, cfg.get("ckpt_path"), requeued, bool(cfg.get("overwrite")))
+    if rank_zero_only.rank == 0:
+        save_hydra_record(cfg, output_dir)  # the command as given, before this run adds W&B ids and groups
+        continue_wandb_run(cfg, output_dir)
     group_sweep_runs(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     metrics: dict[str, Any] = {}
