@@ -130,9 +130,16 @@ def check_recorded_inputs(info: dict, known: Collection[str], cfg: DictConfig, c
         differ = [(i, a, b) for i, (a, b) in enumerate(zip(info["class_names"], classes, strict=True)) if a != b]
         if differ:
             i, trained, given = differ[0]
+            why = "another label file?"
+            if sorted(info["class_names"]) == sorted(classes):
+                why = (
+                    "the same classes in another order: Jester and Something-V1 number theirs in sorted order, as "
+                    "the official TSM code does; a checkpoint trained before that change (docs/changelog.md) "
+                    "numbers them in the labels file's order"
+                )
             raise ValueError(
                 f"the {cfg.test.split} data's classes are not the checkpoint's: {len(differ)} differ, the first is "
-                f"class {i}, {given!r} in the data and {trained!r} in the checkpoint (another label file?)"
+                f"class {i}, {given!r} in the data and {trained!r} in the checkpoint ({why})"
             )
     if "input_size" in known and cfg.test.crop_size != info["input_size"]:
         log.warning(

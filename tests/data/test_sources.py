@@ -64,6 +64,19 @@ def test_jester_and_sthv1_csv(tmp_path):
     assert v1.flip_allowed is False and v1.flip_label_map is None
 
 
+def test_jester_and_sthv1_number_classes_as_the_official_tsm_code_does(tmp_path):
+    """In the sorted order of their names, whatever the labels file's line order (before: its line order, so the
+    released Jester and Something-V1 weights' classes were read scrambled). The official online demo's list:
+    class 16 is Swiping Left."""
+    jester = Jester(make_jester(tmp_path / "jester", classes=JESTER_CLASSES[::-1]), "train", frames=True)
+    assert jester.classes == JESTER_CLASSES and jester.classes[16] == "Swiping Left"
+    written = (tmp_path / "jester" / "jester-v1-train.csv").read_text().splitlines()
+    assert labels(jester) == [line.split(";")[1] for line in written]
+    shuffled = ("b;c", "B", "a b", "a")
+    v1 = SomethingV1(make_sthv1(tmp_path / "v1", classes=shuffled), "train", frames=True)
+    assert v1.classes == ("B", "a", "a b", "b;c")  # Python's sorted, as the official tools/gen_label_sthv1.py
+
+
 def test_jester_flip_pairs_are_the_horizontal_ones(tmp_path):
     source = Jester(make_jester(tmp_path), "train", frames=True)
     pairs = {source.classes[a]: source.classes[b] for a, b in source.flip_label_map.items()}
@@ -118,6 +131,8 @@ def test_ucf101_and_hmdb51_official_splits(tmp_path):
     hmdb = make_hmdb51(tmp_path / "hmdb")
     train, test = HMDB51(hmdb, "train"), HMDB51(hmdb, "test")
     assert train.classes == ("brush_hair", "cartwheel")
+    names = ("climb_stairs", "climb", "kick_ball", "kick")  # by class name, not by split file name
+    assert HMDB51(make_hmdb51(tmp_path / "hmdb_names", names), "train").classes == tuple(sorted(names))
     assert [train.video_id(i) for i in range(len(train))] == [
         "brush_hair_0",
         "brush_hair_1",

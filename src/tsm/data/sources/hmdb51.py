@@ -27,7 +27,8 @@ class HMDB51(ThreeFoldSource):
             raise ValueError(f"{self.name}: split names must be 'train' or 'test', got {self.part!r}")
         suffix = f"_test_split{self.fold}.txt"
         folder = self.root / SPLITS_DIR
-        files = sorted(folder.glob(f"*{suffix}")) if folder.is_dir() else []
+        # by class name: a file name's "_test_split" would sort "climb_stairs" before "climb"
+        files = sorted(folder.glob(f"*{suffix}"), key=lambda p: p.name[: -len(suffix)]) if folder.is_dir() else []
         self.classes_from = self.samples_from = f"{folder}/*{suffix}"
         if not files:
             raise FileNotFoundError(

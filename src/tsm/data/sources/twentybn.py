@@ -1,8 +1,12 @@
 """The 20BN CSV format that Jester V1 and Something-Something V1 share (now distributed by Qualcomm).
 
-Under root: ``<prefix>-labels.csv`` (one class name a line, in label order),
+Under root: ``<prefix>-labels.csv`` (one class name a line),
 ``<prefix>-{train,validation,test}.csv`` (``id;label`` lines, test ``id`` only) and JPEG frames
 ``<frames_dir>/<id>/00001.jpg`` (1-indexed, five digits).
+
+Classes are numbered in the sorted order of their names, as the official TSM code numbers them
+(``tools/gen_label_sthv1.py``, for Jester too) and its released Jester and Something-V1 weights
+do, not in the labels file's line order.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ class TwentyBNCsv(VideoSource):
 
     def load(self) -> list[Sample]:
         labels_file = self.annotation(f"{self.prefix}-labels.csv")
-        self.classes = unique_classes(self.lines(labels_file))
+        self.classes = tuple(sorted(unique_classes(self.lines(labels_file))))
         self.classes_from = str(labels_file)
         lookup = {name: i for i, name in enumerate(self.classes)}
         self.samples_from = self.annotation(f"{self.prefix}-{self.part}.csv", split=self.split)
