@@ -11,7 +11,7 @@ from tests.helpers.config import compose_train, tiny_checkpoint
 from tests.helpers.videos import make_jester
 from tsm.data.sampling import FrameSampler, segment_indices
 from tsm.data.transforms import crop_views
-from tsm.evaluate import check_recorded_inputs, evaluate, report, score_videos
+from tsm.evaluate import accuracy_metrics, check_recorded_inputs, evaluate, report, score_videos, view_classes
 
 
 def test_one_segment_clip_is_the_centre_sampling():
@@ -61,6 +61,50 @@ def test_scores_average_views(average):
     per_view = views[:, :, 0, :, 0, 0].double()
     expected = (per_view.softmax(-1) if average == "softmax" else per_view).mean(1)
     torch.testing.assert_close(scores.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+class Gestures:
+    name, classes = "gestures", ("left", "right", "up")
+    flip_label_map, no_flip_classes = {0: 1, 1: 0}, frozenset()
+
+
+def test_mirrored_views_are_scored_as_the_mirror_classes():
+    """Ten crops mirror five: a mirrored "left" clip is a "right" one. Before, its scores were averaged as they
+    were, against the labels the data's flip map swaps in training."""
+    order = view_classes(Gestures(), num_clips=2, num_crops=10)
+    views = torch.randn(2, 20, 1, 3, 2, 2)  # 2 videos, 2 clips x 10 crops, 1 frame, 3 classes
+    scores, _, _ = score_videos(
+        FixedLogits(), [(views, torch.tensor([0, 2]), torch.tensor([0, 1]))], "softmax", "cpu", order
+    )
+    per_view = views[:, :, 0, :, 0, 0].double().softmax(-1)
+    mirrored = [v % 10 >= 5 for v in range(20)]
+    expected = torch.stack([per_view[:, v, [1, 0, 2]] if m else per_view[:, v] for v, m in enumerate(mirrored)], 1)
+    torch.testing.assert_close(scores.double(), expected.mean(1), rtol=1e-6, atol=1e-6)
+    assert view_classes(Gestures(), num_clips=2, num_crops=3) is None
+
+
+def test_ten_crops_are_refused_where_mirrored_clips_have_no_class():
+    v1 = Gestures()
+    v1.name, v1.flip_allowed = "sthv1", False
+    with pytest.raises(ValueError, match="test.num_crops=10 mirrors half of the views, and sthv1's .* known flip"):
+        view_classes(v1, 1, 10)
+    lone = Gestures()
+    lone.flip_label_map, lone.no_flip_classes = {}, frozenset({0})
+    with pytest.raises(ValueError, match="'left' have no mirror class in the labels\\): use test.num_crops=3 or 1"):
+        view_classes(lone, 1, 10)
+
+
+def test_mean_class_accuracy_averages_over_the_classes_that_have_videos():
+    """A class predicted but without test videos (a label subset, missing videos, skipped ones) counted as 0
+    before: 0.5 here instead of 0.75."""
+    one_hot = torch.nn.functional.one_hot(torch.tensor([0, 2, 1, 1]), 27).float()
+    assert accuracy_metrics(one_hot, torch.tensor([0, 0, 1, 1]))["test/mean_class_acc"] == pytest.approx(0.75)
+    generator = torch.Generator().manual_seed(0)
+    scores, labels = torch.randn(61, 9, generator=generator), torch.randint(0, 6, (61,), generator=generator)
+    predicted = scores.argmax(1)
+    present = sorted(set(labels.tolist()))
+    expected = sum((predicted[labels == c] == c).double().mean().item() for c in present) / len(present)
+    assert accuracy_metrics(scores, labels)["test/mean_class_acc"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_unlabelled_videos_give_a_submission_file(tmp_path):

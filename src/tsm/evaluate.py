@@ -9,6 +9,7 @@ import logging
 from collections.abc import Collection, Iterable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -21,7 +22,7 @@ from tsm.checks import check_counts
 from tsm.data.clips import MultiViewDataset, collate_skipping
 from tsm.data.datamodule import SKIPPED_FILE
 from tsm.data.sampling import MODES
-from tsm.data.transforms import check_crop, scale_for
+from tsm.data.transforms import check_crop, mirrored_crops, scale_for
 from tsm.errors import DataError
 from tsm.files import atomic_open, write_text_atomic
 from tsm.metrics import classification_metrics
@@ -32,11 +33,40 @@ log = logging.getLogger(__name__)
 AVERAGES = ("softmax", "logits")
 
 
+def view_classes(source: Any, num_clips: int, num_crops: int) -> torch.Tensor | None:
+    """``(views, K)``: for each view, the class order that reads its scores as the video's own; a mirrored view
+    of "swiping left" scores it as "swiping right" (the source's flip label map). None when no view is mirrored.
+    Mirrored views of data whose mirror images have no known class are refused."""
+    mirrored = mirrored_crops(num_crops) * num_clips
+    if not any(mirrored):
+        return None
+    name = getattr(source, "name", "the data")
+    lone = sorted(getattr(source, "no_flip_classes", ()) or ())
+    if not getattr(source, "flip_allowed", True) or lone:
+        why = (
+            f"{', '.join(repr(source.classes[i]) for i in lone[:3])} have no mirror class in the labels"
+            if lone
+            else "its classes include directions with no known flip label map"
+        )
+        raise ValueError(
+            f"test.num_crops={num_crops} mirrors half of the views, and {name}'s mirrored clips would be scored "
+            f"wrongly ({why}): use test.num_crops=3 or 1"
+        )
+    flip = getattr(source, "flip_label_map", None) or {}
+    own = list(range(len(source.classes)))
+    return torch.tensor([[flip.get(k, k) for k in own] if m else own for m in mirrored])
+
+
 @torch.inference_mode()
 def score_videos(
-    model: nn.Module, loader: Iterable[Sequence], average: str = "softmax", device: str | torch.device = "cpu"
+    model: nn.Module,
+    loader: Iterable[Sequence],
+    average: str = "softmax",
+    device: str | torch.device = "cpu",
+    classes_of_views: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-video scores ``(N, K)`` averaged over views, with labels and dataset indices."""
+    """Per-video scores ``(N, K)`` averaged over views, with labels and dataset indices; ``classes_of_views``
+    (:func:`view_classes`) reorders each view's scores before the average."""
     if average not in AVERAGES:
         raise ValueError(f"test.average must be one of {AVERAGES}, got {average!r}")
     model.eval().to(device)
@@ -45,6 +75,8 @@ def score_videos(
         b, v = views.shape[:2]
         logits = model(views.flatten(0, 1).to(device)).float().view(b, v, -1)
         per_view = logits.softmax(-1) if average == "softmax" else logits
+        if classes_of_views is not None:
+            per_view = per_view.gather(-1, classes_of_views.to(per_view.device).expand(b, -1, -1))
         scores.append(per_view.mean(1).cpu())
         labels.append(label)
         indices.append(index)
@@ -204,6 +236,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             "give the data it was trained on (data=NAME data.root=DIR)"
         )
     check_recorded_inputs(model.info, getattr(model, "info_known", ()), cfg, source.classes)
+    reorder = view_classes(source, cfg.test.num_clips, cfg.test.num_crops)
     views = MultiViewDataset(
         source,
         num_segments=cfg.data.num_segments,
@@ -222,7 +255,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loader = DataLoader(views, batch_size=cfg.test.batch_size, num_workers=cfg.test.num_workers, collate_fn=collate)
     batches = (datamodule.on_before_batch_transfer(batch, 0) for batch in loader)  # records what was skipped
     readable = (batch for batch in batches if batch)  # a batch none of whose videos could be read is ()
-    scores, labels, indices = score_videos(model, readable, cfg.test.average, device)
+    scores, labels, indices = score_videos(model, readable, cfg.test.average, device, reorder)
     skipped = datamodule.skipped[cfg.test.split]
     if skipped:
         where = datamodule.log_dir / SKIPPED_FILE if datamodule.log_dir else "the log"

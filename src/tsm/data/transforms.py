@@ -89,6 +89,11 @@ def crop_views(clip: torch.Tensor, num_crops: int, crop_size: int, scale_size: i
     return [*five, *(TF.horizontal_flip(c) for c in five)]
 
 
+def mirrored_crops(num_crops: int) -> list[bool]:
+    """Which of :func:`crop_views`' views are horizontally flipped: the last five of ten."""
+    return [num_crops == 10 and i >= 5 for i in range(num_crops)]
+
+
 def crop_offsets(width: int, height: int, crop_w: int, crop_h: int) -> list[tuple[int, int]]:
     """The 13 fixed crop positions of TSM's multi-scale crop: centre, corners, edge
     centres and the four quarter points, as (left, top)."""
