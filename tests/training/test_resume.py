@@ -24,7 +24,7 @@ from tsm.training.resume import (
     newest_readable,
     resume_checkpoint,
 )
-from tsm.training.task import train
+from tsm.training.task import instantiate_data, train
 
 ONE_EPOCH = [*TINY, "logger=csv", "test=false"]
 
@@ -119,6 +119,67 @@ def test_run_directories_differ_within_a_second():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return tiny_checkpoint(tmp_path_factory.mktemp("resume"), [])
+
+
+def test_another_run_s_checkpoint_does_not_resume_into_a_used_directory(checkpoint, tmp_path):
+    """Before, any ckpt_path passed the claim: the directory's run was replaced by the other one's, its checkpoints
+    mixed with the other run's."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    claim_run_dir(run, None, requeued=False, overwrite=False)
+    (run / "checkpoints" / "last.ckpt").write_bytes(checkpoint.read_bytes())
+    (run / "learning_curves.png").write_bytes(b"png")
+    first = (run / "run.json").read_text()
+    with pytest.raises(RunDirInUse, match=f"and ckpt_path={checkpoint} is not one of its checkpoints"):
+        claim_run_dir(run, str(checkpoint), requeued=False, overwrite=False)
+    assert not claim_run_dir(run, str(run / "checkpoints" / "last.ckpt"), requeued=False, overwrite=False)
+    assert (run / "run.json").read_text() == first  # its own checkpoint resumes it
+    assert claim_run_dir(run, str(checkpoint), requeued=False, overwrite=True)  # asked: afresh, then resumed
+    assert (run / "run.json").read_text() != first and sorted(p.name for p in run.iterdir()) == ["run.json"]
+
+
+@pytest.mark.slow
+def test_a_test_only_run_tests_the_checkpoint_it_names(checkpoint, tmp_path):
+    """train=false ignored ckpt_path and tested random weights, in any run directory (a run's metrics.json was
+    replaced). A checkpoint predicting one class scores that class's share of the test videos."""
+    state = torch.load(checkpoint, weights_only=True)
+    test_only = [*TINY, "logger=csv", "train=false"]
+    cfg = compose_train(test_only, tmp_path / "labels")
+    source = instantiate_data(cfg).source(split="test")
+    labels = [source.label(i) for i in range(len(source))]
+    state["state_dict"]["net.fc.weight"].zero_()
+    state["state_dict"]["net.fc.bias"].copy_(10 * torch.nn.functional.one_hot(torch.tensor(labels[0]), 9))
+    torch.save(state, tmp_path / "one_class.ckpt")
+    metrics = train(compose_train([*test_only, f"ckpt_path={tmp_path / 'one_class.ckpt'}"], tmp_path / "t"))
+    assert metrics["test/acc"] == pytest.approx(labels.count(labels[0]) / len(labels))
+    with pytest.raises(ValueError, match="train=false tests the model as built, and its weights are random"):
+        train(compose_train(test_only, tmp_path / "random"))
+    with pytest.raises(RunDirInUse, match="already holds a run"):  # the test-only run claims its directory too
+        train(compose_train([*test_only, f"ckpt_path={checkpoint}"], tmp_path / "t"))
+
+
+def test_training_tests_a_best_checkpoint_of_its_own_run_only(tmp_path, caplog):
+    """A resumed checkpoint records where its best checkpoint was; a crafted or moved one named any file, which was
+    tested unchecked."""
+    from types import SimpleNamespace
+
+    from tsm.training.task import tested_checkpoint
+
+    def trainer(best):
+        return SimpleNamespace(checkpoint_callback=SimpleNamespace(best_model_path=str(best)))
+
+    own = tmp_path / "run" / "checkpoints"
+    own.mkdir(parents=True)
+    (own / "epoch_003.ckpt").write_bytes(b"")
+    assert tested_checkpoint(trainer(own / "epoch_003.ckpt"), tmp_path / "run") == str(own / "epoch_003.ckpt")
+    with caplog.at_level(logging.WARNING):  # the run directory was moved: its own file of that name
+        assert tested_checkpoint(trainer(tmp_path / "old" / "epoch_003.ckpt"), tmp_path / "run") == str(
+            own / "epoch_003.ckpt"
+        )
+    assert "names " + str(tmp_path / "old" / "epoch_003.ckpt") + " as its best" in caplog.text
+    with pytest.raises(DataError, match=r"nan_weights.ckpt: the run's best checkpoint, .* is not in"):
+        tested_checkpoint(trainer(tmp_path / "nan_weights.ckpt"), tmp_path / "run")
+    assert tested_checkpoint(SimpleNamespace(checkpoint_callback=None), tmp_path / "run") is None
 
 
 def test_an_unreadable_last_checkpoint_falls_back_to_the_newest_readable(checkpoint, tmp_path, caplog):

@@ -39,6 +39,8 @@ CHECKPOINTS = "checkpoints"
 LAST = "last"  # ckpt_path=last
 RESULTS = (RUN_RECORD, "config.yaml", "metrics.json")
 LOGGER_DIRS = ("csv", "wandb")  # the loggers' folders (conf/logger/): an overwritten run's logs go with it
+# the run's other outputs (tsm.training.callbacks' plots, tsm.data.datamodule's reports): they go with it too
+OTHER_OUTPUTS = ("learning_curves.png", "confusion_test.png", "skipped_samples.txt", "missing_*.txt")
 # hyper-parameters a resumed run may change: where its weights first came from (only whether they came from given
 # weights matters, :func:`check_same_run`), the memory format, and the files a run reads or writes
 NOT_COMPARED = {
@@ -104,22 +106,26 @@ def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrit
     run resumes (``ckpt_path``, a requeue) or replaces it (``overwrite``); record ``run.json`` once. Returns
     whether this attempt wrote the record (:func:`release_run_dir` gives it back)."""
     found = previous_run(run_dir)
-    if found and not (ckpt_path or requeued):
+    elsewhere = ckpt_path not in (None, LAST) and Path(ckpt_path).resolve().parent != (run_dir / CHECKPOINTS).resolve()
+    resumes_here = requeued or (bool(ckpt_path) and not elsewhere)
+    if found and not resumes_here:
         if not overwrite:
+            given = f", and ckpt_path={ckpt_path} is not one of its checkpoints" if elsewhere else ""
             raise RunDirInUse(
-                f"{run_dir} already holds a run ({', '.join(found)}). Resume it with ckpt_path=last, start afresh "
-                "in it with overwrite=true (deletes its checkpoints, results and logs), or leave hydra.run.dir unset "
-                "for a new directory"
+                f"{run_dir} already holds a run ({', '.join(found)}){given}. Resume it with ckpt_path=last, start "
+                "afresh in it with overwrite=true (deletes its checkpoints, results and logs), or leave "
+                "hydra.run.dir unset for a new directory"
             )
         log.warning("overwrite=true: deleting the earlier run's checkpoints, results and logs in %s", run_dir)
         for folder in (CHECKPOINTS, *LOGGER_DIRS):
             shutil.rmtree(run_dir / folder, ignore_errors=True)
-        for name in RESULTS:
-            (run_dir / name).unlink(missing_ok=True)
+        for pattern in (*RESULTS, *OTHER_OUTPUTS):
+            for path in run_dir.glob(pattern):
+                path.unlink()
     for temp in stale_temporaries(run_dir / CHECKPOINTS):
         log.warning("deleting %s: a checkpoint write cut short by a kill (the file it replaced is intact)", temp)
         temp.unlink()
-    if (run_dir / RUN_RECORD).exists() and (ckpt_path or requeued):
+    if (run_dir / RUN_RECORD).exists() and resumes_here:
         return False  # resuming: the record stays the first attempt's
     record = json.dumps({**slurm_attempt(), "pid": os.getpid(), WANDB_ID: secrets.token_hex(8)})
     draft = run_dir / f".{RUN_RECORD}.{os.getpid()}{TEMP_SUFFIX}"

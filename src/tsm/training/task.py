@@ -18,12 +18,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from tsm.errors import DataError
 from tsm.files import write_text_atomic
 from tsm.training import multigrid
 from tsm.training.checkpoint_io import use_atomic_checkpoints
 from tsm.training.cluster import check_sweep_launcher, group_sweep_runs
+from tsm.training.optim import starts_from_weights
 from tsm.training.precision import resolve_precision
 from tsm.training.resume import (
+    CHECKPOINTS,
+    LAST,
     check_same_run,
     claim_run_dir,
     continue_wandb_run,
@@ -102,12 +106,46 @@ def check_before_training(
     if cfg.test:
         datamodule.check_labelled("test")
     if not cfg.train:
-        return None
+        return checkpoint_to_test(cfg, model)
     datamodule.check_labelled("val")
     ckpt_path = resume_checkpoint(output_dir, cfg.get("ckpt_path"), requeued)
     if ckpt_path:
         check_same_run(ckpt_path, model.hparams, cfg.model)
     return ckpt_path
+
+
+def checkpoint_to_test(cfg: DictConfig, model: pl.LightningModule) -> str | None:
+    """``train=false``: the run checkpoint ``ckpt_path`` names, checked to be of this model; None tests the weights
+    the model starts from (``model.init_from``, pretrained ones); random weights are refused (they were tested)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == LAST:
+        raise ValueError("train=false ckpt_path=last: name the checkpoint to test, ckpt_path=PATH")
+    if ckpt_path:
+        ckpt_path = resume_checkpoint(Path(cfg.paths.output_dir), ckpt_path, requeued=False)
+        check_same_run(ckpt_path, model.hparams, cfg.model)
+        return ckpt_path
+    if cfg.test and not starts_from_weights(model.hparams):
+        raise ValueError(
+            "train=false tests the model as built, and its weights are random: give the checkpoint to test "
+            "(ckpt_path=PATH, or model.init_from=PATH for a weights file), or run src/eval.py ckpt_path=PATH"
+        )
+    return None
+
+
+def tested_checkpoint(trainer: pl.Trainer, run_dir: Path) -> str | None:
+    """The best checkpoint of this run, which training ends by testing. A resumed checkpoint records where its
+    best one was: a path outside this run's ``checkpoints/`` (a run directory moved since) is read from there by
+    name, and refused if it is not there."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if not best:
+        return None
+    own = run_dir / CHECKPOINTS
+    if Path(best).resolve().parent == own.resolve():
+        return best
+    if (own / Path(best).name).is_file():
+        log.warning("the resumed checkpoint names %s as its best; testing %s", best, own / Path(best).name)
+        return str(own / Path(best).name)
+    raise DataError(best, f"the run's best checkpoint, as its checkpoints record it, is not in {own}")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -121,8 +159,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     requeued = bool(cfg.get("auto_resume")) and is_requeue(output_dir)
     check_sweep_launcher(cfg)
     claimed = False  # whether this attempt wrote the run directory's run.json
-    if cfg.train and rank_zero_only.rank == 0:  # before anything is written into the run directory
-        claimed = claim_run_dir(output_dir, cfg.get("ckpt_path"), requeued, bool(cfg.get("overwrite")))
+    if rank_zero_only.rank == 0:  # before anything is written into the run directory; train=false resumes nothing
+        resumed = cfg.get("ckpt_path") if cfg.train else None
+        claimed = claim_run_dir(output_dir, resumed, requeued and cfg.train, bool(cfg.get("overwrite")))
     if rank_zero_only.rank == 0:
         save_hydra_record(cfg, output_dir)  # the command as given, before this run adds W&B ids and groups
         continue_wandb_run(cfg, output_dir)
@@ -149,8 +188,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics.update(trainer.callback_metrics)
         if cfg.test:
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            tested = tested_checkpoint(trainer, output_dir) if cfg.train else ckpt_path
+            trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
             metrics.update(trainer.callback_metrics)
     except BaseException as error:
         log.error("the run failed: %s: %s", type(error).__name__, error)  # into the run directory's log file too
