@@ -287,6 +287,19 @@ def test_an_unreadable_teacher_cache_is_rebuilt(tmp_path, caplog):
     assert torch.equal(load_or_build(path, key, ids, lambda: torch.zeros(2, 3)), rebuilt)  # read back
 
 
+def test_a_file_that_is_no_teacher_cache_is_not_replaced_by_one(checkpoint, tmp_path):
+    """A checkpoint or notes given as model.distill.cache_file were overwritten with a warning."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    with pytest.raises(DataError, match="notes.txt: model.distill.cache_file is not a readable torch.save file.*it is not replaced"):
+        load_or_build(notes, {}, ["a"], lambda: torch.ones(1, 3))
+    assert notes.read_text() == "my notes"
+    data = checkpoint.read_bytes()
+    with pytest.raises(DataError, match="holds no teacher logits \\(another file\\?\\); it is not replaced"):
+        load_or_build(checkpoint, {}, ["a"], lambda: torch.ones(1, 3))
+    assert checkpoint.read_bytes() == data
+
+
 @pytest.mark.slow
 def test_kill_and_resume_study_tiny(tmp_path):
     """Killed three times (during checkpoint writes too), resumed each time: every checkpoint left readable,

@@ -72,14 +72,27 @@ def load_or_build(
 
 
 def read_cache(path: Path) -> dict[str, Any] | None:
-    """The saved cache, or None (with a warning naming the file) if it cannot be read or is not one:
-    it is rebuilt. A file holding Python objects is refused (:class:`~tsm.errors.UnsafeFileError`)."""
+    """The saved cache, or None (with a warning naming the file) if a write cut short left it empty or truncated:
+    it is rebuilt. Any other file is refused, not replaced: a file holding Python objects
+    (:class:`~tsm.errors.UnsafeFileError`), one that is no ``torch.save`` file, one without logits."""
     try:
         saved = safe_load(path, "model.distill.cache_file")
-    except DataError as error:  # empty, truncated, not a torch.save file (a pickle asking for code raises)
+    except DataError as error:  # a pickle asking for code is an UnsafeFileError, not caught here
+        if not cut_short(path):
+            raise DataError(path, f"{error.reason}; {NOT_REPLACED}") from error
         log.warning("teacher logit cache %s cannot be read (%s): rebuilding it", path, error.reason)
         return None
     if not isinstance(saved, dict) or not isinstance(saved.get("logits"), torch.Tensor):
-        log.warning("teacher logit cache %s holds no logits: rebuilding it", path)
-        return None
+        raise DataError(path, f"holds no teacher logits (another file?); {NOT_REPLACED}")
     return saved
+
+
+NOT_REPLACED = "it is not replaced: give model.distill.cache_file another path, or delete the file"
+
+
+def cut_short(path: Path) -> bool:
+    """Whether an unreadable file is what a kill during a write left of a cache: empty, or the start of a
+    ``torch.save`` zip archive."""
+    with open(path, "rb") as file:
+        head = file.read(4)
+    return head in (b"", b"PK\x03\x04")
