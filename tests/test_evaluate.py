@@ -12,6 +12,7 @@ from tests.helpers.videos import make_jester
 from tsm.data.sampling import FrameSampler, segment_indices
 from tsm.data.transforms import crop_views
 from tsm.evaluate import accuracy_metrics, check_recorded_inputs, evaluate, report, score_videos, view_classes
+from tsm.training.resume import RunDirInUse
 
 
 def test_one_segment_clip_is_the_centre_sampling():
@@ -132,6 +133,8 @@ def test_eval_task_two_clips_three_crops(tmp_path, tiny_overrides):
     confusion = list(csv.reader(open(tmp_path / "eval" / "confusion.csv")))
     assert len(confusion) == 1 + 9 and sum(int(x) for row in confusion[1:] for x in row[1:]) == 4
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 0
+    with pytest.raises(RunDirInUse, match=r"already holds results \(confusion.csv, metrics.json, predictions.csv\)"):
+        evaluate(cfg)  # into a directory holding a report (a training run's): refused, not overwritten
 
     with pytest.raises(ValueError, match="data.num_segments=8"):
         evaluate(compose_train([f"ckpt_path={ckpt}", "data.num_segments=8"], tmp_path / "bad", config_name="eval"))

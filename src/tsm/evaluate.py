@@ -28,9 +28,11 @@ from tsm.files import atomic_open, write_text_atomic
 from tsm.metrics import classification_metrics
 from tsm.models.checkpoints import load_recognizer
 from tsm.plots import plot_confusion
+from tsm.training.resume import RunDirInUse, previous_run
 
 log = logging.getLogger(__name__)
 AVERAGES = ("softmax", "logits")
+REPORT_FILES = ("metrics.json", "predictions.csv", "confusion.csv", "submission.csv")  # what report() writes
 
 
 def view_classes(source: Any, num_clips: int, num_crops: int) -> torch.Tensor | None:
@@ -208,8 +210,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_output_dir(out_dir: Path) -> None:
+    """Refuse a directory holding a training run or an earlier test's report, which this test would overwrite."""
+    found = sorted({*previous_run(out_dir), *(name for name in REPORT_FILES if (out_dir / name).exists())})
+    if found:
+        raise RunDirInUse(
+            f"{out_dir} already holds results ({', '.join(found)}) that this test would overwrite: leave "
+            "hydra.run.dir unset for a directory of its own"
+        )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` on ``cfg.test.split`` of ``cfg.data`` with the configured views."""
+    check_output_dir(Path(cfg.paths.output_dir))
     test = cfg.test
     check_counts(
         {"num_clips": test.num_clips, "crop_size": test.crop_size, "batch_size": test.batch_size}, group="test"
