@@ -147,6 +147,7 @@ def test_shape_frozen_at_export_is_caught(model, tmp_path, monkeypatch):
     monkeypatch.setattr(tsm.shift, "temporal_shift", frozen_shift)
     with pytest.raises(ExportVerificationError, match="batch"):
         to_onnx(model, tmp_path / "frozen.onnx", input_size=SIZE)
+    assert not (tmp_path / "frozen.onnx").exists()  # not left to be deployed
 
 
 def test_clip_with_other_num_frames(model, tmp_path):

@@ -188,6 +188,7 @@ def test_a_conversion_off_by_one_percent_is_caught(model, tmp_path, monkeypatch)
     monkeypatch.setattr(NamedStream, "forward", one_percent_off)
     with pytest.raises(ExportVerificationError, match="LiteRT differs from PyTorch"):
         to_tflite(model, tmp_path / "wrong.tflite", input_size=16)
+    assert not (tmp_path / "wrong.tflite").exists()  # not left to be deployed
 
 
 def test_tensors_over_four_dimensions_are_refused_naming_them():

@@ -19,6 +19,8 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +47,17 @@ VERIFY_BATCH = 2  # differs from the export example's batch of 1
 
 class ExportVerificationError(RuntimeError):
     """The ONNX file does not compute what the PyTorch model computes."""
+
+
+@contextmanager
+def removed_if_wrong(path: Path) -> Iterator[None]:
+    """Remove the exported file at ``path`` when its check raises :class:`ExportVerificationError`: it does not
+    compute what the model does, and is not left to be deployed."""
+    try:
+        yield
+    except ExportVerificationError:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def to_onnx(
@@ -76,7 +89,8 @@ def to_onnx(
     else:
         reference = StreamingTSM.from_model(model)
         _export_stream(reference, path, torch.randn(1, 3, height, width, generator=generator), opset, info)
-    report = verify_onnx(reference, path, num_frames=num_frames or 8, tolerance=tolerance)
+    with removed_if_wrong(path):
+        report = verify_onnx(reference, path, num_frames=num_frames or 8, tolerance=tolerance)
     print(
         f"{path}: {mode} mode, {report['size_mb']:.2f} MB, onnxruntime {report['ort_ms']:.2f} ms "
         f"(batch 1, median), max relative error {report['max_rel_error']:.1e}"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tsm.export import BATCH, ExportVerificationError, deployed, relative_error
+from tsm.export import BATCH, ExportVerificationError, deployed, relative_error, removed_if_wrong
 from tsm.files import atomic_open
 from tsm.litert_graph import integer_carry, nhwc_buffers, pack, unpack
 from tsm.metadata import BUFFERS_KEY, CALIBRATION_KEY, INFO_KEY, MODE_KEY, PRECISION_KEY
@@ -93,7 +93,10 @@ def to_tflite(
         metadata[BUFFERS_KEY] = json.dumps(spec)
     with atomic_open(path) as file:
         file.write(with_metadata(content, metadata))
-    error = verify_stream(stream, path, tolerance) if mode == "stream" else verify_clip(model, path, sample, tolerance)
+    with removed_if_wrong(path):
+        error = (
+            verify_stream(stream, path, tolerance) if mode == "stream" else verify_clip(model, path, sample, tolerance)
+        )
     print(f"{path}: {mode} mode, {path.stat().st_size / 2**20:.2f} MB, max relative error {error:.1e} (LiteRT)")
     return path
 

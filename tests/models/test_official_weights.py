@@ -13,6 +13,7 @@ from timm.models.resnet import Bottleneck
 from torch import nn
 
 from tests.helpers import ROOT
+from tsm.errors import DataError
 from tsm.models.official_weights import OFFICIAL_SHIFT, load_official_tsm
 from tsm.shift import TemporalShift
 
@@ -308,5 +309,18 @@ def test_eval_and_init_from_accept_an_official_file(states, tmp_path):
     theirs, ours = official.state_dict(), student.net.state_dict()
     assert all(torch.equal(ours[k], v) for k, v in theirs.items() if not k.startswith("fc."))
     assert ours["fc.weight"].shape == (5, 1280)
-    with pytest.raises(ValueError, match="init_from"):
+    with pytest.raises(
+        ValueError, match="holds model.backbone=mobilenetv2_100 with the shift .* model=tsm model.backbo"
+    ):
         TSMLitModule("resnet18", 5, 8, shift=OFFICIAL_SHIFT, init_from=str(path))
+
+
+def test_weights_holding_nan_are_refused(states, tmp_path):
+    """A diverged run's weights gave NaN scores, and src/eval.py reported an accuracy from them."""
+    from tsm.models.checkpoints import load_recognizer
+
+    state = {k: v.clone() for k, v in states[MOBILENET_27].items()}
+    state["module.new_fc.bias"][3] = float("nan")
+    torch.save({"state_dict": state}, tmp_path / "diverged.pth")
+    with pytest.raises(DataError, match=r"diverged.pth: 1 weight tensors hold NaN or infinity, the first fc.bias"):
+        load_recognizer(tmp_path / "diverged.pth")

@@ -127,8 +127,20 @@ def load_recognizer(path: str | Path, num_segments: int = 8) -> nn.Module:
     released TSM ``.pth`` (``num_segments`` applies to the latter, whose keys do not record it)."""
     state = safe_load(path, "checkpoint")
     if is_lightning_checkpoint(state):
-        return recognizer_from_checkpoint(state, str(path))
-    return official_from_state(state, str(path), num_segments)
+        net = recognizer_from_checkpoint(state, str(path))
+    else:
+        net = official_from_state(state, str(path), num_segments)
+    check_finite(net, path)
+    return net
+
+
+def check_finite(net: nn.Module, path: str | Path) -> None:
+    """Refuse weights holding NaN or infinity (a diverged run): every score they give is NaN."""
+    bad = [name for name, value in net.state_dict().items() if value.is_floating_point() and not value.isfinite().all()]
+    if bad:
+        raise DataError(
+            path, f"{len(bad)} weight tensors hold NaN or infinity, the first {bad[0]} (a run that diverged?)"
+        )
 
 
 def data_config(path: str | Path) -> dict[str, Any]:
@@ -149,14 +161,18 @@ def data_config(path: str | Path) -> dict[str, Any]:
 def init_from(net: nn.Module, path: str | Path) -> None:
     """Initialise ``net`` from a checkpoint of the same architecture (``model.init_from``); the
     classifier is kept fresh when the class counts differ, as when fine-tuning on a new dataset."""
-    source = load_recognizer(path, num_segments=net.num_segments).state_dict()
+    source_net = load_recognizer(path, num_segments=net.num_segments)
+    source = source_net.state_dict()
     own = net.state_dict()
     missing = [k for k in own if k not in source and not k.startswith("fc.")]
     unexpected = [k for k in source if k not in own]
     wrong_shape = [k for k in own.keys() & source.keys() if own[k].shape != source[k].shape and not k.startswith("fc.")]
     if missing or unexpected or wrong_shape:
+        held = getattr(source_net, "info", {})
         raise ValueError(
-            f"model.init_from {path} does not match model.backbone/model.shift: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, wrong shapes {wrong_shape[:5]}"
+            f"model.init_from {path} holds model.backbone={held.get('backbone')} with the shift {held.get('shift')}, "
+            f"which model.backbone and model.shift must match (a released TSM file: model=tsm "
+            f"model.backbone={held.get('backbone')}): missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"wrong shapes {wrong_shape[:5]}"
         )
     net.load_state_dict({k: v for k, v in source.items() if own[k].shape == v.shape}, strict=False)
