@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 import time
 
 import numpy as np
@@ -13,7 +14,9 @@ import torch
 import tsm.shift
 from tests.helpers.compare import rel_error
 from tests.helpers.weights import random_recognizer
+from tsm.errors import DataError
 from tsm.export import ExportVerificationError, to_onnx, verify_onnx
+from tsm.metadata import INFO_KEY
 from tsm.models import build_recognizer
 from tsm.models.recognizer import Recognizer
 from tsm.streaming.model import StreamingTSM
@@ -119,6 +122,29 @@ def test_stream_session_threads_rest_between_frames(model, stream_file, spin_wit
     cpu = time.process_time()
     time.sleep(0.1)  # threads left spinning use about 40 ms of CPU here after each run
     assert time.process_time() - cpu < 0.01
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"input_size": 100000}, f"input_size is 100000, and the graph's frame is {SIZE}x{SIZE}"),
+        ({"class_names": ["a", "b"]}, f"class_names names 2 classes, and the network has {CLASSES}"),
+        ({"class_names": None}, "class_names is not a list of names"),
+        ({"std": [0, 0, 0]}, "std must be positive"),
+        ({"mean": "abc"}, "mean is not three finite numbers"),
+        ({"scale_size": 0}, "scale_size is not a positive integer: 0"),
+        ({"num_segments": "eight"}, "num_segments is not a positive integer: 'eight'"),
+    ],
+)
+def test_a_stream_file_whose_info_would_feed_it_wrongly_is_refused(stream_file, tmp_path, change, message):
+    """Before: input_size 100000 ran out of memory resizing the first frame, std 0 gave NaN probabilities, a
+    scale size of 0 was replaced, two names for more classes failed at the first label."""
+    proto = onnx.load(str(stream_file))
+    entry = next(p for p in proto.metadata_props if p.key == INFO_KEY)
+    entry.value = json.dumps({**json.loads(entry.value), **change})
+    onnx.save(proto, str(tmp_path / "tampered.onnx"))
+    with pytest.raises(DataError, match=f"tampered.onnx: tsm_info {re.escape(message)}"):
+        OnnxStreamSession(tmp_path / "tampered.onnx")
 
 
 def test_verify_reports_sizes_and_latency(model, stream_file):

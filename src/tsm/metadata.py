@@ -5,7 +5,8 @@ the writers and the readers alike; needs neither PyTorch nor a runtime."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,51 @@ def read_info(metadata: Mapping[str, str], path: str | Path) -> dict[str, Any]:
     info = metadata_json(metadata, INFO_KEY, path)
     if not isinstance(info, dict):
         raise DataError(path, f"metadata {INFO_KEY} is not a JSON object")
+    check_info(info, path)
     return info
+
+
+def positive_int(value: Any) -> bool:
+    return type(value) is int and value > 0
+
+
+def finite_numbers(value: Any, count: int) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == count
+        and all(type(x) in (int, float) and math.isfinite(x) for x in value)
+    )
+
+
+def check_info(
+    info: Mapping[str, Any], path: str | Path, num_classes: int | None = None, frame: Sequence[int] | None = None
+) -> None:
+    """Refuse a ``tsm_info`` (of a checkpoint or an exported file) that would feed or name the network wrongly:
+    class names (as many as ``num_classes``), a frame count, an input size (the graph's ``frame`` height and
+    width) and scale size in pixels, three finite means and three positive stds."""
+
+    def refuse(key: str, why: str) -> None:
+        raise DataError(path, f"{INFO_KEY} {key} {why}")
+
+    names = info.get("class_names")
+    if not (isinstance(names, list) and names and all(isinstance(name, str) for name in names)):
+        refuse("class_names", f"is not a list of names: {str(names)[:80]}")
+    if num_classes is not None and len(names) != num_classes:
+        refuse("class_names", f"names {len(names)} classes, and the network has {num_classes}")
+    for key in ("num_segments", "scale_size"):
+        if key in info and not positive_int(info[key]):
+            refuse(key, f"is not a positive integer: {info[key]!r}")
+    size = info.get("input_size")
+    sides = [size, size] if type(size) is int else size
+    if not (isinstance(sides, list) and len(sides) == 2 and all(positive_int(side) for side in sides)):
+        refuse("input_size", f"is not a side or [height, width] in pixels: {size!r}")
+    if frame is not None and list(frame) != sides:
+        refuse("input_size", f"is {size!r}, and the graph's frame is {frame[0]}x{frame[1]}")
+    for key in ("mean", "std"):
+        if not finite_numbers(info.get(key), 3):
+            refuse(key, f"is not three finite numbers: {info.get(key)!r}")
+    if not all(x > 0 for x in info["std"]):
+        refuse("std", f"must be positive: {info['std']!r}")
 
 
 Node = tuple[str, list]  # a graph input's or output's name and shape (ints, dimension names or None)

@@ -12,6 +12,7 @@ import torch
 from tests.helpers.config import compose_train
 from tests.helpers.scripts import run_python
 from tests.helpers.videos import JESTER_CLASSES, make_jester, write_video
+from tsm.errors import DataError
 from tsm.evaluate import evaluate
 from tsm.metadata import INFO_KEY
 from tsm.models.checkpoints import load_recognizer
@@ -78,3 +79,12 @@ def test_old_checkpoint_without_info_still_loads_and_says_what_is_missing(orphan
         model = load_recognizer(old)
     assert model.info["class_names"] == [str(i) for i in range(27)] and model.info["num_segments"] == 4
     assert "does not record class_names, input_size, scale_size, mean, std" in caplog.text
+
+
+def test_a_checkpoint_whose_info_does_not_fit_its_network_is_refused(orphan, tmp_path):
+    """Two class names for 27 classes exported a file naming 2 of its 27 logits; eval failed with a bare zip()."""
+    state = torch.load(orphan, weights_only=True)
+    state[INFO_KEY]["class_names"] = ["a", "b"]
+    torch.save(state, tmp_path / "crafted.ckpt")
+    with pytest.raises(DataError, match="crafted.ckpt: tsm_info class_names names 2 classes, and the network has 27"):
+        load_recognizer(tmp_path / "crafted.ckpt")

@@ -19,7 +19,7 @@ import timm
 from torch import nn
 
 from tsm.errors import DataError, UnsafeFileError
-from tsm.metadata import DATA_KEY, INFO_KEY
+from tsm.metadata import DATA_KEY, INFO_KEY, check_info
 from tsm.models.factory import build_recognizer
 from tsm.models.official_weights import official_from_state
 from tsm.models.recognizer import INFO_DEFAULTS
@@ -93,6 +93,7 @@ def checkpoint_info(state: Mapping[str, Any], source: str = "checkpoint") -> dic
     missing = [key for key in ("class_names", *INFO_DEFAULTS) if key not in saved]
     if "class_names" not in info:
         info["class_names"] = [str(i) for i in range(hparams["num_classes"])]
+    check_info(info, source, num_classes=hparams["num_classes"])
     if missing:
         log.warning(
             "%s predates self-describing checkpoints: it does not record %s; using class indices as names, "

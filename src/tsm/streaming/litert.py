@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from tsm.errors import DataError
-from tsm.metadata import MODE_KEY, PRECISION_KEY, buffer_shapes, read_info
+from tsm.metadata import MODE_KEY, PRECISION_KEY, buffer_shapes, check_info, read_info
 from tsm.streaming.frames import stream_frame
 
 TFLITE_IDENTIFIER = b"TFL3"  # bytes 4-8 of every TFLite flatbuffer
@@ -77,6 +77,7 @@ class LiteRTStreamSession:
         out_nodes = [(f"{name}_out", shape(outputs, f"{name}_out")) for name in self.buffer_names]
         self._shapes = [[1, *shape] for shape in buffer_shapes(metadata, nodes, out_nodes, path)]
         self.frame_shape = tuple(int(size) for size in inputs["frame"]["shape"])
+        check_info(self.info, path, num_classes=shape(outputs, "logits")[-1], frame=self.frame_shape[-2:])
         self._inputs = {name: TensorType.of(details) for name, details in inputs.items()}
         self._outputs = {name: TensorType.of(details) for name, details in outputs.items()}
         self.reset()

@@ -27,6 +27,7 @@ from tsm.metadata import (
     Node,
     buffer_fills,
     buffer_shapes,
+    check_info,
     fixed_shape,
     read_info,
 )
@@ -106,6 +107,7 @@ class OnnxStreamSession:
         if types != [BUFFER_TYPES[dtype] for dtype, _ in self._fills]:
             raise DataError(path, f"metadata {BUFFERS_KEY}'s dtypes do not match the graph's buffer inputs {types}")
         frame, logits = ([batch, *fixed_shape(node, path)] for node in (frame_input, logits_output))
+        check_info(self.info, path, num_classes=logits[-1], frame=frame[-2:])
         self._frame = ort.OrtValue.ortvalue_from_numpy(np.zeros(frame, np.float32))
         self._logits = ort.OrtValue.ortvalue_from_numpy(np.zeros(logits, np.float32))
         self._sets = [self._zeros(), self._zeros()]  # buffers read by the next step, and written by it
