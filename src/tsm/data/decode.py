@@ -150,10 +150,18 @@ def video_num_frames(path: str | os.PathLike) -> int:
         return len(index if index is not None else _index_afresh(container, stream, path, signature)[1])
 
 
+def overshoot_allowed(num_frames: int) -> int:
+    """How many frames past a video's last an annotated frame count may reach: tools count a few frames apart
+    (2, or 2% of a long video)."""
+    return max(2, num_frames // 50)
+
+
 def read_video(path: str | os.PathLike, indices: Sequence[int], stats: DecodeStats | None = None) -> torch.Tensor:
     """Frames ``indices`` (0-based, any order, repeats allowed) of a video as uint8 ``(T, H, W, 3)``.
 
-    Indices past the last frame (a header count slightly above the true one) read the last frame. A video
+    Indices up to :func:`overshoot_allowed` past the last frame (a count from another tool, a frame or two above
+    this decoder's) read the last frame; further ones are a :class:`DataError` (an annotation for a longer video).
+    A video
     read before in this process is not demuxed again: its kept index (:mod:`tsm.data.video_index`) seeks
     straight to the packets wanted.
     """
@@ -180,6 +188,13 @@ def _read(
             stats.demuxed += len(packets)
         else:
             packets = SeekingPackets(container, stream, index)
+        last = max((int(i) for i in indices), default=0)
+        if last >= len(index) + overshoot_allowed(len(index)):
+            raise DataError(
+                path,
+                f"frame {last} (0-based) is wanted and the video has {len(index)} frames: its annotation (a list "
+                "file's frame count?) describes a longer video",
+            )
         clamped = [min(max(int(i), 0), len(index) - 1) for i in indices]
         try:
             frames = _decode(stream.codec_context, index, packets, sorted(set(clamped)), stats)
