@@ -55,7 +55,7 @@ def test_reference_checkpoint_loads_strictly(reference_shapes):
     assert torch.equal(model.Mixed_5c.b1b.conv3d.weight, state["Mixed_5c.b1b.conv3d.weight"])
 
 
-@pytest.mark.parametrize(("shape", "steps"), [((1, 16, 3, 64, 64), 2), ((2, 8, 3, 96, 80), 1)])
+@pytest.mark.parametrize(("shape", "steps"), [((1, 16, 3, 64, 64), 1), ((1, 24, 3, 64, 64), 2), ((2, 8, 3, 96, 80), 1)])
 def test_forward_shapes_and_frame_logits(shape, steps):
     torch.manual_seed(0)
     model = I3D(num_classes=10).eval()
@@ -67,6 +67,22 @@ def test_forward_shapes_and_frame_logits(shape, steps):
     assert torch.isfinite(out).all()
     assert frames.shape == (shape[0], steps, 10)
     torch.testing.assert_close(frames.mean(1), out)
+
+
+def test_logits_average_pairs_of_time_steps_as_the_original():
+    """The original (and its PyTorch port) pools time in pairs (kernel 2, stride 1) before the logits, so the end
+    steps weigh half as much as the inner ones: (1, 2, 2, 1) / 6 over four steps, not a plain mean."""
+    torch.manual_seed(0)
+    model = I3D(num_classes=7, width=0.25).eval()
+    x = torch.rand(2, 32, 3, 48, 48) * 2 - 1
+    with torch.inference_mode():
+        features = model.features(x).double().mean(dim=(3, 4))  # (B, C, 4)
+        out = model(x).double()
+    assert features.shape[2] == 4
+    pooled = (features * torch.tensor([1, 2, 2, 1], dtype=torch.float64)).sum(2) / 6
+    conv = model.logits.conv3d
+    expected = pooled @ conv.weight.double().flatten(1).T + conv.bias.double()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_forward_rejects_non_clip_input():

@@ -106,7 +106,8 @@ class I3D(nn.Module):
     """Inception-v1 I3D: clips ``(B, T, C, H, W)`` in, logits ``(B, num_classes)`` out (averaged over time).
 
     The released weights (``rgb_imagenet.pt``) expect RGB frames scaled to [-1, 1]. Space is average pooled
-    adaptively (the original's 7x7 at 224), time steps are kept and their logits averaged. ``width`` scales
+    adaptively (the original's 7x7 at 224), time in pairs of steps (the original's kernel of 2, stride 1), and the
+    logits of the pairs are averaged. ``width`` scales
     every layer's channels (rounded, at least 1): a thinner I3D for small data and CPU budgets; the released
     weights need ``width=1``.
     """
@@ -176,8 +177,10 @@ class I3D(nn.Module):
         return x
 
     def frame_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-time-step logits ``(B, T', num_classes)``, before the average over time."""
+        """Logits per pair of time steps ``(B, max(T' - 1, 1), num_classes)``, before the average over time."""
         pooled = self.features(x).mean(dim=(3, 4), keepdim=True)
+        if pooled.shape[2] > 1:
+            pooled = F.avg_pool3d(pooled, (2, 1, 1), stride=1)
         return self.logits(self.dropout(pooled)).flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
