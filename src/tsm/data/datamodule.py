@@ -142,7 +142,8 @@ class ClipDataModule(pl.LightningDataModule):
         expected, found = self.num_classes, len(source.classes)
         if found == expected:
             return
-        where = f"{getattr(source, 'classes_from', '') or f'the {split} source'} names {found} classes (read for the {split} split)"
+        named = getattr(source, "classes_from", "") or f"the {split} source"
+        where = f"{named} names {found} classes (read for the {split} split)"
         if not self._num_classes:
             raise ValueError(f"the train source has {expected} classes but {where}")
         raise ValueError(
