@@ -32,6 +32,7 @@ from tests.helpers.videos import (
     run_fast_dev,
     sthv2_classes,
     write_frames,
+    write_video,
 )
 from tsm.data.datamodule import ClipDataModule
 from tsm.data.sources import HMDB51, UCF101, Custom, Jester, Kinetics400, SomethingV1, SomethingV2
@@ -156,6 +157,21 @@ def test_list_files_and_folder_trees(tmp_path):
     assert frame_numbers(val.read(1, [3])) == [3]
     with pytest.raises(ValueError, match="data.source.format must be one of \\('list', 'tree'\\), got 'csv'"):
         Custom(tree, "train", format="csv")
+
+
+def test_a_folder_tree_reads_every_video_and_names_what_it_leaves_out(tmp_path, caplog):
+    """.mpg and .3gp videos, and files that are no class's videos, were left out without a word."""
+    tree = make_tree(tmp_path / "tree")
+    write_video(tree / "val" / "jump" / "old.mp4").rename(tree / "val" / "jump" / "old.mpg")  # read by content
+    (tree / "val" / "jump" / "notes.txt").write_text("shot in 2019")
+    write_video(tree / "val" / "loose.mp4")
+    with caplog.at_level(logging.WARNING):
+        val = Custom(tree, "val", format="tree")
+    assert [val.video_id(i) for i in range(len(val))] == ["jump/jump0.mp4", "jump/old.mpg", "run/run0.mp4"]
+    assert (
+        "2 entries are not <class>/<videos (.mp4" in caplog.text
+        and "left out: jump/notes.txt, loose.mp4" in caplog.text
+    )
 
 
 def test_video_datasets_read_frame_folders_when_asked(tmp_path):

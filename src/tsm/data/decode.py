@@ -38,7 +38,7 @@ from PIL import Image
 from tsm.data.video_index import INDEXES, IndexMismatch, PacketIndex, SeekingPackets, stamp
 from tsm.errors import DataError
 
-VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".3gp", ".flv", ".wmv", ".ogv")
 # A file may hold this many fewer packets than its header promises (rounding of durations)
 # before it counts as truncated: 1 frame plus 1%.
 TRUNCATION_SLACK = (1, 0.01)

@@ -13,12 +13,15 @@ the train folder, so every split agrees on them.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from tsm.data.decode import VIDEO_SUFFIXES, DataError
 from tsm.data.sources.base import Sample, VideoSource, plain_int, unique_classes
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("list", "tree")
 DEFAULT_SPLITS = {
@@ -98,12 +101,26 @@ class Custom(VideoSource):
         self.classes_from = str(folders["train"])
         self.samples_from = folders[self.split]
         lookup = {name: i for i, name in enumerate(self.classes)}
-        samples = []
+        samples, left_out = [], []
         for class_dir in sorted(os.scandir(folders[self.split]), key=lambda entry: entry.name):
-            label = self.class_index(class_dir.name, lookup, class_dir.path) if class_dir.is_dir() else None
-            if label is None:
+            if not class_dir.is_dir():
+                left_out.append(class_dir.name)
+                continue
+            label = self.class_index(class_dir.name, lookup, class_dir.path)
+            if label is None:  # a class the train folder lacks, skipped under data.on_error=skip (and reported)
                 continue
             for entry in sorted(os.scandir(class_dir.path), key=lambda entry: entry.name):
                 if entry.is_dir() if self.frames else Path(entry.name).suffix.lower() in VIDEO_SUFFIXES:
                     samples.append(Sample(f"{class_dir.name}/{entry.name}", Path(entry.path), label))
+                else:
+                    left_out.append(f"{class_dir.name}/{entry.name}")
+        if left_out:
+            wanted = "frame folders" if self.frames else f"videos ({', '.join(VIDEO_SUFFIXES)})"
+            log.warning(
+                "%s: %d entries are not <class>/<%s> and are left out: %s",
+                folders[self.split],
+                len(left_out),
+                wanted,
+                ", ".join(left_out[:5]) + (", ..." if len(left_out) > 5 else ""),
+            )
         return samples
