@@ -88,3 +88,37 @@ def test_a_checkpoint_whose_info_does_not_fit_its_network_is_refused(orphan, tmp
     torch.save(state, tmp_path / "crafted.ckpt")
     with pytest.raises(DataError, match="crafted.ckpt: tsm_info class_names names 2 classes, and the network has 27"):
         load_recognizer(tmp_path / "crafted.ckpt")
+
+
+def crafted(state: dict, change: str) -> dict:
+    if change == "no state_dict":
+        del state["state_dict"]
+    elif change == "listed state_dict":
+        state["state_dict"] = list(state["state_dict"].values())
+    elif change == "text info":
+        state[INFO_KEY] = "class names"
+    elif change == "wrong fc shape":
+        state["state_dict"]["net.fc.weight"] = torch.zeros(3, 3)
+    elif change == "negative classes":
+        state["hyper_parameters"]["num_classes"] = -1
+    elif change == "odd backbone_args":
+        state["hyper_parameters"]["backbone_args"] = {"_target_": "os.system"}
+    return state
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("no state_dict", "its state_dict is a NoneType, not a mapping of names to tensors"),
+        ("listed state_dict", "its state_dict is a list, not a mapping of names to tensors"),
+        ("text info", "its tsm_info is a str, not a mapping"),
+        ("wrong fc shape", "its weights do not fit the architecture it records: .*size mismatch for fc.weight"),
+        ("negative classes", "its hyper_parameters build no network: "),
+        ("odd backbone_args", "its hyper_parameters build no network: .*_target_"),
+    ],
+)
+def test_a_malformed_checkpoint_is_refused_naming_the_file(orphan, tmp_path, change, message):
+    """Each gave a bare KeyError, AttributeError, TypeError or torch error from deep inside, naming no file."""
+    torch.save(crafted(torch.load(orphan, weights_only=True), change), tmp_path / "crafted.ckpt")
+    with pytest.raises(DataError, match=f"crafted.ckpt: {message}"):
+        load_recognizer(tmp_path / "crafted.ckpt")

@@ -23,7 +23,7 @@ from tsm.metadata import DATA_KEY, INFO_KEY, check_info
 from tsm.models.factory import build_recognizer
 from tsm.models.official_weights import official_from_state
 from tsm.models.recognizer import INFO_DEFAULTS
-from tsm.models.weight_files import safe_load
+from tsm.models.weight_files import safe_load, tensor_mapping
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,20 @@ def recognizer_from_checkpoint(state: Mapping[str, Any], source: str = "checkpoi
     """The network of a Lightning checkpoint of this project, rebuilt from its saved architecture alone,
     in eval mode, with ``.info`` (:func:`checkpoint_info`) attached, and ``.info_known``: the keys of ``info`` the
     checkpoint records (the others are defaults)."""
-    net = build_recognizer(**recorded_architecture(state["hyper_parameters"], source))
-    weights = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
-    missing, unexpected = net.load_state_dict(weights, strict=False)
+    arch = recorded_architecture(state["hyper_parameters"], source)
+    saved = tensor_mapping(state.get("state_dict"), source)
+    if not isinstance(state.get(INFO_KEY) or {}, Mapping):
+        raise DataError(source, f"its {INFO_KEY} is a {type(state[INFO_KEY]).__name__}, not a mapping")
+    try:
+        net = build_recognizer(**arch)
+    except (TypeError, ValueError, RuntimeError) as err:  # recorded values no network takes
+        raise DataError(source, f"its hyper_parameters build no network: {err}") from err
+    weights = {k.removeprefix("net."): v for k, v in saved.items() if k.startswith("net.")}
+    try:
+        missing, unexpected = net.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # a tensor of another shape than the recorded architecture's
+        mismatches = "; ".join(line.strip() for line in str(err).splitlines()[1:]) or str(err)
+        raise DataError(source, f"its weights do not fit the architecture it records: {mismatches}") from err
     if missing or unexpected:
         raise ValueError(
             f"{source}: its weights do not fit the architecture it records: missing {missing[:5]}, "

@@ -21,7 +21,7 @@ from torch import nn
 
 from tsm.models.factory import build_recognizer
 from tsm.models.recognizer import INFO_DEFAULTS, Recognizer
-from tsm.models.weight_files import safe_load
+from tsm.models.weight_files import safe_load, tensor_mapping
 from tsm.shift import TemporalShift
 
 # The published TSM: bidirectional shift of 1/8 of the channels each way, before each residual branch.
@@ -56,9 +56,7 @@ def load_official_tsm(path_or_state_dict: str | os.PathLike | Mapping, num_segme
 def official_from_state(checkpoint: Mapping, source: str, num_segments: int = 8) -> Recognizer:
     """:func:`load_official_tsm` for a checkpoint already read from ``source`` (named in errors)."""
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else checkpoint
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{source}: expected a state dict, found {type(state).__name__}")
-    state = {key.removeprefix("module."): value for key, value in state.items()}
+    state = {key.removeprefix("module."): value for key, value in tensor_mapping(state, source).items()}
     backbone, num_classes = _infer_architecture(state, source)
     model = build_recognizer(backbone, num_classes, num_segments, shift=OFFICIAL_SHIFT)
     model.load_state_dict(_map_state(state, model, backbone, source), strict=True)

@@ -9,6 +9,7 @@ strings and plain containers only. A file that needs more is refused, naming it,
 from __future__ import annotations
 
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,16 @@ def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
     except Exception as error:  # EOFError, RuntimeError (zip), KeyError, ...: what torch.load makes of other bytes
         why = str(error).split("\n", 1)[0]
         raise DataError(file, f"{what} is not a readable torch.save file ({type(error).__name__}: {why})") from error
+
+
+def tensor_mapping(value: Any, source: str | Path, what: str = "state_dict") -> dict[str, torch.Tensor]:
+    """``value`` checked to be weights: a mapping of names to tensors (a :class:`DataError` naming ``source``)."""
+    if not isinstance(value, Mapping):
+        raise DataError(source, f"its {what} is a {type(value).__name__}, not a mapping of names to tensors")
+    odd = next(((k, v) for k, v in value.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))), None)
+    if odd is not None:
+        raise DataError(source, f"its {what} holds {odd[0]!r}: {type(odd[1]).__name__}, not a named tensor")
+    return dict(value)
 
 
 def load_backbone_file(net: nn.Module, path: str | Path) -> None:
