@@ -1,8 +1,9 @@
 """Stream a video or camera through a causal TSM frame by frame: ``python src/stream.py ckpt_path=... source=...``.
 
 ``ckpt_path`` is a checkpoint of this project (or a released TSM ``.pth``), or a stream-mode export: an ONNX
-file (run in onnxruntime) or a LiteRT ``.tflite`` file (run in LiteRT); class names, input size and
-normalisation come from the file itself.
+file (run in onnxruntime), a LiteRT ``.tflite`` file (run in LiteRT) or a TVM library ``.so`` (native code, which
+loading runs: only libraries you built or trust); class names, input size and normalisation come from the file
+itself.
 """
 
 from pathlib import Path
