@@ -158,6 +158,22 @@ def test_a_test_only_run_tests_the_checkpoint_it_names(checkpoint, tmp_path):
         train(compose_train([*test_only, f"ckpt_path={checkpoint}"], tmp_path / "t"))
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("tsm_history", 5, "its tsm_history is not a list"),
+        ("tsm_rng", {"torch": "x"}, "its tsm_rng holds no generator"),
+    ],
+)
+def test_a_resumed_checkpoint_with_a_damaged_record_is_refused_naming_it(checkpoint, tmp_path, key, value, message):
+    """Before: "'int' object is not iterable", "expected a torch.ByteTensor", naming no file."""
+    state = torch.load(checkpoint, weights_only=True)
+    state[key] = value
+    torch.save(state, tmp_path / "damaged.ckpt")
+    with pytest.raises(DataError, match=f"damaged.ckpt: {message}"):
+        train(compose_train([*ONE_EPOCH, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'damaged.ckpt'}"], tmp_path))
+
+
 def test_training_tests_a_best_checkpoint_of_its_own_run_only(tmp_path, caplog):
     """A resumed checkpoint records where its best checkpoint was; a crafted or moved one named any file, which was
     tested unchecked."""

@@ -18,6 +18,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from tsm.distill.loss import kd_loss
 from tsm.distill.teacher import Distiller
+from tsm.errors import DataError
 from tsm.metadata import DATA_KEY, INFO_KEY
 from tsm.metrics import classification_metrics
 from tsm.models.checkpoints import architecture
@@ -132,9 +133,18 @@ class TSMLitModule(pl.LightningModule):
         checkpoint[RNG_KEY] = rng_states()  # a resumed run draws what an uninterrupted one would
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.history = list(checkpoint.get(HISTORY_KEY, []))  # a resumed run's curves start at epoch 0
+        source = getattr(self._trainer, "ckpt_path", None) or "the resumed checkpoint"
+        history = checkpoint.get(HISTORY_KEY, [])
+        if not (isinstance(history, list) and all(isinstance(epoch, dict) for epoch in history)):
+            raise DataError(source, f"its {HISTORY_KEY} is not a list of per-epoch records")
+        self.history = list(history)  # a resumed run's curves start at epoch 0
         if RNG_KEY in checkpoint:
-            set_rng_states(checkpoint[RNG_KEY])
+            try:
+                set_rng_states(checkpoint[RNG_KEY])
+            except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+                raise DataError(
+                    source, f"its {RNG_KEY} holds no generator states this run can restore ({err})"
+                ) from err
 
     def _loss(
         self, logits: torch.Tensor, labels: torch.Tensor, teacher_clips: torch.Tensor, indices: torch.Tensor, split: str
