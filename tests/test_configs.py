@@ -264,3 +264,11 @@ def test_a_fine_tuned_classifier_learns_at_the_default_models_rate(tmp_path):
     paper = OmegaConf.to_container(compose_train(["model=tsm"], tmp_path).model.optimizer, resolve=True)
     assert default["head_lr_mult_pretrained"] == default["head_lr_mult_scratch"] == {"weight": 1.0, "bias": 2.0}
     assert paper["head_lr_mult_pretrained"] == {"weight": 5.0, "bias": 10.0} and paper["base_lr"] == 0.01
+
+
+def test_a_seed_that_is_no_integer_is_refused_naming_it(tmp_path):
+    """Before: Lightning's bare "invalid literal for int()"."""
+    from tsm.training.task import train
+
+    with pytest.raises(ValueError, match="seed must be an integer, got 'abc'"):
+        train(compose_train(["seed=abc"], tmp_path))

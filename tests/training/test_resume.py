@@ -303,6 +303,13 @@ def test_an_unreadable_teacher_cache_is_rebuilt(tmp_path, caplog):
     assert torch.equal(load_or_build(path, key, ids, lambda: torch.zeros(2, 3)), rebuilt)  # read back
 
 
+def test_a_teacher_cache_of_another_shape_than_its_videos_is_refused(tmp_path):
+    path = tmp_path / "teacher_logits.pt"
+    torch.save({"key": {}, "video_ids": ["a", "b"], "logits": torch.ones(5, 3)}, path)
+    with pytest.raises(DataError, match=r"teacher_logits.pt: its logits \(5, 3\) are not one row per video"):
+        load_or_build(path, {}, ["a", "b"], lambda: torch.ones(2, 3))
+
+
 def test_a_file_that_is_no_teacher_cache_is_not_replaced_by_one(checkpoint, tmp_path):
     """A checkpoint or notes given as model.distill.cache_file were overwritten with a warning."""
     notes = tmp_path / "notes.txt"

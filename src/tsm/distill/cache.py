@@ -60,6 +60,8 @@ def load_or_build(
     saved = read_cache(path) if path.is_file() else None
     if saved is not None:
         if saved.get("key") == key and saved.get("video_ids") == list(video_ids):
+            if saved["logits"].dim() != 2 or len(saved["logits"]) != len(video_ids):
+                raise DataError(path, f"its logits {tuple(saved['logits'].shape)} are not one row per video of its own")
             log.info("teacher logits of %d videos read from %s", len(video_ids), path)
             return saved["logits"]
         changed = "teacher checkpoint or view" if saved.get("key") != key else "training videos"

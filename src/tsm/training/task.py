@@ -155,6 +155,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     only when asked (``ckpt_path=PATH|last``) or when it is a requeued SLURM job (``auto_resume``), and
     refuses a run directory holding another run (:mod:`tsm.training.resume`).
     """
+    if type(cfg.seed) is not int:
+        raise ValueError(f"seed must be an integer, got {cfg.seed!r}")
     output_dir = Path(cfg.paths.output_dir)
     requeued = bool(cfg.get("auto_resume")) and is_requeue(output_dir)
     check_sweep_launcher(cfg)
