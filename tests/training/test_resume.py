@@ -1,6 +1,7 @@
 """No silent resume, no lost run: a run resumes only when asked, refuses a directory holding another run,
 writes checkpoints and results atomically, and passes over a checkpoint it cannot read."""
 
+import csv
 import json
 import logging
 
@@ -50,10 +51,12 @@ def test_a_rerun_in_a_used_directory_is_refused_unless_asked(tmp_path):
     assert str(run) in str(error.value) and "checkpoints/" in str(error.value)
     assert (run / "config.yaml").read_text() == config  # refused before anything was written
 
-    train(compose_train([*one_epoch, "trainer.max_epochs=2", "ckpt_path=last"], run))  # asked: resumes
+    resumed = train(compose_train([*one_epoch, "trainer.max_epochs=2", "ckpt_path=last"], run))  # asked: resumes
     assert saved_epoch(run / "checkpoints" / "last.ckpt") == 1
     rows = (next(run.glob("csv/version_1/metrics.csv"))).read_text()
     assert ",0," not in rows.replace("epoch", "")  # the second attempt trained epoch 1 only
+    logged = [row for path in sorted(run.glob("csv/version_*/metrics.csv")) for row in csv.DictReader(open(path))]
+    assert resumed["val/acc_best"] == pytest.approx(max(float(row["val/acc"]) for row in logged if row["val/acc"]))
     assert wandb_run_ids(run) == [first_id, first_id]
 
     train(compose_train([*one_epoch, "overwrite=true"], run))  # asked: starts afresh
@@ -172,6 +175,19 @@ def test_a_resumed_checkpoint_with_a_damaged_record_is_refused_naming_it(checkpo
     torch.save(state, tmp_path / "damaged.ckpt")
     with pytest.raises(DataError, match=f"damaged.ckpt: {message}"):
         train(compose_train([*ONE_EPOCH, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'damaged.ckpt'}"], tmp_path))
+
+
+def test_a_resumed_run_s_best_validation_accuracy_counts_the_epochs_before_the_resume():
+    """val/acc_best (src/train.py's optimized_metric, a sweep's objective) restarted at a resume: a requeued run
+    reported the best of its last attempt's epochs only."""
+    from tsm.training.module import TSMLitModule
+
+    module = TSMLitModule("resnet18", 3, 2)
+    history = [{"split": "val", "epoch": 0, "loss": 1.0, "acc": 0.9}, {"split": "train", "epoch": 0, "acc": 0.99}]
+    history.append({"split": "val", "epoch": 1, "loss": 1.2, "acc": 0.6})
+    module.on_load_checkpoint({"tsm_history": history})
+    module.val_acc_best.update(torch.tensor(0.7))  # the first epoch after the resume
+    assert module.val_acc_best.compute().item() == pytest.approx(0.9)
 
 
 def test_training_tests_a_best_checkpoint_of_its_own_run_only(tmp_path, caplog):

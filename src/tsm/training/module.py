@@ -138,6 +138,9 @@ class TSMLitModule(pl.LightningModule):
         if not (isinstance(history, list) and all(isinstance(epoch, dict) for epoch in history)):
             raise DataError(source, f"its {HISTORY_KEY} is not a list of per-epoch records")
         self.history = list(history)  # a resumed run's curves start at epoch 0
+        for row in self.history:  # val/acc_best over the epochs before the resume too (a metric's state is not saved)
+            if row.get("split") == "val" and isinstance(row.get("acc"), float):
+                self.val_acc_best.update(torch.tensor(row["acc"], device=self.device))
         if RNG_KEY in checkpoint:
             try:
                 set_rng_states(checkpoint[RNG_KEY])
