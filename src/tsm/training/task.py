@@ -164,7 +164,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if rank_zero_only.rank == 0:  # before anything is written into the run directory; train=false resumes nothing
         resumed = cfg.get("ckpt_path") if cfg.train else None
         claimed = claim_run_dir(output_dir, resumed, requeued and cfg.train, bool(cfg.get("overwrite")))
-    if rank_zero_only.rank == 0:
         save_hydra_record(cfg, output_dir)  # the command as given, before this run adds W&B ids and groups
         continue_wandb_run(cfg, output_dir)
     group_sweep_runs(cfg)
