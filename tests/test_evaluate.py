@@ -168,7 +168,7 @@ def test_a_test_fed_otherwise_than_the_checkpoint_was_trained_is_refused(caplog)
         check_recorded_inputs(info, known, cfg(std=(0.2, 0.25, 0.25)), classes)
     with pytest.raises(ValueError, match="2 differ, the first is class 1, 'up' in the data and 'right' in the"):
         check_recorded_inputs(info, known, cfg(), ["left", "up", "right"])
-    with pytest.raises(ValueError, match="the same classes in another order: Jester and Something-V1 number"):
+    with pytest.raises(ValueError, match="the same classes in another order: Jester, Something-V1 and HMDB51"):
         check_recorded_inputs(info, known, cfg(), ["left", "up", "right"])
     with pytest.raises(ValueError, match=r"'down' in the data and 'up' in the checkpoint \(another label file\?\)"):
         check_recorded_inputs(info, known, cfg(), ["left", "right", "down"])

@@ -49,6 +49,8 @@ def test_a_run_forked_from_the_training_server_is_the_same_run_as_its_own_proces
     assert "seed=3" in overrides
     # a rerun there is refused, and leaves the run's record (before, Hydra had replaced it with the refused command's)
     assert forked_exit_code(TRAIN_SCRIPT, [*tiny, "seed=4", f"hydra.run.dir={tmp_path / 'forked'}"]) == 1
+    checkpoint = tmp_path / "forked" / "checkpoints" / "last.ckpt"  # and so is a test writing into it
+    assert forked_exit_code("src/eval.py", [f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path / 'forked'}"]) == 1
     assert (tmp_path / "forked" / ".hydra" / "overrides.yaml").read_text() == overrides
     with pytest.raises(RuntimeError, match=r"src/train.py .*model.backbone=no_such_net.* failed \(exit code 1\)"):
         run_train([*tiny, "model.backbone=no_such_net"], tmp_path / "bad")

@@ -28,7 +28,7 @@ from tsm.files import atomic_open, write_text_atomic
 from tsm.metrics import classification_metrics
 from tsm.models.checkpoints import load_recognizer
 from tsm.plots import plot_confusion
-from tsm.training.resume import RunDirInUse, previous_run
+from tsm.training.resume import RunDirInUse, previous_run, save_hydra_record
 
 log = logging.getLogger(__name__)
 AVERAGES = ("softmax", "logits")
@@ -167,9 +167,9 @@ def check_recorded_inputs(info: dict, known: Collection[str], cfg: DictConfig, c
             why = "another label file?"
             if sorted(info["class_names"]) == sorted(classes):
                 why = (
-                    "the same classes in another order: Jester and Something-V1 number theirs in sorted order, as "
-                    "the official TSM code does; a checkpoint trained before that change (docs/changelog.md) "
-                    "numbers them in the labels file's order"
+                    "the same classes in another order: Jester, Something-V1 and HMDB51 number theirs by name, "
+                    "as the official TSM code does; a checkpoint trained before that change (docs/changelog.md) "
+                    "numbers them otherwise"
                 )
             raise ValueError(
                 f"the {cfg.test.split} data's classes are not the checkpoint's: {len(differ)} differ, the first is "
@@ -215,14 +215,15 @@ def check_output_dir(out_dir: Path) -> None:
     found = sorted({*previous_run(out_dir), *(name for name in REPORT_FILES if (out_dir / name).exists())})
     if found:
         raise RunDirInUse(
-            f"{out_dir} already holds results ({', '.join(found)}) that this test would overwrite: leave "
-            "hydra.run.dir unset for a directory of its own"
+            f"{out_dir} already holds results ({', '.join(found)}) that this test would overwrite: give it a "
+            "directory of its own (leave hydra.run.dir unset, or give another one)"
         )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` on ``cfg.test.split`` of ``cfg.data`` with the configured views."""
     check_output_dir(Path(cfg.paths.output_dir))
+    save_hydra_record(cfg, Path(cfg.paths.output_dir))
     test = cfg.test
     check_counts(
         {"num_clips": test.num_clips, "crop_size": test.crop_size, "batch_size": test.batch_size}, group="test"

@@ -26,7 +26,7 @@ class MeanClassAccuracy(Metric):
 
     def compute(self) -> torch.Tensor:
         seen = self.counts > 0
-        return (self.hits[seen].double() / self.counts[seen]).mean().float()
+        return (self.hits[seen].float() / self.counts[seen].float()).mean()  # float32: MPS has no float64
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:

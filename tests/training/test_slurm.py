@@ -28,6 +28,7 @@ ON_SLURM = [
     "trainer.devices=2",
     "+trainer.enable_progress_bar=false",
     "data.num_workers=0",
+    "logger=csv",
     "hydra.launcher.gpus_per_node=null",
     "hydra.launcher.cpus_per_task=1",
     "hydra.launcher.mem_gb=1",
@@ -108,7 +109,7 @@ def task_logs(sweep_dir: Path) -> list[str]:
 def test_sweep_of_two_ddp_jobs(slurm, tmp_path):
     sweep = tmp_path / "sweep"
     sweep.mkdir()
-    output = finish(multirun(slurm, sweep, "model.shift.fold_div=4,8", "logger=csv"), sweep, timeout=400)
+    output = finish(multirun(slurm, sweep, "model.shift.fold_div=4,8"), sweep, timeout=400)
     for job in ("0", "1"):
         assert "val/acc_best" in json.loads((sweep / job / "metrics.json").read_text()), output[-5000:]
     logs = task_logs(sweep)
@@ -158,8 +159,6 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm, tmp_path):
     assert any(f"Restoring states from the checkpoint path at {last}" in log for log in task_logs(sweep))
     attempts = sorted((sweep / "0" / "csv").glob("version_*/metrics.csv"))  # one CSV log per attempt
     assert [validated_epochs(path) for path in attempts] == [{0}, {1}]  # the requeued job went on with epoch 1
-    run_id = json.loads((sweep / "0" / "run.json").read_text())["wandb_id"]  # both attempts log to one W&B run
-    assert [path.name.rsplit("-", 1)[1] for path in sorted(sweep.glob("0/wandb/offline-run-*"))] == [run_id] * 2
 
 
 def validated_epochs(metrics_csv: Path) -> set[int]:

@@ -114,7 +114,11 @@ class Distiller:
         data = trainer.datamodule
         if not hasattr(data, "teacher_view_loader"):
             raise TypeError("model.distill.cache=true needs a ClipDataModule (the teacher's fixed view comes from it)")
-        key = {"teacher_sha256": file_digest(self.config["teacher_ckpt"]), "view": data.teacher_view_key()}
+        key = {
+            "teacher_sha256": file_digest(self.config["teacher_ckpt"]),
+            "view": data.teacher_view_key(),
+            "i3d_time_pooling": "pairs",  # caches from before I3D pooled pairs of time steps are rebuilt
+        }
         ids = data.video_ids("train")
 
         def build() -> torch.Tensor:

@@ -183,8 +183,8 @@ def init_from(net: nn.Module, path: str | Path) -> None:
         held = getattr(source_net, "info", {})
         raise ValueError(
             f"model.init_from {path} holds model.backbone={held.get('backbone')} with the shift {held.get('shift')}, "
-            f"which model.backbone and model.shift must match (a released TSM file: model=tsm "
-            f"model.backbone={held.get('backbone')}): missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            "which this model's architecture (model.backbone, model.shift, ...) must match (a released TSM file: "
+            f"model=tsm model.backbone={held.get('backbone')}): missing {missing[:5]}, unexpected {unexpected[:5]}, "
             f"wrong shapes {wrong_shape[:5]}"
         )
     net.load_state_dict({k: v for k, v in source.items() if own[k].shape == v.shape}, strict=False)

@@ -20,14 +20,16 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tsm.errors import DataError
 from tsm.files import TEMP_SUFFIX, stale_temporaries, write_text_atomic
+from tsm.metadata import INFO_KEY
 from tsm.models.checkpoints import ARCHITECTURE_KEYS, is_lightning_checkpoint
 from tsm.models.weight_files import safe_load
 from tsm.training.optim import starts_from_weights
@@ -143,11 +145,12 @@ def claim_run_dir(run_dir: Path, ckpt_path: str | None, requeued: bool, overwrit
 
 
 def continue_wandb_run(cfg: DictConfig, run_dir: Path) -> None:
-    """Log every attempt of the run in ``run_dir`` (a requeue, ``ckpt_path=last``) to one W&B run: the id its
-    ``run.json`` records, unless ``logger.wandb.id`` is given. Offline, each attempt writes its own
-    ``wandb/offline-run-*`` folder of that id, and ``wandb sync`` uploads them in turn as one run."""
+    """Online, log every attempt of the run in ``run_dir`` (a requeue, ``ckpt_path=last``) to one W&B run: the id
+    its ``run.json`` records, unless ``logger.wandb.id`` is given. Offline (the default), each attempt keeps a W&B
+    run of its own: W&B ignores a resume offline, and a later sync of a second folder of one id may replace the
+    first's history."""
     wandb = (cfg.get("logger") or {}).get("wandb")
-    if wandb is None or wandb.get("id") is not None:
+    if wandb is None or wandb.get("id") is not None or wandb.get("offline", False):
         return
     record = read_record(run_dir)
     if record is None:  # no run here (a test-only run of train.py in a new directory)
@@ -158,6 +161,20 @@ def continue_wandb_run(cfg: DictConfig, run_dir: Path) -> None:
         return
     with open_dict(wandb):
         wandb.id = run_id
+
+
+def save_hydra_record(cfg: DictConfig, output_dir: Path) -> None:
+    """Hydra's ``.hydra/`` record of the command (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``), written by
+    the run once its directory is its own: ``conf/train.yaml`` and ``conf/eval.yaml`` set ``hydra.output_subdir:
+    null``, or Hydra would write it first, and a refused rerun would replace the earlier run's record with its own."""
+    if not HydraConfig.initialized():  # composed in Python (tests, notebooks): no command to record
+        return
+    hydra_cfg = HydraConfig.get()
+    record = output_dir / ".hydra"
+    record.mkdir(parents=True, exist_ok=True)
+    nodes = {"config": cfg, "hydra": OmegaConf.create({"hydra": hydra_cfg}), "overrides": hydra_cfg.overrides.task}
+    for name, node in nodes.items():
+        write_text_atomic(record / f"{name}.yaml", OmegaConf.to_yaml(node))
 
 
 def release_run_dir(run_dir: Path) -> None:
@@ -171,7 +188,10 @@ def release_run_dir(run_dir: Path) -> None:
 
 def resume_checkpoint(run_dir: Path, ckpt_path: str | None, requeued: bool) -> str | None:
     """The checkpoint to resume from: ``ckpt_path`` itself, checked to be a run's checkpoint, or (``ckpt_path=last``
-    or a requeue) the newest readable checkpoint of ``run_dir``; None to start from scratch."""
+    or a requeue: a requeued job started from ``ckpt_path`` goes on from its own checkpoints once it has some) the
+    newest readable checkpoint of ``run_dir``; None to start from scratch."""
+    if requeued and newest_readable(run_dir / CHECKPOINTS):  # a requeue goes on from its own newest, not ckpt_path
+        ckpt_path = LAST
     if ckpt_path and ckpt_path != LAST:
         state = safe_load(ckpt_path, "ckpt_path")  # what Lightning would make of a bad file: torch.load's advice
         if not (is_lightning_checkpoint(state) and "state_dict" in state):
@@ -238,6 +258,35 @@ def check_same_run(ckpt_path: str, hparams: Mapping[str, Any], model_config: Any
         f"ckpt_path={ckpt_path} resumes a run with the settings it was trained with, and {len(found)} differ "
         f"({listed}): resume with those{anew}"
     )
+
+
+def check_class_order(path: str, classes: Sequence[str], what: str) -> None:
+    """Refuse a checkpoint of this project recording the data's class names in another order: its classifier's
+    rows would be read as other classes (Jester, Something-V1 and HMDB51 were numbered otherwise before they were
+    sorted by name). ``what``: the key that names it."""
+    state = safe_load(path, what)
+    recorded = (state.get(INFO_KEY) or {}).get("class_names") if is_lightning_checkpoint(state) else None
+    if recorded and list(recorded) != list(classes) and sorted(recorded) == sorted(classes):
+        raise ValueError(
+            f"{what}={path} numbers the data's classes in another order: Jester, Something-V1 and HMDB51 number "
+            "theirs by name, as the official TSM code does; a checkpoint trained before that change "
+            "(docs/changelog.md) numbers them otherwise, and cannot go on with this data"
+        )
+
+
+def check_same_network(ckpt_path: str, hparams: Mapping[str, Any]) -> None:
+    """A checkpoint tested by this run's model (``train=false``) holds its network: the architecture keys
+    (:data:`~tsm.models.checkpoints.ARCHITECTURE_KEYS`) of its ``hyper_parameters`` are ``hparams``'."""
+    recorded = dict(safe_load(ckpt_path, "ckpt_path")["hyper_parameters"])
+    current = OmegaConf.to_container(OmegaConf.create(dict(hparams)), resolve=True)
+    shared = [key for key in ARCHITECTURE_KEYS if key in recorded and key in current]  # an older one lacks some
+    found = [d for key in shared for d in differences(recorded[key], current[key], key)]
+    if found:
+        listed = "; ".join(f"model.{key}: {old!r} in the checkpoint, {new!r} now" for key, old, new in found[:4])
+        raise ValueError(
+            f"ckpt_path={ckpt_path} holds another network than this run's model ({listed}): set those, or test it "
+            "with src/eval.py ckpt_path=PATH, which builds the network the checkpoint records"
+        )
 
 
 def newest_readable(folder: Path) -> str | None:

@@ -14,7 +14,6 @@ import hydra
 import pytorch_lightning as pl
 import rich
 import rich.syntax
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -23,17 +22,21 @@ from tsm.files import write_text_atomic
 from tsm.training import multigrid
 from tsm.training.checkpoint_io import use_atomic_checkpoints
 from tsm.training.cluster import check_sweep_launcher, group_sweep_runs
-from tsm.training.optim import starts_from_weights
 from tsm.training.precision import resolve_precision
 from tsm.training.resume import (
     CHECKPOINTS,
     LAST,
+    RunDirInUse,
+    check_class_order,
+    check_same_network,
     check_same_run,
     claim_run_dir,
     continue_wandb_run,
     is_requeue,
+    previous_run,
     release_run_dir,
     resume_checkpoint,
+    save_hydra_record,
 )
 
 log = logging.getLogger(__name__)
@@ -53,20 +56,6 @@ def print_config(cfg: DictConfig, output_dir: Path) -> None:
     text = OmegaConf.to_yaml(cfg, resolve=True)
     rich.print(rich.syntax.Syntax(text, "yaml"))
     write_text_atomic(output_dir / "config.yaml", text)
-
-
-def save_hydra_record(cfg: DictConfig, output_dir: Path) -> None:
-    """Hydra's ``.hydra/`` record of the command (``config.yaml``, ``hydra.yaml``, ``overrides.yaml``), written by
-    the run once its directory is its own: ``conf/train.yaml`` sets ``hydra.output_subdir: null``, or Hydra would
-    write it first, and a refused rerun would replace the earlier run's record with its own."""
-    if not HydraConfig.initialized():  # composed in Python (tests, notebooks): no command to record
-        return
-    hydra_cfg = HydraConfig.get()
-    record = output_dir / ".hydra"
-    record.mkdir(parents=True, exist_ok=True)
-    nodes = {"config": cfg, "hydra": OmegaConf.create({"hydra": hydra_cfg}), "overrides": hydra_cfg.overrides.task}
-    for name, node in nodes.items():
-        write_text_atomic(record / f"{name}.yaml", OmegaConf.to_yaml(node))
 
 
 def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -111,25 +100,39 @@ def check_before_training(
     ckpt_path = resume_checkpoint(output_dir, cfg.get("ckpt_path"), requeued)
     if ckpt_path:
         check_same_run(ckpt_path, model.hparams, cfg.model)
+    classes = datamodule.describe()["class_names"]
+    for what, path in (("ckpt_path", ckpt_path), ("model.init_from", model.hparams.get("init_from"))):
+        if path:
+            check_class_order(path, classes, what)
     return ckpt_path
 
 
 def checkpoint_to_test(cfg: DictConfig, model: pl.LightningModule) -> str | None:
-    """``train=false``: the run checkpoint ``ckpt_path`` names, checked to be of this model; None tests the weights
-    the model starts from (``model.init_from``, pretrained ones); random weights are refused (they were tested)."""
+    """``train=false``: the run checkpoint ``ckpt_path`` names, checked to hold this model's network; None tests
+    the weights ``model.init_from`` gives. A model without either is refused: its classifier is random."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == LAST:
         raise ValueError("train=false ckpt_path=last: name the checkpoint to test, ckpt_path=PATH")
     if ckpt_path:
         ckpt_path = resume_checkpoint(Path(cfg.paths.output_dir), ckpt_path, requeued=False)
-        check_same_run(ckpt_path, model.hparams, cfg.model)
+        check_same_network(ckpt_path, model.hparams)
         return ckpt_path
-    if cfg.test and not starts_from_weights(model.hparams):
+    if cfg.test and model.hparams.get("init_from") is None:
         raise ValueError(
-            "train=false tests the model as built, and its weights are random: give the checkpoint to test "
+            "train=false tests the model as built, and its classifier is random: give the checkpoint to test "
             "(ckpt_path=PATH, or model.init_from=PATH for a weights file), or run src/eval.py ckpt_path=PATH"
         )
     return None
+
+
+def check_test_only_dir(run_dir: Path, requeued: bool) -> None:
+    """A test-only run (``train=false``) writes its results into a directory of its own (or its requeued job's)."""
+    found = previous_run(run_dir)
+    if found and not requeued:
+        raise RunDirInUse(
+            f"{run_dir} already holds a run ({', '.join(found)}): a test-only run (train=false) writes its results "
+            "into a directory of its own: leave hydra.run.dir unset, or give another one"
+        )
 
 
 def tested_checkpoint(trainer: pl.Trainer, run_dir: Path) -> str | None:
@@ -161,9 +164,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     requeued = bool(cfg.get("auto_resume")) and is_requeue(output_dir)
     check_sweep_launcher(cfg)
     claimed = False  # whether this attempt wrote the run directory's run.json
-    if rank_zero_only.rank == 0:  # before anything is written into the run directory; train=false resumes nothing
+    if rank_zero_only.rank == 0:  # before anything is written into the run directory
+        if not cfg.train:  # resumes nothing, replaces nothing
+            check_test_only_dir(output_dir, requeued)
         resumed = cfg.get("ckpt_path") if cfg.train else None
-        claimed = claim_run_dir(output_dir, resumed, requeued and cfg.train, bool(cfg.get("overwrite")))
+        claimed = claim_run_dir(output_dir, resumed, requeued, bool(cfg.get("overwrite")) and cfg.train)
         save_hydra_record(cfg, output_dir)  # the command as given, before this run adds W&B ids and groups
         continue_wandb_run(cfg, output_dir)
     group_sweep_runs(cfg)
