@@ -12,7 +12,7 @@ import hydra
 import rich
 from omegaconf import DictConfig
 
-from tsm.streaming.app import PredictionSmoother, open_frames, run_stream
+from tsm.streaming.app import PredictionSmoother, check_out_video, open_frames, run_stream, stop_on_sigterm
 
 
 def load_stream(path: str, num_segments: int):
@@ -33,8 +33,10 @@ def load_stream(path: str, num_segments: int):
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="stream")
 def main(cfg: DictConfig) -> None:
+    check_out_video(cfg.out_video, str(cfg.source))
     step, info = load_stream(str(cfg.ckpt_path), cfg.num_segments)
     smoother = PredictionSmoother(cfg.smoothing.window, cfg.smoothing.agree)
+    stop_on_sigterm()
     frames = open_frames(str(cfg.source))
     result = run_stream(step, frames, info, smoother, cfg.top_k, cfg.out_video, cfg.out_fps)
     rich.print({"per-frame latency": result.latency_summary()})

@@ -133,6 +133,7 @@ def test_stream_session_threads_rest_between_frames(model, stream_file, spin_wit
         ({"std": [0, 0, 0]}, "std must be positive"),
         ({"mean": "abc"}, "mean is not three finite numbers"),
         ({"scale_size": 0}, "scale_size is not a positive integer: 0"),
+        ({"scale_size": 20000}, f"scale_size is 20000, over 4 times the input size {SIZE}"),
         ({"num_segments": "eight"}, "num_segments is not a positive integer: 'eight'"),
     ],
 )

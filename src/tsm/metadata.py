@@ -79,6 +79,8 @@ def check_info(
     sides = [size, size] if type(size) is int else size
     if not (isinstance(sides, list) and len(sides) == 2 and all(positive_int(side) for side in sides)):
         refuse("input_size", f"is not a side or [height, width] in pixels: {size!r}")
+    if "scale_size" in info and info["scale_size"] > 4 * max(sides):  # exports keep 256/224 of the input size
+        refuse("scale_size", f"is {info['scale_size']}, over 4 times the input size {size!r}")
     if frame is not None and list(frame) != sides:
         refuse("input_size", f"is {size!r}, and the graph's frame is {frame[0]}x{frame[1]}")
     for key in ("mean", "std"):

@@ -8,7 +8,7 @@ import torch
 
 from tsm.data.transforms import channel_stats, crop_views, normalize
 from tsm.errors import DataError
-from tsm.streaming.app import PredictionSmoother, open_frames, preprocess, run_stream
+from tsm.streaming.app import PredictionSmoother, check_out_video, open_frames, preprocess, run_stream
 from tsm.streaming.frames import stream_frame
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -124,3 +124,46 @@ def test_a_stream_frame_is_float_of_the_files_shape():
             stream_frame(bad, (1, 3, 4, 5))
     with pytest.raises(ValueError, match=r"frame of shape \(3, 4, 5\), expected \(1, 3, 4, 5\)"):
         stream_frame(np.ones((3, 4, 5), np.float32), (1, 3, 4, 5))
+
+
+def test_a_frame_wider_than_sixteen_to_one_is_refused_naming_the_source(tmp_path):
+    """A 131072x2 video of 786 KB took gigabytes, resized to the scale size on its short side."""
+    import av
+
+    path = tmp_path / "wide.avi"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 544, 32, "yuv420p"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((32, 544, 3), np.uint8), format="rgb24")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with pytest.raises(DataError, match="wide.avi: frame 0 is 544x32: wider than 16:1"):
+        list(open_frames(str(path)))
+
+
+def test_an_output_video_that_would_replace_its_source_or_has_no_video_suffix_is_refused(tmp_path):
+    """--out-video equal to --source replaced the source and exited 0; a .txt name failed after the first frame."""
+    with pytest.raises(ValueError, match="is the source video: it would be replaced"):
+        check_out_video(str(tmp_path / "clip.mp4"), str(tmp_path / ".." / tmp_path.name / "clip.mp4"))
+    with pytest.raises(ValueError, match=r"out video .*x.txt: give a name ending in one of .mp4"):
+        check_out_video(tmp_path / "x.txt", "0")
+    check_out_video(tmp_path / "out.mp4", str(tmp_path / "clip.mp4"))
+    check_out_video(None, "0")
+
+
+def test_a_stream_stopped_by_ctrl_c_keeps_its_annotated_video(tmp_path):
+    """SIGTERM (stop_on_sigterm) and Ctrl-C ended in a traceback with the video unfinished (48 bytes)."""
+    import av
+
+    def frames():
+        for _ in range(3):
+            yield np.zeros((32, 48, 3), np.uint8)
+        raise KeyboardInterrupt
+
+    step, info = (lambda x: np.zeros((1, 2), np.float32)), {"class_names": ["a", "b"]}
+    info.update(scale_size=32, input_size=32, mean=[0.5] * 3, std=[0.5] * 3)
+    result = run_stream(step, frames(), info, PredictionSmoother(1, 1), out_video=tmp_path / "out.mp4")
+    assert len(result.labels) == 3
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 3

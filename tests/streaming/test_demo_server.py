@@ -78,6 +78,19 @@ def test_nothing_outside_web(server, model):
         assert status == 404 and b"secret" not in body, path
 
 
+def test_hidden_files_and_odd_paths_get_a_404(server):
+    """web/.npmrc (which may hold a token) was served; a null byte or a lone surrogate in the path closed the
+    connection with a traceback."""
+    hidden = web.WEB / ".audit_hidden"
+    hidden.write_text("token")
+    try:
+        for path in ["/.audit_hidden", "/index.html%00", "/%00/", "/%ed%a0%80"]:
+            status, _, body = get(server, path)
+            assert status == 404 and b"token" not in body, path
+    finally:
+        hidden.unlink()
+
+
 def test_other_host_names_are_refused(server):
     port = server.server_address[1]
     for host in ["localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}", "[::1]", f"[::1]:{port}"]:

@@ -13,6 +13,7 @@ arrays, a PyTorch ``StreamingTSM`` (:func:`tsm.streaming.model.numpy_step`) or a
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import time
 from collections import deque
@@ -54,6 +55,11 @@ class PredictionSmoother:
         return self.label, mean
 
 
+# frames wider (or taller) than this are refused: resized to the scale size on their short side, a 131072x2 frame
+# would take gigabytes
+MAX_ASPECT = 16
+
+
 def open_frames(source: str) -> Iterator[np.ndarray]:
     """RGB frames ``(H, W, 3)`` uint8 of a video file, or of camera ``/dev/video<N>`` for a number N; a source
     that cannot be opened, has no video, gives no frame or a frame that cannot be decoded is a
@@ -61,9 +67,9 @@ def open_frames(source: str) -> Iterator[np.ndarray]:
     camera = source.isdigit()
     try:
         container = av.open(f"/dev/video{source}", format="v4l2") if camera else av.open(source)
-    except av.FFmpegError as err:
+    except (av.FFmpegError, UnicodeDecodeError) as err:  # PyAV decodes the container's tags as UTF-8
         what = f"camera /dev/video{source}" if camera else "a video file"
-        raise DataError(source, f"cannot open it as {what}: {err.strerror or err}") from err
+        raise DataError(source, f"cannot open it as {what}: {getattr(err, 'strerror', None) or err}") from err
     try:
         if not container.streams.video:
             raise DataError(source, "has no video stream")
@@ -72,10 +78,15 @@ def open_frames(source: str) -> Iterator[np.ndarray]:
         count = 0
         try:
             for frame in container.decode(stream):
+                if max(frame.width, frame.height) > MAX_ASPECT * min(frame.width, frame.height):
+                    raise DataError(
+                        source,
+                        f"frame {count} is {frame.width}x{frame.height}: wider than {MAX_ASPECT}:1",
+                    )
                 yield frame.to_ndarray(format="rgb24")
                 count += 1
-        except av.FFmpegError as err:
-            raise DataError(source, f"cannot decode frame {count}: {err.strerror or err}") from err
+        except (av.FFmpegError, UnicodeDecodeError) as err:
+            raise DataError(source, f"cannot decode frame {count}: {getattr(err, 'strerror', None) or err}") from err
         if not count:
             raise DataError(source, "no frame could be decoded from it")
     finally:
@@ -138,7 +149,7 @@ def run_stream(
     result = StreamResult()
     writer = None
     try:
-        for index, frame in enumerate(frames):
+        for index, frame in enumerate(frames):  # until the frames end or Ctrl-C (or SIGTERM: stop_on_sigterm)
             x = preprocess(frame, info["scale_size"], info["input_size"], info["mean"], info["std"])
             start = time.perf_counter()
             logits = step(x)[0]
@@ -150,10 +161,34 @@ def run_stream(
             if out_video is not None:
                 writer = writer or _VideoWriter(Path(out_video), frame.shape[1], frame.shape[0], fps)
                 writer.write(_annotate(frame, f"{classes[label]} ({mean_probs[label]:.2f})"))
+    except KeyboardInterrupt:
+        print(f"stopped after {len(result.labels)} frames")
     finally:
         if writer is not None:
-            writer.close()
+            writer.close()  # a stopped stream's video is complete up to its last frame
     return result
+
+
+OUT_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
+
+
+def check_out_video(out_video: str | Path | None, source: str) -> None:
+    """Refuse, before the first frame, an annotated copy that would replace the source or has no video suffix."""
+    if out_video is None:
+        return
+    if Path(out_video).suffix.lower() not in OUT_SUFFIXES:
+        raise ValueError(f"out video {out_video}: give a name ending in one of {', '.join(OUT_SUFFIXES)}")
+    if not source.isdigit() and Path(source).resolve() == Path(out_video).resolve():
+        raise ValueError(f"out video {out_video} is the source video: it would be replaced; give another name")
+
+
+def stop_on_sigterm() -> None:
+    """Let SIGTERM stop a stream as Ctrl-C does (its annotated video closed, its summary printed)."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _annotate(frame: np.ndarray, text: str) -> np.ndarray:
@@ -200,8 +235,10 @@ def main(argv: Sequence[str] | None = None) -> StreamResult:
     parser.add_argument("--agree", type=int, default=3, help="frames that must agree before the label changes")
     parser.add_argument("--top-k", type=int, default=3)
     args = parser.parse_args(argv)
+    check_out_video(args.out_video, args.source)
     session = open_stream(args.file)
     smoother = PredictionSmoother(args.window, args.agree)
+    stop_on_sigterm()
     frames = open_frames(args.source)
     result = run_stream(session.step, frames, session.info, smoother, args.top_k, args.out_video)
     print({"per-frame latency": result.latency_summary()})

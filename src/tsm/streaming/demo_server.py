@@ -72,12 +72,19 @@ class DemoHandler(SimpleHTTPRequestHandler):
         return super().translate_path(path)
 
     def send_head(self):
-        """404 unless the path is the model or a file in ``web/`` (a folder: its index.html), symlinks resolved."""
-        path = self.translate_path(self.path)
-        if os.path.isdir(path):
-            path = os.path.join(path, "index.html")
-        real = os.path.realpath(path)
-        if path != str(self.model) and not (real.startswith(self.directory + os.sep) and os.path.isfile(real)):
+        """404 unless the path is the model or a file in ``web/`` (a folder: its index.html), symlinks resolved, none
+        of whose names starts with a dot (``.npmrc`` may hold a token)."""
+        try:
+            path = self.translate_path(self.path)
+            if os.path.isdir(path):
+                path = os.path.join(path, "index.html")
+            real = os.path.realpath(path)
+        except (ValueError, UnicodeError):  # a null byte or a lone surrogate in the path
+            self.send_error(HTTPStatus.NOT_FOUND, "File not found")
+            return None
+        inside = real.startswith(self.directory + os.sep) and os.path.isfile(real)
+        hidden = any(part.startswith(".") for part in Path(real).relative_to(self.directory).parts) if inside else True
+        if path != str(self.model) and hidden:
             self.send_error(HTTPStatus.NOT_FOUND, "File not found")
             return None
         return super().send_head()
@@ -99,6 +106,9 @@ def demo_server(model: str | Path, host: str = "127.0.0.1", port: int = 8000) ->
         raise ValueError(f"port must be 0 (any free port) to 65535, got {port!r}")
     model = Path(model).resolve()
     check_model(model)
-    if not (WEB / "node_modules" / "onnxruntime-web").is_dir():
+    runtime = WEB / "node_modules" / "onnxruntime-web"
+    if not runtime.is_dir():
         raise FileNotFoundError(f"{WEB}/node_modules/onnxruntime-web is missing: run npm install --prefix web")
+    if not runtime.resolve().is_relative_to(WEB):  # the page could not load it: nothing outside web/ is served
+        raise FileNotFoundError(f"{runtime} links out of {WEB}, whence nothing is served: run npm ci --prefix web")
     return ThreadingHTTPServer((host, port), partial(DemoHandler, model=model, host=host))
