@@ -163,7 +163,9 @@ BUFFER = {"name": "buffer_00", "shape": BUFFER_SHAPE}
 METADATA = {
     "tsm_mode": "stream",
     BUFFERS_KEY: json.dumps([BUFFER]),
-    INFO_KEY: json.dumps({"class_names": ["a", "b"], "input_size": 4, "scale_size": 4, "mean": [0.5] * 3}),
+    INFO_KEY: json.dumps(
+        {"class_names": ["a", "b"], "input_size": 4, "scale_size": 4, "mean": [0.5] * 3, "std": [1] * 3}
+    ),
 }
 
 
