@@ -112,3 +112,13 @@ def test_cached_targets_follow_the_flip_of_each_clip(tmp_path):
     indices = torch.tensor([3, 0, 7, 3])
     expected = torch.stack([distiller.cached[i][p] for i, p in zip(indices.tolist(), perms, strict=True)])
     assert torch.equal(distiller.targets(perms, indices), expected)
+
+
+def test_a_teacher_reading_the_data_s_classes_in_another_order_is_refused(tmp_path):
+    """A Jester teacher trained before its classes were sorted taught each clip another class's logits."""
+    teacher = tiny_checkpoint(tmp_path / "a", [])
+    state = torch.load(teacher, weights_only=True)
+    state["tsm_info"]["class_names"] = state["tsm_info"]["class_names"][::-1]
+    torch.save(state, tmp_path / "reordered.ckpt")
+    with pytest.raises(ValueError, match="model.distill.teacher_ckpt=.*reordered.ckpt numbers the data's classes in"):
+        fit_cached(tmp_path / "reordered.ckpt", tmp_path / "run", epochs=1)

@@ -22,6 +22,7 @@ from tsm.models.checkpoints import is_lightning_checkpoint, recognizer_from_chec
 from tsm.models.i3d import load_i3d
 from tsm.models.recognizer import Recognizer
 from tsm.models.weight_files import safe_load
+from tsm.training.resume import check_class_order
 
 KINDS = ("i3d", "checkpoint")
 TEACHER_INPUTS = ("same", "i3d")  # model.distill.teacher_input
@@ -84,7 +85,10 @@ class Distiller:
     def prepare(self, trainer: Any, device: torch.device, dtype: torch.dtype) -> None:
         """At fit start: check the teacher takes the clips it will see; move it to the student's device and
         precision; build or read the cache."""
-        self._check_frames(getattr(trainer, "datamodule", None))
+        data = getattr(trainer, "datamodule", None)
+        self._check_frames(data)
+        if hasattr(data, "describe"):  # a teacher of this project's reading the data's classes in another order
+            check_class_order(self.config["teacher_ckpt"], data.describe()["class_names"], "model.distill.teacher_ckpt")
         self.teacher.to(device=device, dtype=dtype).eval()
         if self.norm is not None:
             self.norm = tuple(t.to(device) for t in self.norm)
