@@ -22,9 +22,10 @@ from tsm.checks import check_counts
 from tsm.data.clips import MultiViewDataset, collate_skipping
 from tsm.data.datamodule import SKIPPED_FILE
 from tsm.data.sampling import MODES
-from tsm.data.transforms import check_crop, mirrored_crops, scale_for
+from tsm.data.transforms import check_crop, flip_permutation, mirrored_crops, scale_for
 from tsm.errors import DataError
 from tsm.files import atomic_open, write_text_atomic
+from tsm.metadata import REORDERED_CLASSES, classes_reordered
 from tsm.metrics import classification_metrics
 from tsm.models.checkpoints import load_recognizer
 from tsm.plots import plot_confusion
@@ -54,9 +55,9 @@ def view_classes(source: Any, num_clips: int, num_crops: int) -> torch.Tensor | 
             f"test.num_crops={num_crops} mirrors half of the views, and {name}'s mirrored clips would be scored "
             f"wrongly ({why}): use test.num_crops=3 or 1"
         )
-    flip = getattr(source, "flip_label_map", None) or {}
-    own = list(range(len(source.classes)))
-    return torch.tensor([[flip.get(k, k) for k in own] if m else own for m in mirrored])
+    flipped = flip_permutation(getattr(source, "flip_label_map", None) or {}, len(source.classes))
+    own = torch.arange(len(source.classes))
+    return torch.stack([flipped if m else own for m in mirrored])
 
 
 @torch.inference_mode()
@@ -165,12 +166,8 @@ def check_recorded_inputs(info: dict, known: Collection[str], cfg: DictConfig, c
         if differ:
             i, trained, given = differ[0]
             why = "another label file?"
-            if sorted(info["class_names"]) == sorted(classes):
-                why = (
-                    "the same classes in another order: Jester, Something-V1 and HMDB51 number theirs by name, "
-                    "as the official TSM code does; a checkpoint trained before that change (docs/changelog.md) "
-                    "numbers them otherwise"
-                )
+            if classes_reordered(info["class_names"], classes):
+                why = f"the same classes in another order: {REORDERED_CLASSES}"
             raise ValueError(
                 f"the {cfg.test.split} data's classes are not the checkpoint's: {len(differ)} differ, the first is "
                 f"class {i}, {given!r} in the data and {trained!r} in the checkpoint ({why})"

@@ -90,6 +90,27 @@ def check_info(
         refuse("std", f"must be positive: {info['std']!r}")
 
 
+# why a checkpoint's class names can be the data's in another order
+REORDERED_CLASSES = (
+    "Jester, Something-V1 and HMDB51 number theirs by name, as the official TSM code does; a checkpoint trained "
+    "before that change (docs/changelog.md) numbers them otherwise"
+)
+
+
+def classes_reordered(recorded: Sequence[str], classes: Sequence[str]) -> bool:
+    """Whether a checkpoint's class names are the data's in another order."""
+    return list(recorded) != list(classes) and sorted(recorded) == sorted(classes)
+
+
+def check_class_order(recorded: Sequence[str] | None, classes: Sequence[str], named: str) -> None:
+    """Refuse a checkpoint (``named``: the key and file, ``ckpt_path=PATH``) recording the data's class names in
+    another order: its classifier's rows would be read as other classes. ``recorded`` None: it records none."""
+    if recorded and classes_reordered(recorded, classes):
+        raise ValueError(
+            f"{named} numbers the data's classes in another order: {REORDERED_CLASSES}, and cannot go on with this data"
+        )
+
+
 Node = tuple[str, list]  # a graph input's or output's name and shape (ints, dimension names or None)
 
 

@@ -161,8 +161,7 @@ def read_video(path: str | os.PathLike, indices: Sequence[int], stats: DecodeSta
 
     Indices up to :func:`overshoot_allowed` past the last frame (a count from another tool, a frame or two above
     this decoder's) read the last frame; further ones are a :class:`DataError` (an annotation for a longer video).
-    A video
-    read before in this process is not demuxed again: its kept index (:mod:`tsm.data.video_index`) seeks
+    A video read before in this process is not demuxed again: its kept index (:mod:`tsm.data.video_index`) seeks
     straight to the packets wanted.
     """
     path = Path(path)

@@ -89,6 +89,12 @@ def crop_views(clip: torch.Tensor, num_crops: int, crop_size: int, scale_size: i
     return [*five, *(TF.horizontal_flip(c) for c in five)]
 
 
+def flip_permutation(flip_label_map: Mapping[int, int], num_classes: int) -> torch.Tensor:
+    """``perm`` with ``perm[k]`` the class of a clip whose mirror image is of class ``k`` ("swipe left" mirrored is
+    "swipe right"): ``scores[..., perm]`` reads a mirrored clip's scores as the clip's own."""
+    return torch.tensor([flip_label_map.get(k, k) for k in range(num_classes)])
+
+
 def mirrored_crops(num_crops: int) -> list[bool]:
     """Which of :func:`crop_views`' views are horizontally flipped: the last five of ten."""
     return [num_crops == 10 and i >= 5 for i in range(num_crops)]
@@ -175,5 +181,4 @@ class ClipTransform:
         """For a flipped clip: ``perm`` with ``perm[k]`` the class of the original clip that class ``k``
         of the flipped one corresponds to ("swipe left" mirrored is "swipe right"), so that ``logits[perm]``
         are the original clip's logits seen as the augmented clip's (cached teacher logits, :mod:`tsm.distill`)."""
-        flip = self.flip_label_map if flipped else {}
-        return torch.tensor([flip.get(k, k) for k in range(num_classes)])
+        return flip_permutation(self.flip_label_map if flipped else {}, num_classes)

@@ -18,11 +18,11 @@ from torch import nn
 
 from tsm.distill.cache import compute_logits, file_digest, load_or_build
 from tsm.distill.loss import i3d_input
+from tsm.metadata import check_class_order
 from tsm.models.checkpoints import is_lightning_checkpoint, recognizer_from_checkpoint
 from tsm.models.i3d import load_i3d
 from tsm.models.recognizer import Recognizer
 from tsm.models.weight_files import safe_load
-from tsm.training.resume import check_class_order
 
 KINDS = ("i3d", "checkpoint")
 TEACHER_INPUTS = ("same", "i3d")  # model.distill.teacher_input
@@ -87,8 +87,9 @@ class Distiller:
         precision; build or read the cache."""
         data = getattr(trainer, "datamodule", None)
         self._check_frames(data)
-        if hasattr(data, "describe"):  # a teacher of this project's reading the data's classes in another order
-            check_class_order(self.config["teacher_ckpt"], data.describe()["class_names"], "model.distill.teacher_ckpt")
+        if hasattr(data, "describe") and "class_names" in getattr(self.teacher, "info_known", ()):
+            named = f"model.distill.teacher_ckpt={self.config['teacher_ckpt']}"
+            check_class_order(self.teacher.info["class_names"], data.describe()["class_names"], named)
         self.teacher.to(device=device, dtype=dtype).eval()
         if self.norm is not None:
             self.norm = tuple(t.to(device) for t in self.norm)

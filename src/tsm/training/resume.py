@@ -20,7 +20,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -260,18 +260,10 @@ def check_same_run(ckpt_path: str, hparams: Mapping[str, Any], model_config: Any
     )
 
 
-def check_class_order(path: str, classes: Sequence[str], what: str) -> None:
-    """Refuse a checkpoint of this project recording the data's class names in another order: its classifier's
-    rows would be read as other classes (Jester, Something-V1 and HMDB51 were numbered otherwise before they were
-    sorted by name). ``what``: the key that names it."""
+def recorded_class_names(path: str, what: str) -> list[str] | None:
+    """The class names a checkpoint of this project records (None for another file, or one recording none)."""
     state = safe_load(path, what)
-    recorded = (state.get(INFO_KEY) or {}).get("class_names") if is_lightning_checkpoint(state) else None
-    if recorded and list(recorded) != list(classes) and sorted(recorded) == sorted(classes):
-        raise ValueError(
-            f"{what}={path} numbers the data's classes in another order: Jester, Something-V1 and HMDB51 number "
-            "theirs by name, as the official TSM code does; a checkpoint trained before that change "
-            "(docs/changelog.md) numbers them otherwise, and cannot go on with this data"
-        )
+    return (state.get(INFO_KEY) or {}).get("class_names") if is_lightning_checkpoint(state) else None
 
 
 def check_same_network(ckpt_path: str, hparams: Mapping[str, Any]) -> None:

@@ -19,6 +19,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from tsm.errors import DataError
 from tsm.files import write_text_atomic
+from tsm.metadata import check_class_order
 from tsm.training import multigrid
 from tsm.training.checkpoint_io import use_atomic_checkpoints
 from tsm.training.cluster import check_sweep_launcher, group_sweep_runs
@@ -27,13 +28,13 @@ from tsm.training.resume import (
     CHECKPOINTS,
     LAST,
     RunDirInUse,
-    check_class_order,
     check_same_network,
     check_same_run,
     claim_run_dir,
     continue_wandb_run,
     is_requeue,
     previous_run,
+    recorded_class_names,
     release_run_dir,
     resume_checkpoint,
     save_hydra_record,
@@ -89,9 +90,10 @@ def finish_wandb(failed: bool) -> None:
 def check_before_training(
     cfg: DictConfig, datamodule: Any, model: pl.LightningModule, output_dir: Path, requeued: bool
 ) -> str | None:
-    """What would fail after training, or resume another run, refused before this project writes into the run
-    directory (Hydra has written its ``.hydra/`` record and log file): unlabelled validation or test videos, a
-    resumed checkpoint trained otherwise. Returns the checkpoint to resume from (None: a new run)."""
+    """What would fail after training, or resume another run, refused before training writes into the run
+    directory (its ``.hydra/`` record and ``run.json`` are written, Hydra's log file opened): unlabelled validation
+    or test videos, a resumed checkpoint trained otherwise, a checkpoint reading the data's classes in another
+    order. Returns the checkpoint to resume from (None: a new run)."""
     if cfg.test:
         datamodule.check_labelled("test")
     if not cfg.train:
@@ -103,7 +105,7 @@ def check_before_training(
     classes = datamodule.describe()["class_names"]
     for what, path in (("ckpt_path", ckpt_path), ("model.init_from", model.hparams.get("init_from"))):
         if path:
-            check_class_order(path, classes, what)
+            check_class_order(recorded_class_names(path, what), classes, f"{what}={path}")
     return ckpt_path
 
 
