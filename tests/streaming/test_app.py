@@ -167,3 +167,10 @@ def test_a_stream_stopped_by_ctrl_c_keeps_its_annotated_video(tmp_path):
     assert len(result.labels) == 3
     with av.open(str(tmp_path / "out.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 3
+
+    def stopped_at_once():
+        raise KeyboardInterrupt
+        yield
+
+    stopped = run_stream(step, stopped_at_once(), info, PredictionSmoother(1, 1))
+    assert stopped.latency_summary() == {"frames": 0}  # an IndexError before, printing the summary

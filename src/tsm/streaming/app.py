@@ -128,6 +128,8 @@ class StreamResult:
 
     def latency_summary(self) -> dict[str, float]:
         ordered = sorted(self.latencies_ms)
+        if not ordered:  # stopped (Ctrl-C) before its first frame
+            return {"frames": 0}
         p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
         return {"frames": len(ordered), "median_ms": statistics.median(ordered), "p95_ms": p95}
 
