@@ -4,6 +4,8 @@ writes checkpoints and results atomically, and passes over a checkpoint it canno
 import csv
 import json
 import logging
+import subprocess
+import sys
 
 import hydra
 import pytest
@@ -57,6 +59,10 @@ def test_a_rerun_in_a_used_directory_is_refused_unless_asked(tmp_path):
     logged = [row for path in sorted(run.glob("csv/version_*/metrics.csv")) for row in csv.DictReader(open(path))]
     assert resumed["val/acc_best"] == pytest.approx(max(float(row["val/acc"]) for row in logged if row["val/acc"]))
     assert len(set(wandb_run_ids(run))) == 2  # offline, each attempt is a W&B run of its own
+    fitted = json.loads((run / "metrics.json").read_text())
+    tested = train(compose_train([*TINY, "trainer.max_epochs=2", "ckpt_path=last"], run))  # trains no epoch
+    assert json.loads((run / "metrics.json").read_text()) == tested  # it replaced the training's metrics by the test's
+    assert tested == {**fitted, **{k: v for k, v in tested.items() if k.startswith("test/")}} and "test/acc" in tested
 
     train(compose_train([*one_epoch, "overwrite=true"], run))  # asked: starts afresh
     assert saved_epoch(run / "checkpoints" / "last.ckpt") == 0
@@ -122,6 +128,33 @@ def test_two_runs_claiming_one_directory_at_once_do_not_share_it(tmp_path, monke
     with pytest.raises(RunDirInUse, match="claimed by another run started at the same time"):
         claim_run_dir(tmp_path, None, requeued=False, overwrite=False)
     assert (tmp_path / "run.json").read_text() == first and sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+
+
+def test_a_run_directory_in_use_is_neither_resumed_nor_replaced(tmp_path):
+    """A second ckpt_path=last (or overwrite=true) while the run ran wrote checkpoints beside its (or deleted them).
+    The directory is held until the process ends, however it ends: a killed run's requeue is not refused."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    claim_run_dir(run, None, requeued=False, overwrite=False)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"its checkpoint")
+    holds = (
+        f"from tsm.training.resume import hold_run_dir\nwith hold_run_dir(__import__('pathlib').Path({str(run)!r})):"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"{holds}\n print('held', flush=True)\n input()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline() == "held\n"
+    for asked in ("ckpt_path=last", "overwrite=true"):
+        with pytest.raises(RunDirInUse, match=f"{run} is in use: another run is running in it now"):
+            train(compose_train([*ONE_EPOCH, asked], run))
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"its checkpoint"
+    holder.kill()  # SIGKILL: nothing of its own releases the lock
+    holder.wait()
+    with resume.hold_run_dir(run):
+        pass
 
 
 def test_run_directories_differ_within_a_second():
@@ -193,13 +226,14 @@ def test_a_resumed_checkpoint_with_a_damaged_record_is_refused_naming_it(checkpo
 
 def test_a_checkpoint_with_the_data_s_classes_in_another_order_neither_resumes_nor_initialises(checkpoint, tmp_path):
     """A Jester or Something-V1 checkpoint trained before their classes were sorted would read its classifier's
-    rows as other classes without a word (src/eval.py refused it; resuming and model.init_from did not)."""
+    rows as other classes without a word (src/eval.py refused it; resuming, model.init_from and train=false did not)."""
     state = torch.load(checkpoint, weights_only=True)
     state["tsm_info"]["class_names"] = state["tsm_info"]["class_names"][::-1]
     torch.save(state, tmp_path / "reordered.ckpt")
     for key in ("ckpt_path", "model.init_from"):
-        with pytest.raises(ValueError, match=f"{key}=.*reordered.ckpt numbers the data's classes in another order"):
-            train(compose_train([*ONE_EPOCH, f"{key}={tmp_path / 'reordered.ckpt'}"], tmp_path / key))
+        for only_test in ([], ["train=false", "test=true"]):  # nor is it tested by train.py as if it were in order
+            with pytest.raises(ValueError, match=f"{key}=.*reordered.ckpt numbers the data's classes in another order"):
+                train(compose_train([*ONE_EPOCH, *only_test, f"{key}={tmp_path / 'reordered.ckpt'}"], tmp_path / key))
 
 
 def test_a_resumed_run_s_best_validation_accuracy_counts_the_epochs_before_the_resume():
@@ -287,10 +321,15 @@ def test_a_checkpoint_trained_otherwise_is_refused_before_it_resumes(checkpoint,
 
     def check(*overrides):
         cfg = compose_train([*TINY, *overrides], tmp_path / "cfg")
-        check_same_run(str(checkpoint), hydra.utils.instantiate(cfg.model).hparams, cfg.model)
+        data = instantiate_data(cfg).config
+        check_same_run(str(checkpoint), hydra.utils.instantiate(cfg.model).hparams, cfg.model, data)
 
     check()
-    check("model.channels_last=true")
+    check("model.channels_last=true", "data.num_workers=1", "data.on_error=skip", f"paths.output_dir={tmp_path}")
+    with pytest.raises(ValueError, match=r"1 differ \(data.augment.flip: True in the checkpoint, False now\): .*init_"):
+        check("data.augment.flip=false")  # would go on training on other clips, unnoticed
+    with pytest.raises(ValueError, match=r"2 differ \(data.scale_size: 32 .* 40 now; data.source.noise: 0.03 .* 0.1 "):
+        check("data.scale_size=40", "data.source.noise=0.1")
     with pytest.raises(
         ValueError, match=r"\(model.pretrained, pretrained_file or init_from: False in the checkpoint, True now"
     ):

@@ -15,12 +15,14 @@ disk) is reported by name and the next newest readable one is used.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tsm.errors import DataError
 from tsm.files import TEMP_SUFFIX, stale_temporaries, write_text_atomic
-from tsm.metadata import INFO_KEY
+from tsm.metadata import DATA_KEY, INFO_KEY
 from tsm.models.checkpoints import ARCHITECTURE_KEYS, is_lightning_checkpoint
 from tsm.models.weight_files import safe_load
 from tsm.training.optim import starts_from_weights
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 RUN_RECORD = "run.json"
 WANDB_ID = "wandb_id"  # run.json's key: the W&B run every attempt of the run logs to
 CHECKPOINTS = "checkpoints"
+LOCK_FILE = ".run.lock"  # held by the process running in the directory (hold_run_dir)
 LAST = "last"  # ckpt_path=last
 RESULTS = (RUN_RECORD, "config.yaml", "metrics.json")
 LOGGER_DIRS = ("csv", "wandb")  # the loggers' folders (conf/logger/): an overwritten run's logs go with it
@@ -53,10 +56,41 @@ NOT_COMPARED = {
     "distill.teacher_ckpt",
     "distill.cache_file",
 }
+# data settings a resumed run may change: where the data is (moved to another disk or node), how many processes
+# read it, where its reports go, and whether a bad sample stops the run or is skipped (the way past one)
+DATA_NOT_COMPARED = {
+    "root",
+    "source.root",
+    "source.frames_root",
+    "num_workers",
+    "log_dir",
+    "on_error",
+    "source.on_error",
+}
 
 
 class RunDirInUse(RuntimeError):
     """The run directory holds an earlier run and nothing asked to resume or replace it."""
+
+
+@contextlib.contextmanager
+def hold_run_dir(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` while this process runs in it (global rank 0): a second run in it at the same time (a
+    resume of it, ``overwrite=true``, a test-only run) is refused instead of writing checkpoints beside this run's
+    or deleting them. The system releases the lock when the process ends, however it ends, so a killed run's
+    requeue is never refused; where the file system has no locks (some network mounts), that is logged."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_FILE, "ab") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirInUse(
+                f"{run_dir} is in use: another run is running in it now (it holds {run_dir / LOCK_FILE}). Wait for "
+                "it to end, or leave hydra.run.dir unset for a new directory"
+            ) from None
+        except OSError as error:
+            log.warning("cannot lock %s (%s): a second run started in it now would not be refused", run_dir, error)
+        yield
 
 
 def has_checkpoints(run_dir: Path) -> bool:
@@ -211,14 +245,16 @@ def resume_checkpoint(run_dir: Path, ckpt_path: str | None, requeued: bool) -> s
     return found
 
 
-def differences(recorded: Any, current: Any, key: str) -> list[tuple[str, Any, Any]]:
-    """``(key path, recorded, current)`` where two hyper-parameter trees differ, but for the paths in
-    ``NOT_COMPARED``; a key the recorded tree lacks (an older checkpoint's) is not compared."""
-    if key in NOT_COMPARED:
+def differences(
+    recorded: Any, current: Any, key: str, skipped: Collection[str] = NOT_COMPARED
+) -> list[tuple[str, Any, Any]]:
+    """``(key path, recorded, current)`` where two config trees differ, but for the paths in ``skipped``; a key the
+    recorded tree lacks (an older checkpoint's) is not compared."""
+    if key in skipped:
         return []
     if isinstance(recorded, Mapping) and isinstance(current, Mapping):
         keys = sorted(recorded.keys() & current.keys())
-        return [d for k in keys for d in differences(recorded[k], current[k], f"{key}.{k}" if key else k)]
+        return [d for k in keys for d in differences(recorded[k], current[k], f"{key}.{k}" if key else k, skipped)]
     if isinstance(recorded, (list, tuple)) and isinstance(current, (list, tuple)):
         recorded, current = list(recorded), list(current)
     return [] if recorded == current else [(key, recorded, current)]
@@ -234,28 +270,38 @@ def interpolations(model_config: Any, key: str = "model") -> dict[str, str]:
     return {}
 
 
-def check_same_run(ckpt_path: str, hparams: Mapping[str, Any], model_config: Any = None) -> None:
+def check_same_run(
+    ckpt_path: str, hparams: Mapping[str, Any], model_config: Any = None, data_config: Mapping[str, Any] | None = None
+) -> None:
     """Resuming continues a run as it was: refuse a checkpoint whose model, optimizer, schedule or loss settings
     (its ``hyper_parameters``) are not this run's ``model.*`` ``hparams``, which Lightning would meet as a bare
-    state_dict size mismatch, or silently override with the checkpoint's learning rates. Where the weights first
-    came from and the files a run reads or writes (``NOT_COMPARED``) may differ; whether they came from given
-    weights (the classifier's learning rates follow it) may not. ``model_config``, the unresolved ``model``
+    state_dict size mismatch, or silently override with the checkpoint's learning rates; or whose recorded data
+    (``tsm_data``: the dataset, splits, clip sampling, sizes, augmentation) is not ``data_config``, this run's
+    resolved ``data``, which would go on training on other clips unnoticed. Where the weights first came from and
+    the files a run reads or writes (``NOT_COMPARED``, ``DATA_NOT_COMPARED``) may differ; whether they came from
+    given weights (the classifier's learning rates follow it) may not. ``model_config``, the unresolved ``model``
     config, names the key a difference was copied from (``data.batch_size`` for ``model.optimizer.batch_size``)."""
-    recorded = dict(safe_load(ckpt_path, "ckpt_path")["hyper_parameters"])
+    state = safe_load(ckpt_path, "ckpt_path")
+    recorded = dict(state["hyper_parameters"])
     current = OmegaConf.to_container(OmegaConf.create(dict(hparams)), resolve=True)
     found = differences(recorded, current, "")
     origins = starts_from_weights(recorded), starts_from_weights(current)
     if origins[0] != origins[1]:
         found.append(("pretrained, pretrained_file or init_from", *origins))
-    if not found:
-        return
     copied = interpolations(OmegaConf.to_container(model_config) if model_config is not None else {})
     named = [(copied.get(f"model.{key}", f"model.{key}"), old, new) for key, old, new in found]
+    if data_config is not None and isinstance(state.get(DATA_KEY), Mapping):  # older checkpoints record no data
+        seen = {key for key, _, _ in named}
+        for key, old, new in differences(dict(state[DATA_KEY]), dict(data_config), "", DATA_NOT_COMPARED):
+            if f"data.{key}" not in seen:  # a model key copies it: named once
+                named.append((f"data.{key}", old, new))
+    if not named:
+        return
     listed = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, old, new in named[:4])
     same_network = not any(key.split(".")[0] in ARCHITECTURE_KEYS for key, _, _ in found)
     anew = f", or start a new run from its weights with model.init_from={ckpt_path}" if same_network else ""
     raise ValueError(
-        f"ckpt_path={ckpt_path} resumes a run with the settings it was trained with, and {len(found)} differ "
+        f"ckpt_path={ckpt_path} resumes a run with the settings it was trained with, and {len(named)} differ "
         f"({listed}): resume with those{anew}"
     )
 

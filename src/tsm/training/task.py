@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ from tsm.training.resume import (
     check_same_run,
     claim_run_dir,
     continue_wandb_run,
+    hold_run_dir,
     is_requeue,
     previous_run,
     recorded_class_names,
@@ -80,6 +82,23 @@ def instantiate_data(cfg: DictConfig) -> Any:
     return datamodule
 
 
+def earlier_metrics(run_dir: Path) -> dict[str, Any]:
+    """The ``metrics.json`` an earlier attempt of the run wrote (a resume that trains no further epoch measures
+    the test alone); {} if there is none or it cannot be read (logged)."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        log.warning("%s is not JSON (%s): it is replaced by this attempt's metrics alone", path, error)
+        return {}
+    if not isinstance(found, dict):
+        log.warning("%s is not a JSON object: it is replaced by this attempt's metrics alone", path)
+        return {}
+    return found
+
+
 def finish_wandb(failed: bool) -> None:
     """Close this process's W&B run, if one was started, marked failed or not (sweeps run many jobs per process)."""
     wandb = sys.modules.get("wandb")  # not imported: no run to close
@@ -96,15 +115,17 @@ def check_before_training(
     order. Returns the checkpoint to resume from (None: a new run)."""
     if cfg.test:
         datamodule.check_labelled("test")
-    if not cfg.train:
-        return checkpoint_to_test(cfg, model)
-    datamodule.check_labelled("val")
-    ckpt_path = resume_checkpoint(output_dir, cfg.get("ckpt_path"), requeued)
-    if ckpt_path:
-        check_same_run(ckpt_path, model.hparams, cfg.model)
-    classes = datamodule.describe()["class_names"]
+    if cfg.train:
+        datamodule.check_labelled("val")
+        ckpt_path = resume_checkpoint(output_dir, cfg.get("ckpt_path"), requeued)
+        if ckpt_path:
+            check_same_run(ckpt_path, model.hparams, cfg.model, datamodule.config)
+        classes = datamodule.describe()["class_names"]
+    else:
+        ckpt_path = checkpoint_to_test(cfg, model)
+        classes = datamodule.dataset("test").source.classes if cfg.test else None
     for what, path in (("ckpt_path", ckpt_path), ("model.init_from", model.hparams.get("init_from"))):
-        if path:
+        if path and classes is not None:
             check_class_order(recorded_class_names(path, what), classes, f"{what}={path}")
     return ckpt_path
 
@@ -163,6 +184,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if type(cfg.seed) is not int:
         raise ValueError(f"seed must be an integer, got {cfg.seed!r}")
     output_dir = Path(cfg.paths.output_dir)
+    with hold_run_dir(output_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+        return fit_and_test(cfg, output_dir)
+
+
+def fit_and_test(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    """:func:`train` in ``output_dir``, which this process holds."""
     requeued = bool(cfg.get("auto_resume")) and is_requeue(output_dir)
     check_sweep_launcher(cfg)
     claimed = False  # whether this attempt wrote the run directory's run.json
@@ -207,6 +234,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise
     finish_wandb(failed=False)
     result = plain_metrics(metrics)
+    if cfg.train and ckpt_path:  # a resume: what the earlier attempts measured and this one did not stays
+        result = {**earlier_metrics(output_dir), **result}
     if trainer.is_global_zero:  # rank 0 alone: anything done here must be free of collectives
         write_text_atomic(output_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result
