@@ -164,7 +164,7 @@ def test_a_stream_stopped_by_ctrl_c_keeps_its_annotated_video(tmp_path):
     step, info = (lambda x: np.zeros((1, 2), np.float32)), {"class_names": ["a", "b"]}
     info.update(scale_size=32, input_size=32, mean=[0.5] * 3, std=[0.5] * 3)
     result = run_stream(step, frames(), info, PredictionSmoother(1, 1), out_video=tmp_path / "out.mp4")
-    assert len(result.labels) == 3
+    assert result.frames == 3 and result.label == 0
     with av.open(str(tmp_path / "out.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 3
 
@@ -174,3 +174,20 @@ def test_a_stream_stopped_by_ctrl_c_keeps_its_annotated_video(tmp_path):
 
     stopped = run_stream(step, stopped_at_once(), info, PredictionSmoother(1, 1))
     assert stopped.latency_summary() == {"frames": 0}  # an IndexError before, printing the summary
+
+
+def test_a_long_stream_keeps_a_bounded_window_of_latencies(monkeypatch):
+    """Every frame's label and latency were kept: a camera stream grew by about 40 bytes a frame for as long as it
+    ran. The summary counts every frame; its percentiles are the last window's, and say so."""
+    from tsm.streaming import app
+
+    monkeypatch.setattr(app, "LATENCY_WINDOW", 5)
+    ticks = iter([t for frame in range(1, 13) for t in (0.0, frame / 1e3)])  # frame i's step takes i ms
+    monkeypatch.setattr(app.time, "perf_counter", lambda: next(ticks))
+    step, info = (lambda x: np.zeros((1, 2), np.float32)), {"class_names": ["a", "b"]}
+    info.update(scale_size=8, input_size=8, mean=[0.5] * 3, std=[0.5] * 3)
+    result = run_stream(step, iter([np.zeros((8, 8, 3), np.uint8)] * 12), info, PredictionSmoother(1, 1))
+    assert result.frames == 12 and len(result.latencies_ms) == 5
+    assert result.latency_summary() == pytest.approx(
+        {"frames": 12, "median_ms": 10, "p95_ms": 12, "latency_of_last": 5}
+    )

@@ -121,17 +121,27 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum()
 
 
+LATENCY_WINDOW = 100_000  # frames whose latencies a stream keeps: over an hour at 24 fps, under 1 MB
+
+
 @dataclass
 class StreamResult:
-    labels: list[int] = field(default_factory=list)
-    latencies_ms: list[float] = field(default_factory=list)
+    """What a stream ran: its frame count, the label shown last, and the latencies of its last ``LATENCY_WINDOW``
+    frames (a camera stream runs for days: its memory stays bounded)."""
+
+    frames: int = 0
+    label: int | None = None
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
     def latency_summary(self) -> dict[str, float]:
+        """Frames run, and the median and 95th percentile of the kept latencies (``latency_of_last`` says how many
+        when the stream ran longer than the window)."""
         ordered = sorted(self.latencies_ms)
         if not ordered:  # stopped (Ctrl-C) before its first frame
             return {"frames": 0}
         p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-        return {"frames": len(ordered), "median_ms": statistics.median(ordered), "p95_ms": p95}
+        summary = {"frames": self.frames, "median_ms": statistics.median(ordered), "p95_ms": p95}
+        return summary if len(ordered) == self.frames else {**summary, "latency_of_last": len(ordered)}
 
 
 def run_stream(
@@ -157,14 +167,14 @@ def run_stream(
             logits = step(x)[0]
             result.latencies_ms.append((time.perf_counter() - start) * 1e3)
             label, mean_probs = smoother.update(softmax(logits))
-            result.labels.append(label)
+            result.frames, result.label = result.frames + 1, label
             ranked = ", ".join(f"{classes[i]} {mean_probs[i]:.2f}" for i in np.argsort(-mean_probs)[:top_k])
             print(f"frame {index:5d}: {classes[label]:<30s} [{ranked}]")
             if out_video is not None:
                 writer = writer or _VideoWriter(Path(out_video), frame.shape[1], frame.shape[0], fps)
                 writer.write(_annotate(frame, f"{classes[label]} ({mean_probs[label]:.2f})"))
     except KeyboardInterrupt:
-        print(f"stopped after {len(result.labels)} frames")
+        print(f"stopped after {result.frames} frames")
     finally:
         if writer is not None:
             writer.close()  # a stopped stream's video is complete up to its last frame
