@@ -29,9 +29,9 @@ def model(tmp_path_factory):
 
 
 @pytest.fixture
-def server(model, tmp_path, monkeypatch):
-    """The server, serving, of ``tmp_path/web`` (web/'s index.html); ``tmp_path/pyproject.toml`` lies outside it
-    and ``web/leak.txt`` and ``web/out/`` are symlinks to it and to its folder."""
+def serving(model, tmp_path, monkeypatch):
+    """Start a server (at a host) of ``tmp_path/web`` (web/'s index.html); ``tmp_path/pyproject.toml`` lies outside
+    it and ``web/leak.txt`` and ``web/out/`` are symlinks to it and to its folder."""
     root = tmp_path / "web"
     (root / "node_modules" / "onnxruntime-web").mkdir(parents=True)
     shutil.copy(web.WEB / "index.html", root / "index.html")
@@ -39,13 +39,25 @@ def server(model, tmp_path, monkeypatch):
     os.symlink(tmp_path / "pyproject.toml", root / "leak.txt")
     os.symlink(tmp_path, root / "out")
     monkeypatch.setattr(web, "WEB", root)
-    httpd = web.demo_server(model, "127.0.0.1", 0)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=10)
+    started = []
+
+    def start(host: str) -> web.ThreadingHTTPServer:
+        httpd = web.demo_server(model, host, 0)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        started.append((httpd, thread))
+        return httpd
+
+    yield start
+    for httpd, thread in started:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def server(serving):
+    return serving("127.0.0.1")
 
 
 def get(httpd, path: str, host: str | None = "127.0.0.1") -> tuple[int, dict, bytes]:
@@ -98,6 +110,16 @@ def test_other_host_names_are_refused(server):
     for host in ["evil.example", f"evil.example:{port}", "", None]:
         status, headers, body = get(server, "/", host)
         assert status == 403 and headers["Content-Type"].startswith("text/plain") and b"Host" in body, host
+
+
+def test_it_listens_on_an_ipv6_address(serving, model):
+    """host=::1 failed to bind ('Address family for hostname not supported'): the server class binds IPv4 only."""
+    httpd = serving("::1")
+    assert httpd.server_address[0] == "::1"
+    assert get(httpd, "/model.onnx", f"[::1]:{httpd.server_address[1]}")[2] == model.read_bytes()
+    assert web.address_family("127.0.0.1", 0) == socket.AF_INET
+    with pytest.raises(ValueError, match="host='no such host.invalid' names no address to listen on"):
+        serving("no such host.invalid")
 
 
 def test_allowed_hosts():

@@ -9,6 +9,7 @@ past ``IDLE_TIMEOUT_S``. (The tests drive the page in headless Chromium: ``tests
 from __future__ import annotations
 
 import os
+import socket
 from functools import partial
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -111,4 +112,15 @@ def demo_server(model: str | Path, host: str = "127.0.0.1", port: int = 8000) ->
         raise FileNotFoundError(f"{WEB}/node_modules/onnxruntime-web is missing: run npm install --prefix web")
     if not runtime.resolve().is_relative_to(WEB):  # the page could not load it: nothing outside web/ is served
         raise FileNotFoundError(f"{runtime} links out of {WEB}, whence nothing is served: run npm ci --prefix web")
-    return ThreadingHTTPServer((host, port), partial(DemoHandler, model=model, host=host))
+    server_class = type("DemoServer", (ThreadingHTTPServer,), {"address_family": address_family(host, port)})
+    return server_class((host, port), partial(DemoHandler, model=model, host=host))
+
+
+def address_family(host: str, port: int) -> socket.AddressFamily:
+    """The family of the address ``host`` names (IPv6 for ``::1``, ``::`` or an IPv6 host name; the server class
+    alone binds IPv4 only), as ``python -m http.server --bind`` picks it."""
+    try:
+        found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise ValueError(f"host={host!r} names no address to listen on ({error.strerror})") from None
+    return found[0][0]
