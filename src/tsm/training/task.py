@@ -111,8 +111,8 @@ def check_before_training(
 ) -> str | None:
     """What would fail after training, or resume another run, refused before training writes into the run
     directory (its ``.hydra/`` record and ``run.json`` are written, Hydra's log file opened): unlabelled validation
-    or test videos, a resumed checkpoint trained otherwise or on other data, a checkpoint reading the data's classes in another
-    order. Returns the checkpoint to resume from (None: a new run)."""
+    or test videos, a resumed checkpoint trained otherwise or on other data, a checkpoint reading the data's
+    classes in another order. Returns the checkpoint to resume from (None: a new run)."""
     if cfg.test:
         datamodule.check_labelled("test")
     if cfg.train:
