@@ -28,7 +28,7 @@ def read(path, indices):
 
 
 def test_frame_count_from_header_or_demuxing(video):
-    assert video_num_frames(video) == NUM_FRAMES  # mp4 states it; webm has no count, its packets are counted
+    assert video_num_frames(video) == NUM_FRAMES  # its packets counted (a header count may include hidden ones)
 
 
 def test_decode_forward_within_a_gop(video):
@@ -73,8 +73,13 @@ def test_indices_a_frame_or_two_past_the_end_read_the_last_frame(video):
     """Two tools' frame counts differ by a frame or two; an annotation for a longer video is refused (before, every
     frame past the end read the last one: a list file saying 300 frames for 30 gave clips of one frame)."""
     assert read(video, [NUM_FRAMES + 1])[0] == [NUM_FRAMES - 1]
-    with pytest.raises(DataError, match=f"frame {NUM_FRAMES + 2} .* the video has {NUM_FRAMES} frames: its annotation"):
+    longer = f"{NUM_FRAMES + 3} frames are wanted and the video has {NUM_FRAMES}: its annotation"
+    with pytest.raises(DataError, match=longer):
         read(video, [3, NUM_FRAMES + 2])
+    # the annotation's count is refused whichever frames a read samples (a random step of training did, before)
+    assert frame_numbers(read_video(video, [0], num_frames=NUM_FRAMES + 2)) == [0]
+    with pytest.raises(DataError, match=longer):
+        read_video(video, [0], num_frames=NUM_FRAMES + 3)
 
 
 def test_mpeg4_avi(tmp_path):
@@ -102,7 +107,7 @@ def test_truncated_webm_is_an_error(tmp_path):
 def test_frame_folders(tmp_path, template, start):
     folder = write_frames(tmp_path / "clip", 12, template, start)
     (folder / "notes.txt").write_text("not a frame")
-    assert count_frames(folder, template) == 12
+    assert count_frames(folder, template, start) == 12
     frames = read_frames(folder, [11, 0, 4, 4], template, start)
     assert frames.dtype == torch.uint8 and frames.shape == (4, SIZE[1], SIZE[0], 3)
     assert frame_numbers(frames) == [11, 0, 4, 4]
@@ -128,6 +133,28 @@ def test_frame_folder_errors(tmp_path):
         read_frames(folder, [1], "{:05d}.jpg")
     with pytest.raises(ValueError, match="exactly one"):
         count_frames(folder, "frame.jpg")
+
+
+def test_a_frame_folder_numbered_or_named_otherwise_is_refused_naming_the_key(tmp_path):
+    """Numbered from 0 and read from 1, every frame was the next one (silently; only the last index failed); named
+    with six digits for a five-digit template, its files were counted and then 'not found'."""
+    zero = write_frames(tmp_path / "zero", 12, "{:05d}.jpg", start=0)
+    for call in (lambda: count_frames(zero, "{:05d}.jpg", 1), lambda: read_frames(zero, [3], "{:05d}.jpg", 1)):
+        with pytest.raises(DataError, match=r"00000.jpg is a frame before data.frame_start=1: .*data.frame_start=0"):
+            call()
+    assert count_frames(zero, "{:05d}.jpg", 0) == 12 and frame_numbers(read_frames(zero, [3], "{:05d}.jpg", 0)) == [3]
+    wide = write_frames(tmp_path / "wide", 12, "img_{:06d}.jpg")
+    with pytest.raises(DataError, match=r"no first frame img_00001.jpg .*named like img_000001.jpg"):
+        count_frames(wide, "img_{:05d}.jpg", 1)
+
+
+def test_16_bit_frames_are_scaled_not_clipped(tmp_path):
+    """Pillow's convert('RGB') clipped a 16-bit gray PNG to white."""
+    (tmp_path / "deep").mkdir()
+    levels = np.arange(0, 65536, 256, dtype=np.uint16).reshape(16, 16)
+    Image.fromarray(levels).save(tmp_path / "deep" / "00001.png")
+    frame = read_frames(tmp_path / "deep", [0], "{:05d}.png").numpy()[0]
+    assert np.array_equal(frame, np.repeat((levels // 256).astype(np.uint8)[:, :, None], 3, axis=2))
 
 
 def test_an_oversized_jpeg_header_is_a_data_error(tmp_path):

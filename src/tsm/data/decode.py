@@ -35,13 +35,16 @@ import torch
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
-from tsm.data.video_index import INDEXES, IndexMismatch, PacketIndex, SeekingPackets, stamp
+from tsm.data.video_index import INDEXES, IndexMismatch, PacketIndex, SeekingPackets, Signature, stamp
 from tsm.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".3gp", ".flv", ".wmv", ".ogv")
-# A file may hold this many fewer packets than its header promises (rounding of durations)
-# before it counts as truncated: 1 frame plus 1%.
+# A file's packets may end this much before its header's duration (rounding of durations) before it counts as
+# truncated: 1 frame plus 1%.
 TRUNCATION_SLACK = (1, 0.01)
+# Decoders that honour skip_frame packet by packet (FFmpeg's names), checked frame by frame against decoding every
+# frame (tests/data/test_decode.py); others (libdav1d reads it once, when it opens) decode every frame.
+SKIPS_NONREF = frozenset({"h264", "hevc", "mpeg4", "mpeg1video", "mpeg2video", "vp8", "vp9"})
 # The shortest frame side read: training's multi-scale crop keeps int(side x scale) pixels, so a 1-pixel
 # frame crops to nothing (a bare RuntimeError in the transforms, out of on_error's reach); 8 keeps every
 # crop scale down to 1/8 non-empty (TSM's go down to 0.66), and no dataset's videos come near it.
@@ -88,38 +91,49 @@ def _open(path: Path) -> av.container.InputContainer:
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+    """The video stream FFmpeg would pick (not a cover image stored as the first stream)."""
     if not container.streams.video:
         raise DataError(path, "no video stream")
-    stream = container.streams.video[0]
+    stream = container.streams.best("video")
     stream.thread_type = "NONE"
     return stream
 
 
-def _header_frames(container: av.container.InputContainer, stream: av.VideoStream) -> float:
-    """Frame count the header states, or its duration times the frame rate; 0 if it says neither."""
-    if stream.frames > 0:
-        return float(stream.frames)
-    if container.duration and stream.average_rate:
-        return container.duration / av.time_base * float(stream.average_rate)
-    return 0.0
+def _header_seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    """How long the header says the stream lasts: the stream's duration, else the container's less its start
+    (Matroska counts the start in it; where that leaves nothing, the duration itself); None if it says neither."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        after_start = container.duration - max(container.start_time or 0, 0)
+        return (after_start if after_start > 0 else container.duration) / av.time_base
+    return None
 
 
 def _demux(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> list[av.Packet]:
-    """Every packet of ``stream`` with data; a file holding clearly fewer than its header promises is truncated."""
-    try:  # all but the empty packet that ends demuxing; empty ones with a timestamp are dropped frames (AVI)
-        demuxed = [p for p in container.demux(stream) if p.size or p.dts is not None]
+    """Every packet of ``stream`` with data; a file whose packets end clearly before its header's duration is
+    truncated (durations, not counts: a header's count may include an edit list's hidden pre-roll or an AVI's
+    dropped frames, and a frame rate says nothing of a variable-rate video's count)."""
+    try:  # all but the empty packets: the one that ends demuxing, an AVI's dropped frames
+        packets = [p for p in container.demux(stream) if p.size]
     except (av.FFmpegError, OSError) as err:
         raise DataError(path, f"cannot demux video: {_why(err)}") from err
-    expected = _header_frames(container, stream)
+    if not packets:
+        raise DataError(path, "truncated video: no video packets")
+    expected, stamps = _header_seconds(container, stream), [stamp(p) for p in packets]
+    if expected is None or stream.time_base is None or None in stamps:
+        return packets  # nothing to compare (PacketIndex refuses packets without timestamps)
+    last = max(packets, key=stamp)
+    frame = float((last.duration or 0) * stream.time_base) or (1 / float(stream.average_rate or 25))
+    found = float((stamp(last) - min(stamps)) * stream.time_base) + frame
     absolute, relative = TRUNCATION_SLACK
-    packets = [p for p in demuxed if p.size]
-    if not packets or len(demuxed) < expected * (1 - relative) - absolute:
-        raise DataError(path, f"truncated video: {len(demuxed)} frames in the file, ~{expected:.0f} in its header")
+    if found < expected * (1 - relative) - absolute * frame:
+        raise DataError(path, f"truncated video: {found:.2f} s of frames in the file, {expected:.2f} s in its header")
     return packets
 
 
 def _index_afresh(
-    container: av.container.InputContainer, stream: av.VideoStream, path: Path, signature: tuple[int, int, int]
+    container: av.container.InputContainer, stream: av.VideoStream, path: Path, signature: Signature
 ) -> tuple[list[av.Packet], PacketIndex]:
     """Every packet of ``stream`` (:func:`_demux`) and their index, kept for later reads of the file."""
     packets = _demux(container, stream, path)
@@ -128,7 +142,7 @@ def _index_afresh(
     return packets, index
 
 
-def _signature(path: Path) -> tuple[int, int, int]:
+def _signature(path: Path) -> Signature:
     try:
         return INDEXES.signature(path)
     except FileNotFoundError as err:
@@ -138,16 +152,15 @@ def _signature(path: Path) -> tuple[int, int, int]:
 
 
 def video_num_frames(path: str | os.PathLike) -> int:
-    """Frames in a video: the stream's frame count from the header, else the packets counted by demuxing
-    (whose index is kept for the reads that follow)."""
+    """Frames in a video (the shown ones), counted by demuxing its packets, whose index is kept for the reads that
+    follow (a header's count may include an edit list's hidden pre-roll or an AVI's dropped frames)."""
     path = Path(path)
     signature = _signature(path)
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        if stream.frames > 0:
-            return stream.frames
-        index = INDEXES.get(path, signature)
-        return len(index if index is not None else _index_afresh(container, stream, path, signature)[1])
+    index = INDEXES.get(path, signature)
+    if index is None:
+        with _open(path) as container:
+            index = _index_afresh(container, _video_stream(container, path), path, signature)[1]
+    return len(index)
 
 
 def overshoot_allowed(num_frames: int) -> int:
@@ -156,13 +169,16 @@ def overshoot_allowed(num_frames: int) -> int:
     return max(2, num_frames // 50)
 
 
-def read_video(path: str | os.PathLike, indices: Sequence[int], stats: DecodeStats | None = None) -> torch.Tensor:
+def read_video(
+    path: str | os.PathLike, indices: Sequence[int], stats: DecodeStats | None = None, num_frames: int | None = None
+) -> torch.Tensor:
     """Frames ``indices`` (0-based, any order, repeats allowed) of a video as uint8 ``(T, H, W, 3)``.
 
-    Indices up to :func:`overshoot_allowed` past the last frame (a count from another tool, a frame or two above
-    this decoder's) read the last frame; further ones are a :class:`DataError` (an annotation for a longer video).
-    A video read before in this process is not demuxed again: its kept index (:mod:`tsm.data.video_index`) seeks
-    straight to the packets wanted.
+    ``num_frames``, the video's frame count as its annotation gives it, may exceed the frames the video has by
+    :func:`overshoot_allowed` (a count from another tool, a frame or two above this decoder's): indices past the last
+    frame read the last frame; a larger count, or an index further out, is a :class:`DataError` (an annotation for
+    a longer video), whichever frames a read samples. A video read before in this process is not demuxed again: its
+    kept index (:mod:`tsm.data.video_index`) seeks straight to the packets wanted.
     """
     path = Path(path)
     stats = stats if stats is not None else DecodeStats()
@@ -170,14 +186,19 @@ def read_video(path: str | os.PathLike, indices: Sequence[int], stats: DecodeSta
     index = INDEXES.get(path, signature)
     if index is not None:
         try:
-            return _read(path, indices, stats, index, signature)
+            return _read(path, indices, stats, index, signature, num_frames)
         except IndexMismatch:  # the file's packets are not the indexed ones: index it again
             pass
-    return _read(path, indices, stats, None, signature)
+    return _read(path, indices, stats, None, signature, num_frames)
 
 
 def _read(
-    path: Path, indices: Sequence[int], stats: DecodeStats, index: PacketIndex | None, signature: tuple[int, int, int]
+    path: Path,
+    indices: Sequence[int],
+    stats: DecodeStats,
+    index: PacketIndex | None,
+    signature: Signature,
+    num_frames: int | None,
 ) -> torch.Tensor:
     """:func:`read_video` seeking by ``index``, or (None) demuxing every packet and keeping their index."""
     with _open(path) as container:
@@ -185,19 +206,22 @@ def _read(
         if index is None:
             packets, index = _index_afresh(container, stream, path, signature)
             stats.demuxed += len(packets)
-        else:
+        elif index.distinct:
             packets = SeekingPackets(container, stream, index)
-        last = max((int(i) for i in indices), default=0)
-        if last >= len(index) + overshoot_allowed(len(index)):
+        else:  # frames told apart by their order alone: decoded from the first packet
+            packets = _demux(container, stream, path)
+        last = max([int(i) + 1 for i in indices] + [num_frames or 0])
+        if last > len(index) + overshoot_allowed(len(index)):
             raise DataError(
                 path,
-                f"frame {last} (0-based) is wanted and the video has {len(index)} frames: its annotation (a list "
-                "file's frame count?) describes a longer video",
+                f"{last} frames are wanted and the video has {len(index)}: its annotation (a list file's frame "
+                "count?) describes a longer video",
             )
         clamped = [min(max(int(i), 0), len(index) - 1) for i in indices]
+        decode = _decode if index.distinct else _decode_in_order
         try:
-            frames = _decode(stream.codec_context, index, packets, sorted(set(clamped)), stats)
-        except (av.FFmpegError, OSError) as err:
+            frames = decode(stream.codec_context, index, packets, sorted(set(clamped)), stats)
+        except (av.FFmpegError, OSError, CorruptData) as err:
             raise DataError(path, f"cannot decode video: {_why(err)}") from err
         finally:
             stats.demuxed += getattr(packets, "demuxed", 0)
@@ -205,6 +229,10 @@ def _read(
     if missing:
         raise DataError(path, f"frames {missing} could not be decoded")
     return _stack(frames, clamped, path)
+
+
+class CorruptData(Exception):
+    """The decoder concealed errors in a frame that the frames wanted are decoded from."""
 
 
 def _decode(
@@ -215,13 +243,18 @@ def _decode(
     stats: DecodeStats,
 ) -> dict[int, np.ndarray]:
     """Decode runs of ``packets`` (by decode position) that cover ``wanted`` (ascending frame numbers); RGB
-    arrays of those frames."""
+    arrays of those frames. A frame the decoder flags corrupt (it concealed errors) raises :class:`CorruptData`,
+    but for an open GOP's leading frames before the keyframe a run starts at (their references precede it)."""
     keep = set(wanted)
     wanted_packets = {index.order[frame] for frame in wanted}
+    skips_nonref = codec.name in SKIPS_NONREF
     out: dict[int, np.ndarray] = {}
+    run_start = index.stamps_by_position[0]  # the timestamp of the keyframe the current run started at
 
     def collect(frames: Iterable[av.VideoFrame]) -> None:
         for frame in frames:
+            if frame.is_corrupt and (stamp(frame) is None or stamp(frame) >= run_start):
+                raise CorruptData(f"corrupt video data: frame at timestamp {stamp(frame)} decodes with errors")
             i = index.frame_of(stamp(frame))
             if i in keep and i not in out:
                 out[i] = to_rgb(frame)
@@ -242,11 +275,12 @@ def _decode(
         if start > position:  # a keyframe lies ahead: jump to it instead of decoding the gap
             if position:
                 drain()
-            position = start
+            position, run_start = start, index.stamps_by_position[start]
             stats.seeks += 1
         while position <= index.order[frame]:
             # Frames no other frame refers to are skipped by the decoder unless they are wanted.
-            codec.skip_frame = "DEFAULT" if position in wanted_packets else "NONREF"
+            if skips_nonref:
+                codec.skip_frame = "DEFAULT" if position in wanted_packets else "NONREF"
             collect(decoded(packets[position]))
             position += 1
             stats.packets += 1
@@ -254,11 +288,31 @@ def _decode(
     return out
 
 
+def _decode_in_order(
+    codec: av.CodecContext, index: PacketIndex, packets: list[av.Packet], wanted: list[int], stats: DecodeStats
+) -> dict[int, np.ndarray]:
+    """Decode every packet, numbering frames in the order the decoder shows them, for a video whose frames share
+    timestamps (:attr:`PacketIndex.distinct` false); RGB arrays of the ``wanted`` frames."""
+    keep, out, shown = set(wanted), {}, 0
+    for packet in [*packets, None]:
+        stats.packets += packet is not None
+        for frame in codec.decode(packet):
+            if frame.is_corrupt:
+                raise CorruptData(f"corrupt video data: frame {shown} decodes with errors")
+            if shown in keep:
+                out[shown] = to_rgb(frame)
+            shown += 1
+    return out
+
+
 def to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """A decoded frame as an ``(H, W, 3)`` uint8 RGB array, reusing this thread's converter."""
+    """A decoded frame as an ``(H, W, 3)`` uint8 RGB array, reusing this thread's converter, turned upright as its
+    stream's display matrix says (a phone's portrait video), as players and FFmpeg's frame extraction show it."""
     if not hasattr(_local, "reformatter"):
         _local.reformatter = VideoReformatter()
-    return _local.reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+    rgb = _local.reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+    turns = round(frame.rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def frame_template_parts(template: str) -> list[tuple]:
@@ -282,32 +336,56 @@ def _frame_name_pattern(template: str) -> re.Pattern[str]:
     return re.compile(regex + r"\Z")
 
 
-def count_frames(folder: str | os.PathLike, template: str) -> int:
-    """Files in a frame folder whose names fit ``template``; an empty or absent folder is an error."""
+def count_frames(folder: str | os.PathLike, template: str, start: int = 1) -> int:
+    """Files in a frame folder whose names fit ``template``, the first numbered ``start``; an empty or absent folder,
+    or one whose files are named or numbered otherwise (``img_000001.jpg`` for ``img_{:05d}.jpg``, a first frame
+    numbered 0 for ``start`` 1), is an error naming the key to set."""
     folder = Path(folder)
     try:
         names = os.listdir(folder)
     except (OSError, ValueError) as err:  # ValueError: a NUL character in the path
         raise DataError(folder, f"cannot list frame folder: {_why(err)}") from err
     pattern = _frame_name_pattern(template)
-    count = sum(1 for name in names if pattern.match(name))
-    if count == 0:
+    matching = sorted(name for name in names if pattern.match(name))
+    if not matching:
         raise DataError(folder, f"empty frame folder: no files named like {template!r}")
-    return count
+    if template.format(start) not in names:
+        raise DataError(
+            folder,
+            f"no first frame {template.format(start)} (data.frame_template={template!r}, data.frame_start={start}); "
+            f"its frames are named like {matching[0]}",
+        )
+    _check_first_frame(folder, template, start)
+    return len(matching)
+
+
+def _check_first_frame(folder: Path, template: str, start: int) -> None:
+    """Refuse a folder holding the frame before the first one read: numbered from 0, read from 1, every frame would
+    be the next one."""
+    if start > 0 and (folder / template.format(start - 1)).is_file():
+        raise DataError(
+            folder,
+            f"{template.format(start - 1)} is a frame before data.frame_start={start}: frames are numbered from "
+            f"{start - 1} here (set data.frame_start={start - 1})",
+        )
 
 
 def read_frames(folder: str | os.PathLike, indices: Sequence[int], template: str, start: int = 1) -> torch.Tensor:
-    """JPEG frames ``indices`` (0-based; file number = index + ``start``) of a frame folder as uint8
+    """Image frames ``indices`` (0-based; file number = index + ``start``) of a frame folder as uint8
     ``(T, H, W, 3)``; each distinct file is read and decoded once."""
     folder = Path(folder)
+    _check_first_frame(folder, template, start)
     decoded = {i: _read_image(folder / template.format(i + start)) for i in sorted({int(i) for i in indices})}
     return _stack(decoded, [int(i) for i in indices], folder)
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """An image file as an ``(H, W, 3)`` uint8 RGB array."""
+    """An image file as an ``(H, W, 3)`` uint8 RGB array (16-bit gray scaled to 8 bits, not clipped)."""
     try:
         with Image.open(path) as image:
+            if image.mode.startswith("I;16"):
+                gray = (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
+                return np.repeat(gray[:, :, None], 3, axis=2)
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError as err:
         raise DataError(path, "frame file not found") from err

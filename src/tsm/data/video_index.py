@@ -3,7 +3,7 @@
 The first read of a video demuxes every packet (:func:`tsm.data.decode.read_video`); the index it builds is
 kept in this process (each loader worker has its own; the loaders' workers persist across epochs) and later
 reads of the file seek straight to the keyframe they need and demux only from there (:class:`SeekingPackets`).
-An index is dropped when the file's size, modification time or inode change, and the least recently used ones
+An index is dropped when the file's size, modification or change time or inode change, and the least recently used ones
 go once the kept indexes hold more than :data:`CACHE_PACKETS` packets (about 24 bytes of memory each).
 """
 
@@ -26,6 +26,9 @@ from tsm.errors import DataError
 CACHE_PACKETS = 2_000_000
 
 
+Signature = tuple[int, int, int, int]  # a file's size, modification and change times (ns), inode
+
+
 class IndexMismatch(RuntimeError):
     """The file's packets, read by seeking, are not the ones its kept index lists (the reader starts afresh)."""
 
@@ -37,27 +40,43 @@ def stamp(packet: av.Packet) -> int | None:
 
 class PacketIndex:
     """The packets of a video stream in decode order: their timestamps, presentation order and keyframes, in
-    flat integer arrays (about 24 bytes a packet)."""
+    flat integer arrays (about 24 bytes a packet). Packets the container marks discarded (an MP4 edit list's
+    pre-roll, as a clip cut without re-encoding has) are decoded for the frames that refer to them but are no
+    frames of the video: frame ``i`` is the ``i``-th shown one."""
 
-    def __init__(self, stamps: list[int | None], keyframes: list[bool], path: Path) -> None:
+    def __init__(self, stamps: list[int | None], keyframes: list[bool], path: Path, shown: list[bool]) -> None:
         if any(s is None for s in stamps):
-            raise DataError(path, "video packets carry no timestamps")
-        order = sorted(range(len(stamps)), key=stamps.__getitem__)
+            missing = sum(s is None for s in stamps)
+            raise DataError(
+                path,
+                f"{missing} of its {len(stamps)} video packets carry no timestamp (a cut with -avoid_negative_ts "
+                "disabled?): re-mux it, e.g. ffmpeg -i IN -c copy OUT.mp4",
+            )
+        order = sorted((k for k in range(len(stamps)) if shown[k]), key=stamps.__getitem__)
         self.stamps_by_position = array("q", stamps)  # decode position -> timestamp
         self.order = array("q", order)  # frame i -> decode position
         self.stamps = array("q", (stamps[k] for k in order))  # frame i -> timestamp, ascending
         self.keyframes = array("q", (k for k, key in enumerate(keyframes) if key))  # decode positions
         self.keystamps = array("q", (stamps[k] for k in self.keyframes))
+        self.discarded = {stamps[k]: k for k in range(len(stamps)) if not shown[k]}  # timestamp -> decode position
+        # frames told apart by their timestamps (a few files repeat one: they are decoded in order, whole)
+        self.distinct = len(set(stamps)) == len(stamps)
 
     @classmethod
     def of(cls, packets: list[av.Packet], path: Path) -> PacketIndex:
-        return cls([stamp(p) for p in packets], [p.is_keyframe for p in packets], path)
+        shown = [not p.is_discard for p in packets]
+        return cls([stamp(p) for p in packets], [p.is_keyframe for p in packets], path, shown)
 
     def __len__(self) -> int:
+        """The video's frames (the shown ones)."""
+        return len(self.stamps)
+
+    @property
+    def packets(self) -> int:
         return len(self.stamps_by_position)
 
     def frame_of(self, timestamp: int | None) -> int | None:
-        """The frame number shown at ``timestamp``; None for a timestamp no packet has."""
+        """The frame number shown at ``timestamp``; None for a timestamp no shown frame has."""
         if timestamp is None:
             return None
         i = bisect_left(self.stamps, timestamp)
@@ -66,7 +85,7 @@ class PacketIndex:
     def position_of(self, timestamp: int | None) -> int | None:
         """The decode position of the packet with ``timestamp``; None for a timestamp no packet has."""
         frame = self.frame_of(timestamp)
-        return None if frame is None else self.order[frame]
+        return self.order[frame] if frame is not None else self.discarded.get(timestamp)
 
     def start(self, frame: int) -> int:
         """Packet position to start decoding at for ``frame``: the last keyframe before its packet
@@ -100,7 +119,7 @@ class SeekingPackets:
                 raise IndexMismatch(f"seeking to packet {position} landed on packet {found}")
             self.next = position + 1
             return packet
-        raise IndexMismatch(f"the video ends before packet {position} of the {len(self.index)} indexed")
+        raise IndexMismatch(f"the video ends before packet {position} of the {self.index.packets} indexed")
 
     def _seek(self, position: int) -> None:
         if position or self.packets is not None:  # a fresh container already stands at the first packet
@@ -117,17 +136,19 @@ class IndexCache:
 
     def __init__(self, max_packets: int = CACHE_PACKETS) -> None:
         self.max_packets = max_packets
-        self.entries: OrderedDict[str, tuple[tuple[int, int, int], PacketIndex]] = OrderedDict()
+        self.entries: OrderedDict[str, tuple[Signature, PacketIndex]] = OrderedDict()
         self.packets = 0
         self.lock = threading.Lock()
 
     @staticmethod
-    def signature(path: Path) -> tuple[int, int, int]:
-        """What tells a rewritten file from the one indexed: size, modification time (ns), inode."""
+    def signature(path: Path) -> Signature:
+        """What tells a rewritten file from the one indexed: size, modification and change times (ns: a rewrite in
+        place that restores the modification time, as ``rsync --inplace -t`` does, still changes the change
+        time), inode."""
         info = os.stat(path)
-        return info.st_size, info.st_mtime_ns, info.st_ino
+        return info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino
 
-    def get(self, path: Path, signature: tuple[int, int, int]) -> PacketIndex | None:
+    def get(self, path: Path, signature: Signature) -> PacketIndex | None:
         """The kept index of ``path`` if the file still has ``signature``; a stale one is dropped."""
         with self.lock:
             entry = self.entries.get(str(path))
@@ -139,14 +160,14 @@ class IndexCache:
             self.entries.move_to_end(str(path))
             return entry[1]
 
-    def put(self, path: Path, signature: tuple[int, int, int], index: PacketIndex) -> None:
+    def put(self, path: Path, signature: Signature, index: PacketIndex) -> None:
         """Keep ``index``, dropping the least recently used indexes beyond :attr:`max_packets` packets."""
-        if len(index) > self.max_packets:
+        if index.packets > self.max_packets:
             return
         with self.lock:
             self._drop(str(path))
             self.entries[str(path)] = (signature, index)
-            self.packets += len(index)
+            self.packets += index.packets
             while self.packets > self.max_packets:
                 self._drop(next(iter(self.entries)))
 
@@ -158,7 +179,7 @@ class IndexCache:
     def _drop(self, key: str) -> None:
         entry = self.entries.pop(key, None)
         if entry is not None:
-            self.packets -= len(entry[1])
+            self.packets -= entry[1].packets
 
 
 # The process's cache: loader workers are processes, each keeps the indexes of the videos it read.

@@ -126,7 +126,10 @@ class VideoSource:
         if sample.num_frames:
             return sample.num_frames
         if index not in self._frame_counts:
-            count = count_frames(sample.path, self.frame_template) if self.frames else video_num_frames(sample.path)
+            if self.frames:
+                count = count_frames(sample.path, self.frame_template, self.frame_start)
+            else:
+                count = video_num_frames(sample.path)
             self._frame_counts[index] = count
         return self._frame_counts[index]
 
@@ -135,7 +138,7 @@ class VideoSource:
         path = self.samples[index].path
         if self.frames:
             return read_frames(path, indices, self.frame_template, self.frame_start)
-        return read_video(path, indices)
+        return read_video(path, indices, num_frames=self.samples[index].num_frames)
 
     # Helpers for load().
 
