@@ -1,9 +1,9 @@
 """Read the sampled frames of a clip, and only those: from a video file (PyAV) or a JPEG frame folder.
 
 Videos: the first read of a file in a process demuxes every packet of its video stream (no decoding),
-which gives the exact frame count, the presentation order of frames (frame ``i`` is the packet with the
-``i``-th smallest timestamp, so B-frame reordering and variable frame rates need no fps arithmetic) and
-where the keyframes are; that index is kept (:mod:`tsm.data.video_index`), so later reads of the file seek
+which gives the exact frame count, the presentation order of frames (frame ``i`` is the shown packet with the
+``i``-th smallest timestamp, so B-frame reordering and variable frame rates need no fps arithmetic; an MP4 edit
+list's hidden packets are decoded but are no frames) and where the keyframes are; that index is kept (:mod:`tsm.data.video_index`), so later reads of the file seek
 the container straight to the packets they decode. Decoding then starts at the keyframe before each
 wanted frame when that keyframe lies past what has been decoded so far (a seek), and continues forward
 otherwise; it stops at the packet of the last wanted frame of a run and drains the decoder, so no frame after
@@ -15,7 +15,9 @@ the cores busy, as in training, they made sparse reads 1.8x slower (experiments/
 
 Frame folders: only the sampled JPEG files are opened and decoded (Pillow).
 
-Every failure to read a sample raises :class:`DataError`, naming the file and the reason.
+Frames come out as FFmpeg shows them: from the video stream it picks, turned upright by the stream's rotation.
+Every failure to read a sample raises :class:`DataError`, naming the file and the reason; so does a frame the
+decoder flags corrupt (damage it conceals), but damage that decodes as valid data cannot be noticed.
 """
 
 from __future__ import annotations
