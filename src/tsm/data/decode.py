@@ -3,17 +3,17 @@
 Videos: the first read of a file in a process demuxes every packet of its video stream (no decoding),
 which gives the exact frame count, the presentation order of frames (frame ``i`` is the shown packet with the
 ``i``-th smallest timestamp, so B-frame reordering and variable frame rates need no fps arithmetic; an MP4 edit
-list's hidden packets are decoded but are no frames) and where the keyframes are; that index is kept (:mod:`tsm.data.video_index`), so later reads of the file seek
-the container straight to the packets they decode. Decoding then starts at the keyframe before each
-wanted frame when that keyframe lies past what has been decoded so far (a seek), and continues forward
-otherwise; it stops at the packet of the last wanted frame of a run and drains the decoder, so no frame after
-it is decoded. On the way, frames that no other frame refers to (most B-frames) are skipped by
-the decoder (``skip_frame="NONREF"``) unless they are wanted. Only the frames kept are
-converted to RGB. The decoder runs single-threaded: loader workers already take one core each,
+list's hidden packets are decoded but are no frames) and where the keyframes are; that index is kept
+(:mod:`tsm.data.video_index`), so later reads of the file seek the container straight to the packets they decode.
+Decoding then starts at the keyframe before each wanted frame when that keyframe lies past what has been decoded so
+far (a seek), and continues forward otherwise; it stops at the packet of the last wanted frame of a run and drains
+the decoder, so no frame after it is decoded. On the way, frames that no other frame refers to (most B-frames) are
+skipped by the decoder (``skip_frame="NONREF"``, where it honours that packet by packet) unless they are wanted. Only
+the frames kept are converted to RGB. The decoder runs single-threaded: loader workers already take one core each,
 and FFmpeg's frame threads hold back one frame per thread and must all drain at every seek; with
 the cores busy, as in training, they made sparse reads 1.8x slower (experiments/data_throughput).
 
-Frame folders: only the sampled JPEG files are opened and decoded (Pillow).
+Frame folders: only the sampled image files are opened and decoded (Pillow).
 
 Frames come out as FFmpeg shows them: from the video stream it picks, turned upright by the stream's rotation.
 Every failure to read a sample raises :class:`DataError`, naming the file and the reason; so does a frame the
