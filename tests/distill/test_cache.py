@@ -30,7 +30,7 @@ def test_load_or_build_reuses_and_invalidates(tmp_path):
     assert builds == [1, 3, 4, 5]
 
 
-def fit_cached(teacher, run_dir, epochs=2):
+def fit_cached(teacher, run_dir, epochs=2, *overrides):
     """Fit a KD student with the cache on; returns the module, its data and the teacher's forward count."""
     overrides = [
         *TINY,
@@ -38,6 +38,7 @@ def fit_cached(teacher, run_dir, epochs=2):
         f"model.distill.teacher_ckpt={teacher}",
         "model.distill.cache=true",
         f"trainer.max_epochs={epochs}",
+        *overrides,
     ]
     cfg = compose_train(overrides, run_dir)
     model, data = hydra.utils.instantiate(cfg.model), hydra.utils.instantiate(cfg.data)
@@ -73,6 +74,9 @@ def test_cached_teacher_runs_once_and_follows_the_checkpoint(tmp_path):
     # same run directory, same teacher: read back without running the teacher
     _, _, calls, _ = fit_cached(teacher_a, tmp_path / "run", epochs=1)
     assert calls == []
+    # the teacher fed otherwise (the student's clips said to be normalised otherwise): rebuilt (it was read back)
+    _, _, calls, _ = fit_cached(teacher_a, tmp_path / "run", 1, "model.distill.mean=[0.5,0.5,0.5]")
+    assert sum(calls) == 8
     # another teacher checkpoint: the cache is rebuilt
     teacher_b = tiny_checkpoint(tmp_path / "b", ["seed=7", "model.backbone=mobilenetv2_035"])
     _, _, calls, _ = fit_cached(teacher_b, tmp_path / "run", epochs=1)

@@ -141,6 +141,42 @@ def test_a_distill_setting_out_of_range_is_refused(four_frame_teacher, setting, 
         Distiller({**distill, **setting}, 3)
 
 
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def teacher_recording(source, tmp_path, mean, std):
+    """``source``'s checkpoint recording that its clips were normalised with ``mean`` and ``std``."""
+    state = torch.load(source, weights_only=True)
+    state["tsm_info"].update(mean=mean, std=std, class_names=["a", "b", "c"], input_size=16, scale_size=16)
+    torch.save(state, tmp_path / "teacher.ckpt")
+    return str(tmp_path / "teacher.ckpt")
+
+
+@pytest.mark.parametrize("teacher_input", ["same", "i3d"])
+def test_a_teacher_trained_here_is_fed_normalised_as_it_records(four_frame_teacher, tmp_path, teacher_input):
+    """A teacher trained on (x - 0.5) / 0.5 clips (+experiment=jester_i3d_teacher) was fed the student's ImageNet-
+    normalised clips with teacher_input=same, and an I3D-input one ImageNet-trained clips' [-1, 1] values: wrong soft
+    targets, silently. The reference is written here in float64: raw pixels from the student's clips, then the
+    teacher's normalisation."""
+    path = teacher_recording(four_frame_teacher, tmp_path, [0.5] * 3, [0.5] * 3)
+    distiller = Distiller({"kind": "checkpoint", "teacher_ckpt": path, "alpha": 0.5, "temperature": 4.0,
+                           "teacher_input": teacher_input, **IMAGENET}, 3)  # fmt: skip
+    seen = []
+    distiller.teacher.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    clips = torch.randn(2, 4, 3, 16, 16)
+    distiller._run_teacher(clips)
+    mean, std = (torch.tensor(IMAGENET[k], dtype=torch.float64).view(1, 1, 3, 1, 1) for k in ("mean", "std"))
+    torch.testing.assert_close(seen[0].double(), ((clips.double() * std + mean) - 0.5) / 0.5, rtol=1e-6, atol=1e-6)
+    same = teacher_recording(four_frame_teacher, tmp_path, IMAGENET["mean"], IMAGENET["std"])
+    fed_as_is = Distiller({"kind": "checkpoint", "teacher_ckpt": same, "alpha": 0.5, "temperature": 4.0, **IMAGENET}, 3)
+    assert fed_as_is.input_map is None  # the student's normalisation is the teacher's
+    with pytest.raises(
+        ValueError, match=r"normalised with mean \[0.485.*not I3D's \[-1, 1\]: set .*teacher_input=same"
+    ):
+        Distiller({"kind": "checkpoint", "teacher_ckpt": same, "alpha": 0.5, "temperature": 4.0,
+                   "teacher_input": "i3d", **IMAGENET}, 3)  # fmt: skip
+
+
 def test_a_tsm_teacher_that_would_see_clips_of_another_length_is_refused_at_fit_start(four_frame_teacher):
     """It failed inside the teacher's forward at the first step ('expected clips (B, T=4, ...)'); a TSM teacher
     takes its own clip length, from the student's clips or from data.teacher_view, and an I3D takes any."""

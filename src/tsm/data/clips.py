@@ -68,7 +68,7 @@ class ClipDataset(Dataset):
         self.seed = seed
         self.on_error = check_on_error(on_error)
         # teacher logits come from a cache of the unaugmented view: items carry, instead of a teacher
-        # clip, the class permutation that maps them onto this clip's flip and time reversal
+        # clip, the class permutation that maps them onto this clip's flip
         self.cached_teacher = False
 
     def __len__(self) -> int:

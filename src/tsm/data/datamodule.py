@@ -193,8 +193,8 @@ class ClipDataModule(pl.LightningDataModule):
         }
 
     def drop_teacher_view(self) -> None:
-        """Training items carry the student's clip and the class permutation of its flip and time
-        reversal, no teacher clip (the teacher's logits come from a cache of the unaugmented view)."""
+        """Training items carry the student's clip and the class permutation of its flip, no teacher clip (the
+        teacher's logits come from a cache of the unaugmented view)."""
         self.teacher_sampler = None
         train = self.dataset("train")
         train.teacher_sampler, train.cached_teacher = None, True

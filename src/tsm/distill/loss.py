@@ -1,4 +1,4 @@
-"""The knowledge-distillation loss, and the input conversion for I3D teachers.
+"""The knowledge-distillation loss.
 
 Loss: ``(1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T))``
 with the KL summed over classes and averaged over the batch (batch-mean), so the soft term does
@@ -26,8 +26,3 @@ def kd_loss(
     log_p_teacher = F.log_softmax(teacher.to(dtype) / temperature, dim=-1)
     soft = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * temperature**2
     return (1 - alpha) * hard + alpha * soft, hard, soft
-
-
-def i3d_input(clips: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Undo ImageNet normalisation and rescale to the [-1, 1] range the I3D weights expect."""
-    return (clips * std + mean) * 2 - 1

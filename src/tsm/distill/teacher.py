@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from tsm.distill.cache import compute_logits, file_digest, load_or_build
-from tsm.distill.loss import i3d_input
 from tsm.metadata import check_class_order
 from tsm.models.checkpoints import is_lightning_checkpoint, recognizer_from_checkpoint
 from tsm.models.i3d import load_i3d
@@ -56,11 +55,40 @@ def load_teacher(kind: str, path: str | Path, num_classes: int) -> nn.Module:
     return teacher
 
 
+def teacher_input_map(config: Mapping[str, Any], teacher: nn.Module) -> tuple[list[float], list[float]] | None:
+    """``(scale, shift)`` per RGB channel turning the student's clips (normalised with ``model.distill.mean``/``std``,
+    the data's) into the teacher's input: the normalisation a teacher trained here records (whatever the student's;
+    ``teacher_input=i3d`` only with one recording I3D's (x - 0.5) / 0.5), else I3D's [-1, 1] pixels for
+    ``teacher_input=i3d``; None: the student's clips as they are."""
+    known = getattr(teacher, "info_known", ())
+    recorded = "mean" in known and "std" in known
+    if not recorded and config.get("teacher_input") != "i3d":
+        return None
+    if "mean" not in config or "std" not in config:
+        raise ValueError("model.distill.mean and model.distill.std (the data's normalisation) are needed to feed the "
+                         "teacher: set them to data.mean and data.std")  # fmt: skip
+    mean, std = ([float(v) for v in config[key]] for key in ("mean", "std"))
+    if recorded:  # fed as it was trained
+        t_mean, t_std = ([float(v) for v in teacher.info[key]] for key in ("mean", "std"))
+        if config.get("teacher_input") == "i3d" and (t_mean, t_std) != ([0.5] * 3, [0.5] * 3):
+            raise ValueError(
+                f"model.distill.teacher_ckpt {config['teacher_ckpt']} was trained on clips normalised with mean "
+                f"{t_mean} and std {t_std}, not I3D's [-1, 1]: set model.distill.teacher_input=same (it is fed "
+                "normalised as it was trained)"
+            )
+        if (t_mean, t_std) == (mean, std):
+            return None
+        scale = [s / t for s, t in zip(std, t_std, strict=True)]
+        return scale, [(m - tm) / t for m, tm, t in zip(mean, t_mean, t_std, strict=True)]
+    return [2 * s for s in std], [2 * m - 1 for m in mean]  # teacher_input=i3d: raw = x * std + mean, I3D's raw * 2 - 1
+
+
 class Distiller:
     """Teacher logits for training batches: from the teacher itself, or from the per-video cache.
 
     ``config`` is ``model.distill``: ``kind``, ``teacher_ckpt``, ``teacher_input`` (``i3d`` undoes the
-    data's ``mean``/``std`` into I3D's [-1, 1]), ``cache`` and ``cache_file``.
+    data's ``mean``/``std`` into I3D's [-1, 1]; a teacher trained here is fed normalised as it records:
+    :func:`teacher_input_map`), ``cache`` and ``cache_file``.
     """
 
     def __init__(self, config: Mapping[str, Any], num_classes: int) -> None:
@@ -78,9 +106,10 @@ class Distiller:
         self.num_classes = num_classes
         self.teacher: nn.Module | None = load_teacher(config["kind"], config["teacher_ckpt"], num_classes)
         self.cached: torch.Tensor | None = None  # (training videos, classes) under cache: true
-        self.norm: tuple[torch.Tensor, torch.Tensor] | None = None
-        if config.get("teacher_input") == "i3d":
-            self.norm = tuple(torch.tensor(config[k], dtype=torch.float32).view(1, 1, 3, 1, 1) for k in ("mean", "std"))
+        self.input_map = teacher_input_map(self.config, self.teacher)
+        self.affine = None  # (scale, shift) as (1, 1, 3, 1, 1) tensors on the student's device, from input_map
+        if self.input_map is not None:
+            self.affine = tuple(torch.tensor(v, dtype=torch.float32).view(1, 1, 3, 1, 1) for v in self.input_map)
 
     def prepare(self, trainer: Any, device: torch.device, dtype: torch.dtype) -> None:
         """At fit start: check the teacher takes the clips it will see; move it to the student's device and
@@ -91,8 +120,8 @@ class Distiller:
             named = f"model.distill.teacher_ckpt={self.config['teacher_ckpt']}"
             check_class_order(self.teacher.info["class_names"], data.describe()["class_names"], named)
         self.teacher.to(device=device, dtype=dtype).eval()
-        if self.norm is not None:
-            self.norm = tuple(t.to(device) for t in self.norm)
+        if self.affine is not None:
+            self.affine = tuple(t.to(device) for t in self.affine)
         if self.config.get("cache"):
             self._cache(trainer, device)
 
@@ -123,6 +152,7 @@ class Distiller:
             "teacher_sha256": file_digest(self.config["teacher_ckpt"]),
             "view": data.teacher_view_key(),
             "i3d_time_pooling": "pairs",  # caches from before I3D pooled pairs of time steps are rebuilt
+            "teacher_input_map": self.input_map,  # teacher_input, model.distill.mean/std, the teacher's own
         }
         ids = data.video_ids("train")
 
@@ -141,8 +171,8 @@ class Distiller:
 
     def _run_teacher(self, clips: torch.Tensor) -> torch.Tensor:
         """The frozen teacher's logits for its view of the batch."""
-        if self.norm is not None:
-            clips = i3d_input(clips, *self.norm)
+        if self.affine is not None:
+            clips = clips * self.affine[0] + self.affine[1]
         with torch.inference_mode():
             logits = self.teacher(clips)
         return logits.clone()  # a normal tensor again, usable as a target under autograd
@@ -150,7 +180,7 @@ class Distiller:
     def targets(self, teacher_input: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """The teacher's logits for a training batch: computed on the teacher's clips, or looked up in
         the cache; then ``teacher_input`` holds each clip's class permutation ``(B, K)``: the cached
-        logits of the unaugmented view, permuted to match the clip's flip and time reversal."""
+        logits of the unaugmented view, permuted to match the clip's flip."""
         if self.cached is None:
             return self._run_teacher(teacher_input)
         logits = self.cached[indices.cpu()]
