@@ -39,6 +39,25 @@ def test_biases_get_their_multiplier_and_no_decay():
     assert groups["biases"]["weight_decay"] == 0
 
 
+@pytest.mark.parametrize(
+    ("backbone", "undecayed"),
+    [
+        ("convnextv2_atto", {f"backbone.stages.{s}.blocks.{b}.mlp.grn.weight" for s in range(4) for b in range(2)}),
+        ("vit_tiny_patch16_224", {"backbone.cls_token", "backbone.pos_embed"}),
+    ],
+)
+def test_scales_and_embeddings_are_not_decayed(backbone, undecayed):
+    """ConvNeXt-V2's response-norm weights (one-dimensional) and a ViT's position embedding and class token (named
+    by timm's no_weight_decay) were decayed like convolution weights; timm trains them without."""
+    model = build_recognizer(backbone, 3, 2, shift={"fold_div": 8})
+    groups = {g["name"]: g for g in param_groups(model, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in groups["scales"]["params"]} >= undecayed
+    assert groups["scales"]["weight_decay"] == 0 and all(p.ndim > 1 for p in groups["weights"]["params"])
+    grouped = [id(p) for g in groups.values() for p in g["params"]]
+    assert len(grouped) == len(set(grouped)) == len(list(model.parameters()))
+
+
 def test_partial_bn_params_are_left_out():
     model = build_recognizer("resnet18", 3, 2, partial_bn=True)
     groups = {g["name"]: g for g in param_groups(model, 0.1, 1e-4, HEAD_PRETRAINED, 2.0)}

@@ -29,13 +29,21 @@ def param_groups(
     bias_lr_mult: float,
 ) -> list[dict]:
     """SGD groups: weights (lr, decay); biases (``bias_lr_mult`` x lr, no decay); norms (lr, no
-    decay); the classifier's (``model.classifier``) weight and bias at ``head_lr_mult['weight']``
-    and ``['bias']`` x lr (no decay on the bias). Frozen parameters (partial BN's norms) are
-    left out."""
+    decay); scales and embeddings (lr, no decay: the other one-dimensional weights, such as layer scales and
+    ConvNeXt-V2's response norm, and what a timm backbone's ``no_weight_decay()`` names, such as a ViT's position
+    embedding and class token, as timm trains them); the classifier's (``model.classifier``) weight and bias at
+    ``head_lr_mult['weight']`` and ``['bias']`` x lr (no decay on the bias). Frozen parameters (partial BN's norms)
+    are left out."""
     norm_types = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
-    weights, biases, norms = [], [], []
+    undecayed = {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, module in model.named_modules()
+        if callable(getattr(module, "no_weight_decay", None))
+        for name in module.no_weight_decay()
+    }
+    weights, biases, norms, scales = [], [], [], []
     head = model.classifier
-    for module in model.modules():
+    for prefix, module in model.named_modules():
         if module is head:
             continue
         for name, param in module.named_parameters(recurse=False):
@@ -43,12 +51,15 @@ def param_groups(
                 norms.append(param)
             elif name == "bias":
                 biases.append(param)
+            elif param.ndim <= 1 or (f"{prefix}.{name}" if prefix else name) in undecayed:
+                scales.append(param)
             else:
                 weights.append(param)
     groups = [
         {"name": "weights", "params": weights, "lr": lr, "weight_decay": weight_decay},
         {"name": "biases", "params": biases, "lr": lr * bias_lr_mult, "weight_decay": 0.0},
         {"name": "norms", "params": norms, "lr": lr, "weight_decay": 0.0},
+        {"name": "scales", "params": scales, "lr": lr, "weight_decay": 0.0},
         {
             "name": "head_weight",
             "params": [head.weight],
