@@ -104,6 +104,8 @@ def test_bound_stream_session_matches_offline_model_and_resets(model, stream_fil
         runner.step(clip[:1, 0].numpy())
     with pytest.raises(ValueError, match="frame of dtype uint8: step\\(\\) takes a normalised float frame"):
         runner.step(np.zeros((2, 3, SIZE, SIZE), np.uint8))  # pixels, not normalised
+    with pytest.raises(ValueError, match="frame values up to 255, where normalised pixels stay within"):
+        runner.step(np.full((2, 3, SIZE, SIZE), 255, np.float32))  # float pixels: not refused before
     with pytest.raises(ValueError, match="not a stream-mode export"):
         OnnxStreamSession(to_onnx(model, stream_file.parent / "clip2.onnx", mode="clip", input_size=SIZE))
 

@@ -68,6 +68,8 @@ def test_stream_file_gives_pytorchs_logits_on_every_frame_without_torch(model, s
     assert not np.allclose(got["clip7"][1:], got["clip7"][:-1], atol=1e-3)  # the logits move from frame to frame
     with pytest.raises(ValueError, match="frame of dtype uint8: step\\(\\) takes a normalised float frame"):
         open_stream(stream_file).step(np.zeros((1, 3, *SIZE), np.uint8))  # pixels, not normalised
+    with pytest.raises(ValueError, match="frame values up to 255, where normalised pixels stay within 2.64: step"):
+        open_stream(stream_file).step(np.full((1, 3, *SIZE), 255, np.float32))  # float pixels: not refused before
 
 
 def ops_of(path: Path) -> list[str]:
@@ -105,14 +107,21 @@ def test_stream_signature_has_the_onnx_names_and_at_most_four_dimensions(stream_
     assert session.info["scale_size"] == 33  # the checkpoint's scale 32 for its crop 32, in proportion to side 33
 
 
-def test_export_command_writes_a_clip_file_the_stream_runner_refuses(ckpt, tmp_path):
+def test_export_command_writes_clip_files_the_stream_runner_refuses(ckpt, tmp_path):
+    """The int8 clip file kept an int8 clip input and logits, which no runner here feeds: the export crashed in its
+    own comparison, leaving the file."""
     out = tmp_path / "clip.tflite"
-    run_forked(
-        "src/export.py", [f"ckpt_path={ckpt}", "format=tflite", "mode=clip", f"out={out}", f"hydra.run.dir={tmp_path}"]
-    )
-    assert read_tflite_metadata(out)[MODE_KEY] == "clip"
-    with pytest.raises(ValueError, match="not a stream-mode export"):
-        open_stream(out)
+    args = [f"ckpt_path={ckpt}", "format=tflite", "mode=clip", "precision=int8", "calibration.clips=4"]
+    run_forked("src/export.py", [*args, "compare.clips=4", f"out={out}", f"hydra.run.dir={tmp_path}"])
+    fp32 = out.with_suffix(".fp32.tflite")
+    assert read_tflite_metadata(out)[MODE_KEY] == read_tflite_metadata(fp32)[MODE_KEY] == "clip"
+    val = datamodule_from_record({**data_config(ckpt), "log_dir": None}, str(ckpt), DATA_KEY).unaugmented("val")
+    clips = [val[i][0].numpy() for i in range(4)]
+    assert rel_error(clip_logits(out, clips), clip_logits(fp32, clips)) < 0.1  # the stream file's int8 bound
+    assert json.loads(report_file(out).read_text())["clips"] == 4
+    for path in (out, fp32):
+        with pytest.raises(ValueError, match=r"not a stream-mode export \(tsm_mode='clip'\): export .* mode=stream"):
+            open_stream(path)
 
 
 def test_a_file_without_the_metadata_is_refused_naming_what_is_missing(stream_file, tmp_path):
@@ -166,6 +175,11 @@ def _without_tsm_metadata(content: bytes) -> bytes:
         (["input_size=[32]"], "input_size must be null, a side or [height, width], in pixels > 0; got [32]"),
         (["input_size=0"], "input_size must be null, a side or [height, width], in pixels > 0; got 0"),
         (["num_segments=0"], "num_segments must be a positive integer, got 0"),
+        (["precision=int8", "calibration.clips=2.5"], "calibration.clips must be a positive integer, got 2.5"),
+        (["precision=int8", "compare.split=bogus"], "compare.split must be one of train, val, test, got 'bogus'"),
+        (["format=tvm", "mode=stream", "tuning.trials=-1"], "tuning.trials must be an integer >= 0, got -1"),
+        (["target=cortex-a72"], "target=cortex-a72 is a TVM library's CPU: set format=tvm"),
+        (["out=."], "out=. is a folder: name the file to write"),
         (
             ["precision=int8", "+data.sampling.stride=2"],
             "data={'sampling': {'stride': 2}} names no dataset: give +data=NAME",

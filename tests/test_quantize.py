@@ -12,6 +12,7 @@ from tests.helpers.compare import rel_error
 from tests.helpers.config import tiny_checkpoint
 from tests.helpers.scripts import run_forked, run_python
 from tests.helpers.streams import logits_on_cpu, needs_qemu_x86
+from tests.helpers.videos import make_tree
 from tsm.data.recorded import datamodule_from_record
 from tsm.metadata import BUFFERS_KEY, CALIBRATION_KEY, PRECISION_KEY
 from tsm.models.checkpoints import data_config, load_recognizer
@@ -75,6 +76,23 @@ def test_a_recorded_data_root_missing_here_is_named_with_the_override(ckpt, expo
     recorded = {"root": "/a", "source": {"root": "/a", "classes": 3}, "crop_size": 32}
     assert moved(recorded, "/b") == {"root": "/b", "source": {"root": "/b", "classes": 3}, "crop_size": 32}
     assert moved({"root": None, "source": {"root": None}}, "/b") == {"root": "/b", "source": {"root": None}}
+
+
+def test_a_non_square_export_is_calibrated_and_no_report_or_data_describes_another_file(ckpt, tmp_path):
+    """int8 at [height, width] failed (square calibration clips); an fp32 export over an int8 one kept the int8
+    file's report; data numbering other classes was compared with the model's classes without a word."""
+    out, small = tmp_path / "wide.onnx", ["calibration.clips=2", "compare.clips=2"]
+    report = export(ckpt, out, "mode=stream", "precision=int8", "input_size=[32,48]", *small)
+    session = OnnxStreamSession(out)
+    assert report["clips"] == 2 and session.precision == "int8" and session.info["input_size"] == [32, 48]
+    export(ckpt, out, "mode=stream")  # fp32, over it
+    assert OnnxStreamSession(out).precision == "fp32" and not report_file(out).exists()
+    before = out.read_bytes()
+    other = ["+data=list", f"data.root={make_tree(tmp_path / 'other')}", "data.source.format=tree", "data.frames=false"]
+    args = [f"ckpt_path={ckpt}", f"out={out}", f"hydra.run.dir={tmp_path}", "mode=stream", "precision=int8"]
+    done = run_forked("src/export.py", [*args, *small, *other], ok=False)
+    assert "the data's 2 classes (jump, run, ...) are not the 9 classes" in done.stderr
+    assert out.read_bytes() == before  # refused before it was replaced
 
 
 def val_clips(ckpt: Path, count: int = 4) -> list[np.ndarray]:

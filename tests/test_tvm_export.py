@@ -64,6 +64,8 @@ def test_x86_library_streams_pytorchs_logits_without_torch(model, x86_library, c
     assert str(got["precision"]) == "fp32" and read_file_metadata(library)["tsm_mode"] == "stream"
     with pytest.raises(ValueError, match="frame of dtype uint8: step\\(\\) takes a normalised float frame"):
         open_stream(library).step(np.zeros((1, 3, *SIZE), np.uint8))  # pixels, not normalised
+    with pytest.raises(ValueError, match="frame values up to 255, where normalised pixels stay within 2.64: step"):
+        open_stream(library).step(np.full((1, 3, *SIZE), 255, np.float32))  # float pixels: not refused before
 
 
 @needs_arm64_sysroot
@@ -83,7 +85,7 @@ def test_export_command_cross_compiles_for_a_jetson_nano(ckpt, tmp_path):
     out = tmp_path / "nano.so"
     args = [f"ckpt_path={ckpt}", "format=tvm", "target=cortex-a57", "mode=stream", f"out={out}"]
     run_forked("src/export.py", [*args, f"hydra.run.dir={tmp_path}"])
-    assert ELF_MACHINE[out.read_bytes()[18:20]] == "aarch64" and out.with_suffix(".onnx").is_file()
+    assert ELF_MACHINE[out.read_bytes()[18:20]] == "aarch64" and out.with_name("nano.so.onnx").is_file()
     if platform.machine() == "x86_64":  # a board's library here: refused before the loader, naming both CPUs
         board = r"compiled for aarch64 \(target=cortex-a72\|cortex-a57\); this machine is x86_64"
         with pytest.raises(DataError, match=board):

@@ -123,7 +123,7 @@ def exported(causal_ckpt, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def int8_file(exported) -> Path:
-    return exported.with_suffix(".onnx")
+    return exported.with_name("int8.so.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -189,5 +189,5 @@ def test_export_command_writes_an_int8_library_and_its_report(exported):
     assert report["fp32_mb"] == pytest.approx(exported.with_suffix(".fp32.so").stat().st_size / 2**20)
     assert (
         open_stream(exported.with_suffix(".fp32.so")).precision == "fp32"
-        and exported.with_suffix(".fp32.onnx").is_file()
+        and exported.with_name("int8.so.fp32.onnx").is_file()
     )

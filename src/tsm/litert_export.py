@@ -22,7 +22,7 @@ from torch import nn
 
 from tsm.export import BATCH, ExportVerificationError, deployed, relative_error, removed_if_wrong
 from tsm.files import atomic_open
-from tsm.litert_graph import integer_carry, nhwc_buffers, pack, unpack
+from tsm.litert_graph import float_clip_and_logits, integer_carry, nhwc_buffers, pack, unpack
 from tsm.metadata import BUFFERS_KEY, CALIBRATION_KEY, INFO_KEY, MODE_KEY, PRECISION_KEY
 from tsm.models.recognizer import Recognizer
 from tsm.streaming.litert import SIGNATURE, LiteRTStreamSession, read_tflite_metadata
@@ -105,9 +105,9 @@ def to_tflite_int8(source: str | Path, target: str | Path, clips: Iterable[np.nd
     """Write the full-integer version of the fp32 LiteRT file ``source`` to ``target``: int8 weights (per output
     channel) and int8 activations, min-max calibrated (Google's ``ai-edge-quantizer``, recipe ``static_wi8_ai8``)
     on ``clips`` (``(T, 3, H, W)`` float32, normalised), a stream file frame by frame with the buffers its fp32
-    file carries. The frame and the logits stay float32; a stream file's buffers are int8, each in the quantization
-    of the activation it is cut from (:func:`tsm.litert_graph.integer_carry`). ``description`` (where the clips
-    came from) is recorded."""
+    file carries. The frame (a clip file's clip) and the logits stay float32; a stream file's buffers are int8,
+    each in the quantization of the activation it is cut from (:func:`tsm.litert_graph.integer_carry`).
+    ``description`` (where the clips came from) is recorded."""
     from ai_edge_quantizer import quantizer, recipe
 
     from tsm.quantize import calibration_clips, calibration_feeds
@@ -119,8 +119,7 @@ def to_tflite_int8(source: str | Path, target: str | Path, clips: Iterable[np.nd
     )
     metadata = read_tflite_metadata(source) | {PRECISION_KEY: "int8", CALIBRATION_KEY: json.dumps(description)}
     content = bytes(result.quantized_model)
-    if metadata.get(MODE_KEY) == "stream":
-        content = integer_carry(content)
+    content = integer_carry(content) if metadata.get(MODE_KEY) == "stream" else float_clip_and_logits(content)
     with atomic_open(target) as file:
         file.write(with_metadata(content, metadata))
     return Path(target)

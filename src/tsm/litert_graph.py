@@ -288,15 +288,24 @@ def _reads_as_convolution_input(graph: _Graph, op, tensor: int) -> bool:
     return bias.type == schema.TensorType.INT32 and shared == 1 and bias.quantization is not None
 
 
-def _float_frame_and_logits(graph: _Graph) -> None:
-    """An int8 ``frame`` input becomes float32, quantized by a QUANTIZE op first; an int8 ``logits`` output
-    becomes float32, dequantized by a DEQUANTIZE op last."""
+def float_clip_and_logits(content: bytes) -> bytes:
+    """The full-integer clip file ``content`` with a float32 ``clip`` input and ``logits`` output, as its fp32 file
+    has (the quantizer leaves them int8, which no runner of this project feeds)."""
+    model = unpack(content)
+    _float_frame_and_logits(_Graph(model), "clip")
+    _drop_unused(model)
+    return pack(model, len(content) + 4096)
+
+
+def _float_frame_and_logits(graph: _Graph, source: str = "frame") -> None:
+    """An int8 ``source`` input (``frame``, or a clip file's ``clip``) becomes float32, quantized by a QUANTIZE op
+    first; an int8 ``logits`` output becomes float32, dequantized by a DEQUANTIZE op last."""
     from ai_edge_litert import schema_py_generated as schema
 
     ops, types = schema.BuiltinOperator, schema.TensorType
-    frame, logits = graph.inputs["frame"].tensorIndex, graph.outputs["logits"].tensorIndex
+    frame, logits = graph.inputs[source].tensorIndex, graph.outputs["logits"].tensorIndex
     if graph.tensors[frame].type == types.INT8:
-        quantized = graph.add_tensor(frame, "frame_int8")
+        quantized = graph.add_tensor(frame, f"{source}_int8")
         graph.rewire(frame, quantized)
         graph.tensors[frame].type, graph.tensors[frame].quantization = types.FLOAT32, None
         graph.subgraph.operators.insert(0, _op(graph.opcode(ops.QUANTIZE, 2), frame, quantized))

@@ -102,6 +102,15 @@ def classes_reordered(recorded: Sequence[str], classes: Sequence[str]) -> bool:
     return list(recorded) != list(classes) and sorted(recorded) == sorted(classes)
 
 
+def check_stream_mode(metadata: Mapping[str, str], path: str | Path) -> None:
+    """Refuse a file a stream runner cannot run: a clip-mode export (it takes whole clips), or one recording no mode."""
+    if metadata.get(MODE_KEY) != "stream":
+        raise ValueError(
+            f"{path} is not a stream-mode export (tsm_mode={metadata.get(MODE_KEY)!r}): export the checkpoint with "
+            "src/export.py mode=stream (a causal model)"
+        )
+
+
 def check_class_order(recorded: Sequence[str] | None, classes: Sequence[str], named: str) -> None:
     """Refuse a checkpoint (``named``: the key and file, ``ckpt_path=PATH``) recording the data's class names in
     another order: its classifier's rows would be read as other classes. ``recorded`` None: it records none."""

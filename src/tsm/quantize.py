@@ -159,13 +159,13 @@ def moved(recorded: dict, root: str) -> dict:
 def calibration_data(ckpt_path: str | Path, fp32_file: str | Path, data: dict | None = None) -> ClipDataModule:
     """The data the checkpoint records (or ``data``: the user's own resolved data config from the command line
     or ``conf/``, or only its ``root``, where the recorded data now lies), cropped to the exported file's input
-    size, unshuffled, read in this process."""
+    size (a square of its longer side: :func:`clips_of` crops a non-square one), unshuffled, read in this process."""
     from tsm.data.recorded import datamodule_from_record
     from tsm.models.checkpoints import data_config
 
     info = read_info(read_file_metadata(fp32_file), fp32_file)
-    side = info["input_size"] if isinstance(info["input_size"], int) else min(info["input_size"])
-    fitted = {"crop_size": side, "scale_size": info["scale_size"], "log_dir": None, "num_workers": 0}
+    side = max(frame_size(fp32_file))
+    fitted = {"crop_size": side, "scale_size": max(side, info["scale_size"]), "log_dir": None, "num_workers": 0}
     if data is not None and "_target_" in data:  # the user's own config, not a file's: instantiated as Hydra does
         import hydra
 
@@ -182,9 +182,19 @@ def calibration_data(ckpt_path: str | Path, fp32_file: str | Path, data: dict | 
     return datamodule_from_record(recorded | fitted, str(ckpt_path), DATA_KEY)
 
 
-def clips_of(data: ClipDataModule, split: str, count: int) -> tuple[list[np.ndarray], list[int]]:
-    """``count`` unaugmented clips of ``split`` and their labels."""
+def frame_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of the frames an exported file takes."""
+    size = read_info(read_file_metadata(path), path)["input_size"]
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def clips_of(
+    data: ClipDataModule, split: str, count: int, fitted_to: str | Path | None = None
+) -> tuple[list[np.ndarray], list[int]]:
+    """``count`` unaugmented clips of ``split`` and their labels; centre-cropped to the frame size of the exported
+    file ``fitted_to`` (a non-square one: :func:`calibration_data` crops squares of its longer side)."""
     dataset = data.unaugmented(split)
+    height, width = frame_size(fitted_to) if fitted_to is not None else (None, None)
     clips, labels = [], []
     for index in spread(count, len(dataset)):
         item = dataset[index]
@@ -192,7 +202,10 @@ def clips_of(data: ClipDataModule, split: str, count: int) -> tuple[list[np.ndar
             log.warning("skipped %s clip %d: %s: %s", split, index, item.path, item.reason)
             continue
         clip, label, _ = item
-        clips.append(clip.numpy())
+        if height is not None:
+            top, left = (clip.shape[-2] - height) // 2, (clip.shape[-1] - width) // 2
+            clip = clip[..., top : top + height, left : left + width]
+        clips.append(np.ascontiguousarray(clip.numpy()))
         labels.append(label)
     return clips, labels
 

@@ -52,9 +52,15 @@ def llvm_target(name: str):
 
 
 def check_tuning(target: str, trials: int, log_dir: str | Path | None) -> None:
-    """Refuse a tuning that cannot run: trials for a cross-compiled target, or a log folder without a log to reuse."""
+    """Refuse a tuning that cannot run or does not apply: trials or a log (measured here) for a cross-compiled
+    target, or a log folder without a log to reuse."""
     if trials and target != "x86":
         raise ValueError(f"tuning.trials={trials} tunes on this machine's CPU: set tuning.trials=0 for target={target}")
+    if log_dir is not None and target != "x86":
+        raise ValueError(
+            f"tuning.log={log_dir} holds schedules measured on this machine's CPU, not a {target}'s: leave it unset "
+            f"for target={target}"
+        )
     if log_dir is not None and not trials and not (Path(log_dir) / TUNING_RECORDS).is_file():
         raise FileNotFoundError(
             f"tuning.log={log_dir} holds no MetaSchedule log ({TUNING_RECORDS}): set tuning.trials=N to tune into it"
@@ -102,10 +108,12 @@ def to_tvm(
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler = {} if target == "x86" else {"cc": CROSS_COMPILER}
     tmp = path.with_name(f".{path.name}.building.so")
-    executable.export_library(str(tmp), **compiler)
-    with atomic_open(path) as file:
-        file.write(tmp.read_bytes())
-    tmp.unlink()
+    try:
+        executable.export_library(str(tmp), **compiler)
+        with atomic_open(path) as file:
+            file.write(tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -1,5 +1,7 @@
 """The stream app's preprocessing, prediction smoother and sources (its commands run in tests/test_docs.py)."""
 
+import shutil
+import subprocess
 import wave
 
 import numpy as np
@@ -115,15 +117,19 @@ def test_a_top_k_or_fps_below_one_is_refused(tmp_path):
 
 
 def test_a_stream_frame_is_float_of_the_files_shape():
-    """What every runtime's step() feeds its file: any float frame cast to float32, pixels and other shapes
-    refused (a uint8 frame would run on values a hundred times too large, silently)."""
-    frame = stream_frame(np.ones((1, 3, 4, 5), np.float64), (1, 3, 4, 5))
+    """What every runtime's step() feeds its file: any float frame cast to float32, pixels (integers, or floats in
+    [0, 255]) and other shapes refused (they would run on values a hundred times too large, silently)."""
+    info = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 0.5]}  # normalised pixels lie within +-2
+    frame = stream_frame(np.ones((1, 3, 4, 5), np.float64), (1, 3, 4, 5), info)
     assert frame.dtype == np.float32 and frame.flags.c_contiguous
     for bad in (np.ones((1, 3, 4, 5), np.uint8), np.ones((1, 3, 4, 5), np.int64)):
         with pytest.raises(ValueError, match=f"frame of dtype {bad.dtype}: .* not pixels"):
-            stream_frame(bad, (1, 3, 4, 5))
+            stream_frame(bad, (1, 3, 4, 5), info)
     with pytest.raises(ValueError, match=r"frame of shape \(3, 4, 5\), expected \(1, 3, 4, 5\)"):
-        stream_frame(np.ones((3, 4, 5), np.float32), (1, 3, 4, 5))
+        stream_frame(np.ones((3, 4, 5), np.float32), (1, 3, 4, 5), info)
+    stream_frame(np.full((1, 3, 4, 5), -20, np.float32), (1, 3, 4, 5), info)  # 10x the range: noise frames pass
+    with pytest.raises(ValueError, match=r"frame values up to 21, where normalised pixels stay within 2.00: step"):
+        stream_frame(np.full((1, 3, 4, 5), 21, np.float32), (1, 3, 4, 5), info)
 
 
 def test_a_frame_wider_than_sixteen_to_one_is_refused_naming_the_source(tmp_path):
@@ -138,7 +144,7 @@ def test_a_frame_wider_than_sixteen_to_one_is_refused_naming_the_source(tmp_path
             container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    with pytest.raises(DataError, match="wide.avi: frame 0 is 544x32: wider than 16:1"):
+    with pytest.raises(DataError, match="wide.avi: frame 0 is 544x32: a side over 16 times the other"):
         list(open_frames(str(path)))
 
 
@@ -191,3 +197,30 @@ def test_a_long_stream_keeps_a_bounded_window_of_latencies(monkeypatch):
     assert result.latency_summary() == pytest.approx(
         {"frames": 12, "median_ms": 10, "p95_ms": 12, "latency_of_last": 5}
     )
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command to write a rotated video")
+def test_a_rotated_phone_video_streams_upright(tmp_path):
+    """Its frames were fed lying down: an 'up' gesture arrived as a sideways one."""
+    import av
+
+    plain, rotated = tmp_path / "plain.mp4", tmp_path / "rotated.mp4"
+    for args in (["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1", "-pix_fmt", "yuv420p", plain],
+                 ["-i", plain, "-c", "copy", "-metadata:s:v:0", "rotate=90", rotated]):  # fmt: skip
+        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *map(str, args)], check=True)
+    with av.open(str(plain)) as container:
+        lying = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    frames = list(open_frames(str(rotated)))
+    assert frames[0].shape == (64, 48, 3) and len(frames) == len(lying)
+    assert all(np.array_equal(got, np.rot90(frame)) for got, frame in zip(frames, lying, strict=True))
+
+
+def test_bad_input_ends_the_app_in_one_line_not_a_traceback(tmp_path, capsys):
+    from tsm.streaming.app import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path / "none.onnx"), "--source", str(tmp_path / "none.mp4")])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and "none.onnx" in error and "Traceback" not in error
+    with pytest.raises(ValueError, match="out video .* is a folder: name the video file to write in it"):
+        check_out_video(tmp_path, "0")  # it failed after the whole stream, naming no path

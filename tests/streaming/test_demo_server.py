@@ -145,3 +145,12 @@ def test_a_port_out_of_range_is_refused_naming_the_key(model, port):
     """Before the model is read; socket's own error ('bind(): port must be 0-65535') named no key."""
     with pytest.raises(ValueError, match="port must be 0 \\(any free port\\) to 65535"):
         web.demo_server(model, "127.0.0.1", port)
+
+
+def test_a_file_of_another_runtime_is_refused_naming_the_format(model, tmp_path):
+    """A .tflite file was read as ONNX: 'not an ONNX file: ... Wire format was corrupt'."""
+    (tmp_path / "stream.tflite").write_bytes(model.read_bytes())
+    with pytest.raises(
+        ValueError, match=r"stream.tflite: the browser demo runs ONNX files \(src/export.py format=onnx"
+    ):
+        web.demo_server(tmp_path / "stream.tflite", "127.0.0.1", 0)

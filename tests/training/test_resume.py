@@ -304,6 +304,8 @@ def test_a_named_checkpoint_that_is_no_run_s_is_refused_naming_ckpt_path(checkpo
     assert resume_checkpoint(tmp_path, str(checkpoint), requeued=False) == str(checkpoint)
     with pytest.raises(FileNotFoundError, match="ckpt_path: no such file"):
         resume_checkpoint(tmp_path, str(tmp_path / "missing.ckpt"), requeued=False)
+    with pytest.raises(FileNotFoundError, match="ckpt_path: .* is a folder; name a file in it"):  # 'no such file'
+        resume_checkpoint(tmp_path, str(tmp_path), requeued=False)
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
     with pytest.raises(DataError, match="ckpt_path is not a readable torch.save file"):
         resume_checkpoint(tmp_path, str(tmp_path / "notes.ckpt"), requeued=False)

@@ -39,6 +39,7 @@ from PIL import Image
 
 from tsm.data.video_index import INDEXES, IndexMismatch, PacketIndex, SeekingPackets, Signature, stamp
 from tsm.errors import DataError
+from tsm.rotation import upright
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".3gp", ".flv", ".wmv", ".ogv")
 # A file's packets may end this much before its header's duration (rounding of durations) before it counts as
@@ -312,9 +313,7 @@ def to_rgb(frame: av.VideoFrame) -> np.ndarray:
     stream's display matrix says (a phone's portrait video), as players and FFmpeg's frame extraction show it."""
     if not hasattr(_local, "reformatter"):
         _local.reformatter = VideoReformatter()
-    rgb = _local.reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
-    turns = round(frame.rotation / 90) % 4
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+    return upright(_local.reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray(), frame.rotation)
 
 
 def frame_template_parts(template: str) -> list[tuple]:

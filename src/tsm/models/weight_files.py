@@ -27,6 +27,8 @@ def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
     role (a config key) in errors. Raises :class:`UnsafeFileError` rather than unpickle arbitrary objects,
     and :class:`DataError` for a file that is not a ``torch.save`` archive (empty, truncated, other bytes)."""
     file = Path(path)
+    if file.is_dir():
+        raise FileNotFoundError(f"{what}: {file} is a folder; name a file in it (a run's checkpoints/last.ckpt)")
     if not file.is_file():
         raise FileNotFoundError(f"{what}: no such file {file}")
     with open(file, "rb") as stream:

@@ -13,6 +13,7 @@ arrays, a PyTorch ``StreamingTSM`` (:func:`tsm.streaming.model.numpy_step`) or a
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import statistics
 import time
@@ -28,6 +29,7 @@ from PIL import Image, ImageDraw
 
 from tsm.checks import check_counts
 from tsm.errors import DataError
+from tsm.rotation import upright
 
 
 class PredictionSmoother:
@@ -61,9 +63,9 @@ MAX_ASPECT = 16
 
 
 def open_frames(source: str) -> Iterator[np.ndarray]:
-    """RGB frames ``(H, W, 3)`` uint8 of a video file, or of camera ``/dev/video<N>`` for a number N; a source
-    that cannot be opened, has no video, gives no frame or a frame that cannot be decoded is a
-    :class:`~tsm.errors.DataError` naming it."""
+    """RGB frames ``(H, W, 3)`` uint8 of a video file (the stream FFmpeg picks, turned upright as its rotation says),
+    or of camera ``/dev/video<N>`` for a number N; a source that cannot be opened, has no video, gives no frame or a
+    frame that cannot be decoded is a :class:`~tsm.errors.DataError` naming it."""
     camera = source.isdigit()
     try:
         container = av.open(f"/dev/video{source}", format="v4l2") if camera else av.open(source)
@@ -73,7 +75,7 @@ def open_frames(source: str) -> Iterator[np.ndarray]:
     try:
         if not container.streams.video:
             raise DataError(source, "has no video stream")
-        stream = container.streams.video[0]
+        stream = container.streams.best("video")
         stream.thread_type = "AUTO"
         count = 0
         try:
@@ -81,9 +83,9 @@ def open_frames(source: str) -> Iterator[np.ndarray]:
                 if max(frame.width, frame.height) > MAX_ASPECT * min(frame.width, frame.height):
                     raise DataError(
                         source,
-                        f"frame {count} is {frame.width}x{frame.height}: wider than {MAX_ASPECT}:1",
+                        f"frame {count} is {frame.width}x{frame.height}: a side over {MAX_ASPECT} times the other",
                     )
-                yield frame.to_ndarray(format="rgb24")
+                yield upright(frame.to_ndarray(format="rgb24"), frame.rotation)
                 count += 1
         except (av.FFmpegError, UnicodeDecodeError) as err:
             raise DataError(source, f"cannot decode frame {count}: {getattr(err, 'strerror', None) or err}") from err
@@ -188,6 +190,11 @@ def check_out_video(out_video: str | Path | None, source: str) -> None:
     """Refuse, before the first frame, an annotated copy that would replace the source or has no video suffix."""
     if out_video is None:
         return
+    if Path(out_video).is_dir():
+        raise ValueError(f"out video {out_video} is a folder: name the video file to write in it")
+    parent = Path(out_video).resolve().parent
+    if parent.is_dir() and not os.access(parent, os.W_OK):
+        raise ValueError(f"out video {out_video}: its folder {parent} is not writable")
     if Path(out_video).suffix.lower() not in OUT_SUFFIXES:
         raise ValueError(f"out video {out_video}: give a name ending in one of {', '.join(OUT_SUFFIXES)}")
     if not source.isdigit() and Path(source).resolve() == Path(out_video).resolve():
@@ -247,12 +254,15 @@ def main(argv: Sequence[str] | None = None) -> StreamResult:
     parser.add_argument("--agree", type=int, default=3, help="frames that must agree before the label changes")
     parser.add_argument("--top-k", type=int, default=3)
     args = parser.parse_args(argv)
-    check_out_video(args.out_video, args.source)
-    session = open_stream(args.file)
-    smoother = PredictionSmoother(args.window, args.agree)
-    stop_on_sigterm()
-    frames = open_frames(args.source)
-    result = run_stream(session.step, frames, session.info, smoother, args.top_k, args.out_video)
+    try:
+        check_out_video(args.out_video, args.source)
+        session = open_stream(args.file)
+        smoother = PredictionSmoother(args.window, args.agree)
+        stop_on_sigterm()
+        frames = open_frames(args.source)
+        result = run_stream(session.step, frames, session.info, smoother, args.top_k, args.out_video)
+    except (DataError, ValueError, FileNotFoundError) as error:  # bad input: its message, not a traceback
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     print({"per-frame latency": result.latency_summary()})
     return result
 

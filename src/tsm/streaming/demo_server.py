@@ -28,6 +28,8 @@ def check_model(path: Path) -> None:
     """Refuse a file the page cannot run, saying why (the page says the same of files picked in it)."""
     if not path.is_file():
         raise FileNotFoundError(f"onnx={path}: no such file")
+    if path.suffix.lower() != ".onnx":
+        raise ValueError(f"onnx={path}: the browser demo runs ONNX files (src/export.py format=onnx mode=stream)")
     metadata = read_metadata(path)
     how = "export it with src/export.py mode=stream"
     if metadata.get(MODE_KEY, "stream") != "stream":

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from tsm.errors import DataError
-from tsm.metadata import MODE_KEY, PRECISION_KEY, buffer_shapes, check_info, read_info
+from tsm.metadata import PRECISION_KEY, buffer_shapes, check_info, check_stream_mode, read_info
 from tsm.streaming.frames import stream_frame
 
 TFLITE_IDENTIFIER = b"TFL3"  # bytes 4-8 of every TFLite flatbuffer
@@ -59,8 +59,7 @@ class LiteRTStreamSession:
         from ai_edge_litert.interpreter import Interpreter
 
         metadata = read_tflite_metadata(path)
-        if metadata.get(MODE_KEY) != "stream":
-            raise ValueError(f"{path} is not a stream-mode export (tsm_mode={metadata.get(MODE_KEY)!r})")
+        check_stream_mode(metadata, path)
         self.info = read_info(metadata, path)
         self.precision = metadata.get(PRECISION_KEY, "fp32")
         try:
@@ -93,7 +92,7 @@ class LiteRTStreamSession:
         return {name: self._inputs[name].decode(value) for name, value in self._buffers.items()}
 
     def step(self, frame: np.ndarray) -> np.ndarray:
-        frame = stream_frame(frame, self.frame_shape)
+        frame = stream_frame(frame, self.frame_shape, self.info)
         out: dict[str, Any] = self.runner(frame=self._inputs["frame"].encode(frame), **self._buffers)
         self._buffers = {
             name: self._inputs[name].carry(out[f"{name}_out"], self._outputs[f"{name}_out"])

@@ -22,12 +22,12 @@ from tsm.errors import DataError
 from tsm.metadata import (
     BUFFER_TYPES,
     BUFFERS_KEY,
-    MODE_KEY,
     PRECISION_KEY,
     Node,
     buffer_fills,
     buffer_shapes,
     check_info,
+    check_stream_mode,
     fixed_shape,
     read_info,
 )
@@ -95,8 +95,7 @@ class OnnxStreamSession:
     def __init__(self, path: str | Path, batch: int = 1, spin_within_run: bool = True) -> None:
         self.session = ort_session(path, spin_within_run)
         metadata, (frame_input, *buffer_inputs), (logits_output, *buffer_outputs) = stream_graph(self.session, path)
-        if metadata.get(MODE_KEY) != "stream":
-            raise ValueError(f"{path} is not a stream-mode export (tsm_mode={metadata.get('tsm_mode')!r})")
+        check_stream_mode(metadata, path)
         self.info = read_info(metadata, path)
         self.precision = metadata.get(PRECISION_KEY, "fp32")  # fp16 and int8 files take float32 frames too
         self.batch = batch
@@ -140,7 +139,7 @@ class OnnxStreamSession:
         }
 
     def step(self, frame: np.ndarray) -> np.ndarray:
-        self._frame.update_inplace(stream_frame(frame, tuple(self._frame.shape())))
+        self._frame.update_inplace(stream_frame(frame, tuple(self._frame.shape()), self.info))
         self.session.run_with_iobinding(self._bindings[self._turn])
         self._turn = 1 - self._turn  # this step's outputs are the next step's inputs
         return self._logits.numpy().copy()  # the bound output is overwritten by the next step

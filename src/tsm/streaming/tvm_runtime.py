@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from tsm.errors import DataError
-from tsm.metadata import BUFFERS_KEY, MODE_KEY, PRECISION_KEY, buffer_fills, metadata_json, read_info
+from tsm.metadata import (
+    BUFFERS_KEY,
+    PRECISION_KEY,
+    buffer_fills,
+    check_stream_mode,
+    metadata_json,
+    read_info,
+)
 from tsm.streaming.elf import check_shared_library
 from tsm.streaming.frames import stream_frame
 
@@ -58,8 +65,7 @@ class TvmStreamSession:
         self._tensor = tvm.runtime.tensor
         self.vm = load_library(path)
         metadata = read_tvm_metadata(self.vm, path)
-        if metadata.get(MODE_KEY) != "stream":
-            raise ValueError(f"{path} is not a stream-mode export (tsm_mode={metadata.get(MODE_KEY)!r})")
+        check_stream_mode(metadata, path)
         self.info = read_info(metadata, path)
         self.precision = metadata.get(PRECISION_KEY, "fp32")
         try:
@@ -85,5 +91,7 @@ class TvmStreamSession:
         return {name: value.numpy() for name, value in zip(self.buffer_names, self._buffers, strict=True)}
 
     def step(self, frame: np.ndarray) -> np.ndarray:
-        logits, *self._buffers = self.vm["main"](self._tensor(stream_frame(frame, self.frame_shape)), *self._buffers)
+        logits, *self._buffers = self.vm["main"](
+            self._tensor(stream_frame(frame, self.frame_shape, self.info)), *self._buffers
+        )
         return logits.numpy()
