@@ -37,7 +37,8 @@ from PIL import Image
 
 from experiments.common import cpu
 from tsm.data import decode
-from tsm.data.decode import DecodeStats, read_frames, read_video, to_rgb, video_num_frames
+from tsm.data.decode import DecodeStats, read_video, to_rgb, video_num_frames
+from tsm.data.frame_folders import read_frames
 from tsm.data.sampling import segment_indices
 from tsm.data.transforms import ClipTransform
 from tsm.data.video_index import IndexCache

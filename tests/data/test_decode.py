@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from tests.helpers.videos import SIZE, frame_numbers, write_frames, write_video
-from tsm.data.decode import MIN_SIDE, DataError, DecodeStats, count_frames, read_frames, read_video, video_num_frames
+from tsm.data.decode import MIN_SIDE, DataError, DecodeStats, read_video, video_num_frames
+from tsm.data.frame_folders import count_frames, read_frames
 from tsm.data.video_index import INDEXES, IndexCache
 
 NUM_FRAMES, GOP = 30, 8  # keyframes at 0, 8, 16, 24

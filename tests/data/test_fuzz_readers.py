@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.helpers.videos import SOURCES, annotation_files, write_frames
-from tsm.data.decode import count_frames, read_frames
+from tsm.data.frame_folders import count_frames, read_frames
 from tsm.data.sources import Custom
 from tsm.errors import DataError, UnsafeFileError
 from tsm.metadata import BUFFERS_KEY, INFO_KEY

@@ -1,4 +1,5 @@
-"""Read the sampled frames of a clip, and only those: from a video file (PyAV) or a JPEG frame folder.
+"""Read the sampled frames of a clip, and only those, from a video file (PyAV); frame folders are read by
+:mod:`tsm.data.frame_folders`.
 
 Videos: the first read of a file in a process demuxes every packet of its video stream (no decoding),
 which gives the exact frame count, the presentation order of frames (frame ``i`` is the shown packet with the
@@ -13,8 +14,6 @@ the frames kept are converted to RGB. The decoder runs single-threaded: loader w
 and FFmpeg's frame threads hold back one frame per thread and must all drain at every seek; with
 the cores busy, as in training, they made sparse reads 1.8x slower (experiments/data_throughput).
 
-Frame folders: only the sampled image files are opened and decoded (Pillow).
-
 Frames come out as FFmpeg shows them: from the video stream it picks, turned upright by the stream's rotation.
 Every failure to read a sample raises :class:`DataError`, naming the file and the reason; so does a frame the
 decoder flags corrupt (damage it conceals), but damage that decodes as valid data cannot be noticed.
@@ -23,8 +22,6 @@ decoder flags corrupt (damage it conceals), but damage that decodes as valid dat
 from __future__ import annotations
 
 import os
-import re
-import string
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -35,7 +32,6 @@ import av
 import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
-from PIL import Image
 
 from tsm.data.video_index import INDEXES, IndexMismatch, PacketIndex, SeekingPackets, Signature, stamp
 from tsm.errors import DataError
@@ -79,7 +75,7 @@ class DecodeStats:
     decoding_s: float = 0.0
 
 
-def _why(err: Exception) -> str:
+def error_reason(err: Exception) -> str:
     """An FFmpeg/OS error's reason without the file name it repeats (else the error's text or type)."""
     return getattr(err, "strerror", None) or str(err) or type(err).__name__
 
@@ -90,7 +86,7 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path))
     except (av.FFmpegError, OSError) as err:
-        raise DataError(path, f"cannot open video: {_why(err)}") from err
+        raise DataError(path, f"cannot open video: {error_reason(err)}") from err
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
@@ -120,7 +116,7 @@ def _demux(container: av.container.InputContainer, stream: av.VideoStream, path:
     try:  # all but the empty packets: the one that ends demuxing, an AVI's dropped frames
         packets = [p for p in container.demux(stream) if p.size]
     except (av.FFmpegError, OSError) as err:
-        raise DataError(path, f"cannot demux video: {_why(err)}") from err
+        raise DataError(path, f"cannot demux video: {error_reason(err)}") from err
     if not packets:
         raise DataError(path, "truncated video: no video packets")
     expected, stamps = _header_seconds(container, stream), [stamp(p) for p in packets]
@@ -151,7 +147,7 @@ def _signature(path: Path) -> Signature:
     except FileNotFoundError as err:
         raise DataError(path, "video file not found") from err
     except (OSError, ValueError) as err:  # ValueError: a NUL character in the path
-        raise DataError(path, f"cannot open video: {_why(err)}") from err
+        raise DataError(path, f"cannot open video: {error_reason(err)}") from err
 
 
 def video_num_frames(path: str | os.PathLike) -> int:
@@ -225,13 +221,13 @@ def _read(
         try:
             frames = decode(stream.codec_context, index, packets, sorted(set(clamped)), stats)
         except (av.FFmpegError, OSError, CorruptData) as err:
-            raise DataError(path, f"cannot decode video: {_why(err)}") from err
+            raise DataError(path, f"cannot decode video: {error_reason(err)}") from err
         finally:
             stats.demuxed += getattr(packets, "demuxed", 0)
     missing = sorted(set(clamped) - frames.keys())
     if missing:
         raise DataError(path, f"frames {missing} could not be decoded")
-    return _stack(frames, clamped, path)
+    return stack_frames(frames, clamped, path)
 
 
 class CorruptData(Exception):
@@ -316,85 +312,7 @@ def to_rgb(frame: av.VideoFrame) -> np.ndarray:
     return upright(_local.reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray(), frame.rotation)
 
 
-def frame_template_parts(template: str) -> list[tuple]:
-    """``data.frame_template`` parsed (``string.Formatter``): one field that formats a frame number, as ``{:05d}``
-    does; anything else (``{idx}``, ``{:05s}``, two fields, ``%05d``) is refused naming the key."""
-    try:
-        parts = list(string.Formatter().parse(template))
-        if sum(part[1] is not None for part in parts) == 1 and template.format(1) != template.format(2):
-            return parts
-    except (ValueError, IndexError, KeyError, AttributeError):
-        pass
-    raise ValueError(
-        f"data.frame_template={template!r} needs exactly one field for the frame number, as in '{{:05d}}.jpg'"
-    )
-
-
-def _frame_name_pattern(template: str) -> re.Pattern[str]:
-    """``img_{:05d}.jpg`` -> a regex matching ``img_00001.jpg``: the template's one field as digits."""
-    parts = frame_template_parts(template)
-    regex = "".join(re.escape(literal) + (r"\d+" if field is not None else "") for literal, field, _, _ in parts)
-    return re.compile(regex + r"\Z")
-
-
-def count_frames(folder: str | os.PathLike, template: str, start: int = 1) -> int:
-    """Files in a frame folder whose names fit ``template``, the first numbered ``start``; an empty or absent folder,
-    or one whose files are named or numbered otherwise (``img_000001.jpg`` for ``img_{:05d}.jpg``, a first frame
-    numbered 0 for ``start`` 1), is an error naming the key to set."""
-    folder = Path(folder)
-    try:
-        names = os.listdir(folder)
-    except (OSError, ValueError) as err:  # ValueError: a NUL character in the path
-        raise DataError(folder, f"cannot list frame folder: {_why(err)}") from err
-    pattern = _frame_name_pattern(template)
-    matching = sorted(name for name in names if pattern.match(name))
-    if not matching:
-        raise DataError(folder, f"empty frame folder: no files named like {template!r}")
-    if template.format(start) not in names:
-        raise DataError(
-            folder,
-            f"no first frame {template.format(start)} (data.frame_template={template!r}, data.frame_start={start}); "
-            f"its frames are named like {matching[0]}",
-        )
-    _check_first_frame(folder, template, start)
-    return len(matching)
-
-
-def _check_first_frame(folder: Path, template: str, start: int) -> None:
-    """Refuse a folder holding the frame before the first one read: numbered from 0, read from 1, every frame would
-    be the next one."""
-    if start > 0 and (folder / template.format(start - 1)).is_file():
-        raise DataError(
-            folder,
-            f"{template.format(start - 1)} is a frame before data.frame_start={start}: frames are numbered from "
-            f"{start - 1} here (set data.frame_start={start - 1})",
-        )
-
-
-def read_frames(folder: str | os.PathLike, indices: Sequence[int], template: str, start: int = 1) -> torch.Tensor:
-    """Image frames ``indices`` (0-based; file number = index + ``start``) of a frame folder as uint8
-    ``(T, H, W, 3)``; each distinct file is read and decoded once."""
-    folder = Path(folder)
-    _check_first_frame(folder, template, start)
-    decoded = {i: _read_image(folder / template.format(i + start)) for i in sorted({int(i) for i in indices})}
-    return _stack(decoded, [int(i) for i in indices], folder)
-
-
-def _read_image(path: Path) -> np.ndarray:
-    """An image file as an ``(H, W, 3)`` uint8 RGB array (16-bit gray scaled to 8 bits, not clipped)."""
-    try:
-        with Image.open(path) as image:
-            if image.mode.startswith("I;16"):
-                gray = (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
-                return np.repeat(gray[:, :, None], 3, axis=2)
-            return np.asarray(image.convert("RGB"))
-    except FileNotFoundError as err:
-        raise DataError(path, "frame file not found") from err
-    except Exception as err:  # any Pillow failure: OSError, DecompressionBombError, ValueError, SyntaxError...
-        raise DataError(path, f"cannot decode image: {_why(err)}") from err
-
-
-def _stack(frames: dict[int, np.ndarray], indices: Sequence[int], path: Path) -> torch.Tensor:
+def stack_frames(frames: dict[int, np.ndarray], indices: Sequence[int], path: Path) -> torch.Tensor:
     """``frames[i]`` for each of ``indices`` as one uint8 ``(T, H, W, 3)`` tensor: frames of one size,
     at least :data:`MIN_SIDE` pixels a side."""
     shapes = sorted({frame.shape for frame in frames.values()})

@@ -19,16 +19,8 @@ from typing import Any
 import torch
 
 from tsm.checks import check_counts
-from tsm.data.decode import (
-    VIDEO_SUFFIXES,
-    DataError,
-    check_on_error,
-    count_frames,
-    frame_template_parts,
-    read_frames,
-    read_video,
-    video_num_frames,
-)
+from tsm.data.decode import VIDEO_SUFFIXES, DataError, check_on_error, read_video, video_num_frames
+from tsm.data.frame_folders import count_frames, frame_template_parts, read_frames
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
