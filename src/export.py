@@ -51,7 +51,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.precision != "fp32" and not cfg.compare.clips > 0:
         raise ValueError(f"compare.clips={cfg.compare.clips}: precision={cfg.precision} is compared with fp32 on "
                          "validation clips; give at least 1")  # fmt: skip
-    check_counts({"num_segments": cfg.num_segments}, group="")
+    if cfg.num_segments is not None:
+        check_counts({"num_segments": cfg.num_segments}, group="")
     check_counts({"clips": cfg.calibration.clips}, group="calibration")
     check_counts({"clips": cfg.compare.clips}, group="compare")
     check_counts({"trials": cfg.tuning.trials}, minimum=0, group="tuning")
@@ -81,7 +82,12 @@ def main(cfg: DictConfig) -> None:
         if cfg.mode != "stream":
             raise ValueError(f"format=tvm compiles stream-mode files; got mode={cfg.mode}: set mode=stream")
         check_tuning(cfg.target, cfg.tuning.trials, cfg.tuning.log)
-    model = load_recognizer(cfg.ckpt_path, num_segments=cfg.num_segments)
+    model = load_recognizer(cfg.ckpt_path, num_segments=cfg.num_segments or 8)
+    if cfg.num_segments is not None and model.num_segments != cfg.num_segments:  # it was ignored, without a word
+        raise ValueError(
+            f"num_segments={cfg.num_segments}: {cfg.ckpt_path} records {model.num_segments} frames per clip, which "
+            "its export keeps (num_segments applies to released .pth files, which do not record it)"
+        )
     out = Path(cfg.out or f"{cfg.paths.output_dir}/model_{cfg.mode}_{cfg.precision}{suffix}")
     with removed_if_replaced(out):
         export(cfg, model, out)

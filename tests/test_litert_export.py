@@ -175,6 +175,7 @@ def _without_tsm_metadata(content: bytes) -> bytes:
         (["input_size=[32]"], "input_size must be null, a side or [height, width], in pixels > 0; got [32]"),
         (["input_size=0"], "input_size must be null, a side or [height, width], in pixels > 0; got 0"),
         (["num_segments=0"], "num_segments must be a positive integer, got 0"),
+        (["mode=clip", "num_segments=6"], "frames per clip, which its export keeps (num_segments applies to released"),
         (["precision=int8", "calibration.clips=2.5"], "calibration.clips must be a positive integer, got 2.5"),
         (["precision=int8", "compare.split=bogus"], "compare.split must be one of train, val, test, got 'bogus'"),
         (["format=tvm", "mode=stream", "tuning.trials=-1"], "tuning.trials must be an integer >= 0, got -1"),
