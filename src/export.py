@@ -134,7 +134,9 @@ def export(cfg: DictConfig, model, out: Path) -> None:
     if cfg.precision != "fp32":
         user_data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
         data = calibration_data(cfg.ckpt_path, fp32_file, user_data)
-        check_same_classes(model, data, cfg.ckpt_path)
+        splits = {cfg.compare.split, *([cfg.calibration.split] if cfg.precision == "int8" else [])}
+        for split in sorted(splits):  # the splits it reads, and no other (a folder may hold only those)
+            check_same_classes(model, list(data.dataset(split).source.classes), cfg.ckpt_path)
     if cfg.precision == "fp16":
         to_fp16(fp32_file, converted)
     elif cfg.precision == "int8":
@@ -157,10 +159,10 @@ def export(cfg: DictConfig, model, out: Path) -> None:
     )
 
 
-def check_same_classes(model, data, ckpt_path) -> None:
+def check_same_classes(model, classes: list[str], ckpt_path) -> None:
     """The report's accuracies compare the model's class indices with the data's labels: the data must number the
     checkpoint's classes as it does (``+data=NAME`` may name another dataset)."""
-    recorded, classes = model.info.get("class_names"), data.describe()["class_names"]
+    recorded = model.info.get("class_names")
     if "class_names" in getattr(model, "info_known", ()) and list(recorded) != classes:
         raise ValueError(
             f"the data's {len(classes)} classes ({', '.join(classes[:3])}, ...) are not the {len(recorded)} classes "

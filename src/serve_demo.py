@@ -15,6 +15,7 @@ from tsm.streaming.demo_server import MODEL_URL, demo_server
 def main(cfg: DictConfig) -> None:
     server = demo_server(cfg.onnx, cfg.host, cfg.port)
     host, port = server.server_address[:2]
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
     query = f"?model={MODEL_URL.lstrip('/')}" + ("&source=camera" if cfg.camera else "")
     print(f"TSM browser demo: http://{host}:{port}/{query}  (Ctrl+C stops)", flush=True)
     try:

@@ -28,7 +28,7 @@ def read(path, indices):
     return frame_numbers(frames), stats
 
 
-def test_frame_count_from_header_or_demuxing(video):
+def test_frame_count_by_demuxing(video):
     assert video_num_frames(video) == NUM_FRAMES  # its packets counted (a header count may include hidden ones)
 
 

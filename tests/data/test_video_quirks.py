@@ -89,7 +89,10 @@ def test_offsets_variable_rates_and_dropped_frames_are_no_truncation(h264, tmp_p
            "-fps_mode", "passthrough", "-c:v", "libx264", "-bf", "3", variable)  # fmt: skip
     ffmpeg("-f", "lavfi", "-i", SOURCE, "-vf", "select='lt(mod(n,7),4)'", "-fps_mode", "passthrough",
            "-c:v", "mpeg4", "-g", "30", dropped)  # fmt: skip
-    for path in (offset, variable, dropped):
+    longer_audio = str(tmp_path / "longer_audio.mkv")  # the container's duration is the audio's
+    ffmpeg("-f", "lavfi", "-i", SOURCE, "-f", "lavfi", "-i", "sine=duration=5", "-c:v", "libx264", "-c:a", "aac",
+           longer_audio)  # fmt: skip
+    for path in (offset, variable, dropped, longer_audio):
         check_sparse_reads(path, every_frame(path))
     half = tmp_path / "half.mkv"  # a cut download still is one
     half.write_bytes(open(offset, "rb").read()[: os.path.getsize(offset) // 2])

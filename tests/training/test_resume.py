@@ -328,6 +328,7 @@ def test_a_checkpoint_trained_otherwise_is_refused_before_it_resumes(checkpoint,
 
     check()
     check("model.channels_last=true", "data.num_workers=1", "data.on_error=skip", f"paths.output_dir={tmp_path}")
+    check("+data.pin_memory=true")  # how it is read
     with pytest.raises(ValueError, match=r"1 differ \(data.augment.flip: True in the checkpoint, False now\): .*init_"):
         check("data.augment.flip=false")  # would go on training on other clips, unnoticed
     with pytest.raises(ValueError, match=r"2 differ \(data.scale_size: 32 .* 40 now; data.source.noise: 0.03 .* 0.1 "):

@@ -103,10 +103,23 @@ def _header_seconds(container: av.container.InputContainer, stream: av.VideoStre
     (Matroska counts the start in it; where that leaves nothing, the duration itself); None if it says neither."""
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
+    tagged = _tag_seconds(stream.metadata.get("DURATION", ""))  # Matroska's per-stream end (audio may run longer)
+    if tagged is not None and stream.time_base:
+        after_start = tagged - float(max(stream.start_time or 0, 0) * stream.time_base)
+        return after_start if after_start > 0 else tagged
     if container.duration:
         after_start = container.duration - max(container.start_time or 0, 0)
         return (after_start if after_start > 0 else container.duration) / av.time_base
     return None
+
+
+def _tag_seconds(tag: str) -> float | None:
+    """A Matroska ``DURATION`` tag (``00:00:04.007000000``) in seconds; None if there is none or it does not parse."""
+    parts = tag.split(":")
+    try:
+        return float(int(parts[0]) * 3600 + int(parts[1]) * 60 + float(parts[2])) if len(parts) == 3 else None
+    except ValueError:
+        return None
 
 
 def _demux(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> list[av.Packet]:

@@ -49,8 +49,8 @@ class PacketIndex:
             missing = sum(s is None for s in stamps)
             raise DataError(
                 path,
-                f"{missing} of its {len(stamps)} video packets carry no timestamp (a cut with -avoid_negative_ts "
-                "disabled?): re-mux it, e.g. ffmpeg -i IN -c copy OUT.mp4",
+                f"{missing} of its {len(stamps)} video packets carry no timestamp (a cut without re-encoding?): "
+                "re-mux it, e.g. ffmpeg -i IN -c copy OUT.mp4, or re-encode it",
             )
         order = sorted((k for k in range(len(stamps)) if shown[k]), key=stamps.__getitem__)
         self.stamps_by_position = array("q", stamps)  # decode position -> timestamp

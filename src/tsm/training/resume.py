@@ -63,9 +63,11 @@ DATA_NOT_COMPARED = {
     "source.root",
     "source.frames_root",
     "num_workers",
+    "pin_memory",
     "log_dir",
     "on_error",
     "source.on_error",
+    "source.splits.test",  # what the run tests, not what it trains on
 }
 
 
@@ -78,7 +80,8 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir`` while this process runs in it (global rank 0): a second run in it at the same time (a
     resume of it, ``overwrite=true``, a test-only run) is refused instead of writing checkpoints beside this run's
     or deleting them. The system releases the lock when the process ends, however it ends, so a killed run's
-    requeue is never refused; where the file system has no locks (some network mounts), that is logged."""
+    requeue is never refused on a local disk (on a network file system a crashed node's lock lasts until its lease
+    ends: minutes); where the file system has no locks (some network mounts), that is logged."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / LOCK_FILE, "ab") as file:
         try:

@@ -235,7 +235,9 @@ def fit_and_test(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     finish_wandb(failed=False)
     result = plain_metrics(metrics)
     if cfg.train and ckpt_path:  # a resume: what the earlier attempts measured and this one did not stays
-        result = {**earlier_metrics(output_dir), **result}
+        trained = any(key.startswith("train/") for key in result)  # an earlier test measured older weights then
+        stale = {key.split("/")[0] for key in result} | ({"test"} if trained else set())
+        result = {**{k: v for k, v in earlier_metrics(output_dir).items() if k.split("/")[0] not in stale}, **result}
     if trainer.is_global_zero:  # rank 0 alone: anything done here must be free of collectives
         write_text_atomic(output_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result
