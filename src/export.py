@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tsm.checks import check_counts
 from tsm.export import to_onnx
-from tsm.files import write_text_atomic
+from tsm.files import Signature, file_signature, write_text_atomic
 from tsm.models.checkpoints import load_recognizer
 from tsm.quantize import (
     NO_CALIBRATION_CLIPS,
@@ -109,13 +109,12 @@ def removed_if_replaced(out: Path) -> Iterator[None]:
         raise
 
 
-def signature(path: Path) -> tuple[int, int, int] | None:
-    """What tells a rewritten file from the one that was there: inode, modification time, size (None: no file)."""
+def signature(path: Path) -> Signature | None:
+    """:func:`tsm.files.file_signature`, None for no file."""
     try:
-        info = path.stat()
+        return file_signature(path)
     except FileNotFoundError:
         return None
-    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 def export(cfg: DictConfig, model, out: Path) -> None:

@@ -65,6 +65,17 @@ def _fsync_directory(folder: Path) -> None:
         os.close(descriptor)
 
 
+Signature = tuple[int, int, int, int]  # a file's size, modification and change times (ns), inode
+
+
+def file_signature(path: str | os.PathLike) -> Signature:
+    """What tells a rewritten file from the one that was there: size, modification and change times (ns: a rewrite
+    in place that restores the modification time, as ``rsync --inplace -t`` does, still changes the change time),
+    inode. Raises :class:`FileNotFoundError` for no file."""
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino
+
+
 def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Temporary files :func:`atomic_open` left in ``folder`` when its process was killed mid-write."""
     folder = Path(folder)

@@ -27,7 +27,7 @@ import json
 import logging
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -164,7 +164,7 @@ def calibration_data(ckpt_path: str | Path, fp32_file: str | Path, data: dict | 
     from tsm.models.checkpoints import data_config
 
     info = read_info(read_file_metadata(fp32_file), fp32_file)
-    side = max(frame_size(fp32_file))
+    side = max(height_width(info["input_size"]))  # the file's info, read once
     fitted = {"crop_size": side, "scale_size": max(side, info["scale_size"]), "log_dir": None, "num_workers": 0}
     if data is not None and "_target_" in data:  # the user's own config, not a file's: instantiated as Hydra does
         import hydra
@@ -182,10 +182,14 @@ def calibration_data(ckpt_path: str | Path, fp32_file: str | Path, data: dict | 
     return datamodule_from_record(recorded | fitted, str(ckpt_path), DATA_KEY)
 
 
+def height_width(input_size: int | Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` of a recorded ``input_size`` (a side, or ``[height, width]``)."""
+    return (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
+
+
 def frame_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` of the frames an exported file takes."""
-    size = read_info(read_file_metadata(path), path)["input_size"]
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return height_width(read_info(read_file_metadata(path), path)["input_size"])
 
 
 def clips_of(

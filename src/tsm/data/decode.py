@@ -33,8 +33,9 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-from tsm.data.video_index import INDEXES, IndexMismatch, PacketIndex, SeekingPackets, Signature, stamp
+from tsm.data.video_index import INDEXES, IndexMismatch, PacketIndex, SeekingPackets, stamp
 from tsm.errors import DataError
+from tsm.files import Signature
 from tsm.rotation import upright
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".3gp", ".flv", ".wmv", ".ogv")

@@ -9,7 +9,6 @@ go once the kept indexes hold more than :data:`CACHE_PACKETS` packets (about 24 
 
 from __future__ import annotations
 
-import os
 import threading
 from array import array
 from bisect import bisect_left, bisect_right
@@ -20,13 +19,11 @@ from pathlib import Path
 import av
 
 from tsm.errors import DataError
+from tsm.files import Signature, file_signature
 
 # Packets the kept indexes of one process may hold together: ~50 MB, ~18 h of 30 fps video (HMDB51's ~0.65M
 # frames whole, most of UCF101's ~2.5M; a worker keeps the videos it read last of a larger set).
 CACHE_PACKETS = 2_000_000
-
-
-Signature = tuple[int, int, int, int]  # a file's size, modification and change times (ns), inode
 
 
 class IndexMismatch(RuntimeError):
@@ -140,13 +137,7 @@ class IndexCache:
         self.packets = 0
         self.lock = threading.Lock()
 
-    @staticmethod
-    def signature(path: Path) -> Signature:
-        """What tells a rewritten file from the one indexed: size, modification and change times (ns: a rewrite in
-        place that restores the modification time, as ``rsync --inplace -t`` does, still changes the change
-        time), inode."""
-        info = os.stat(path)
-        return info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino
+    signature = staticmethod(file_signature)  # what tells a rewritten file from the one indexed
 
     def get(self, path: Path, signature: Signature) -> PacketIndex | None:
         """The kept index of ``path`` if the file still has ``signature``; a stale one is dropped."""
